@@ -1,0 +1,1 @@
+"""Switchboard's channel-agnostic core: conversations, tools, models and the ports they use."""

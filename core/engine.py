@@ -1,0 +1,353 @@
+"""The conversation engine: answering a message with streaming, tools and persistence.
+
+One reply runs at a time per conversation; different conversations run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from core.clock import Clock
+from core.context import fit_history
+from core.errors import (
+    ContextTooLong,
+    SwitchboardError,
+    UpstreamUnavailable,
+    UserInputError,
+    user_message,
+)
+from core.events import ReplyFailed, ReplyFinished, ReplySink, TextDelta, ToolFinished, ToolStarted
+from core.llm import (
+    ChatTurn,
+    Completion,
+    ContextItem,
+    LLMGateway,
+    LLMRequest,
+    TextChunk,
+    ToolSchema,
+    Usage,
+)
+from core.messages import (
+    Conversation,
+    ConversationKey,
+    IncomingMessage,
+    NewMessage,
+    Role,
+    StoredMessage,
+)
+from core.pricing import price_sheet, token_cost
+from core.registry import ModelSpec, ModeSpec, Registry
+from core.store import ConversationStore, UsageRecord
+from core.tokens import MESSAGE_OVERHEAD, TokenCounter, TokenCounters
+from core.tools import ToolRegistry
+
+log = logging.getLogger(__name__)
+
+HISTORY_PAGE = 64
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Limits the engine applies to every turn."""
+
+    tool_rounds: int = 5
+    max_message_chars: int = 32_000
+    context_tokens: int | None = None
+
+
+@dataclass
+class _Turn:
+    """A reply in progress, so that /cancel can find and stop it."""
+
+    task: asyncio.Task[object]
+    cancel_requested: bool = False
+
+
+@dataclass
+class _Slot:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+@dataclass
+class _TurnState:
+    """One turn's choices and what it produced so far: text shown, usage to record."""
+
+    conversation: Conversation
+    user_id: int
+    model: ModelSpec
+    counter: TokenCounter
+    sink: ReplySink
+    text: str = ""
+    usage: list[UsageRecord] = field(default_factory=list)
+    tools_used: list[str] = field(default_factory=list)
+
+
+class Engine:
+    """Answers messages: context within the token budget, the tool loop, events, persistence."""
+
+    def __init__(
+        self,
+        *,
+        store: ConversationStore,
+        gateway: LLMGateway,
+        registry: Registry,
+        tools: ToolRegistry,
+        clock: Clock,
+        counters: TokenCounters | None = None,
+        options: EngineOptions | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self._gateway = gateway
+        self._tools = tools
+        self._clock = clock
+        self._counters = counters or TokenCounters()
+        self._options = options or EngineOptions()
+        self._slots: dict[ConversationKey, _Slot] = {}
+        self._turns: dict[ConversationKey, _Turn] = {}
+
+    async def answer_message(self, message: IncomingMessage, sink: ReplySink) -> None:
+        """Answer ``message``, emitting reply events to ``sink``; never raises for bad input
+        or upstream failures, which become a ``ReplyFailed`` event."""
+        try:
+            self._check(message)
+            if message.event_id and not await self.store.claim_event(
+                message.key.channel, message.event_id
+            ):
+                log.info("dropping redelivered event %s", message.event_id)
+                return
+        except SwitchboardError as exc:
+            await sink.emit(ReplyFailed(user_message(exc)))
+            return
+        slot = self._slots.setdefault(message.key, _Slot())
+        slot.users += 1
+        try:
+            async with slot.lock:
+                await self._run_turn(message, sink)
+        finally:
+            slot.users -= 1
+            if slot.users == 0:
+                del self._slots[message.key]
+
+    def cancel(self, key: ConversationKey) -> bool:
+        """Stop the reply in progress for ``key``; what was generated is kept. True if any."""
+        turn = self._turns.get(key)
+        if turn is None or turn.cancel_requested:
+            return False
+        turn.cancel_requested = True
+        turn.task.cancel()
+        return True
+
+    def is_busy(self, key: ConversationKey) -> bool:
+        """Whether a reply is being generated for ``key``."""
+        return key in self._turns
+
+    async def reset_conversation(self, key: ConversationKey) -> Conversation:
+        """Start a new conversation for ``key``; the old one stays stored."""
+        self.cancel(key)
+        return await self.store.start_conversation(key)
+
+    async def set_mode(self, key: ConversationKey, name: str | None) -> ModeSpec:
+        """Choose the mode of ``key``'s conversation; raises ``UnknownChoice``."""
+        mode = self.registry.mode(name)
+        conversation = await self.store.active_conversation(key)
+        await self.store.set_mode(conversation.id, mode.id)
+        return mode
+
+    async def set_model(self, key: ConversationKey, name: str | None) -> ModelSpec:
+        """Choose the model of ``key``'s conversation; raises ``UnknownChoice``."""
+        model = self.registry.model(name)
+        conversation = await self.store.active_conversation(key)
+        await self.store.set_model(conversation.id, model.id)
+        return model
+
+    async def current_choices(self, key: ConversationKey) -> tuple[ModeSpec, ModelSpec]:
+        """The mode and model that the next reply in ``key`` will use."""
+        conversation = await self.store.active_conversation(key)
+        mode = self.registry.mode(conversation.mode)
+        return mode, self.registry.model(conversation.model or mode.model)
+
+    def _check(self, message: IncomingMessage) -> None:
+        if not message.text.strip():
+            raise UserInputError("Send me some text and I will answer it.")
+        if len(message.text) > self._options.max_message_chars:
+            raise UserInputError(
+                f"That message is too long ({len(message.text):,} characters); the limit is "
+                f"{self._options.max_message_chars:,}. Please shorten it or send it in parts."
+            )
+
+    async def _run_turn(self, message: IncomingMessage, sink: ReplySink) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        turn = _Turn(task)
+        self._turns[message.key] = turn
+        state: _TurnState | None = None
+        try:
+            user_id = await self.store.ensure_user(message.sender)
+            conversation = await self.store.active_conversation(message.key)
+            mode = self.registry.mode(conversation.mode)
+            model = self.registry.model(conversation.model or mode.model)
+            counter = self._counters.for_encoding(model.encoding)
+            state = _TurnState(conversation, user_id, model, counter, sink)
+            await self.store.add_message(
+                conversation.id,
+                NewMessage(
+                    Role.USER,
+                    message.text,
+                    counter.count(message.text),
+                    author_id=user_id,
+                    platform_message_id=message.platform_message_id,
+                ),
+            )
+            await self._generate(mode, state)
+        except asyncio.CancelledError:
+            if not turn.cancel_requested:
+                raise
+            task.uncancel()
+            await self._finish(state, cancelled=True)
+            await sink.emit(ReplyFinished(state.text if state else "", cancelled=True))
+            return
+        except Exception as exc:
+            if isinstance(exc, SwitchboardError):
+                log.warning("turn in %s failed: %s", message.key, exc)
+            else:
+                log.exception("turn in %s failed unexpectedly", message.key)
+            await self._finish(state, cancelled=False)
+            await sink.emit(ReplyFailed(user_message(exc), state.text if state else ""))
+            return
+        finally:
+            self._turns.pop(message.key, None)
+        await self._finish(state, cancelled=False)
+        await sink.emit(ReplyFinished(state.text))
+
+    async def _generate(self, mode: ModeSpec, state: _TurnState) -> None:
+        model = state.model
+        instructions = mode.system_prompt.replace("{date}", self._clock.now().date().isoformat())
+        tools = self._tools.schemas(mode.tools) if model.supports_tools else []
+        budget = self._history_budget(model, state.counter, instructions, tools)
+        history = await self._history(state.conversation.id, budget)
+        items: list[ContextItem] = list(history)
+        retried = False
+        rounds = 0
+        while True:
+            offered = tools if rounds < self._options.tool_rounds else []
+            request = LLMRequest(model, instructions, items, offered)
+            try:
+                completion = await self._call(request, state)
+            except ContextTooLong:
+                if retried or state.text:
+                    raise
+                retried = True
+                budget //= 2
+                tool_items = items[len(history) :]
+                history = await self._history(state.conversation.id, budget)
+                items = [*history, *tool_items]
+                log.info("context too long for %s; retrying within %d tokens", model.id, budget)
+                continue
+            if not completion.tool_calls:
+                return
+            rounds += 1
+            items.extend(completion.tool_calls)
+            for call in completion.tool_calls:
+                state.tools_used.append(call.name)
+                await state.sink.emit(ToolStarted(call.call_id, call.name, call.arguments))
+            results = await asyncio.gather(*(self._tools.run(c) for c in completion.tool_calls))
+            for call, (output, ok) in zip(completion.tool_calls, results, strict=True):
+                items.append(output)
+                await state.sink.emit(ToolFinished(call.call_id, call.name, ok))
+
+    async def _call(self, request: LLMRequest, state: _TurnState) -> Completion:
+        completion: Completion | None = None
+        streamed: list[str] = []
+        try:
+            async for event in self._gateway.stream(request):
+                if isinstance(event, TextChunk):
+                    streamed.append(event.text)
+                    state.text += event.text
+                    await state.sink.emit(TextDelta(event.text))
+                else:
+                    completion = event
+        finally:
+            # Charged even when cut short: what was generated was paid for.
+            if completion is not None or streamed:
+                reported = completion.usage if completion else None
+                usage = reported or _estimate(request, state.counter, "".join(streamed))
+                state.usage.append(
+                    UsageRecord(
+                        user_id=state.user_id,
+                        conversation_id=state.conversation.id,
+                        kind="chat",
+                        model=request.model.id,
+                        input_tokens=usage.input_tokens,
+                        cached_input_tokens=usage.cached_input_tokens,
+                        output_tokens=usage.output_tokens,
+                        cost_micros=token_cost(request.model.prices, usage),
+                        prices=price_sheet(request.model.prices),
+                        request_id=completion.request_id if completion else None,
+                    )
+                )
+        if completion is None:
+            raise UpstreamUnavailable("the model stream ended without completing")
+        return completion
+
+    async def _finish(self, state: _TurnState | None, *, cancelled: bool) -> None:
+        if state is None or (not state.text and not state.usage):
+            return
+        meta: dict[str, object] = {"model": state.model.id}
+        if cancelled:
+            meta["cancelled"] = True
+        if state.tools_used:
+            meta["tools"] = state.tools_used
+        reply = NewMessage(Role.ASSISTANT, state.text, state.counter.count(state.text), meta=meta)
+        # Shielded so that a shutdown arriving now cannot lose a reply the user has seen.
+        await asyncio.shield(self.store.add_message(state.conversation.id, reply, state.usage))
+
+    def _history_budget(
+        self,
+        model: ModelSpec,
+        counter: TokenCounter,
+        instructions: str,
+        tools: Sequence[ToolSchema],
+    ) -> int:
+        window = model.context_window
+        if self._options.context_tokens is not None:
+            window = min(window, self._options.context_tokens)
+        reserve = min(model.max_output_tokens, window // 4)
+        fixed = counter.count(instructions) + MESSAGE_OVERHEAD
+        fixed += sum(
+            counter.count(str(tool.parameters)) + counter.count(tool.description) for tool in tools
+        )
+        return window - reserve - fixed
+
+    async def _history(self, conversation_id: int, budget: int) -> list[ChatTurn]:
+        """Recent turns within ``budget``, paging back through the store only as needed."""
+        collected: list[StoredMessage] = []
+        before: int | None = None
+        used = 0
+        while True:
+            page = await self.store.recent_messages(
+                conversation_id, limit=HISTORY_PAGE, before_id=before
+            )
+            collected.extend(page)
+            used += sum(m.token_count + MESSAGE_OVERHEAD for m in page)
+            if len(page) < HISTORY_PAGE or used > budget:
+                break
+            before = page[-1].id
+        turns, used = fit_history(collected, budget)
+        if not turns:
+            raise UserInputError(
+                "That message is too long for this model's context. Please shorten it."
+            )
+        return turns
+
+
+def _estimate(request: LLMRequest, counter: TokenCounter, text: str) -> Usage:
+    """Usage counted locally when the API reported none (a stream cut short)."""
+    prompt = counter.count(request.instructions) + sum(
+        counter.count(item.text) for item in request.items if isinstance(item, ChatTurn)
+    )
+    return Usage(prompt, 0, counter.count(text))

@@ -1,0 +1,87 @@
+"""The one exception tree of Switchboard, and the one place that turns errors into replies.
+
+SwitchboardError
+├── ConfigError            a setting or data file is missing or malformed
+├── UserInputError         the user's message or command cannot be acted on
+│   └── UnknownChoice      an unknown mode or model name
+├── ToolError              a tool failed; its message goes back to the model
+└── UpstreamError          the model provider failed (vendor errors are translated to these)
+    ├── RateLimited        429 without ``insufficient_quota``: retried with backoff
+    ├── QuotaExhausted     the provider account is out of credit: never retried
+    ├── ContextTooLong     the request did not fit the model's context window
+    ├── UpstreamRejected   any other 4xx: the request itself was refused
+    └── UpstreamUnavailable 5xx, timeouts and connection failures: retried with backoff
+"""
+
+from __future__ import annotations
+
+
+class SwitchboardError(Exception):
+    """Root of every error Switchboard raises on purpose."""
+
+
+class ConfigError(SwitchboardError):
+    """A setting or data file is missing or malformed; the message names it."""
+
+
+class UserInputError(SwitchboardError):
+    """The user's input cannot be acted on; the message is safe to show them."""
+
+
+class UnknownChoice(UserInputError):
+    """A mode or model name that the registry does not know."""
+
+
+class ToolError(SwitchboardError):
+    """A tool failed; the message is fed back to the model as the tool's result."""
+
+
+class UpstreamError(SwitchboardError):
+    """The model provider failed. ``request_id`` is the provider's id for the call, if known."""
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class RateLimited(UpstreamError):
+    """The provider asked us to slow down; ``retry_after`` is its hint in seconds."""
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, request_id: str | None = None
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        self.retry_after = retry_after
+
+
+class QuotaExhausted(UpstreamError):
+    """The provider account has no credit left (``insufficient_quota``)."""
+
+
+class ContextTooLong(UpstreamError):
+    """The request exceeded the model's context window."""
+
+
+class UpstreamRejected(UpstreamError):
+    """The provider refused the request for a reason other than its length."""
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The provider could not be reached or failed on its side."""
+
+
+def user_message(error: BaseException) -> str:
+    """Return the short, friendly text a chat user sees for ``error``; never a traceback."""
+    if isinstance(error, UserInputError):
+        return str(error)
+    if isinstance(error, QuotaExhausted):
+        return "The assistant's OpenAI account is out of credit. Please tell an admin."
+    if isinstance(error, RateLimited):
+        return "The assistant is busy right now. Please try again in a minute."
+    if isinstance(error, ContextTooLong):
+        return "That conversation is too long for the model. Send /reset to start a new one."
+    if isinstance(error, UpstreamRejected):
+        return "The model could not answer that request. Try rephrasing it, or /reset."
+    if isinstance(error, UpstreamUnavailable):
+        return "The model service is not answering right now. Please try again shortly."
+    return "Something went wrong on our side. Please try again."

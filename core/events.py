@@ -1,0 +1,64 @@
+"""Reply events the engine emits while answering; each channel decides how to show them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of reply text as it streams in."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStarted:
+    """The model asked for a tool call that is now running."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished:
+    """A tool call ended; ``ok`` is false when its result is an error fed back to the model."""
+
+    call_id: str
+    name: str
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyFinished:
+    """The final reply text; ``cancelled`` when the user stopped it with /cancel."""
+
+    text: str
+    cancelled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyFailed:
+    """The turn failed; ``message`` is short, friendly and safe to show."""
+
+    message: str
+    partial_text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A plain informational reply, such as a command's answer."""
+
+    text: str
+
+
+ReplyEvent = TextDelta | ToolStarted | ToolFinished | ReplyFinished | ReplyFailed | Notice
+
+
+class ReplySink(Protocol):
+    """Where a channel receives the events of one reply."""
+
+    async def emit(self, event: ReplyEvent) -> None:
+        """Show or buffer ``event``; called in order, never concurrently for one reply."""

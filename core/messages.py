@@ -1,0 +1,93 @@
+"""Value objects that every channel normalises its events into, and that the store keeps."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationKey:
+    """Where a conversation lives: channel, workspace (Slack team), place (chat) and thread.
+
+    Normalised at the edge so that every adapter keys conversations the same way; ``str()``
+    gives the stable text form the store indexes.
+    """
+
+    channel: str
+    place: str
+    scope: str = ""
+    thread: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.channel}:{self.scope}:{self.place}:{self.thread}"
+
+
+@dataclass(frozen=True, slots=True)
+class UserRef:
+    """A person on one channel: the channel's user id plus what we know of their name."""
+
+    channel: str
+    user_id: str
+    username: str | None = None
+    display_name: str | None = None
+
+    @property
+    def principal(self) -> str:
+        """The ``channel:id`` form used by the admin and allow-list settings."""
+        return f"{self.channel}:{self.user_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """One user message, already translated from the platform's event."""
+
+    key: ConversationKey
+    sender: UserRef
+    text: str
+    platform_message_id: str | None = None
+    event_id: str | None = None
+
+
+class Role(enum.StrEnum):
+    """Who wrote a stored message."""
+
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message about to be stored."""
+
+    role: Role
+    text: str
+    token_count: int
+    author_id: int | None = None
+    platform_message_id: str | None = None
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as the store keeps it."""
+
+    id: int
+    conversation_id: int
+    role: Role
+    text: str
+    token_count: int
+    created_at: datetime
+    platform_message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """The active conversation of a key, with the choices the user made in it."""
+
+    id: int
+    key: ConversationKey
+    mode: str | None
+    model: str | None
+    created_at: datetime

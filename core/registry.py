@@ -1,0 +1,151 @@
+"""The model and mode registries: shipped TOML data files, merged with the operator's own."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from core.errors import ConfigError, UnknownChoice
+
+MICRO = 1_000_000
+
+
+class TokenPrices(BaseModel):
+    """Prices in micro-dollars per one million tokens (so $0.40 / 1M tokens is 400_000)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input: int = 0
+    cached_input: int = 0
+    output: int = 0
+
+    @field_validator("input", "cached_input", "output", mode="before")
+    @classmethod
+    def _dollars_to_micro(cls, value: object) -> int:
+        amount = Decimal(str(value))
+        if amount < 0:
+            raise ValueError("prices cannot be negative")
+        micro = amount * MICRO
+        if micro != micro.to_integral_value():
+            raise ValueError("prices are kept to the micro-dollar per 1M tokens")
+        return int(micro)
+
+
+class ModelSpec(BaseModel):
+    """One model: which API it speaks, its limits, capabilities and prices."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    title: str = ""
+    api: Literal["responses", "chat"]
+    context_window: int = Field(gt=0)
+    max_output_tokens: int = Field(gt=0)
+    capabilities: frozenset[str] = frozenset()
+    encoding: str | None = None
+    prices: TokenPrices = TokenPrices()
+
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the model can call functions."""
+        return "tools" in self.capabilities
+
+
+class ModeSpec(BaseModel):
+    """A persona: its system prompt, the tools it may use and, optionally, its model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    title: str = ""
+    description: str = ""
+    system_prompt: str
+    tools: tuple[str, ...] = ()
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Models and modes by id, with the defaults used when a conversation chose none."""
+
+    models: Mapping[str, ModelSpec]
+    modes: Mapping[str, ModeSpec]
+    default_model: str
+    default_mode: str
+
+    def model(self, name: str | None) -> ModelSpec:
+        """The model called ``name``, or the default; raises ``UnknownChoice``."""
+        spec = self.models.get(name or self.default_model)
+        if spec is None:
+            raise UnknownChoice(f"Unknown model {name!r}. Try one of: {', '.join(self.models)}.")
+        return spec
+
+    def mode(self, name: str | None) -> ModeSpec:
+        """The mode called ``name``, or the default; raises ``UnknownChoice``."""
+        spec = self.modes.get(name or self.default_mode)
+        if spec is None:
+            raise UnknownChoice(f"Unknown mode {name!r}. Try one of: {', '.join(self.modes)}.")
+        return spec
+
+
+def load_registry(models_file: Path | None = None, modes_file: Path | None = None) -> Registry:
+    """Load the shipped registry files, merging the operator's files over them."""
+    models_data = _merge(_shipped("models.toml"), _read(models_file))
+    modes_data = _merge(_shipped("modes.toml"), _read(modes_file))
+    origin = str(models_file or "shipped models.toml")
+    try:
+        models = {
+            name: ModelSpec.model_validate({"id": name, **spec})
+            for name, spec in models_data.get("models", {}).items()
+        }
+        modes = {
+            name: ModeSpec.model_validate({"id": name, **spec})
+            for name, spec in modes_data.get("modes", {}).items()
+        }
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise ConfigError(f"{origin}: {where}: {error['msg']}") from None
+    default_model = str(models_data.get("defaults", {}).get("chat", ""))
+    default_mode = str(modes_data.get("defaults", {}).get("mode", ""))
+    if default_model not in models:
+        raise ConfigError(f"{origin}: defaults.chat names no model in the registry")
+    if default_mode not in modes:
+        raise ConfigError(f"{modes_file or 'modes.toml'}: defaults.mode names no mode")
+    for mode in modes.values():
+        if mode.model is not None and mode.model not in models:
+            raise ConfigError(f"mode {mode.id!r} uses unknown model {mode.model!r}")
+    return Registry(models, modes, default_model, default_mode)
+
+
+def _shipped(name: str) -> dict[str, Any]:
+    text = resources.files("core.data").joinpath(name).read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def _read(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

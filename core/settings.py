@@ -1,0 +1,116 @@
+"""Typed settings: every SPEC §3 variable and Switchboard's own, from the environment or .env.
+
+Built once by the composition root (``bots.bootstrap``); nothing reads the environment at import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.errors import ConfigError
+
+CHANNELS = ("telegram", "slack", "console")
+
+
+class Settings(BaseSettings):
+    """Configuration for one Switchboard process."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    database_url: str = Field(default="sqlite+aiosqlite:///switchboard.db", alias="DATABASE_URL")
+
+    telegram_bot_token: SecretStr | None = Field(default=None, alias="TELEGRAM_BOT_TOKEN")
+    telegram_base_url: str | None = Field(default=None, alias="TELEGRAM_BASE_URL")
+    telegram_base_file_url: str | None = Field(default=None, alias="TELEGRAM_BASE_FILE_URL")
+    telegram_webhook_url: str | None = Field(default=None, alias="TELEGRAM_WEBHOOK_URL")
+    telegram_webhook_secret: SecretStr | None = Field(default=None, alias="TELEGRAM_WEBHOOK_SECRET")
+    telegram_webhook_port: int = Field(default=8443, alias="TELEGRAM_WEBHOOK_PORT", gt=0, lt=65536)
+
+    slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+    slack_port: int = Field(default=3000, alias="SLACK_PORT", gt=0, lt=65536)
+
+    admins: Annotated[frozenset[str], NoDecode] = Field(
+        default=frozenset(), alias="SWITCHBOARD_ADMINS"
+    )
+    allowed_users: Annotated[frozenset[str], NoDecode] = Field(
+        default=frozenset(), alias="SWITCHBOARD_ALLOWED_USERS"
+    )
+    jobs_poll_seconds: int = Field(default=60, alias="SWITCHBOARD_JOBS_POLL_SECONDS", gt=0)
+
+    auto_migrate: bool = Field(default=True, alias="SWITCHBOARD_AUTO_MIGRATE")
+    models_file: Path | None = Field(default=None, alias="SWITCHBOARD_MODELS_FILE")
+    modes_file: Path | None = Field(default=None, alias="SWITCHBOARD_MODES_FILE")
+    tool_modules: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), alias="SWITCHBOARD_TOOL_MODULES"
+    )
+    tool_rounds: int = Field(default=5, alias="SWITCHBOARD_TOOL_ROUNDS", ge=1, le=50)
+    tool_timeout_seconds: float = Field(
+        default=20.0, alias="SWITCHBOARD_TOOL_TIMEOUT_SECONDS", gt=0, le=600
+    )
+    openai_max_retries: int = Field(default=3, alias="SWITCHBOARD_OPENAI_MAX_RETRIES", ge=0, le=10)
+    openai_timeout_seconds: float = Field(
+        default=120.0, alias="SWITCHBOARD_OPENAI_TIMEOUT_SECONDS", gt=0
+    )
+    max_message_chars: int = Field(
+        default=32000, alias="SWITCHBOARD_MAX_MESSAGE_CHARS", gt=0, le=1_000_000
+    )
+    context_tokens: int | None = Field(default=None, alias="SWITCHBOARD_CONTEXT_TOKENS", gt=0)
+    log_level: str = Field(default="INFO", alias="SWITCHBOARD_LOG_LEVEL")
+
+    @field_validator("admins", "allowed_users", mode="before")
+    @classmethod
+    def _principals(cls, value: object) -> frozenset[str]:
+        if isinstance(value, frozenset | set | list | tuple):
+            items = [str(item) for item in value]
+        else:
+            items = [item.strip() for item in str(value or "").split(",") if item.strip()]
+        for item in items:
+            channel, _, user_id = item.partition(":")
+            if channel not in CHANNELS or not user_id:
+                raise ValueError(f"{item!r} is not of the form telegram:<id> or slack:<id>")
+        return frozenset(items)
+
+    @field_validator("tool_modules", mode="before")
+    @classmethod
+    def _modules(cls, value: object) -> tuple[str, ...]:
+        if isinstance(value, list | tuple):
+            return tuple(str(item) for item in value)
+        return tuple(item.strip() for item in str(value or "").split(",") if item.strip())
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    def require(self, *names: str) -> None:
+        """Raise ``ConfigError`` naming the first of ``names`` (env variables) that is unset."""
+        for name in names:
+            field = next(key for key, info in type(self).model_fields.items() if info.alias == name)
+            value = getattr(self, field)
+            if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
+                raise ConfigError(f"{name} is not set")
+
+
+def load_settings(env_file: Path | str | None = ".env", **overrides: Any) -> Settings:
+    """Build settings from the environment and ``env_file``; errors name the variable."""
+    try:
+        return Settings(_env_file=env_file, **overrides)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "settings"
+        alias = Settings.model_fields[field].alias if field in Settings.model_fields else field
+        raise ConfigError(f"{alias or field}: {error['msg']}") from None

@@ -1,0 +1,63 @@
+"""The conversation store port: users, conversations, messages, usage rows and event dedupe."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from core.messages import Conversation, ConversationKey, NewMessage, StoredMessage, UserRef
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One billable API call: who, where, what, how much and at which prices."""
+
+    user_id: int | None
+    conversation_id: int | None
+    kind: str
+    model: str
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    cost_micros: int = 0
+    prices: dict[str, int] = field(default_factory=dict)
+    request_id: str | None = None
+
+
+class ConversationStore(Protocol):
+    """Persistent conversation state; every implementation passes ``tests/test_store_contract``."""
+
+    async def ensure_user(self, user: UserRef) -> int:
+        """The stored id of ``user``, creating or refreshing the row (names change)."""
+
+    async def active_conversation(self, key: ConversationKey) -> Conversation:
+        """The conversation currently open for ``key``, created when there is none."""
+
+    async def start_conversation(self, key: ConversationKey) -> Conversation:
+        """Close the open conversation of ``key`` (kept, not deleted) and open a new one."""
+
+    async def set_mode(self, conversation_id: int, mode: str | None) -> None:
+        """Remember the mode chosen in a conversation (None: the default)."""
+
+    async def set_model(self, conversation_id: int, model: str | None) -> None:
+        """Remember the model chosen in a conversation (None: the mode's or the default)."""
+
+    async def add_message(
+        self,
+        conversation_id: int,
+        message: NewMessage,
+        usage: Sequence[UsageRecord] = (),
+    ) -> StoredMessage:
+        """Append ``message`` and its usage rows in one transaction."""
+
+    async def recent_messages(
+        self, conversation_id: int, *, limit: int, before_id: int | None = None
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` messages older than ``before_id`` (or the newest), newest first."""
+
+    async def usage(self, conversation_id: int) -> list[UsageRecord]:
+        """The usage rows of one conversation, oldest first."""
+
+    async def claim_event(self, source: str, event_id: str) -> bool:
+        """True the first time ``(source, event_id)`` is claimed, False for a redelivery."""

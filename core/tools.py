@@ -1,0 +1,162 @@
+"""Function-calling tools: typed Python functions whose JSON schema is derived with pydantic,
+a registry that runs them safely, and loading of operators' own tool modules."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, get_type_hints, overload
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from core.errors import ConfigError, ToolError
+from core.llm import ToolCall, ToolOutput, ToolSchema
+
+log = logging.getLogger(__name__)
+
+MAX_TOOL_OUTPUT = 16_000
+
+ToolFunction = Callable[..., Awaitable[object] | object]
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A callable the model may use; ``arguments`` validates what the model sends."""
+
+    name: str
+    description: str
+    arguments: type[BaseModel]
+    function: ToolFunction
+
+    def schema(self) -> ToolSchema:
+        """The tool as the API sees it; strict when every argument is required."""
+        parameters = self.arguments.model_json_schema()
+        parameters.pop("title", None)
+        for prop in parameters.get("properties", {}).values():
+            prop.pop("title", None)
+        required = set(parameters.get("required", []))
+        strict = required == set(parameters.get("properties", {})) and "$defs" not in parameters
+        parameters["additionalProperties"] = False
+        return ToolSchema(self.name, self.description, parameters, strict)
+
+
+@overload
+def tool(function: ToolFunction, *, name: str | None = None) -> Tool: ...
+
+
+@overload
+def tool(function: None = None, *, name: str | None = None) -> Callable[[ToolFunction], Tool]: ...
+
+
+def tool(
+    function: ToolFunction | None = None, *, name: str | None = None
+) -> Tool | Callable[[ToolFunction], Tool]:
+    """Make a ``Tool`` of a typed function; its docstring is the description.
+
+    Use as ``@tool`` or ``@tool(name="...")``. Parameters may carry
+    ``Annotated[..., Field(description=...)]`` for richer schemas.
+    """
+
+    def wrap(func: ToolFunction) -> Tool:
+        hints = get_type_hints(func, include_extras=True)
+        fields: dict[str, Any] = {}
+        for parameter in inspect.signature(func).parameters.values():
+            annotation = hints.get(parameter.name, str)
+            default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+            fields[parameter.name] = (annotation, default)
+        tool_name = name or func.__name__
+        model = create_model(
+            f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
+        )
+        description = inspect.cleandoc(func.__doc__ or tool_name)
+        return Tool(tool_name, description, model, func)
+
+    return wrap(function) if function is not None else wrap
+
+
+class ToolRegistry:
+    """The tools this process knows, by name; runs calls with a timeout and never raises."""
+
+    def __init__(self, tools: Iterable[Tool] = (), *, timeout: float = 20.0) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._timeout = timeout
+        for item in tools:
+            self.register(item)
+
+    def register(self, item: Tool) -> None:
+        """Add ``item``; a second tool of the same name is a configuration error."""
+        if item.name in self._tools:
+            raise ConfigError(f"two tools are named {item.name!r}")
+        self._tools[item.name] = item
+
+    def names(self) -> list[str]:
+        """Names of every registered tool."""
+        return list(self._tools)
+
+    def schemas(self, names: Sequence[str]) -> list[ToolSchema]:
+        """Schemas of the tools called ``names`` that exist (unknown names are skipped)."""
+        return [self._tools[name].schema() for name in names if name in self._tools]
+
+    async def run(self, call: ToolCall) -> tuple[ToolOutput, bool]:
+        """Run ``call``; a failure or timeout becomes an error text for the model."""
+        try:
+            result = await asyncio.wait_for(self._invoke(call), self._timeout)
+        except TimeoutError:
+            return ToolOutput(call.call_id, f"error: {call.name} timed out"), False
+        except ToolError as exc:
+            return ToolOutput(call.call_id, f"error: {exc}"), False
+        except Exception as exc:
+            log.exception("tool %s failed", call.name)
+            return ToolOutput(
+                call.call_id, f"error: {call.name} failed ({type(exc).__name__})"
+            ), False
+        return ToolOutput(call.call_id, result[:MAX_TOOL_OUTPUT]), True
+
+    async def _invoke(self, call: ToolCall) -> str:
+        item = self._tools.get(call.name)
+        if item is None:
+            raise ToolError(f"there is no tool named {call.name!r}")
+        try:
+            raw = json.loads(call.arguments or "{}")
+            arguments = item.arguments.model_validate(raw)
+        except json.JSONDecodeError:
+            raise ToolError("arguments are not valid JSON") from None
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ToolError(f"invalid arguments: {problems}") from None
+        values = {field: getattr(arguments, field) for field in type(arguments).model_fields}
+        if inspect.iscoroutinefunction(item.function):
+            result = await item.function(**values)
+        else:
+            result = await asyncio.to_thread(item.function, **values)
+        return result if isinstance(result, str) else json.dumps(result, default=str)
+
+
+def load_tool_modules(specs: Sequence[str]) -> list[Tool]:
+    """Import operator tools: ``module`` (all its ``Tool`` objects) or ``module:attribute``."""
+    found: list[Tool] = []
+    for spec in specs:
+        module_name, _, attribute = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(
+                f"SWITCHBOARD_TOOL_MODULES: cannot import {module_name!r}: {exc}"
+            ) from None
+        if attribute:
+            value = getattr(module, attribute, None)
+            candidates = list(value) if isinstance(value, list | tuple) else [value]
+        else:
+            candidates = list(vars(module).values())
+        tools = [item for item in candidates if isinstance(item, Tool)]
+        if not tools or (attribute and len(tools) != len(candidates)):
+            raise ConfigError(f"SWITCHBOARD_TOOL_MODULES: {spec!r} names no tools")
+        found.extend(tools)
+    return found
