@@ -229,7 +229,7 @@ class Engine:
         instructions = mode.system_prompt.replace("{date}", self._clock.now().date().isoformat())
         tools = self._tools.schemas(mode.tools) if model.supports_tools else []
         budget = self._history_budget(model, state.counter, instructions, tools)
-        history = await self._history(state.conversation.id, budget)
+        history, used = await self._history(state.conversation.id, budget)
         items: list[ContextItem] = list(history)
         retried = False
         rounds = 0
@@ -242,9 +242,12 @@ class Engine:
                 if retried or state.text:
                     raise
                 retried = True
-                budget //= 2
+                # Our count fit the window but the API's did not: keep half of what was sent,
+                # and always the newest message.
+                newest = state.counter.count(history[-1].text) + MESSAGE_OVERHEAD
+                budget = max(used // 2, newest)
                 tool_items = items[len(history) :]
-                history = await self._history(state.conversation.id, budget)
+                history, used = await self._history(state.conversation.id, budget)
                 items = [*history, *tool_items]
                 log.info("context too long for %s; retrying within %d tokens", model.id, budget)
                 continue
@@ -323,8 +326,9 @@ class Engine:
         )
         return window - reserve - fixed
 
-    async def _history(self, conversation_id: int, budget: int) -> list[ChatTurn]:
-        """Recent turns within ``budget``, paging back through the store only as needed."""
+    async def _history(self, conversation_id: int, budget: int) -> tuple[list[ChatTurn], int]:
+        """Recent turns within ``budget`` and the tokens they use, paging back through the
+        store only as far as needed."""
         collected: list[StoredMessage] = []
         before: int | None = None
         used = 0
@@ -342,7 +346,7 @@ class Engine:
             raise UserInputError(
                 "That message is too long for this model's context. Please shorten it."
             )
-        return turns
+        return turns, used
 
 
 def _estimate(request: LLMRequest, counter: TokenCounter, text: str) -> Usage:

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
         default=20.0, alias="SWITCHBOARD_TOOL_TIMEOUT_SECONDS", gt=0, le=600
     )
     openai_max_retries: int = Field(default=3, alias="SWITCHBOARD_OPENAI_MAX_RETRIES", ge=0, le=10)
+    openai_backoff_seconds: float = Field(
+        default=0.5, alias="SWITCHBOARD_OPENAI_BACKOFF_SECONDS", ge=0, le=60
+    )
     openai_timeout_seconds: float = Field(
         default=120.0, alias="SWITCHBOARD_OPENAI_TIMEOUT_SECONDS", gt=0
     )

@@ -312,7 +312,18 @@ class _SSEWriter:
 
 
 class FakeOpenAI:
-    """Runs the fake on 127.0.0.1 in a background thread with its own event loop."""
+    """Runs the fake on 127.0.0.1 in a background thread with its own event loop.
+
+    Token estimates (unless a script sets ``usage``): input tokens are
+    ``ceil(chars / 4)`` over instructions, message text (string or text parts),
+    function-call arguments and tool outputs; output tokens are
+    ``ceil(len(text) / 4)`` plus ``ceil(len(arguments_json) / 4)`` per tool call.
+    Tool call ids are ``call_1``, ``call_2``, ... (counter cleared by :meth:`reset`).
+
+    Attributes:
+        requests: every request received, in order (header names lower-cased).
+        context_limits: per-model context windows (also listed by ``GET /v1/models``).
+    """
 
     def __init__(
         self,

@@ -1,0 +1,154 @@
+"""Chat commands shared by every channel: parsing and the use cases they run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.engine import Engine
+from core.errors import UnknownChoice
+from core.messages import ConversationKey
+
+MAX_ARGUMENT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A button a channel may offer: its label and the command it sends."""
+
+    label: str
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReply:
+    """A command's answer, with optional choices (Telegram shows them as a keyboard)."""
+
+    text: str
+    choices: tuple[Choice, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A parsed ``/name args`` command."""
+
+    name: str
+    args: str
+
+
+COMMANDS: dict[str, str] = {
+    "start": "Say hello and show what I can do",
+    "help": "List the commands",
+    "reset": "Start a new conversation (the old one is kept)",
+    "cancel": "Stop the reply being written",
+    "mode": "Show or choose the assistant's mode: /mode [name]",
+    "model": "Show or choose the model: /model [name]",
+}
+
+
+def parse_command(text: str, bot_username: str | None = None) -> Command | None:
+    """The command in ``text``, or None if it is not one.
+
+    ``/mode@SomeBot coder`` is accepted when ``bot_username`` is ``SomeBot`` (Telegram groups).
+    """
+    if not text.startswith("/") or len(text) < 2:
+        return None
+    head, _, args = text[1:].partition(" ")
+    name, _, target = head.partition("@")
+    if target and bot_username and target.lower() != bot_username.lower():
+        return None
+    if not name.replace("_", "").isalnum():
+        return None
+    return Command(name.lower(), args.strip())
+
+
+async def run_command(engine: Engine, key: ConversationKey, command: Command) -> CommandReply:
+    """Run ``command`` in the conversation ``key`` and return what to show the user."""
+    if len(command.args) > MAX_ARGUMENT:
+        return CommandReply(f"That argument is too long. {_usage(command.name)}")
+    handler = _HANDLERS.get(command.name)
+    if handler is None:
+        return CommandReply(f"I don't know /{command.name[:40]}. Send /help for the commands.")
+    return await handler(engine, key, command.args)
+
+
+def help_text() -> str:
+    """The list of commands with one line each."""
+    return "\n".join(f"/{name} — {description}" for name, description in COMMANDS.items())
+
+
+async def _start(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
+    mode, model = await engine.current_choices(key)
+    return CommandReply(
+        f"Hi! I'm your assistant ({mode.title or mode.id}, on {model.title or model.id}). "
+        f"Send me a message to start.\n\n{help_text()}"
+    )
+
+
+async def _help(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
+    return CommandReply(help_text())
+
+
+async def _reset(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
+    await engine.reset_conversation(key)
+    return CommandReply("Started a new conversation. The previous one is kept.")
+
+
+async def _cancel(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
+    if engine.cancel(key):
+        return CommandReply("Stopped. What was written so far is kept.")
+    return CommandReply("There is no reply in progress.")
+
+
+async def _mode(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
+    if args:
+        try:
+            mode = await engine.set_mode(key, args)
+        except UnknownChoice as exc:
+            return CommandReply(str(exc), _mode_choices(engine))
+        return CommandReply(f"Mode set to {mode.title or mode.id}.")
+    current, _ = await engine.current_choices(key)
+    lines = [f"Current mode: {current.title or current.id}. Choose one:"]
+    lines += [
+        f"• {mode.id} — {mode.description or mode.title}" for mode in engine.registry.modes.values()
+    ]
+    return CommandReply("\n".join(lines), _mode_choices(engine))
+
+
+async def _model(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
+    if args:
+        try:
+            model = await engine.set_model(key, args)
+        except UnknownChoice as exc:
+            return CommandReply(str(exc), _model_choices(engine))
+        return CommandReply(f"Model set to {model.title or model.id}.")
+    _, current = await engine.current_choices(key)
+    lines = [f"Current model: {current.title or current.id}. Choose one:"]
+    lines += [f"• {model.id}" for model in engine.registry.models.values()]
+    return CommandReply("\n".join(lines), _model_choices(engine))
+
+
+def _mode_choices(engine: Engine) -> tuple[Choice, ...]:
+    return tuple(
+        Choice(mode.title or mode.id, f"/mode {mode.id}") for mode in engine.registry.modes.values()
+    )
+
+
+def _model_choices(engine: Engine) -> tuple[Choice, ...]:
+    return tuple(
+        Choice(model.title or model.id, f"/model {model.id}")
+        for model in engine.registry.models.values()
+    )
+
+
+def _usage(name: str) -> str:
+    return f"Usage: /{name} — {COMMANDS[name]}" if name in COMMANDS else "Send /help."
+
+
+_HANDLERS = {
+    "start": _start,
+    "help": _help,
+    "reset": _reset,
+    "cancel": _cancel,
+    "mode": _mode,
+    "model": _model,
+}

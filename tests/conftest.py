@@ -1,0 +1,130 @@
+"""Shared fixtures: the fake OpenAI server, databases (SQLite always, PostgreSQL when
+``TEST_DATABASE_URL`` is set) and an engine built by the real composition root."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from bots.bootstrap import App, bootstrap
+from core.settings import Settings, load_settings
+from tests.fakes.openai_server import FakeOpenAI
+
+API_KEY = "sk-test-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def _offline_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No real credentials or tiktoken downloads can leak into a test."""
+    for name in list(os.environ):
+        if name.startswith(("OPENAI_", "SWITCHBOARD_", "TELEGRAM_", "SLACK_")) or name in (
+            "DATABASE_URL",
+        ):
+            monkeypatch.delenv(name)
+    cache = tmp_path / "tiktoken-cache"
+    cache.mkdir()
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A fresh fake OpenAI server on loopback."""
+    with FakeOpenAI(api_key=API_KEY) as fake:
+        yield fake
+
+
+def _postgres_admin_url() -> str | None:
+    return os.environ.get("TEST_DATABASE_URL") or None
+
+
+async def _create_postgres_database() -> tuple[str, str]:
+    admin = make_url(_postgres_admin_url() or "")
+    name = f"sb_test_{secrets.token_hex(6)}"
+    connection = await asyncpg.connect(
+        host=admin.host,
+        port=admin.port,
+        user=admin.username,
+        password=admin.password,
+        database=admin.database,
+    )
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return admin.set(database=name).render_as_string(hide_password=False), name
+
+
+async def _drop_postgres_database(name: str) -> None:
+    admin = make_url(_postgres_admin_url() or "")
+    connection = await asyncpg.connect(
+        host=admin.host,
+        port=admin.port,
+        user=admin.username,
+        password=admin.password,
+        database=admin.database,
+    )
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database: a SQLite file, or a fresh PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'switchboard.db'}"
+        return
+    if _postgres_admin_url() is None:
+        pytest.skip("PostgreSQL tests need TEST_DATABASE_URL (CI sets it)")
+    url, name = await _create_postgres_database()
+    try:
+        yield url
+    finally:
+        await _drop_postgres_database(name)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite database file in the test's temporary directory."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'switchboard.db'}"
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(fake_openai: FakeOpenAI, sqlite_url: str) -> SettingsFactory:
+    """Settings pointing at the fake OpenAI server and a test database; keywords override."""
+
+    def build(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "OPENAI_API_KEY": API_KEY,
+            "OPENAI_BASE_URL": fake_openai.base_url,
+            "DATABASE_URL": sqlite_url,
+            "SWITCHBOARD_OPENAI_BACKOFF_SECONDS": 0.01,
+        }
+        values.update(overrides)
+        return load_settings(None, **values)
+
+    return build
+
+
+AppFactory = Callable[..., AbstractAsyncContextManager[App]]
+
+
+@pytest.fixture
+def make_app(make_settings: SettingsFactory) -> AppFactory:
+    """``async with make_app(**settings) as app``: the real composition root on the fakes."""
+
+    def build(**overrides: object) -> AbstractAsyncContextManager[App]:
+        return bootstrap(make_settings(**overrides))
+
+    return build
