@@ -1,0 +1,181 @@
+"""``InMemoryConversationStore``: the conversation store port kept in dictionaries.
+
+It has the SQL store's semantics (ids counting up from 1 per table, one active conversation
+per key, foreign keys checked, a message and its usage rows stored together or not at all)
+and passes ``tests/test_store_contract.py``, so unit tests can use it instead of a database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from core.clock import Clock, SystemClock
+from core.messages import Conversation, ConversationKey, NewMessage, StoredMessage, UserRef
+from core.store import UsageRecord
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUser:
+    """A user row as the fake keeps it, for tests that check what ``ensure_user`` wrote."""
+
+    id: int
+    channel: str
+    external_id: str
+    username: str | None
+    display_name: str | None
+
+
+@dataclass(slots=True)
+class _ConversationRow:
+    conversation: Conversation
+    active: bool
+
+
+class InMemoryConversationStore:
+    """A ``ConversationStore`` that forgets everything when the object goes away.
+
+    Every method yields to the event loop once before it acts, as real I/O would, and then
+    runs without awaiting, so each call is atomic the way a database transaction is.
+    """
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._users: dict[tuple[str, str], StoredUser] = {}
+        self._conversations: dict[int, _ConversationRow] = {}
+        self._active: dict[ConversationKey, int] = {}
+        self._messages: dict[int, list[StoredMessage]] = {}
+        self._usage: list[UsageRecord] = []
+        self._events: set[tuple[str, str]] = set()
+        self._last_message_id = 0
+
+    @property
+    def users(self) -> Mapping[tuple[str, str], StoredUser]:
+        """The stored users by ``(channel, external id)``."""
+        return dict(self._users)
+
+    async def ensure_user(self, user: UserRef) -> int:
+        """The stored id of ``user``, creating the user or refreshing the names."""
+        await asyncio.sleep(0)
+        natural_key = (user.channel, user.user_id)
+        existing = self._users.get(natural_key)
+        user_id = existing.id if existing else len(self._users) + 1
+        self._users[natural_key] = StoredUser(
+            user_id, user.channel, user.user_id, user.username, user.display_name
+        )
+        return user_id
+
+    async def active_conversation(self, key: ConversationKey) -> Conversation:
+        """The open conversation of ``key``, created when there is none."""
+        await asyncio.sleep(0)
+        conversation_id = self._active.get(key)
+        if conversation_id is None:
+            return self._open(key)
+        return self._conversations[conversation_id].conversation
+
+    async def start_conversation(self, key: ConversationKey) -> Conversation:
+        """Close the open conversation of ``key`` (its messages stay) and open a new one."""
+        await asyncio.sleep(0)
+        old_id = self._active.get(key)
+        if old_id is not None:
+            self._conversations[old_id].active = False
+        return self._open(key)
+
+    async def set_mode(self, conversation_id: int, mode: str | None) -> None:
+        """Remember the mode chosen in a conversation; unknown ids are ignored, as in SQL."""
+        await asyncio.sleep(0)
+        row = self._conversations.get(conversation_id)
+        if row is not None:
+            row.conversation = dataclasses.replace(row.conversation, mode=mode)
+
+    async def set_model(self, conversation_id: int, model: str | None) -> None:
+        """Remember the model chosen in a conversation; unknown ids are ignored, as in SQL."""
+        await asyncio.sleep(0)
+        row = self._conversations.get(conversation_id)
+        if row is not None:
+            row.conversation = dataclasses.replace(row.conversation, model=model)
+
+    async def add_message(
+        self,
+        conversation_id: int,
+        message: NewMessage,
+        usage: Sequence[UsageRecord] = (),
+    ) -> StoredMessage:
+        """Append ``message`` and its usage rows, or nothing if a reference is unknown.
+
+        Raises:
+            KeyError: the conversation, the author or a usage row's user or conversation
+                does not exist (where the SQL store violates a foreign key).
+        """
+        await asyncio.sleep(0)
+        self._require_conversation(conversation_id)
+        self._require_user(message.author_id)
+        for record in usage:
+            self._require_user(record.user_id)
+            if record.conversation_id is not None:
+                self._require_conversation(record.conversation_id)
+        self._last_message_id += 1
+        stored = StoredMessage(
+            id=self._last_message_id,
+            conversation_id=conversation_id,
+            role=message.role,
+            text=message.text,
+            token_count=message.token_count,
+            created_at=self._clock.now(),
+            platform_message_id=message.platform_message_id,
+        )
+        self._messages.setdefault(conversation_id, []).append(stored)
+        self._usage.extend(_copy(record) for record in usage)
+        return stored
+
+    async def recent_messages(
+        self, conversation_id: int, *, limit: int, before_id: int | None = None
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` messages older than ``before_id`` (or the newest), newest first."""
+        await asyncio.sleep(0)
+        if limit < 0:
+            raise ValueError("limit must not be negative")
+        newest_first = reversed(self._messages.get(conversation_id, []))
+        older = [m for m in newest_first if before_id is None or m.id < before_id]
+        return older[:limit]
+
+    async def usage(self, conversation_id: int) -> list[UsageRecord]:
+        """The usage rows of one conversation, oldest first."""
+        await asyncio.sleep(0)
+        return [_copy(r) for r in self._usage if r.conversation_id == conversation_id]
+
+    async def claim_event(self, source: str, event_id: str) -> bool:
+        """True the first time ``(source, event_id)`` is claimed, False for a redelivery."""
+        await asyncio.sleep(0)
+        if (source, event_id) in self._events:
+            return False
+        self._events.add((source, event_id))
+        return True
+
+    def _open(self, key: ConversationKey) -> Conversation:
+        conversation = Conversation(
+            id=len(self._conversations) + 1,
+            key=key,
+            mode=None,
+            model=None,
+            created_at=self._clock.now(),
+        )
+        self._conversations[conversation.id] = _ConversationRow(conversation, active=True)
+        self._active[key] = conversation.id
+        return conversation
+
+    def _require_conversation(self, conversation_id: int) -> None:
+        if conversation_id not in self._conversations:
+            raise KeyError(f"no conversation {conversation_id}")
+
+    def _require_user(self, user_id: int | None) -> None:
+        # Users are never deleted, so the ids in use are exactly 1..len(users).
+        if user_id is not None and not 1 <= user_id <= len(self._users):
+            raise KeyError(f"no user {user_id}")
+
+
+def _copy(record: UsageRecord) -> UsageRecord:
+    """A copy whose ``prices`` the caller cannot change behind the store's back."""
+    return dataclasses.replace(record, prices=dict(record.prices))

@@ -1,0 +1,194 @@
+"""``switchboard chat`` and ``switchboard db upgrade`` as a user runs them: a real process,
+scripted through a pipe, talking to the fake OpenAI server."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import API_KEY
+from tests.fakes.openai_server import FakeOpenAI, Scripted
+
+SWITCHBOARD = str(Path(sys.executable).parent / "switchboard")
+
+
+@pytest.fixture
+def env(fake_openai: FakeOpenAI, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "OPENAI_API_KEY": API_KEY,
+        "OPENAI_BASE_URL": fake_openai.base_url,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}",
+        "SWITCHBOARD_OPENAI_BACKOFF_SECONDS": "0.01",
+    }
+
+
+def chat(env: dict[str, str], cwd: Path, script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SWITCHBOARD, "chat", "--user", "ada"],
+        input=script,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_scripted_conversation_through_a_pipe(
+    env: dict[str, str], tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.enqueue(Scripted(text="Hi Ada, nice to meet you."))
+    result = chat(env, tmp_path, "Hello, I am Ada.\n/mode coder\nWhat did I say?\n")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines == [
+        "Hi Ada, nice to meet you.",
+        "Mode set to Code helper.",
+        "Echo: What did I say?",
+    ]
+    second = fake_openai.model_requests()[1].body or {}
+    assert "experienced software engineer" in str(second["instructions"])
+    assert "Hello, I am Ada." in str(second["input"])
+
+
+def test_a_new_process_on_the_same_database_remembers(
+    env: dict[str, str], tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    first = chat(env, tmp_path, "The password is swordfish.\n/model gpt-4o\n")
+    assert first.returncode == 0, first.stderr
+    second = chat(env, tmp_path, "What is the password?\n")
+    assert second.returncode == 0, second.stderr
+    request = fake_openai.model_requests()[-1]
+    assert request.path == "/v1/chat/completions"  # the model choice survived too
+    messages = (request.body or {})["messages"]
+    assert isinstance(messages, list)
+    assert [m["content"] for m in messages[1:]] == [
+        "The password is swordfish.",
+        "Echo: The password is swordfish.",
+        "What is the password?",
+    ]
+
+
+def test_help_reset_and_unknown_commands(env: dict[str, str], tmp_path: Path) -> None:
+    result = chat(env, tmp_path, "/help\n/reset\n/mode nonsense\n/frobnicate\n")
+    assert result.returncode == 0, result.stderr
+    assert "/cancel — Stop the reply being written" in result.stdout
+    assert "Started a new conversation." in result.stdout
+    assert "Unknown mode 'nonsense'. Try one of: assistant, coder, translator." in result.stdout
+    assert "I don't know /frobnicate." in result.stdout
+
+
+def test_tool_activity_goes_to_stderr(
+    env: dict[str, str], tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.enqueue(
+        Scripted(tool_calls=[("calculator", {"expression": "2**10"})]), Scripted(text="1024")
+    )
+    result = chat(env, tmp_path, "2 to the 10th?\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1024"
+    assert "[tool calculator" in result.stderr and "[tool calculator done]" in result.stderr
+
+
+def test_upstream_failure_is_a_friendly_line_and_the_session_goes_on(
+    env: dict[str, str], tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.enqueue(Scripted(error="insufficient_quota"))
+    result = chat(env, tmp_path, "hello\nstill there?\n")
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [
+        "! The assistant's OpenAI account is out of credit. Please tell an admin.",
+        "Echo: still there?",
+    ]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert API_KEY not in result.stdout + result.stderr
+
+
+def test_cancel_stops_a_streaming_reply(
+    env: dict[str, str], tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.enqueue(Scripted(text="token " * 300, chunks=300, chunk_delay=0.02))
+    process = subprocess.Popen(
+        [SWITCHBOARD, "chat", "--user", "ada"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+        text=True,
+    )
+    assert process.stdin and process.stdout
+    process.stdin.write("write a long story\n")
+    process.stdin.flush()
+    assert process.stdout.read(6) == "token "  # streaming has begun
+    process.stdin.write("/cancel\n")
+    process.stdin.flush()
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert "Stopped. What was written so far is kept." in out
+    assert "[stopped]" in out
+    assert out.count("token") < 300
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SWITCHBOARD_JOBS_POLL_SECONDS", "soon", "switchboard: SWITCHBOARD_JOBS_POLL_SECONDS:"),
+        ("SLACK_PORT", "99999", "switchboard: SLACK_PORT:"),
+        ("SWITCHBOARD_ADMINS", "root", "switchboard: SWITCHBOARD_ADMINS:"),
+        ("OPENAI_API_KEY", "", "switchboard: OPENAI_API_KEY is not set"),
+        ("DATABASE_URL", "mysql://x", "switchboard: DATABASE_URL: only SQLite and PostgreSQL"),
+    ],
+)
+def test_bad_settings_stop_start_up_with_one_clear_line(
+    env: dict[str, str], tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    result = chat({**env, variable: value}, tmp_path, "hello\n")
+    assert result.returncode == 2
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_settings_come_from_a_dotenv_file(
+    env: dict[str, str], tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    dotenv = {k: env.pop(k) for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "DATABASE_URL")}
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in dotenv.items()))
+    result = chat(env, tmp_path, "from dotenv\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Echo: from dotenv"
+
+
+def test_db_upgrade_creates_the_schema(env: dict[str, str], tmp_path: Path) -> None:
+    result = subprocess.run(
+        [SWITCHBOARD, "db", "upgrade"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "database is up to date" in result.stdout
+    with sqlite3.connect(tmp_path / "chat.db") as connection:
+        tables = {row[0] for row in connection.execute("select name from sqlite_master")}
+    assert {"users", "conversations", "messages", "usage", "processed_events", "jobs"} <= tables
+
+
+def test_auto_migrate_can_be_switched_off(env: dict[str, str], tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = chat({**env, "SWITCHBOARD_AUTO_MIGRATE": "false"}, tmp_path, "hello\n")
+    assert time.monotonic() - started < 60
+    # Without migrations the tables are missing: the user gets a friendly line, not a crash.
+    assert result.returncode == 0
+    assert result.stdout.strip() == "! Something went wrong on our side. Please try again."
+    assert "Traceback" not in result.stdout
