@@ -12,6 +12,15 @@ from typing import Any
 
 import openai
 from openai import AsyncOpenAI
+from openai.types.responses import (
+    ResponseCompletedEvent,
+    ResponseErrorEvent,
+    ResponseFailedEvent,
+    ResponseFunctionToolCall,
+    ResponseIncompleteEvent,
+    ResponseOutputItemDoneEvent,
+    ResponseTextDeltaEvent,
+)
 
 from core.errors import (
     ContextTooLong,
@@ -55,7 +64,12 @@ class RetryPolicy:
 
 
 class OpenAIGateway:
-    """``LLMGateway`` over an injected ``AsyncOpenAI`` client; the registry picks the API."""
+    """``LLMGateway`` over an injected ``AsyncOpenAI`` client; the registry picks the API.
+
+    The request bodies are built here already in wire format and passed as ``extra_body``:
+    the SDK's recursive type-driven transform of ``input``/``messages`` costs about half a
+    millisecond per context item, which dominated a turn's own time (see bench/RESULTS.md).
+    """
 
     def __init__(
         self,
@@ -103,10 +117,8 @@ class OpenAIGateway:
 
     async def _responses(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
         params: dict[str, Any] = {
-            "model": request.model.id,
             "instructions": request.instructions,
             "input": [_responses_item(item) for item in request.items],
-            "stream": True,
             "store": False,
         }
         if request.max_output_tokens:
@@ -122,7 +134,9 @@ class OpenAIGateway:
                 }
                 for tool in request.tools
             ]
-        stream = await self._client.responses.create(**params)
+        stream = await self._client.responses.create(
+            model=request.model.id, stream=True, extra_body=params
+        )
         request_id = stream.response.headers.get("x-request-id")
         text: list[str] = []
         calls: list[ToolCall] = []
@@ -130,14 +144,15 @@ class OpenAIGateway:
         status = "completed"
         async with stream:
             async for event in stream:
-                kind = event.type
-                if kind == "response.output_text.delta":
+                if isinstance(event, ResponseTextDeltaEvent):
                     text.append(event.delta)
                     yield TextChunk(event.delta)
-                elif kind == "response.output_item.done" and event.item.type == "function_call":
+                elif isinstance(event, ResponseOutputItemDoneEvent) and isinstance(
+                    event.item, ResponseFunctionToolCall
+                ):
                     item = event.item
                     calls.append(ToolCall(item.call_id, item.name, item.arguments))
-                elif kind in ("response.completed", "response.incomplete"):
+                elif isinstance(event, ResponseCompletedEvent | ResponseIncompleteEvent):
                     status = event.response.status or status
                     reported = event.response.usage
                     if reported is not None:
@@ -146,22 +161,20 @@ class OpenAIGateway:
                             reported.input_tokens_details.cached_tokens,
                             reported.output_tokens,
                         )
-                elif kind == "response.failed":
+                elif isinstance(event, ResponseFailedEvent):
                     failure = event.response.error
                     raise _stream_error(
                         failure.code if failure else None,
                         failure.message if failure else "response failed",
                         request_id,
                     )
-                elif kind == "error":
+                elif isinstance(event, ResponseErrorEvent):
                     raise _stream_error(event.code, event.message, request_id)
         yield Completion("".join(text), tuple(calls), usage, request_id, {"status": status})
 
     async def _chat(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
         params: dict[str, Any] = {
-            "model": request.model.id,
             "messages": _chat_messages(request.instructions, request.items),
-            "stream": True,
             "stream_options": {"include_usage": True},
         }
         if request.max_output_tokens:
@@ -179,7 +192,9 @@ class OpenAIGateway:
                 }
                 for tool in request.tools
             ]
-        stream = await self._client.chat.completions.create(**params)
+        stream = await self._client.chat.completions.create(
+            model=request.model.id, messages=[], stream=True, extra_body=params
+        )
         request_id = stream.response.headers.get("x-request-id")
         text: list[str] = []
         partial_calls: dict[int, dict[str, str]] = {}

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(
         default=32000, alias="SWITCHBOARD_MAX_MESSAGE_CHARS", gt=0, le=1_000_000
     )
-    context_tokens: int | None = Field(default=None, alias="SWITCHBOARD_CONTEXT_TOKENS", gt=0)
+    context_tokens: int | None = Field(default=16_000, alias="SWITCHBOARD_CONTEXT_TOKENS", gt=0)
     log_level: str = Field(default="INFO", alias="SWITCHBOARD_LOG_LEVEL")
 
     @field_validator("admins", "allowed_users", mode="before")

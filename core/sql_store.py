@@ -1,4 +1,8 @@
-"""``ConversationStore`` on SQLAlchemy 2 async, for SQLite and PostgreSQL alike."""
+"""``ConversationStore`` on SQLAlchemy 2 async (Core statements), for SQLite and PostgreSQL.
+
+Core statements rather than ORM units of work: a turn makes four or five small queries, and
+the ORM's bookkeeping was most of their cost (see bench/RESULTS.md).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.messages import (
     Conversation,
@@ -30,24 +34,41 @@ from core.store import UsageRecord
 USER_CACHE_SIZE = 10_000
 
 
+_MESSAGE_COLUMNS = (
+    MessageRow.id,
+    MessageRow.conversation_id,
+    MessageRow.role,
+    MessageRow.text,
+    MessageRow.token_count,
+    MessageRow.created_at,
+    MessageRow.platform_message_id,
+)
+_CONVERSATION_COLUMNS = (
+    ConversationRow.id,
+    ConversationRow.mode,
+    ConversationRow.model,
+    ConversationRow.created_at,
+)
+
+
 class SqlConversationStore:
     """Conversation state in a relational database through an ``AsyncEngine``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._dialect = engine.dialect.name
+        self._dialect: Any = postgresql if engine.dialect.name == "postgresql" else sqlite
         # Users change rarely; remembering them saves a query on every turn.
-        self._users: dict[UserRef, int] = {}
+        self.UserRow: dict[UserRef, int] = {}
 
     async def ensure_user(self, user: UserRef) -> int:
         """The stored id of ``user``, creating or refreshing its row."""
-        cached = self._users.get(user)
+        cached = self.UserRow.get(user)
         if cached is not None:
             return cached
-        async with self._sessions.begin() as session:
-            await session.execute(
-                self._insert(UserRow)
+        where = (UserRow.channel == user.channel, UserRow.external_id == user.user_id)
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                self._dialect.insert(UserRow)
                 .values(
                     channel=user.channel,
                     external_id=user.user_id,
@@ -56,48 +77,47 @@ class SqlConversationStore:
                 )
                 .on_conflict_do_nothing()
             )
-            row = (
-                await session.execute(
-                    select(UserRow).where(
-                        UserRow.channel == user.channel, UserRow.external_id == user.user_id
-                    )
-                )
-            ).scalar_one()
-            if (row.username, row.display_name) != (user.username, user.display_name):
-                row.username, row.display_name = user.username, user.display_name
-            user_id = row.id
-        if len(self._users) >= USER_CACHE_SIZE:
-            self._users.clear()
-        self._users[user] = user_id
+            await connection.execute(
+                update(UserRow)
+                .where(*where)
+                .values(username=user.username, display_name=user.display_name)
+            )
+            user_id = int((await connection.execute(select(UserRow.id).where(*where))).scalar_one())
+        if len(self.UserRow) >= USER_CACHE_SIZE:
+            self.UserRow.clear()
+        self.UserRow[user] = user_id
         return user_id
 
     async def active_conversation(self, key: ConversationKey) -> Conversation:
         """The open conversation of ``key``, created when missing."""
-        async with self._sessions.begin() as session:
-            row = await self._active_row(session, key)
+        async with self._engine.connect() as connection:
+            row = await self._active_row(connection, key)
             if row is None:
-                await session.execute(
-                    self._insert(ConversationRow)
+                await connection.execute(
+                    self._dialect.insert(ConversationRow)
                     .values(key=str(key), channel=key.channel, active=True)
                     .on_conflict_do_nothing()
                 )
-                row = await self._active_row(session, key)
-            assert row is not None
-            return _conversation(row, key)
+                await connection.commit()
+                row = await self._active_row(connection, key)
+            await connection.rollback()
+        assert row is not None
+        return _conversation(row, key)
 
     async def start_conversation(self, key: ConversationKey) -> Conversation:
         """Close the open conversation of ``key`` and open a new one."""
-        async with self._sessions.begin() as session:
-            await session.execute(
+        async with self._engine.begin() as connection:
+            await connection.execute(
                 update(ConversationRow)
                 .where(ConversationRow.key == str(key), ConversationRow.active)
                 .values(active=False)
             )
-            row = ConversationRow(key=str(key), channel=key.channel, active=True)
-            session.add(row)
-            await session.flush()
-            await session.refresh(row)
-            return _conversation(row, key)
+            result = await connection.execute(
+                insert(ConversationRow)
+                .values(key=str(key), channel=key.channel, active=True)
+                .returning(*_CONVERSATION_COLUMNS)
+            )
+            return _conversation(result.one(), key)
 
     async def set_mode(self, conversation_id: int, mode: str | None) -> None:
         """Remember the mode chosen in a conversation."""
@@ -114,32 +134,46 @@ class SqlConversationStore:
         usage: Sequence[UsageRecord] = (),
     ) -> StoredMessage:
         """Append ``message`` and its usage rows in one transaction."""
-        async with self._sessions.begin() as session:
-            row = MessageRow(
-                conversation_id=conversation_id,
-                role=message.role.value,
-                text=message.text,
-                parts=message.meta,
-                token_count=message.token_count,
-                author_id=message.author_id,
-                platform_message_id=message.platform_message_id,
-                created_at=datetime.now(UTC),
+        created_at = datetime.now(UTC)
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                insert(MessageRow)
+                .values(
+                    conversation_id=conversation_id,
+                    role=message.role.value,
+                    text=message.text,
+                    parts=message.meta,
+                    token_count=message.token_count,
+                    author_id=message.author_id,
+                    platform_message_id=message.platform_message_id,
+                    created_at=created_at,
+                )
+                .returning(MessageRow.id)
             )
-            session.add(row)
-            session.add_all(_usage_row(record) for record in usage)
-            await session.flush()
-            return _message(row)
+            message_id = int(result.scalar_one())
+            if usage:
+                await connection.execute(insert(UsageRow), [_usage_values(r) for r in usage])
+        return StoredMessage(
+            id=message_id,
+            conversation_id=conversation_id,
+            role=message.role,
+            text=message.text,
+            token_count=message.token_count,
+            created_at=created_at,
+            platform_message_id=message.platform_message_id,
+        )
 
     async def recent_messages(
         self, conversation_id: int, *, limit: int, before_id: int | None = None
     ) -> list[StoredMessage]:
         """Up to ``limit`` messages before ``before_id`` (or the newest), newest first."""
-        query = select(MessageRow).where(MessageRow.conversation_id == conversation_id)
+        query = select(*_MESSAGE_COLUMNS).where(MessageRow.conversation_id == conversation_id)
         if before_id is not None:
             query = query.where(MessageRow.id < before_id)
         query = query.order_by(MessageRow.id.desc()).limit(limit)
-        async with self._sessions() as session:
-            rows = (await session.execute(query)).scalars().all()
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+            await connection.rollback()
         return [_message(row) for row in rows]
 
     async def usage(self, conversation_id: int) -> list[UsageRecord]:
@@ -149,8 +183,9 @@ class SqlConversationStore:
             .where(UsageRow.conversation_id == conversation_id)
             .order_by(UsageRow.id)
         )
-        async with self._sessions() as session:
-            rows = (await session.execute(query)).scalars().all()
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+            await connection.rollback()
         return [
             UsageRecord(
                 user_id=row.user_id,
@@ -169,46 +204,38 @@ class SqlConversationStore:
 
     async def claim_event(self, source: str, event_id: str) -> bool:
         """True the first time an event id is seen, False for a redelivery."""
-        async with self._sessions.begin() as session:
-            result = await session.execute(
-                self._insert(ProcessedEventRow)
-                .values(source=source, event_id=event_id)
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                self._dialect.insert(ProcessedEventRow)
+                .values(source=source, event_id=event_id, created_at=datetime.now(UTC))
                 .on_conflict_do_nothing()
             )
-            return bool(getattr(result, "rowcount", 0))
+            return bool(result.rowcount)
 
-    async def _active_row(
-        self, session: AsyncSession, key: ConversationKey
-    ) -> ConversationRow | None:
-        query = select(ConversationRow).where(
+    async def _active_row(self, connection: AsyncConnection, key: ConversationKey) -> Any:
+        query = select(*_CONVERSATION_COLUMNS).where(
             ConversationRow.key == str(key), ConversationRow.active
         )
-        return (await session.execute(query)).scalar_one_or_none()
+        return (await connection.execute(query)).one_or_none()
 
     async def _update_conversation(self, conversation_id: int, **values: Any) -> None:
-        async with self._sessions.begin() as session:
-            await session.execute(
+        async with self._engine.begin() as connection:
+            await connection.execute(
                 update(ConversationRow)
                 .where(ConversationRow.id == conversation_id)
                 .values(**values)
             )
-
-    def _insert(self, table: Any) -> Any:
-        """An INSERT that supports ``on_conflict_do_nothing`` on this dialect."""
-        module: Any = postgresql if self._dialect == "postgresql" else sqlite
-        statement: Insert = module.insert(table)
-        return statement
 
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _conversation(row: ConversationRow, key: ConversationKey) -> Conversation:
+def _conversation(row: Any, key: ConversationKey) -> Conversation:
     return Conversation(row.id, key, row.mode, row.model, _aware(row.created_at))
 
 
-def _message(row: MessageRow) -> StoredMessage:
+def _message(row: Any) -> StoredMessage:
     return StoredMessage(
         id=row.id,
         conversation_id=row.conversation_id,
@@ -220,16 +247,17 @@ def _message(row: MessageRow) -> StoredMessage:
     )
 
 
-def _usage_row(record: UsageRecord) -> UsageRow:
-    return UsageRow(
-        user_id=record.user_id,
-        conversation_id=record.conversation_id,
-        kind=record.kind,
-        model=record.model,
-        input_tokens=record.input_tokens,
-        cached_input_tokens=record.cached_input_tokens,
-        output_tokens=record.output_tokens,
-        cost_micros=record.cost_micros,
-        prices=dict(record.prices),
-        request_id=record.request_id,
-    )
+def _usage_values(record: UsageRecord) -> dict[str, Any]:
+    return {
+        "user_id": record.user_id,
+        "conversation_id": record.conversation_id,
+        "kind": record.kind,
+        "model": record.model,
+        "input_tokens": record.input_tokens,
+        "cached_input_tokens": record.cached_input_tokens,
+        "output_tokens": record.output_tokens,
+        "cost_micros": record.cost_micros,
+        "prices": dict(record.prices),
+        "request_id": record.request_id,
+        "created_at": datetime.now(UTC),
+    }

@@ -1,0 +1,58 @@
+"""Shared benchmark helpers: the fake OpenAI server in another process, and percentiles."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+API_KEY = "sk-bench"
+
+
+@contextmanager
+def fake_openai_process() -> Iterator[str]:
+    """Run ``tests.fakes.openai_server`` in its own process; yields its base URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.openai_server", "--port", "0", "--api-key", API_KEY],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("FAKE_OPENAI "):
+            raise RuntimeError(f"fake OpenAI did not start: {line!r}")
+        yield line.split()[1]
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` quantile of ``values`` (nearest rank)."""
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))
+    return ordered[index]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain Markdown table."""
+    cells = [[str(h) for h in headers], *[[_fmt(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+             for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def mean(values: Sequence[float]) -> float:
+    """Arithmetic mean, 0 for no values."""
+    return statistics.fmean(values) if values else 0.0

@@ -1,0 +1,198 @@
+"""Benchmark: the platform's own time per turn through the engine on SQLite.
+
+The fake OpenAI server answers instantly from another process. For each turn we measure the
+wall time of ``Engine.answer_message`` and, separately, the time spent inside the model call
+(the openai client plus the fake); the difference is the platform's own time: context
+building, database reads and writes, events and bookkeeping.
+
+    python -m bench.engine_turns [--turns 1000] [--big 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import gc
+import random
+import sqlite3
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import API_KEY, fake_openai_process, mean, percentile, table
+from bots.bootstrap import bootstrap
+from core.database import upgrade
+from core.events import ReplyEvent, ReplyFailed
+from core.llm import LLMEvent, LLMGateway, LLMRequest
+from core.messages import ConversationKey, IncomingMessage, UserRef
+from core.settings import load_settings
+
+CONVERSATION_HISTORY = 100  # messages already stored in each benchmarked conversation
+_upstream: contextvars.ContextVar[list[float]] = contextvars.ContextVar("upstream")
+
+
+class TimedGateway:
+    """Wraps the real gateway and adds the time spent in model calls to the current turn."""
+
+    def __init__(self, inner: LLMGateway) -> None:
+        self._inner = inner
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
+        spent = _upstream.get()
+        started = time.perf_counter()
+        iterator = self._inner.stream(request).__aiter__()
+        while True:
+            began = time.perf_counter()
+            try:
+                event = await iterator.__anext__()
+            except StopAsyncIteration:
+                spent.append(time.perf_counter() - began)
+                break
+            spent.append(time.perf_counter() - began)
+            yield event
+        del started
+
+
+class NullSink:
+    """Discards events, remembering failures."""
+
+    def __init__(self) -> None:
+        self.failed: str | None = None
+
+    async def emit(self, event: ReplyEvent) -> None:
+        if isinstance(event, ReplyFailed):
+            self.failed = event.message
+
+
+@dataclass
+class Sample:
+    total: float
+    upstream: float
+
+    @property
+    def own(self) -> float:
+        return self.total - self.upstream
+
+
+def seed(path: Path, conversations: int, per_conversation: int) -> None:
+    """Fill the database quickly with plain SQL: ``conversations`` x ``per_conversation``."""
+    words = "the quick brown fox jumps over the lazy dog and keeps on running far away".split()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO users (id, channel, external_id) VALUES (1, 'bench', 'seed')")
+        db.executemany(
+            "INSERT INTO conversations (id, key, channel, active) VALUES (?, ?, 'bench', 1)",
+            ((i, f"bench::c{i}:") for i in range(1, conversations + 1)),
+        )
+        rng = random.Random(7)
+        batch = []
+        for conversation in range(1, conversations + 1):
+            for n in range(per_conversation):
+                text = " ".join(rng.choices(words, k=30))
+                batch.append((conversation, "user" if n % 2 == 0 else "assistant", text, 45))
+            if len(batch) >= 50_000:
+                db.executemany(_INSERT, batch)
+                batch.clear()
+        db.executemany(_INSERT, batch)
+
+
+_INSERT = (
+    "INSERT INTO messages (conversation_id, role, text, parts, token_count) "
+    "VALUES (?, ?, ?, '{}', ?)"
+)
+
+
+async def run_turns(
+    base_url: str, database: Path, conversations: int, turns_each: int
+) -> tuple[list[Sample], float]:
+    settings = load_settings(
+        None,
+        OPENAI_API_KEY=API_KEY,
+        OPENAI_BASE_URL=base_url,
+        DATABASE_URL=f"sqlite+aiosqlite:///{database}",
+        SWITCHBOARD_AUTO_MIGRATE=False,
+        SWITCHBOARD_LOG_LEVEL="WARNING",
+    )
+    async with bootstrap(settings) as app:
+        engine = app.engine
+        engine._gateway = TimedGateway(engine._gateway)  # noqa: SLF001 - measurement only
+        samples: list[Sample] = []
+
+        async def converse(index: int) -> None:
+            key = ConversationKey("bench", place=f"c{index + 1}")
+            user = UserRef("bench", f"u{index}")
+            for turn in range(turns_each):
+                spent: list[float] = []
+                _upstream.set(spent)
+                sink = NullSink()
+                started = time.perf_counter()
+                await engine.answer_message(IncomingMessage(key, user, f"question {turn}"), sink)
+                total = time.perf_counter() - started
+                if sink.failed:
+                    raise RuntimeError(sink.failed)
+                samples.append(Sample(total, sum(spent)))
+
+        # Warm up connections and caches outside the measurement.
+        await asyncio.gather(*(converse(i) for i in range(conversations)))
+        samples.clear()
+        gc.collect()
+        started = time.perf_counter()
+        await asyncio.gather(*(converse(i) for i in range(conversations)))
+        elapsed = time.perf_counter() - started
+        return samples, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--turns", type=int, default=1000, help="turns per scenario")
+    parser.add_argument("--big", type=int, default=1_000_000, help="messages in the big DB")
+    args = parser.parse_args()
+    rows = []
+    with fake_openai_process() as base_url, tempfile.TemporaryDirectory() as tmp:
+        for stored in (1_000, args.big):
+            database = Path(tmp) / f"bench-{stored}.db"
+            asyncio.run(upgrade(f"sqlite+aiosqlite:///{database}"))
+            conversations = max(100, stored // CONVERSATION_HISTORY)
+            seed(database, conversations, stored // conversations)
+            for concurrency in (1, 100):
+                turns_each = max(1, args.turns // concurrency)
+                samples, elapsed = asyncio.run(
+                    run_turns(base_url, database, concurrency, turns_each)
+                )
+                own = [s.own * 1000 for s in samples]
+                total = [s.total * 1000 for s in samples]
+                rows.append(
+                    [
+                        f"{stored:,}",
+                        concurrency,
+                        len(samples),
+                        percentile(own, 0.5),
+                        percentile(own, 0.99),
+                        mean(own),
+                        percentile(total, 0.5),
+                        percentile(total, 0.99),
+                        len(samples) / elapsed,
+                    ]
+                )
+    print(
+        table(
+            [
+                "stored messages",
+                "concurrent",
+                "turns",
+                "own p50 ms",
+                "own p99 ms",
+                "own mean ms",
+                "total p50 ms",
+                "total p99 ms",
+                "turns/s",
+            ],
+            rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
