@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import quote
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +22,8 @@ class ConversationKey:
     thread: str = ""
 
     def __str__(self) -> str:
-        return f"{self.channel}:{self.scope}:{self.place}:{self.thread}"
+        parts = (self.channel, self.scope, self.place, self.thread)
+        return ":".join(quote(part, safe="") for part in parts)
 
 
 @dataclass(frozen=True, slots=True)

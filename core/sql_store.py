@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -58,13 +58,17 @@ class SqlConversationStore:
         self._engine = engine
         self._dialect: Any = postgresql if engine.dialect.name == "postgresql" else sqlite
         # Users change rarely; remembering them saves a query on every turn.
-        self.UserRow: dict[UserRef, int] = {}
+        self._users: dict[tuple[str, str], tuple[int, UserRef]] = {}
 
     async def ensure_user(self, user: UserRef) -> int:
-        """The stored id of ``user``, creating or refreshing its row."""
-        cached = self.UserRow.get(user)
-        if cached is not None:
-            return cached
+        """The stored id of ``user``, creating the row or refreshing changed names.
+
+        This process remembers what it last wrote per user, so an unchanged user costs no
+        query; a name changed since (as this process sees the user) is written again.
+        """
+        cached = self._users.get((user.channel, user.user_id))
+        if cached is not None and cached[1] == user:
+            return cached[0]
         where = (UserRow.channel == user.channel, UserRow.external_id == user.user_id)
         async with self._engine.begin() as connection:
             await connection.execute(
@@ -82,10 +86,11 @@ class SqlConversationStore:
                 .where(*where)
                 .values(username=user.username, display_name=user.display_name)
             )
-            user_id = int((await connection.execute(select(UserRow.id).where(*where))).scalar_one())
-        if len(self.UserRow) >= USER_CACHE_SIZE:
-            self.UserRow.clear()
-        self.UserRow[user] = user_id
+            found = await connection.execute(select(UserRow.id).where(*where))
+            user_id = int(found.scalar_one())
+        if len(self._users) >= USER_CACHE_SIZE:
+            self._users.clear()
+        self._users[(user.channel, user.user_id)] = (user_id, user)
         return user_id
 
     async def active_conversation(self, key: ConversationKey) -> Conversation:
@@ -105,19 +110,32 @@ class SqlConversationStore:
         return _conversation(row, key)
 
     async def start_conversation(self, key: ConversationKey) -> Conversation:
-        """Close the open conversation of ``key`` and open a new one."""
+        """Close the open conversation of ``key`` and open a new one.
+
+        Resets of one key are serialised (on PostgreSQL by a transaction-scoped advisory
+        lock; SQLite has one writer anyway), so each opens its own conversation. A reset
+        racing the very first message of a key yields to it (ON CONFLICT DO NOTHING).
+        """
         async with self._engine.begin() as connection:
+            if self._dialect is postgresql:
+                await connection.execute(
+                    select(func.pg_advisory_xact_lock(func.hashtext(str(key))))
+                )
             await connection.execute(
                 update(ConversationRow)
                 .where(ConversationRow.key == str(key), ConversationRow.active)
                 .values(active=False)
             )
             result = await connection.execute(
-                insert(ConversationRow)
+                self._dialect.insert(ConversationRow)
                 .values(key=str(key), channel=key.channel, active=True)
+                .on_conflict_do_nothing()
                 .returning(*_CONVERSATION_COLUMNS)
             )
-            return _conversation(result.one(), key)
+            row = result.one_or_none()
+            if row is None:
+                row = await self._active_row(connection, key)
+        return _conversation(row, key)
 
     async def set_mode(self, conversation_id: int, mode: str | None) -> None:
         """Remember the mode chosen in a conversation."""

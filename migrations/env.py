@@ -41,9 +41,11 @@ async def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     assert url is not None
     engine = create_engine(url)
-    async with engine.connect() as connection:
-        await connection.run_sync(_run)
-    await engine.dispose()
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run)
+    finally:
+        await engine.dispose()
 
 
 if context.is_offline_mode():

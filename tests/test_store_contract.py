@@ -31,20 +31,6 @@ ALICE = UserRef("telegram", "42", username="alice", display_name="Alice")
 
 Names = tuple[str | None, str | None]
 
-# Product bugs found by this suite and reported, not fixed here. Strict: once a bug is fixed
-# its test passes, which fails the run until the marker is removed.
-STALE_USER_CACHE = pytest.mark.xfail(
-    strict=True,
-    reason="SqlConversationStore.ensure_user returns a cached id for a UserRef it has seen "
-    "without writing its names, so names changed since (here or by another process) stay",
-)
-RACING_RESETS = pytest.mark.xfail(
-    strict=True,
-    raises=IntegrityError,
-    reason="SqlConversationStore.start_conversation: concurrent resets of one key on "
-    "PostgreSQL insert a second active row and violate uq_conversations_active_key",
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Backend:
@@ -155,11 +141,7 @@ class TestConversationStoreContract:
         assert await store.ensure_user(UserRef("telegram", "42")) == alice
         assert alice < bob < same_id_on_slack
 
-    async def test_ensure_user_refreshes_changed_names(
-        self, backend: Backend, store_kind: str, request: pytest.FixtureRequest
-    ) -> None:
-        if store_kind != "memory":
-            request.applymarker(STALE_USER_CACHE)
+    async def test_ensure_user_refreshes_changed_names(self, backend: Backend) -> None:
         renamed = UserRef("telegram", "42", username="alice_w", display_name="Alice W.")
         first = await backend.store.ensure_user(ALICE)
 
@@ -406,10 +388,8 @@ class TestConversationStoreContract:
         assert recent == sorted(stored, key=lambda m: m.id, reverse=True)
 
     async def test_concurrent_resets_leave_one_active_conversation(
-        self, store: ConversationStore, store_kind: str, request: pytest.FixtureRequest
+        self, store: ConversationStore
     ) -> None:
-        if store_kind == "postgresql":
-            request.applymarker(RACING_RESETS)
         first = await store.active_conversation(KEY)
 
         started = await asyncio.gather(*(store.start_conversation(KEY) for _ in range(5)))
@@ -454,19 +434,6 @@ async def test_two_processes_share_one_user(database_url: str) -> None:
         )
 
         assert len(set(ids)) == 1
-
-
-@STALE_USER_CACHE
-async def test_a_name_change_seen_by_another_process_is_not_undone(database_url: str) -> None:
-    renamed = UserRef("telegram", "42", username="alice_w", display_name="Alice W.")
-    await upgrade(database_url)
-    async with engine_for(database_url) as one_engine, engine_for(database_url) as two_engine:
-        one, two = SqlConversationStore(one_engine), SqlConversationStore(two_engine)
-        user_id = await one.ensure_user(ALICE)
-        assert await two.ensure_user(renamed) == user_id
-        assert await one.ensure_user(ALICE) == user_id
-
-        assert await read_user_names(two_engine, ALICE) == ("alice", "Alice")
 
 
 async def test_a_restarted_store_sees_everything_stored_before(database_url: str) -> None:
