@@ -42,7 +42,6 @@ class TimedGateway:
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
         spent = _upstream.get()
-        started = time.perf_counter()
         iterator = self._inner.stream(request).__aiter__()
         while True:
             began = time.perf_counter()
@@ -53,7 +52,6 @@ class TimedGateway:
                 break
             spent.append(time.perf_counter() - began)
             yield event
-        del started
 
 
 class NullSink:
@@ -79,7 +77,23 @@ class Sample:
 
 def seed(path: Path, conversations: int, per_conversation: int) -> None:
     """Fill the database quickly with plain SQL: ``conversations`` x ``per_conversation``."""
-    words = "the quick brown fox jumps over the lazy dog and keeps on running far away".split()
+    words = [
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "the",
+        "lazy",
+        "dog",
+        "and",
+        "keeps",
+        "on",
+        "running",
+        "far",
+        "away",
+    ]
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO users (id, channel, external_id) VALUES (1, 'bench', 'seed')")
         db.executemany(
@@ -117,7 +131,7 @@ async def run_turns(
     )
     async with bootstrap(settings) as app:
         engine = app.engine
-        engine._gateway = TimedGateway(engine._gateway)  # noqa: SLF001 - measurement only
+        engine._gateway = TimedGateway(engine._gateway)
         samples: list[Sample] = []
 
         async def converse(index: int) -> None:

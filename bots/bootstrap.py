@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -14,6 +14,7 @@ from core.clock import Clock, SystemClock
 from core.database import create_engine, upgrade
 from core.engine import Engine, EngineOptions
 from core.errors import ConfigError
+from core.llm import LLMGateway
 from core.openai_llm import OpenAIGateway, RetryPolicy
 from core.registry import Registry, load_registry
 from core.settings import Settings
@@ -33,8 +34,16 @@ class App:
 
 
 @asynccontextmanager
-async def bootstrap(settings: Settings, *, clock: Clock | None = None) -> AsyncIterator[App]:
-    """Build the application for ``settings``; everything is closed on exit."""
+async def bootstrap(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    wrap_gateway: Callable[[LLMGateway], LLMGateway] | None = None,
+) -> AsyncIterator[App]:
+    """Build the application for ``settings``; everything is closed on exit.
+
+    ``wrap_gateway`` decorates the model gateway (tracing, timing in the benchmarks).
+    """
     settings.require("OPENAI_API_KEY")
     registry = load_registry(settings.models_file, settings.modes_file)
     clock = clock or SystemClock()
@@ -57,15 +66,15 @@ async def bootstrap(settings: Settings, *, clock: Clock | None = None) -> AsyncI
     try:
         if settings.auto_migrate:
             await upgrade(settings.database_url)
+        gateway: LLMGateway = OpenAIGateway(
+            client,
+            RetryPolicy(
+                attempts=settings.openai_max_retries, backoff=settings.openai_backoff_seconds
+            ),
+        )
         engine = Engine(
             store=SqlConversationStore(database),
-            gateway=OpenAIGateway(
-                client,
-                RetryPolicy(
-                    attempts=settings.openai_max_retries,
-                    backoff=settings.openai_backoff_seconds,
-                ),
-            ),
+            gateway=wrap_gateway(gateway) if wrap_gateway else gateway,
             registry=registry,
             tools=tools,
             clock=clock,

@@ -13,6 +13,7 @@ from core.errors import ToolError
 MAX_EXPRESSION = 500
 MAX_EXPONENT = 10_000
 MAX_MAGNITUDE = 10**300
+MAX_DIGITS = 100
 
 _BINARY: dict[type[ast.operator], Callable[[float, float], float]] = {
     ast.Add: operator.add,
@@ -79,7 +80,14 @@ def _eval(node: ast.expr) -> float | int:
         and node.func.id in _FUNCTIONS
         and not node.keywords
     ):
-        return _bounded(_FUNCTIONS[node.func.id](*(_eval(arg) for arg in node.args)))
+        name = node.func.id
+        arguments = [_eval(arg) for arg in node.args]
+        if name == "round" and len(arguments) == 2 and abs(arguments[1]) > MAX_DIGITS:
+            raise ToolError(f"round() takes at most {MAX_DIGITS} digits")
+        try:
+            return _bounded(_FUNCTIONS[name](*arguments))
+        except TypeError:
+            raise ToolError(f"wrong arguments for {name}()") from None
     raise ToolError(f"unsupported element in expression: {ast.unparse(node)!r}")
 
 

@@ -50,9 +50,10 @@ def parse_command(text: str, bot_username: str | None = None) -> Command | None:
 
     ``/mode@SomeBot coder`` is accepted when ``bot_username`` is ``SomeBot`` (Telegram groups).
     """
-    if not text.startswith("/") or len(text) < 2:
+    if not text.startswith("/") or len(text) < 2 or text[1].isspace():
         return None
-    head, _, args = text[1:].partition(" ")
+    head, *rest = text[1:].split(maxsplit=1)
+    args = rest[0] if rest else ""
     name, _, target = head.partition("@")
     if target and bot_username and target.lower() != bot_username.lower():
         return None

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -71,6 +71,9 @@ class ModeSpec(BaseModel):
     model: str | None = None
 
 
+_Spec = TypeVar("_Spec", "ModelSpec", "ModeSpec")
+
+
 @dataclass(frozen=True)
 class Registry:
     """Models and modes by id, with the defaults used when a conversation chose none."""
@@ -99,30 +102,46 @@ def load_registry(models_file: Path | None = None, modes_file: Path | None = Non
     """Load the shipped registry files, merging the operator's files over them."""
     models_data = _merge(_shipped("models.toml"), _read(models_file))
     modes_data = _merge(_shipped("modes.toml"), _read(modes_file))
-    origin = str(models_file or "shipped models.toml")
-    try:
-        models = {
-            name: ModelSpec.model_validate({"id": name, **spec})
-            for name, spec in models_data.get("models", {}).items()
-        }
-        modes = {
-            name: ModeSpec.model_validate({"id": name, **spec})
-            for name, spec in modes_data.get("modes", {}).items()
-        }
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise ConfigError(f"{origin}: {where}: {error['msg']}") from None
+    models_origin = str(models_file or "shipped models.toml")
+    modes_origin = str(modes_file or "shipped modes.toml")
+    models = {
+        name: _validate(ModelSpec, name, spec, models_origin, "models")
+        for name, spec in _tables(models_data, "models", models_origin).items()
+    }
+    modes = {
+        name: _validate(ModeSpec, name, spec, modes_origin, "modes")
+        for name, spec in _tables(modes_data, "modes", modes_origin).items()
+    }
     default_model = str(models_data.get("defaults", {}).get("chat", ""))
     default_mode = str(modes_data.get("defaults", {}).get("mode", ""))
     if default_model not in models:
-        raise ConfigError(f"{origin}: defaults.chat names no model in the registry")
+        raise ConfigError(f"{models_origin}: defaults.chat names no model in the registry")
     if default_mode not in modes:
-        raise ConfigError(f"{modes_file or 'modes.toml'}: defaults.mode names no mode")
+        raise ConfigError(f"{modes_origin}: defaults.mode names no mode")
     for mode in modes.values():
         if mode.model is not None and mode.model not in models:
             raise ConfigError(f"mode {mode.id!r} uses unknown model {mode.model!r}")
     return Registry(models, modes, default_model, default_mode)
+
+
+def _tables(data: dict[str, Any], section: str, origin: str) -> dict[str, dict[str, Any]]:
+    entries = data.get(section, {})
+    if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
+        raise ConfigError(f"{origin}: [{section}] must be a table of tables, one per entry")
+    if not isinstance(data.get("defaults", {}), dict):
+        raise ConfigError(f"{origin}: [defaults] must be a table")
+    return entries
+
+
+def _validate(
+    kind: type[_Spec], name: str, spec: dict[str, Any], origin: str, section: str
+) -> _Spec:
+    try:
+        return kind.model_validate({**spec, "id": name})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise ConfigError(f"{origin}: {section}.{name}.{where}: {error['msg']}") from None
 
 
 def _shipped(name: str) -> dict[str, Any]:

@@ -13,8 +13,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.errors import ConfigError
 
-CHANNELS = ("telegram", "slack", "console")
-
 
 class Settings(BaseSettings):
     """Configuration for one Switchboard process."""
@@ -80,8 +78,13 @@ class Settings(BaseSettings):
             items = [item.strip() for item in str(value or "").split(",") if item.strip()]
         for item in items:
             channel, _, user_id = item.partition(":")
-            if channel not in CHANNELS or not user_id:
-                raise ValueError(f"{item!r} is not of the form telegram:<id> or slack:<id>")
+            valid = (channel == "telegram" and user_id.isdigit()) or (
+                channel == "slack" and user_id.isalnum() and user_id.isupper()
+            )
+            if not valid:
+                raise ValueError(
+                    f"{item!r} is not telegram:<numeric user id> or slack:<user id like U123ABC>"
+                )
         return frozenset(items)
 
     @field_validator("tool_modules", mode="before")

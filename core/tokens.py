@@ -14,6 +14,14 @@ from typing import Protocol
 # Each message costs a few tokens of framing on top of its text (role, separators).
 MESSAGE_OVERHEAD = 4
 _TIKTOKEN_BLOB = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+# SHA-256 of tiktoken's published encoding files. tiktoken re-downloads a cached file whose
+# hash does not match, so a file is only handed to tiktoken once it is known to be good.
+_TIKTOKEN_SHA256 = {
+    "r50k_base": "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+    "p50k_base": "94b5ca7dff4d00767bc256fdd1b27e5b17361d7b8a5f968547f9f23eb70d2069",
+    "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+}
 
 
 class TokenCounter(Protocol):
@@ -58,7 +66,8 @@ def tiktoken_cache_file(encoding: str) -> Path | None:
 
 
 class TokenCounters:
-    """Hands out one counter per encoding name, loading tiktoken only from its local cache."""
+    """Hands out one counter per encoding name, loading tiktoken only from its local cache,
+    and only for the published encodings whose files it can verify."""
 
     def __init__(self) -> None:
         self._counters: dict[str | None, TokenCounter] = {}
@@ -73,14 +82,15 @@ class TokenCounters:
         return counter
 
     def _load(self, encoding: str | None) -> TokenCounter:
-        if encoding is None:
+        expected = _TIKTOKEN_SHA256.get(encoding or "")
+        cached = tiktoken_cache_file(encoding) if encoding else None
+        if expected is None or cached is None or not cached.is_file():
             return self._estimate
-        cached = tiktoken_cache_file(encoding)
-        if cached is None or not cached.is_file():
+        if hashlib.sha256(cached.read_bytes()).hexdigest() != expected:
             return self._estimate
         import tiktoken
 
         try:
-            return TiktokenCounter(tiktoken.get_encoding(encoding).encode_ordinary)
+            return TiktokenCounter(tiktoken.get_encoding(str(encoding)).encode_ordinary)
         except (ValueError, OSError):
             return self._estimate

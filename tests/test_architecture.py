@@ -61,11 +61,6 @@ def test_core_imports_no_channel_code() -> None:
     assert {path: names for path, names in offenders.items() if names} == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: pyproject.toml [tool.importlinter] lacks include_external_packages = "
-    "true, so lint-imports refuses to check the contract",
-)
 def test_import_linter_contract_holds() -> None:
     lint_imports = Path(sys.executable).parent / "lint-imports"
     assert lint_imports.exists(), "import-linter is a dev dependency"

@@ -231,10 +231,6 @@ def test_mode_on_an_unknown_model_is_refused(tmp_path: Path) -> None:
         load_registry(None, modes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: core/registry.py names the models file for errors in the modes file",
-)
 def test_invalid_mode_entry_names_the_modes_file(tmp_path: Path) -> None:
     modes = write(tmp_path / "modes.toml", '[modes.silent]\ntitle = "no prompt"\n')
 
@@ -245,10 +241,6 @@ def test_invalid_mode_entry_names_the_modes_file(tmp_path: Path) -> None:
     assert "system_prompt" in str(raised.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: core/registry.py assumes [models] is a table (AttributeError)",
-)
 def test_models_of_the_wrong_shape_are_a_config_error(tmp_path: Path) -> None:
     models = write(tmp_path / "models.toml", "models = 3\n")
 

@@ -197,10 +197,6 @@ def test_admin_error_quotes_the_bad_entry(monkeypatch: pytest.MonkeyPatch) -> No
         load_settings(None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: core/settings.py _principals accepts non-numeric Telegram user ids",
-)
 def test_telegram_admin_must_be_a_numeric_user_id(monkeypatch: pytest.MonkeyPatch) -> None:
     # SPEC §3/§6: Telegram principals are numeric user ids; "@alice" would silently match
     # nobody, so the operator's admin would never be recognised.

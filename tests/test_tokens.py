@@ -87,11 +87,6 @@ def test_disabled_tiktoken_cache_is_the_estimate(
     assert network_attempts == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: core/tokens.py hands a corrupt cache file to tiktoken, which deletes "
-    "it and downloads the encoding",
-)
 def test_corrupt_cache_file_is_not_replaced_by_a_download(
     network_attempts: list[object],
 ) -> None:
