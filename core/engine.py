@@ -20,6 +20,7 @@ from core.errors import (
     user_message,
 )
 from core.events import ReplyFailed, ReplyFinished, ReplySink, TextDelta, ToolFinished, ToolStarted
+from core.history import HistoryCache
 from core.llm import (
     ChatTurn,
     Completion,
@@ -36,7 +37,6 @@ from core.messages import (
     IncomingMessage,
     NewMessage,
     Role,
-    StoredMessage,
 )
 from core.pricing import price_sheet, token_cost
 from core.registry import ModelSpec, ModeSpec, Registry
@@ -81,6 +81,7 @@ class _TurnState:
     model: ModelSpec
     counter: TokenCounter
     sink: ReplySink
+    last_message_id: int | None = None
     text: str = ""
     usage: list[UsageRecord] = field(default_factory=list)
     tools_used: list[str] = field(default_factory=list)
@@ -107,6 +108,7 @@ class Engine:
         self._clock = clock
         self._counters = counters or TokenCounters()
         self._options = options or EngineOptions()
+        self._history_cache = HistoryCache()
         self._slots: dict[ConversationKey, _Slot] = {}
         self._turns: dict[ConversationKey, _Turn] = {}
 
@@ -193,7 +195,7 @@ class Engine:
             model = self.registry.model(conversation.model or mode.model)
             counter = self._counters.for_encoding(model.encoding)
             state = _TurnState(conversation, user_id, model, counter, sink)
-            await self.store.add_message(
+            stored = await self.store.add_message(
                 conversation.id,
                 NewMessage(
                     Role.USER,
@@ -203,6 +205,8 @@ class Engine:
                     platform_message_id=message.platform_message_id,
                 ),
             )
+            self._history_cache.append(stored, conversation.last_message_id)
+            state.last_message_id = stored.id
             await self._generate(mode, state)
         except asyncio.CancelledError:
             if not turn.cancel_requested:
@@ -229,7 +233,7 @@ class Engine:
         instructions = mode.system_prompt.replace("{date}", self._clock.now().date().isoformat())
         tools = self._tools.schemas(mode.tools) if model.supports_tools else []
         budget = self._history_budget(model, state.counter, instructions, tools)
-        history, used = await self._history(state.conversation.id, budget)
+        history, used = await self._history(state, budget)
         items: list[ContextItem] = list(history)
         retried = False
         rounds = 0
@@ -247,7 +251,7 @@ class Engine:
                 newest = state.counter.count(history[-1].text) + MESSAGE_OVERHEAD
                 budget = max(used // 2, newest)
                 tool_items = items[len(history) :]
-                history, used = await self._history(state.conversation.id, budget)
+                history, used = await self._history(state, budget)
                 items = [*history, *tool_items]
                 log.info("context too long for %s; retrying within %d tokens", model.id, budget)
                 continue
@@ -307,7 +311,10 @@ class Engine:
             meta["tools"] = state.tools_used
         reply = NewMessage(Role.ASSISTANT, state.text, state.counter.count(state.text), meta=meta)
         # Shielded so that a shutdown arriving now cannot lose a reply the user has seen.
-        await asyncio.shield(self.store.add_message(state.conversation.id, reply, state.usage))
+        stored = await asyncio.shield(
+            self.store.add_message(state.conversation.id, reply, state.usage)
+        )
+        self._history_cache.append(stored, state.last_message_id)
 
     def _history_budget(
         self,
@@ -326,22 +333,30 @@ class Engine:
         )
         return window - reserve - fixed
 
-    async def _history(self, conversation_id: int, budget: int) -> tuple[list[ChatTurn], int]:
-        """Recent turns within ``budget`` and the tokens they use, paging back through the
-        store only as far as needed."""
-        collected: list[StoredMessage] = []
-        before: int | None = None
-        used = 0
-        while True:
-            page = await self.store.recent_messages(
-                conversation_id, limit=HISTORY_PAGE, before_id=before
+    async def _history(self, state: _TurnState, budget: int) -> tuple[list[ChatTurn], int]:
+        """Recent turns within ``budget`` and the tokens they use: from the history cache
+        when it is current, else paging back through the store only as far as needed."""
+        conversation_id = state.conversation.id
+        newest_first = self._history_cache.lookup(conversation_id, state.last_message_id, budget)
+        if newest_first is None:
+            newest_first = []
+            before: int | None = None
+            used = 0
+            complete = False
+            while used <= budget:
+                page = await self.store.recent_messages(
+                    conversation_id, limit=HISTORY_PAGE, before_id=before
+                )
+                newest_first.extend(page)
+                used += sum(m.token_count + MESSAGE_OVERHEAD for m in page)
+                if len(page) < HISTORY_PAGE:
+                    complete = True
+                    break
+                before = page[-1].id
+            self._history_cache.store(
+                conversation_id, newest_first, complete=complete, budget=budget
             )
-            collected.extend(page)
-            used += sum(m.token_count + MESSAGE_OVERHEAD for m in page)
-            if len(page) < HISTORY_PAGE or used > budget:
-                break
-            before = page[-1].id
-        turns, used = fit_history(collected, budget)
+        turns, used = fit_history(newest_first, budget)
         if not turns:
             raise UserInputError(
                 "That message is too long for this model's context. Please shorten it."

@@ -86,10 +86,12 @@ class StoredMessage:
 
 @dataclass(frozen=True, slots=True)
 class Conversation:
-    """The active conversation of a key, with the choices the user made in it."""
+    """The active conversation of a key, with the choices the user made in it and the id of
+    its newest message (None while it has none)."""
 
     id: int
     key: ConversationKey
     mode: str | None
     model: str | None
     created_at: datetime
+    last_message_id: int | None = None

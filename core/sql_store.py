@@ -231,7 +231,13 @@ class SqlConversationStore:
             return bool(result.rowcount)
 
     async def _active_row(self, connection: AsyncConnection, key: ConversationKey) -> Any:
-        query = select(*_CONVERSATION_COLUMNS).where(
+        last_message = (
+            select(func.max(MessageRow.id))
+            .where(MessageRow.conversation_id == ConversationRow.id)
+            .scalar_subquery()
+            .label("last_message_id")
+        )
+        query = select(*_CONVERSATION_COLUMNS, last_message).where(
             ConversationRow.key == str(key), ConversationRow.active
         )
         return (await connection.execute(query)).one_or_none()
@@ -250,7 +256,8 @@ def _aware(moment: datetime) -> datetime:
 
 
 def _conversation(row: Any, key: ConversationKey) -> Conversation:
-    return Conversation(row.id, key, row.mode, row.model, _aware(row.created_at))
+    last = row.last_message_id if "last_message_id" in row._fields else None
+    return Conversation(row.id, key, row.mode, row.model, _aware(row.created_at), last)
 
 
 def _message(row: Any) -> StoredMessage:

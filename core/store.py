@@ -32,7 +32,8 @@ class ConversationStore(Protocol):
         """The stored id of ``user``, creating or refreshing the row (names change)."""
 
     async def active_conversation(self, key: ConversationKey) -> Conversation:
-        """The conversation currently open for ``key``, created when there is none."""
+        """The conversation currently open for ``key``, created when there is none, with the
+        id of its newest message."""
 
     async def start_conversation(self, key: ConversationKey) -> Conversation:
         """Close the open conversation of ``key`` (kept, not deleted) and open a new one."""

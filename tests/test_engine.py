@@ -535,3 +535,34 @@ async def test_mode_prompt_and_date_reach_the_model(
     assert "experienced software engineer" in instructions
     assert "{date}" not in instructions
     assert json.dumps(body).count("sk-test") == 0
+
+
+async def test_two_processes_on_one_database_see_each_others_turns(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    async with make_app() as one, make_app() as two:
+        await ask(one, "from one")
+        await ask(two, "from two")
+        await ask(one, "one again")  # one's cached history is stale and must be reloaded
+    assert sent_texts(fake_openai.model_requests()[-1]) == [
+        "from one",
+        "Echo: from one",
+        "from two",
+        "Echo: from two",
+        "one again",
+    ]
+
+
+async def test_cached_history_follows_resets_and_long_conversations(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    async with make_app(SWITCHBOARD_CONTEXT_TOKENS=1200) as app:
+        for number in range(30):
+            await ask(app, f"question {number:02d} " + "q" * 100)
+        long_request = sent_texts(fake_openai.model_requests()[-1])
+        await app.engine.reset_conversation(KEY)
+        await ask(app, "fresh start")
+    # The budget keeps only the newest turns, contiguous and ending with the new question.
+    numbers = [int(text[9:11]) for text in long_request if text.startswith("question")]
+    assert numbers == list(range(numbers[0], 30)) and numbers[0] > 0
+    assert sent_texts(fake_openai.model_requests()[-1]) == ["fresh start"]

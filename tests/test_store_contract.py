@@ -201,9 +201,23 @@ class TestConversationStoreContract:
 
         assert second.id != first.id
         assert second.key == other
-        assert await store.active_conversation(KEY) == first
+        assert (await store.active_conversation(KEY)).id == first.id
         assert restarted.id not in (first.id, second.id)
         assert await store.recent_messages(second.id, limit=10) == []
+
+    async def test_active_conversation_reports_its_newest_message(
+        self, store: ConversationStore
+    ) -> None:
+        fresh = await store.active_conversation(KEY)
+        assert fresh.last_message_id is None
+        await store.add_message(fresh.id, message("a"))
+        newest = await store.add_message(fresh.id, message("b"))
+        elsewhere = await store.active_conversation(ConversationKey("slack", place="C9"))
+        await store.add_message(elsewhere.id, message("c"))
+
+        assert (await store.active_conversation(KEY)).last_message_id == newest.id
+        assert (await store.start_conversation(KEY)).last_message_id is None
+        assert (await store.active_conversation(KEY)).last_message_id is None
 
     async def test_mode_and_model_persist(self, store: ConversationStore) -> None:
         conversation = await store.active_conversation(KEY)

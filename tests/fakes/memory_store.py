@@ -73,7 +73,11 @@ class InMemoryConversationStore:
         conversation_id = self._active.get(key)
         if conversation_id is None:
             return self._open(key)
-        return self._conversations[conversation_id].conversation
+        messages = self._messages.get(conversation_id)
+        return dataclasses.replace(
+            self._conversations[conversation_id].conversation,
+            last_message_id=messages[-1].id if messages else None,
+        )
 
     async def start_conversation(self, key: ConversationKey) -> Conversation:
         """Close the open conversation of ``key`` (its messages stay) and open a new one."""
