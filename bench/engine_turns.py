@@ -31,6 +31,7 @@ from core.messages import ConversationKey, IncomingMessage, UserRef
 from core.settings import load_settings
 
 CONVERSATION_HISTORY = 100  # messages already stored in each benchmarked conversation
+CONVERSATIONS = 100  # conversations the turns are spread over
 _upstream: contextvars.ContextVar[list[float]] = contextvars.ContextVar("upstream")
 
 
@@ -119,8 +120,10 @@ _INSERT = (
 
 
 async def run_turns(
-    base_url: str, database: Path, conversations: int, turns_each: int
+    base_url: str, database: Path, concurrency: int, turns: int
 ) -> tuple[list[Sample], float]:
+    """``turns`` turns spread round-robin over the first ``CONVERSATIONS`` seeded
+    conversations, ``concurrency`` at a time; returns the samples and the elapsed time."""
     settings = load_settings(
         None,
         OPENAI_API_KEY=API_KEY,
@@ -129,32 +132,39 @@ async def run_turns(
         SWITCHBOARD_AUTO_MIGRATE=False,
         SWITCHBOARD_LOG_LEVEL="WARNING",
     )
-    async with bootstrap(settings) as app:
+    async with bootstrap(settings, wrap_gateway=TimedGateway) as app:
         engine = app.engine
-        engine._gateway = TimedGateway(engine._gateway)
         samples: list[Sample] = []
 
-        async def converse(index: int) -> None:
-            key = ConversationKey("bench", place=f"c{index + 1}")
-            user = UserRef("bench", f"u{index}")
-            for turn in range(turns_each):
-                spent: list[float] = []
-                _upstream.set(spent)
-                sink = NullSink()
-                started = time.perf_counter()
-                await engine.answer_message(IncomingMessage(key, user, f"question {turn}"), sink)
-                total = time.perf_counter() - started
-                if sink.failed:
-                    raise RuntimeError(sink.failed)
-                samples.append(Sample(total, sum(spent)))
+        async def turn(index: int) -> None:
+            key = ConversationKey("bench", place=f"c{index % CONVERSATIONS + 1}")
+            user = UserRef("bench", f"u{index % CONVERSATIONS}")
+            spent: list[float] = []
+            _upstream.set(spent)
+            sink = NullSink()
+            started = time.perf_counter()
+            await engine.answer_message(IncomingMessage(key, user, f"question {index}"), sink)
+            total = time.perf_counter() - started
+            if sink.failed:
+                raise RuntimeError(sink.failed)
+            samples.append(Sample(total, sum(spent)))
 
-        # Warm up connections and caches outside the measurement.
-        await asyncio.gather(*(converse(i) for i in range(conversations)))
+        async def worker(offset: int, count: int) -> None:
+            for n in range(count):
+                await turn(offset + n * concurrency)
+
+        async def run(count: int) -> float:
+            started = time.perf_counter()
+            each = count // concurrency
+            await asyncio.gather(*(worker(i, each) for i in range(concurrency)))
+            return time.perf_counter() - started
+
+        # Warm up: every conversation answered once, so caches and connections are as in a
+        # running bot; the measured turns follow.
+        await run(max(CONVERSATIONS, concurrency))
         samples.clear()
         gc.collect()
-        started = time.perf_counter()
-        await asyncio.gather(*(converse(i) for i in range(conversations)))
-        elapsed = time.perf_counter() - started
+        elapsed = await run(turns)
         return samples, elapsed
 
 
@@ -171,9 +181,8 @@ def main() -> None:
             conversations = max(100, stored // CONVERSATION_HISTORY)
             seed(database, conversations, stored // conversations)
             for concurrency in (1, 100):
-                turns_each = max(1, args.turns // concurrency)
                 samples, elapsed = asyncio.run(
-                    run_turns(base_url, database, concurrency, turns_each)
+                    run_turns(base_url, database, concurrency, args.turns)
                 )
                 own = [s.own * 1000 for s in samples]
                 total = [s.total * 1000 for s in samples]

@@ -4,6 +4,7 @@ streaming, with retries and vendor errors translated into ``core.errors``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,16 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
-from openai import AsyncOpenAI
-from openai.types.responses import (
-    ResponseCompletedEvent,
-    ResponseErrorEvent,
-    ResponseFailedEvent,
-    ResponseFunctionToolCall,
-    ResponseIncompleteEvent,
-    ResponseOutputItemDoneEvent,
-    ResponseTextDeltaEvent,
-)
+from openai import AsyncAPIResponse, AsyncOpenAI
 
 from core.errors import (
     ContextTooLong,
@@ -66,9 +58,11 @@ class RetryPolicy:
 class OpenAIGateway:
     """``LLMGateway`` over an injected ``AsyncOpenAI`` client; the registry picks the API.
 
-    The request bodies are built here already in wire format and passed as ``extra_body``:
-    the SDK's recursive type-driven transform of ``input``/``messages`` costs about half a
-    millisecond per context item, which dominated a turn's own time (see bench/RESULTS.md).
+    The SDK sends the request (auth, base URL, headers, status errors), but bodies are built
+    here in wire format and passed as ``extra_body``, and the event stream is read as plain
+    JSON: the SDK's type-driven transforms cost about half a millisecond per context item
+    going out and several milliseconds per reply coming back, which dominated a turn's own
+    time (see bench/RESULTS.md).
     """
 
     def __init__(
@@ -134,42 +128,51 @@ class OpenAIGateway:
                 }
                 for tool in request.tools
             ]
-        stream = await self._client.responses.create(
-            model=request.model.id, stream=True, extra_body=params
-        )
-        request_id = stream.response.headers.get("x-request-id")
         text: list[str] = []
         calls: list[ToolCall] = []
         usage: Usage | None = None
         status = "completed"
-        async with stream:
-            async for event in stream:
-                if isinstance(event, ResponseTextDeltaEvent):
-                    text.append(event.delta)
-                    yield TextChunk(event.delta)
-                elif isinstance(event, ResponseOutputItemDoneEvent) and isinstance(
-                    event.item, ResponseFunctionToolCall
-                ):
-                    item = event.item
-                    calls.append(ToolCall(item.call_id, item.name, item.arguments))
-                elif isinstance(event, ResponseCompletedEvent | ResponseIncompleteEvent):
-                    status = event.response.status or status
-                    reported = event.response.usage
-                    if reported is not None:
-                        usage = Usage(
-                            reported.input_tokens,
-                            reported.input_tokens_details.cached_tokens,
-                            reported.output_tokens,
+        async with self._client.responses.with_streaming_response.create(
+            model=request.model.id, stream=True, extra_body=params
+        ) as response:
+            request_id = response.request_id
+            async for event in _sse_data(response):
+                kind = event.get("type")
+                if kind == "response.output_text.delta":
+                    delta = str(event.get("delta", ""))
+                    text.append(delta)
+                    yield TextChunk(delta)
+                elif kind == "response.output_item.done":
+                    item = _mapping(event.get("item"))
+                    if item.get("type") == "function_call":
+                        calls.append(
+                            ToolCall(
+                                str(item.get("call_id", "")),
+                                str(item.get("name", "")),
+                                str(item.get("arguments") or "{}"),
+                            )
                         )
-                elif isinstance(event, ResponseFailedEvent):
-                    failure = event.response.error
+                elif kind in ("response.completed", "response.incomplete"):
+                    result = _mapping(event.get("response"))
+                    status = str(result.get("status") or status)
+                    reported = _mapping(result.get("usage"))
+                    if reported:
+                        usage = Usage(
+                            _int(reported.get("input_tokens")),
+                            _int(
+                                _mapping(reported.get("input_tokens_details")).get("cached_tokens")
+                            ),
+                            _int(reported.get("output_tokens")),
+                        )
+                elif kind == "response.failed":
+                    failure = _mapping(_mapping(event.get("response")).get("error"))
                     raise _stream_error(
-                        failure.code if failure else None,
-                        failure.message if failure else "response failed",
-                        request_id,
+                        failure.get("code"), str(failure.get("message", "failed")), request_id
                     )
-                elif isinstance(event, ResponseErrorEvent):
-                    raise _stream_error(event.code, event.message, request_id)
+                elif kind == "error":
+                    raise _stream_error(
+                        event.get("code"), str(event.get("message", "error")), request_id
+                    )
         yield Completion("".join(text), tuple(calls), usage, request_id, {"status": status})
 
     async def _chat(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
@@ -192,42 +195,76 @@ class OpenAIGateway:
                 }
                 for tool in request.tools
             ]
-        stream = await self._client.chat.completions.create(
-            model=request.model.id, messages=[], stream=True, extra_body=params
-        )
-        request_id = stream.response.headers.get("x-request-id")
         text: list[str] = []
         partial_calls: dict[int, dict[str, str]] = {}
         usage: Usage | None = None
         finish = "stop"
-        async with stream:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    details = chunk.usage.prompt_tokens_details
-                    usage = Usage(
-                        chunk.usage.prompt_tokens,
-                        (details.cached_tokens or 0) if details else 0,
-                        chunk.usage.completion_tokens,
+        async with self._client.chat.completions.with_streaming_response.create(
+            model=request.model.id, messages=[], stream=True, extra_body=params
+        ) as response:
+            request_id = response.request_id
+            async for chunk in _sse_data(response):
+                if "error" in chunk:
+                    failure = _mapping(chunk["error"])
+                    raise _stream_error(
+                        failure.get("code"), str(failure.get("message", "error")), request_id
                     )
-                for choice in chunk.choices:
-                    delta = choice.delta
-                    if delta.content:
-                        text.append(delta.content)
-                        yield TextChunk(delta.content)
-                    for fragment in delta.tool_calls or ():
+                reported = _mapping(chunk.get("usage"))
+                if reported:
+                    usage = Usage(
+                        _int(reported.get("prompt_tokens")),
+                        _int(_mapping(reported.get("prompt_tokens_details")).get("cached_tokens")),
+                        _int(reported.get("completion_tokens")),
+                    )
+                for choice in chunk.get("choices") or ():
+                    delta = _mapping(_mapping(choice).get("delta"))
+                    content = delta.get("content")
+                    if content:
+                        text.append(str(content))
+                        yield TextChunk(str(content))
+                    for raw_fragment in delta.get("tool_calls") or ():
+                        fragment = _mapping(raw_fragment)
                         call = partial_calls.setdefault(
-                            fragment.index, {"id": "", "name": "", "arguments": ""}
+                            _int(fragment.get("index")), {"id": "", "name": "", "arguments": ""}
                         )
-                        call["id"] = fragment.id or call["id"]
-                        if fragment.function is not None:
-                            call["name"] += fragment.function.name or ""
-                            call["arguments"] += fragment.function.arguments or ""
-                    finish = choice.finish_reason or finish
+                        call["id"] = str(fragment.get("id") or call["id"])
+                        function = _mapping(fragment.get("function"))
+                        call["name"] += str(function.get("name") or "")
+                        call["arguments"] += str(function.get("arguments") or "")
+                    finish = str(_mapping(choice).get("finish_reason") or finish)
         calls = tuple(
             ToolCall(call["id"], call["name"], call["arguments"] or "{}")
             for _, call in sorted(partial_calls.items())
         )
         yield Completion("".join(text), calls, usage, request_id, {"status": finish})
+
+
+async def _sse_data(response: AsyncAPIResponse[Any]) -> AsyncIterator[dict[str, Any]]:
+    """The JSON ``data`` payloads of a server-sent event stream, until ``[DONE]``.
+
+    Parsed here as plain dicts: building the SDK's typed event models costs several times
+    more CPU than the rest of a turn (see bench/RESULTS.md).
+    """
+    async for line in response.iter_lines():
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            payload = json.loads(data)
+        except json.JSONDecodeError:
+            raise UpstreamUnavailable("the model API sent a malformed event") from None
+        if isinstance(payload, dict):
+            yield payload
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def _responses_item(item: ContextItem) -> dict[str, Any]:

@@ -84,6 +84,7 @@ class ToolRegistry:
 
     def __init__(self, tools: Iterable[Tool] = (), *, timeout: float = 20.0) -> None:
         self._tools: dict[str, Tool] = {}
+        self._schemas: dict[str, ToolSchema] = {}
         self._timeout = timeout
         for item in tools:
             self.register(item)
@@ -93,6 +94,7 @@ class ToolRegistry:
         if item.name in self._tools:
             raise ConfigError(f"two tools are named {item.name!r}")
         self._tools[item.name] = item
+        self._schemas[item.name] = item.schema()
 
     def names(self) -> list[str]:
         """Names of every registered tool."""
@@ -100,7 +102,7 @@ class ToolRegistry:
 
     def schemas(self, names: Sequence[str]) -> list[ToolSchema]:
         """Schemas of the tools called ``names`` that exist (unknown names are skipped)."""
-        return [self._tools[name].schema() for name in names if name in self._tools]
+        return [self._schemas[name] for name in names if name in self._schemas]
 
     async def run(self, call: ToolCall) -> tuple[ToolOutput, bool]:
         """Run ``call``; a failure or timeout becomes an error text for the model."""
