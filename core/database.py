@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from core.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+SQLITE_CACHE_KIB = 32_768
 
 
 def create_engine(url: str, **options: Any) -> AsyncEngine:
@@ -28,6 +29,9 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.get_driver_name() != "aiosqlite":
             raise ConfigError("DATABASE_URL: use the async driver, sqlite+aiosqlite:///…")
+        # One connection: SQLite has a single writer anyway, and connections taking turns
+        # through its busy handler (which sleeps) is far slower than queueing in the pool.
+        options = {"pool_size": 1, "max_overflow": 0, **options}
         engine = create_async_engine(parsed, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -44,6 +48,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.close()
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -33,6 +33,9 @@ from core.store import UsageRecord
 
 USER_CACHE_SIZE = 10_000
 
+_messages = cast(Table, MessageRow.__table__)
+_conversations = cast(Table, ConversationRow.__table__)
+_usage_rows = cast(Table, UsageRow.__table__)
 
 _MESSAGE_COLUMNS = (
     MessageRow.id,
@@ -49,6 +52,19 @@ _CONVERSATION_COLUMNS = (
     ConversationRow.model,
     ConversationRow.created_at,
 )
+
+
+# The statements of every turn, built once: constructing statements per call was a visible
+# share of a turn's cost. Values are bound at execution.
+_INSERT_MESSAGE = insert(_messages).returning(_messages.c.id)
+_INSERT_USAGE = insert(_usage_rows)
+_ACTIVE_CONVERSATION = select(
+    *_CONVERSATION_COLUMNS,
+    select(func.max(_messages.c.id))
+    .where(_messages.c.conversation_id == _conversations.c.id)
+    .scalar_subquery()
+    .label("last_message_id"),
+).where(_conversations.c.key == bindparam("key"), _conversations.c.active)
 
 
 class SqlConversationStore:
@@ -155,22 +171,21 @@ class SqlConversationStore:
         created_at = datetime.now(UTC)
         async with self._engine.begin() as connection:
             result = await connection.execute(
-                insert(MessageRow)
-                .values(
-                    conversation_id=conversation_id,
-                    role=message.role.value,
-                    text=message.text,
-                    parts=message.meta,
-                    token_count=message.token_count,
-                    author_id=message.author_id,
-                    platform_message_id=message.platform_message_id,
-                    created_at=created_at,
-                )
-                .returning(MessageRow.id)
+                _INSERT_MESSAGE,
+                {
+                    "conversation_id": conversation_id,
+                    "role": message.role.value,
+                    "text": message.text,
+                    "parts": message.meta,
+                    "token_count": message.token_count,
+                    "author_id": message.author_id,
+                    "platform_message_id": message.platform_message_id,
+                    "created_at": created_at,
+                },
             )
             message_id = int(result.scalar_one())
             if usage:
-                await connection.execute(insert(UsageRow), [_usage_values(r) for r in usage])
+                await connection.execute(_INSERT_USAGE, [_usage_values(r) for r in usage])
         return StoredMessage(
             id=message_id,
             conversation_id=conversation_id,
@@ -231,16 +246,7 @@ class SqlConversationStore:
             return bool(result.rowcount)
 
     async def _active_row(self, connection: AsyncConnection, key: ConversationKey) -> Any:
-        last_message = (
-            select(func.max(MessageRow.id))
-            .where(MessageRow.conversation_id == ConversationRow.id)
-            .scalar_subquery()
-            .label("last_message_id")
-        )
-        query = select(*_CONVERSATION_COLUMNS, last_message).where(
-            ConversationRow.key == str(key), ConversationRow.active
-        )
-        return (await connection.execute(query)).one_or_none()
+        return (await connection.execute(_ACTIVE_CONVERSATION, {"key": str(key)})).one_or_none()
 
     async def _update_conversation(self, conversation_id: int, **values: Any) -> None:
         async with self._engine.begin() as connection:
