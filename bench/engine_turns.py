@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import API_KEY, fake_openai_process, mean, percentile, table
+from bench.common import API_KEY, fake_openai_process, percentile, table
 from bots.bootstrap import bootstrap
 from core.database import upgrade
 from core.events import ReplyEvent, ReplyFailed
@@ -120,10 +120,11 @@ _INSERT = (
 
 
 async def run_turns(
-    base_url: str, database: Path, concurrency: int, turns: int
-) -> tuple[list[Sample], float]:
+    base_url: str, database: Path, concurrency: int, turns: int, rate: float = 0
+) -> tuple[list[Sample], float, float]:
     """``turns`` turns spread round-robin over the first ``CONVERSATIONS`` seeded
-    conversations, ``concurrency`` at a time; returns the samples and the elapsed time."""
+    conversations: ``concurrency`` at a time (closed loop), or arriving at ``rate`` per
+    second (open loop). Returns the samples, the elapsed time and CPU seconds per turn."""
     settings = load_settings(
         None,
         OPENAI_API_KEY=API_KEY,
@@ -155,17 +156,35 @@ async def run_turns(
 
         async def run(count: int) -> float:
             started = time.perf_counter()
-            each = count // concurrency
-            await asyncio.gather(*(worker(i, each) for i in range(concurrency)))
+            if rate:
+                # Open loop: turns arrive at a steady rate, whatever the replies' pace.
+                tasks = []
+                for index in range(count):
+                    delay = started + index / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(turn(index)))
+                await asyncio.gather(*tasks)
+            else:
+                each = count // concurrency
+                await asyncio.gather(*(worker(i, each) for i in range(concurrency)))
             return time.perf_counter() - started
 
         # Warm up: every conversation answered once, so caches and connections are as in a
         # running bot; the measured turns follow.
-        await run(max(CONVERSATIONS, concurrency))
+        await run(CONVERSATIONS)
         samples.clear()
         gc.collect()
+        cpu = time.process_time()
         elapsed = await run(turns)
-        return samples, elapsed
+        return samples, elapsed, (time.process_time() - cpu) / len(samples)
+
+
+SCENARIOS = (
+    ("closed loop, 1 at a time", 1, 0.0),
+    ("closed loop, 100 at a time", 100, 0.0),
+    ("open loop, 100 turns/s over 100 conversations", 100, 100.0),
+)
 
 
 def main() -> None:
@@ -178,24 +197,24 @@ def main() -> None:
         for stored in (1_000, args.big):
             database = Path(tmp) / f"bench-{stored}.db"
             asyncio.run(upgrade(f"sqlite+aiosqlite:///{database}"))
-            conversations = max(100, stored // CONVERSATION_HISTORY)
+            conversations = max(CONVERSATIONS, stored // CONVERSATION_HISTORY)
             seed(database, conversations, stored // conversations)
-            for concurrency in (1, 100):
-                samples, elapsed = asyncio.run(
-                    run_turns(base_url, database, concurrency, args.turns)
+            for name, concurrency, rate in SCENARIOS:
+                samples, elapsed, cpu = asyncio.run(
+                    run_turns(base_url, database, concurrency, args.turns, rate)
                 )
                 own = [s.own * 1000 for s in samples]
                 total = [s.total * 1000 for s in samples]
                 rows.append(
                     [
                         f"{stored:,}",
-                        concurrency,
+                        name,
                         len(samples),
                         percentile(own, 0.5),
                         percentile(own, 0.99),
-                        mean(own),
                         percentile(total, 0.5),
                         percentile(total, 0.99),
+                        cpu * 1000,
                         len(samples) / elapsed,
                     ]
                 )
@@ -203,13 +222,13 @@ def main() -> None:
         table(
             [
                 "stored messages",
-                "concurrent",
+                "load",
                 "turns",
                 "own p50 ms",
                 "own p99 ms",
-                "own mean ms",
                 "total p50 ms",
                 "total p99 ms",
+                "CPU ms/turn",
                 "turns/s",
             ],
             rows,
