@@ -38,7 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.env_file)
-        configure_logging(settings.log_level, secrets_of(settings))
+        level = settings.log_level
+        if args.command == "chat" and "log_level" not in settings.model_fields_set:
+            level = "WARNING"  # the terminal is the conversation; keep start-up quiet
+        configure_logging(level, secrets_of(settings))
         if args.command == "chat":
             asyncio.run(_chat(settings, args.user))
         elif args.db_command == "upgrade":
