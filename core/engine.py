@@ -111,6 +111,8 @@ class Engine:
         self._history_cache = HistoryCache()
         self._slots: dict[ConversationKey, _Slot] = {}
         self._turns: dict[ConversationKey, _Turn] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def answer_message(self, message: IncomingMessage, sink: ReplySink) -> None:
         """Answer ``message``, emitting reply events to ``sink``; never raises for bad input
@@ -143,6 +145,18 @@ class Engine:
         turn.cancel_requested = True
         turn.task.cancel()
         return True
+
+    def cancel_all(self) -> int:
+        """Stop every reply in progress (at shutdown); returns how many were stopped."""
+        return sum(self.cancel(key) for key in list(self._turns))
+
+    async def first_delivery(self, source: str, event_id: str) -> bool:
+        """True the first time an update or event id is seen; False for a redelivery."""
+        return await self.store.claim_event(source, event_id)
+
+    async def wait_idle(self) -> None:
+        """Wait until no reply is in progress (bound it with ``asyncio.timeout``)."""
+        await self._idle.wait()
 
     def is_busy(self, key: ConversationKey) -> bool:
         """Whether a reply is being generated for ``key``."""
@@ -187,6 +201,7 @@ class Engine:
         assert task is not None
         turn = _Turn(task)
         self._turns[message.key] = turn
+        self._idle.clear()
         state: _TurnState | None = None
         try:
             user_id = await self.store.ensure_user(message.sender)
@@ -225,6 +240,8 @@ class Engine:
             return
         finally:
             self._turns.pop(message.key, None)
+            if not self._turns:
+                self._idle.set()
         await self._finish(state, cancelled=False)
         await sink.emit(ReplyFinished(state.text))
 

@@ -1,0 +1,228 @@
+"""The Telegram channel: python-telegram-bot's Application with Switchboard's handlers,
+run by long polling or, when ``TELEGRAM_WEBHOOK_URL`` is set, as a webhook server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from urllib.parse import urlparse
+
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram.constants import ParseMode
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    ApplicationHandlerStop,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from bots.telegram.pacing import FloodControl, FloodLimits
+from bots.telegram.render import escape
+from bots.telegram.reply import TelegramReply
+from bots.telegram.updates import CHANNEL, conversation_key, incoming, place_of, user_ref
+from core.access import AccessPolicy
+from core.commands import COMMANDS, CommandReply, parse_command, run_command
+from core.engine import Engine
+from core.errors import ConfigError
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 10.0
+CALLBACK_DATA_LIMIT = 64  # bytes Telegram keeps for an inline button's callback data
+REFUSAL = (
+    "Sorry, this assistant is only available to approved users. "
+    "Ask an admin to add you (your id: {user_id})."
+)
+
+Context = ContextTypes.DEFAULT_TYPE
+
+
+class TelegramChannel:
+    """Answers Telegram chats through the engine; ``run`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        access: AccessPolicy,
+        *,
+        flood: FloodControl | None = None,
+        shutdown_grace: float = SHUTDOWN_GRACE_SECONDS,
+    ) -> None:
+        settings.require("TELEGRAM_BOT_TOKEN")
+        if settings.telegram_webhook_url and settings.telegram_webhook_secret is None:
+            raise ConfigError("TELEGRAM_WEBHOOK_SECRET is not set (required with a webhook)")
+        assert settings.telegram_bot_token is not None
+        builder = (
+            ApplicationBuilder()
+            .token(settings.telegram_bot_token.get_secret_value())
+            .concurrent_updates(True)
+        )
+        if settings.telegram_base_url:
+            builder = builder.base_url(settings.telegram_base_url)
+        if settings.telegram_base_file_url:
+            builder = builder.base_file_url(settings.telegram_base_file_url)
+        self.application: Application = builder.build()  # type: ignore[type-arg]
+        self._engine = engine
+        self._settings = settings
+        self._access = access
+        self._flood = flood or FloodControl(FloodLimits())
+        self._grace = shutdown_grace
+        self._refused: set[int] = set()
+        self._register_handlers()
+
+    def _register_handlers(self) -> None:
+        app = self.application
+        # Middleware first: each update once, then only allowed users.
+        app.add_handler(TypeHandler(Update, self._once), group=-2)
+        app.add_handler(TypeHandler(Update, self._gate), group=-1)
+        app.add_handler(CommandHandler(list(COMMANDS), self._command))
+        app.add_handler(CallbackQueryHandler(self._choice))
+        app.add_handler(
+            MessageHandler(filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND, self._text)
+        )
+        app.add_handler(
+            MessageHandler(filters.UpdateType.MESSAGE & filters.COMMAND, self._unknown_command)
+        )
+        app.add_error_handler(self._error)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then finish or cleanly stop the replies in flight."""
+        app = self.application
+        async with app:
+            await app.bot.set_my_commands(
+                [BotCommand(name, description) for name, description in COMMANDS.items()]
+            )
+            await app.start()
+            updater = app.updater
+            assert updater is not None
+            webhook = self._settings.telegram_webhook_url
+            if webhook:
+                secret = self._settings.telegram_webhook_secret
+                assert secret is not None
+                await updater.start_webhook(
+                    listen="0.0.0.0",
+                    port=self._settings.telegram_webhook_port,
+                    url_path=urlparse(webhook).path.lstrip("/"),
+                    webhook_url=webhook,
+                    secret_token=secret.get_secret_value(),
+                    allowed_updates=Update.ALL_TYPES,
+                )
+            else:
+                await updater.start_polling(allowed_updates=Update.ALL_TYPES)
+            log.info(
+                "Telegram bot @%s is running (%s)",
+                app.bot.username,
+                "webhook" if webhook else "polling",
+            )
+            await stop.wait()
+            await updater.stop()
+            await self._drain()
+            await app.stop()
+
+    async def _drain(self) -> None:
+        """Give replies in flight a moment to finish, then stop them (their text is kept)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._grace):
+                await self._engine.wait_idle()
+        stopped = self._engine.cancel_all()
+        if stopped:
+            log.info("stopped %d replies in flight for shutdown", stopped)
+
+    async def _once(self, update: Update, context: Context) -> None:
+        if not await self._engine.first_delivery(CHANNEL, str(update.update_id)):
+            log.info("dropping redelivered update %s", update.update_id)
+            raise ApplicationHandlerStop
+
+    async def _gate(self, update: Update, context: Context) -> None:
+        user = update.effective_user
+        if user is None or self._access.is_allowed(user_ref(user)):
+            return
+        log.warning("refused Telegram user %s (@%s): not in the allow-list", user.id, user.username)
+        message = update.effective_message
+        addressed = update.message is not None and (
+            update.message.chat.type == "private"
+            or incoming(update.message, context.bot.bot) is not None
+        )
+        if addressed and user.id not in self._refused and message is not None:
+            self._refused.add(user.id)
+            await message.reply_text(REFUSAL.format(user_id=user.id))
+        raise ApplicationHandlerStop
+
+    async def _text(self, update: Update, context: Context) -> None:
+        message = update.message
+        if message is None:
+            return
+        request = incoming(message, context.bot.bot)
+        if request is None:
+            return
+        reply = TelegramReply(context.bot, place_of(message), self._flood)
+        await reply.start()
+        try:
+            await self._engine.answer_message(request, reply)
+        finally:
+            await reply.close()
+
+    async def _command(self, update: Update, context: Context) -> None:
+        message = update.message
+        if message is None or message.text is None:
+            return
+        command = parse_command(message.text, context.bot.username)
+        if command is None:
+            return
+        answer = await run_command(self._engine, conversation_key(message), command)
+        await message.reply_text(
+            escape(answer.text),
+            parse_mode=ParseMode.HTML,
+            reply_markup=_keyboard(answer),
+            do_quote=message.chat.type != "private",
+        )
+
+    async def _unknown_command(self, update: Update, context: Context) -> None:
+        message = update.message
+        if message is None or message.text is None:
+            return
+        command = parse_command(message.text, context.bot.username)
+        if command is None:
+            return
+        if message.chat.type != "private" and "@" not in message.text.split()[0]:
+            return  # in groups, unknown commands are likely meant for another bot
+        answer = await run_command(self._engine, conversation_key(message), command)
+        await message.reply_text(escape(answer.text), parse_mode=ParseMode.HTML)
+
+    async def _choice(self, update: Update, context: Context) -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        command = parse_command(query.data or "")
+        message = query.message
+        if command is None or not isinstance(message, Message):
+            await query.answer()
+            return
+        answer = await run_command(self._engine, conversation_key(message), command)
+        await query.answer(answer.text[:200])
+        await query.edit_message_text(
+            escape(answer.text), parse_mode=ParseMode.HTML, reply_markup=_keyboard(answer)
+        )
+
+    async def _error(self, update: object, context: Context) -> None:
+        log.error("error while handling a Telegram update", exc_info=context.error)
+
+
+def _keyboard(answer: CommandReply) -> InlineKeyboardMarkup | None:
+    buttons = [
+        InlineKeyboardButton(choice.label, callback_data=choice.command)
+        for choice in answer.choices
+        if len(choice.command.encode()) <= CALLBACK_DATA_LIMIT
+    ]
+    if not buttons:
+        return None
+    rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
+    return InlineKeyboardMarkup(rows)

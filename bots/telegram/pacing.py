@@ -1,0 +1,76 @@
+"""Telegram's flood limits as a pacer, so the bot never trips them instead of recovering.
+
+Telegram allows about one message a second per private chat, twenty a minute per group and
+thirty a second overall; edits count like messages. A 429 names a ``retry_after`` that binds
+only that chat. The pacer hands out send times per chat and overall; optional calls (the
+progressive edits of a streaming reply) ask whether they may go now and are skipped if not,
+while required calls (final messages) wait their turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FloodLimits:
+    """Seconds between calls per chat, and calls per second overall (kept below Telegram's)."""
+
+    private_interval: float = 1.0
+    group_interval: float = 3.0
+    overall_per_second: float = 25.0
+
+
+class FloodControl:
+    """Per-chat and overall pacing of calls that send or edit messages."""
+
+    def __init__(
+        self,
+        limits: FloodLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limits = limits or FloodLimits()
+        self._clock = clock
+        self._chat_next: dict[int, float] = {}
+        self._overall_next = 0.0
+
+    def _interval(self, group: bool) -> float:
+        return self._limits.group_interval if group else self._limits.private_interval
+
+    def try_acquire(self, chat_id: int, *, group: bool) -> bool:
+        """Take a slot now if one is free for ``chat_id`` and overall; never waits."""
+        now = self._clock()
+        if self._chat_next.get(chat_id, 0.0) > now or self._overall_next > now:
+            return False
+        self._take(chat_id, now, group)
+        return True
+
+    def ready_in(self, chat_id: int) -> float:
+        """Seconds until ``chat_id`` may send again (0 if now)."""
+        now = self._clock()
+        return max(self._chat_next.get(chat_id, 0.0), self._overall_next, now) - now
+
+    async def acquire(self, chat_id: int, *, group: bool) -> None:
+        """Wait for and take the next slot for ``chat_id``; other chats are not held up."""
+        while True:
+            delay = self.ready_in(chat_id)
+            if delay <= 0 and self.try_acquire(chat_id, group=group):
+                return
+            await asyncio.sleep(max(delay, 0.001))
+
+    def blocked(self, chat_id: int, retry_after: float) -> None:
+        """Telegram answered 429 for ``chat_id``: no calls to it for ``retry_after`` seconds."""
+        until = self._clock() + retry_after
+        self._chat_next[chat_id] = max(self._chat_next.get(chat_id, 0.0), until)
+
+    def forget(self, chat_id: int) -> None:
+        """Drop the state of a chat whose slot lies in the past (bounded memory)."""
+        if self._chat_next.get(chat_id, 0.0) <= self._clock():
+            self._chat_next.pop(chat_id, None)
+
+    def _take(self, chat_id: int, now: float, group: bool) -> None:
+        self._chat_next[chat_id] = now + self._interval(group)
+        self._overall_next = now + 1.0 / self._limits.overall_per_second

@@ -1,0 +1,231 @@
+"""Showing one reply in a Telegram chat: progressive edits within the flood limits, then the
+final, well-formatted message(s), with a plain-text fallback if Telegram rejects the HTML."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from telegram import Bot, Message, ReplyParameters
+from telegram.constants import ChatAction, ParseMode
+from telegram.error import BadRequest, RetryAfter, TelegramError
+
+from bots.telegram.pacing import FloodControl
+from bots.telegram.render import html_chunks, plain_chunks, to_html
+from core.events import (
+    Notice,
+    ReplyEvent,
+    ReplyFailed,
+    ReplyFinished,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+)
+
+log = logging.getLogger(__name__)
+
+TYPING_EVERY = 4.0  # Telegram shows "typing…" for five seconds per call
+FINAL_ATTEMPTS = 5
+STOPPED_NOTE = "\n\n<i>(stopped)</i>"
+
+
+@dataclass(frozen=True)
+class ChatPlace:
+    """Where a reply goes: the chat, the forum topic, and the message it answers."""
+
+    chat_id: int
+    group: bool
+    thread_id: int | None = None
+    reply_to: int | None = None
+
+
+@dataclass
+class _Part:
+    message_id: int
+    html: str
+
+
+@dataclass
+class TelegramReply:
+    """A ``ReplySink`` for one reply in one chat."""
+
+    bot: Bot
+    place: ChatPlace
+    flood: FloodControl
+    parts: list[_Part] = field(default_factory=list)
+    _text: str = ""
+    _status: str = ""
+    _flusher: asyncio.Task[None] | None = None
+    _typing: asyncio.Task[None] | None = None
+    _closed: bool = False
+
+    async def start(self) -> None:
+        """Show the typing indicator until text arrives."""
+        self._typing = asyncio.create_task(self._keep_typing())
+
+    async def emit(self, event: ReplyEvent) -> None:
+        """Show one reply event."""
+        if isinstance(event, TextDelta):
+            self._text += event.text
+            self._status = ""
+            self._schedule_flush()
+        elif isinstance(event, ToolStarted):
+            self._status = f"<i>using {event.name}…</i>"
+            self._schedule_flush()
+        elif isinstance(event, ToolFinished):
+            self._status = ""
+        elif isinstance(event, ReplyFinished):
+            note = STOPPED_NOTE if event.cancelled else ""
+            await self._finish(event.text, note)
+        elif isinstance(event, ReplyFailed):
+            await self._finish(event.partial_text, "", failure=event.message)
+        elif isinstance(event, Notice):
+            await self._finish(event.text, "")
+
+    async def close(self) -> None:
+        """Stop background work (typing, pending edits) without sending anything more."""
+        self._closed = True
+        for task in (self._typing, self._flusher):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _schedule_flush(self) -> None:
+        if self._closed or (self._flusher is not None and not self._flusher.done()):
+            return
+        self._flusher = asyncio.create_task(self._flush_when_allowed())
+
+    async def _flush_when_allowed(self) -> None:
+        """Keep the chat in step with the text: one paced call at a time, each showing the
+        latest text; calls the limits do not allow now are skipped, never queued."""
+        chat = self.place.chat_id
+        while not self._closed:
+            delay = self.flood.ready_in(chat)
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            chunks = self._progress_chunks()
+            index = next(
+                (
+                    i
+                    for i, html in enumerate(chunks)
+                    if i >= len(self.parts) or self.parts[i].html != html
+                ),
+                None,
+            )
+            if index is None:
+                return
+            if not self.flood.try_acquire(chat, group=self.place.group):
+                await asyncio.sleep(0.01)
+                continue
+            try:
+                if index < len(self.parts):
+                    await self._edit(self.parts[index], chunks[index], ParseMode.HTML)
+                else:
+                    await self._send(chunks[index], ParseMode.HTML)
+            except RetryAfter as exc:
+                self.flood.blocked(chat, _seconds(exc.retry_after))
+            except TelegramError as exc:
+                # A failed progress edit is not fatal: the final message is delivered anyway.
+                log.info("streaming edit in chat %s failed: %s", chat, exc)
+                return
+
+    def _progress_chunks(self) -> list[str]:
+        chunks = html_chunks(self._text) if self._text.strip() else []
+        if self._status:
+            chunks = [*chunks[:-1], (chunks[-1] + "\n\n" if chunks else "") + self._status]
+        return chunks
+
+    async def _finish(
+        self,
+        text: str,
+        note: str,
+        *,
+        failure: str | None = None,
+    ) -> None:
+        self._closed = True
+        await self.close()
+        chunks = html_chunks(text) if text.strip() else []
+        if failure is not None:
+            chunks.append(f"⚠️ {to_html(failure)}")
+        elif not chunks:
+            chunks = ["<i>(no answer)</i>"]
+        chunks[-1] += note
+        try:
+            await self._deliver(chunks, ParseMode.HTML)
+        except BadRequest as exc:
+            if "can't parse entities" not in str(exc).lower():
+                raise
+            log.warning("Telegram rejected the HTML (%s); sending plain text", exc)
+            plain = plain_chunks(text) if text.strip() else []
+            if failure is not None:
+                plain.append(f"⚠️ {failure}")
+            await self._deliver(plain or ["(no answer)"], None)
+
+    async def _deliver(self, chunks: Sequence[str], parse_mode: str | None) -> None:
+        """Make the chat show exactly ``chunks``: edit what differs, send what is missing,
+        delete what is left over. Waits out flood limits and 429s."""
+        for index, html in enumerate(chunks):
+            part = self.parts[index] if index < len(self.parts) else None
+            if part is not None and part.html == html:
+                continue
+            for attempt in range(FINAL_ATTEMPTS):
+                await self.flood.acquire(self.place.chat_id, group=self.place.group)
+                try:
+                    if part is not None:
+                        await self._edit(part, html, parse_mode)
+                    else:
+                        await self._send(html, parse_mode)
+                    break
+                except RetryAfter as exc:
+                    self.flood.blocked(self.place.chat_id, _seconds(exc.retry_after))
+                    if attempt == FINAL_ATTEMPTS - 1:
+                        raise
+        for part in self.parts[len(chunks) :]:
+            await self.flood.acquire(self.place.chat_id, group=self.place.group)
+            with contextlib.suppress(BadRequest):
+                await self.bot.delete_message(self.place.chat_id, part.message_id)
+        del self.parts[len(chunks) :]
+
+    async def _send(self, html: str, parse_mode: str | None) -> None:
+        reply = (
+            ReplyParameters(self.place.reply_to, allow_sending_without_reply=True)
+            if self.place.reply_to and not self.parts
+            else None
+        )
+        message: Message = await self.bot.send_message(
+            self.place.chat_id,
+            html,
+            parse_mode=parse_mode,
+            message_thread_id=self.place.thread_id,
+            reply_parameters=reply,
+            link_preview_options=None,
+        )
+        self.parts.append(_Part(message.message_id, html))
+
+    async def _edit(self, part: _Part, html: str, parse_mode: str | None) -> None:
+        try:
+            await self.bot.edit_message_text(
+                html, chat_id=self.place.chat_id, message_id=part.message_id, parse_mode=parse_mode
+            )
+        except BadRequest as exc:
+            if "not modified" not in str(exc).lower():
+                raise
+        part.html = html
+
+    async def _keep_typing(self) -> None:
+        while not self._closed and not self.parts:
+            with contextlib.suppress(TelegramError):
+                await self.bot.send_chat_action(
+                    self.place.chat_id, ChatAction.TYPING, message_thread_id=self.place.thread_id
+                )
+            await asyncio.sleep(TYPING_EVERY)
+
+
+def _seconds(value: int | dt.timedelta) -> float:
+    return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
