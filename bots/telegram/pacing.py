@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ class FloodLimits:
 
     private_interval: float = 1.0
     group_interval: float = 3.0
-    overall_per_second: float = 25.0
+    overall_per_second: int = 25
 
 
 class FloodControl:
@@ -35,7 +36,7 @@ class FloodControl:
         self._limits = limits or FloodLimits()
         self._clock = clock
         self._chat_next: dict[int, float] = {}
-        self._overall_next = 0.0
+        self._recent: deque[float] = deque()  # times of the calls in the last second
 
     def _interval(self, group: bool) -> float:
         return self._limits.group_interval if group else self._limits.private_interval
@@ -43,15 +44,16 @@ class FloodControl:
     def try_acquire(self, chat_id: int, *, group: bool) -> bool:
         """Take a slot now if one is free for ``chat_id`` and overall; never waits."""
         now = self._clock()
-        if self._chat_next.get(chat_id, 0.0) > now or self._overall_next > now:
+        if self._chat_next.get(chat_id, 0.0) > now or self._overall_free_at(now) > now:
             return False
-        self._take(chat_id, now, group)
+        self._chat_next[chat_id] = now + self._interval(group)
+        self._recent.append(now)
         return True
 
     def ready_in(self, chat_id: int) -> float:
         """Seconds until ``chat_id`` may send again (0 if now)."""
         now = self._clock()
-        return max(self._chat_next.get(chat_id, 0.0), self._overall_next, now) - now
+        return max(self._chat_next.get(chat_id, 0.0), self._overall_free_at(now), now) - now
 
     async def acquire(self, chat_id: int, *, group: bool) -> None:
         """Wait for and take the next slot for ``chat_id``; other chats are not held up."""
@@ -71,6 +73,10 @@ class FloodControl:
         if self._chat_next.get(chat_id, 0.0) <= self._clock():
             self._chat_next.pop(chat_id, None)
 
-    def _take(self, chat_id: int, now: float, group: bool) -> None:
-        self._chat_next[chat_id] = now + self._interval(group)
-        self._overall_next = now + 1.0 / self._limits.overall_per_second
+    def _overall_free_at(self, now: float) -> float:
+        """When the next call fits the overall limit (calls per any one-second window)."""
+        while self._recent and self._recent[0] <= now - 1.0:
+            self._recent.popleft()
+        if len(self._recent) < self._limits.overall_per_second:
+            return now
+        return self._recent[0] + 1.0
