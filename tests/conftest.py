@@ -28,6 +28,8 @@ def _offline_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
             "DATABASE_URL",
         ):
             monkeypatch.delenv(name)
+    # python-telegram-bot's future time-period API (timedeltas), as the CLI opts into.
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
     cache = tmp_path / "tiktoken-cache"
     cache.mkdir()
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))

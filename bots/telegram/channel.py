@@ -9,7 +9,6 @@ import logging
 from urllib.parse import urlparse
 
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
-from telegram.constants import ParseMode
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -25,6 +24,7 @@ from telegram.ext import (
 from bots.telegram.pacing import FloodControl, FloodLimits
 from bots.telegram.render import escape
 from bots.telegram.reply import TelegramReply
+from bots.telegram.transport import TolerantUpdatesRequest
 from bots.telegram.updates import CHANNEL, conversation_key, incoming, place_of, user_ref
 from core.access import AccessPolicy
 from core.commands import COMMANDS, CommandReply, parse_command, run_command
@@ -64,6 +64,7 @@ class TelegramChannel:
             ApplicationBuilder()
             .token(settings.telegram_bot_token.get_secret_value())
             .concurrent_updates(True)
+            .get_updates_request(TolerantUpdatesRequest())
         )
         if settings.telegram_base_url:
             builder = builder.base_url(settings.telegram_base_url)
@@ -146,14 +147,14 @@ class TelegramChannel:
         if user is None or self._access.is_allowed(user_ref(user)):
             return
         log.warning("refused Telegram user %s (@%s): not in the allow-list", user.id, user.username)
-        message = update.effective_message
         addressed = update.message is not None and (
             update.message.chat.type == "private"
             or incoming(update.message, context.bot.bot) is not None
         )
-        if addressed and user.id not in self._refused and message is not None:
+        if addressed and user.id not in self._refused and update.message is not None:
             self._refused.add(user.id)
-            await message.reply_text(REFUSAL.format(user_id=user.id))
+            reply = TelegramReply(context.bot, place_of(update.message), self._flood)
+            await reply.show(escape(REFUSAL.format(user_id=user.id)))
         raise ApplicationHandlerStop
 
     async def _text(self, update: Update, context: Context) -> None:
@@ -178,12 +179,8 @@ class TelegramChannel:
         if command is None:
             return
         answer = await run_command(self._engine, conversation_key(message), command)
-        await message.reply_text(
-            escape(answer.text),
-            parse_mode=ParseMode.HTML,
-            reply_markup=_keyboard(answer),
-            do_quote=message.chat.type != "private",
-        )
+        reply = TelegramReply(context.bot, place_of(message), self._flood)
+        await reply.show(escape(answer.text), _keyboard(answer))
 
     async def _unknown_command(self, update: Update, context: Context) -> None:
         message = update.message
@@ -195,7 +192,8 @@ class TelegramChannel:
         if message.chat.type != "private" and "@" not in message.text.split()[0]:
             return  # in groups, unknown commands are likely meant for another bot
         answer = await run_command(self._engine, conversation_key(message), command)
-        await message.reply_text(escape(answer.text), parse_mode=ParseMode.HTML)
+        reply = TelegramReply(context.bot, place_of(message), self._flood)
+        await reply.show(escape(answer.text))
 
     async def _choice(self, update: Update, context: Context) -> None:
         query = update.callback_query
@@ -208,9 +206,9 @@ class TelegramChannel:
             return
         answer = await run_command(self._engine, conversation_key(message), command)
         await query.answer(answer.text[:200])
-        await query.edit_message_text(
-            escape(answer.text), parse_mode=ParseMode.HTML, reply_markup=_keyboard(answer)
-        )
+        reply = TelegramReply(context.bot, place_of(message), self._flood)
+        reply.adopt(message.message_id)
+        await reply.show(escape(answer.text), _keyboard(answer))
 
     async def _error(self, update: object, context: Context) -> None:
         log.error("error while handling a Telegram update", exc_info=context.error)

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from telegram import Bot, Message, ReplyParameters
+from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
@@ -85,6 +85,16 @@ class TelegramReply:
             await self._finish(event.partial_text, "", failure=event.message)
         elif isinstance(event, Notice):
             await self._finish(event.text, "")
+
+    async def show(self, html: str, markup: InlineKeyboardMarkup | None = None) -> None:
+        """Show a finished HTML text (a command's answer) at once, paced like any reply;
+        if this reply already has a message (a menu being answered), it is edited."""
+        await self.close()
+        await self._deliver([html], ParseMode.HTML, markup)
+
+    def adopt(self, message_id: int) -> None:
+        """Continue in an existing bot message (e.g. the menu whose button was pressed)."""
+        self.parts = [_Part(message_id, "")]
 
     async def close(self) -> None:
         """Stop background work (typing, pending edits) without sending anything more."""
@@ -167,20 +177,26 @@ class TelegramReply:
                 plain.append(f"⚠️ {failure}")
             await self._deliver(plain or ["(no answer)"], None)
 
-    async def _deliver(self, chunks: Sequence[str], parse_mode: str | None) -> None:
+    async def _deliver(
+        self,
+        chunks: Sequence[str],
+        parse_mode: str | None,
+        markup: InlineKeyboardMarkup | None = None,
+    ) -> None:
         """Make the chat show exactly ``chunks``: edit what differs, send what is missing,
         delete what is left over. Waits out flood limits and 429s."""
         for index, html in enumerate(chunks):
             part = self.parts[index] if index < len(self.parts) else None
-            if part is not None and part.html == html:
+            last = markup if index == len(chunks) - 1 else None
+            if part is not None and part.html == html and last is None:
                 continue
             for attempt in range(FINAL_ATTEMPTS):
                 await self.flood.acquire(self.place.chat_id, group=self.place.group)
                 try:
                     if part is not None:
-                        await self._edit(part, html, parse_mode)
+                        await self._edit(part, html, parse_mode, last)
                     else:
-                        await self._send(html, parse_mode)
+                        await self._send(html, parse_mode, last)
                     break
                 except RetryAfter as exc:
                     self.flood.blocked(self.place.chat_id, _seconds(exc.retry_after))
@@ -192,7 +208,9 @@ class TelegramReply:
                 await self.bot.delete_message(self.place.chat_id, part.message_id)
         del self.parts[len(chunks) :]
 
-    async def _send(self, html: str, parse_mode: str | None) -> None:
+    async def _send(
+        self, html: str, parse_mode: str | None, markup: InlineKeyboardMarkup | None = None
+    ) -> None:
         reply = (
             ReplyParameters(self.place.reply_to, allow_sending_without_reply=True)
             if self.place.reply_to and not self.parts
@@ -204,14 +222,24 @@ class TelegramReply:
             parse_mode=parse_mode,
             message_thread_id=self.place.thread_id,
             reply_parameters=reply,
-            link_preview_options=None,
+            reply_markup=markup,
         )
         self.parts.append(_Part(message.message_id, html))
 
-    async def _edit(self, part: _Part, html: str, parse_mode: str | None) -> None:
+    async def _edit(
+        self,
+        part: _Part,
+        html: str,
+        parse_mode: str | None,
+        markup: InlineKeyboardMarkup | None = None,
+    ) -> None:
         try:
             await self.bot.edit_message_text(
-                html, chat_id=self.place.chat_id, message_id=part.message_id, parse_mode=parse_mode
+                html,
+                chat_id=self.place.chat_id,
+                message_id=part.message_id,
+                parse_mode=parse_mode,
+                reply_markup=markup,
             )
         except BadRequest as exc:
             if "not modified" not in str(exc).lower():
