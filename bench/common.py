@@ -6,28 +6,31 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 API_KEY = "sk-bench"
 
 
 @contextmanager
-def fake_openai_process() -> Iterator[str]:
-    """Run ``tests.fakes.openai_server`` in its own process; yields its base URL."""
+def fake_process(module: str, marker: str, *args: str) -> Iterator[str]:
+    """Run a fake from ``tests.fakes`` in its own process; yields the URL it announces."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.openai_server", "--port", "0", "--api-key", API_KEY],
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", module, "--port", "0", *args], stdout=subprocess.PIPE, text=True
     )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
-        if not line.startswith("FAKE_OPENAI "):
-            raise RuntimeError(f"fake OpenAI did not start: {line!r}")
+        if not line.startswith(f"{marker} "):
+            raise RuntimeError(f"{module} did not start: {line!r}")
         yield line.split()[1]
     finally:
         process.terminate()
         process.wait(10)
+
+
+def fake_openai_process() -> AbstractContextManager[str]:
+    """The fake OpenAI server in its own process; yields its base URL."""
+    return fake_process("tests.fakes.openai_server", "FAKE_OPENAI", "--api-key", API_KEY)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

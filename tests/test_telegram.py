@@ -90,7 +90,11 @@ async def test_private_chat_is_answered_with_a_streamed_reply(
     make_app: AppFactory, telegram: FakeTelegram, fake_openai: FakeOpenAI
 ) -> None:
     answer = "Here is a **bold** answer with `code` that streams in many small pieces."
-    fake_openai.enqueue(Scripted(text=answer, chunks=20, chunk_delay=0.15))
+    # The model is slow to start (a retried 429), so the typing indicator shows meanwhile.
+    fake_openai.enqueue(
+        Scripted(error="rate_limit", retry_after=1.0),
+        Scripted(text=answer, chunks=20, chunk_delay=0.15),
+    )
     async with running(make_app, telegram):
         telegram.private_message(USER, "hello")
         visible = "Here is a bold answer with code that streams in many small pieces."
@@ -331,3 +335,37 @@ def test_a_webhook_needs_a_secret(make_settings: Callable[..., object]) -> None:
     )
     with pytest.raises(ConfigError, match="TELEGRAM_WEBHOOK_SECRET"):
         TelegramChannel(None, settings, AccessPolicy())  # type: ignore[arg-type]
+
+
+async def test_message_not_modified_is_not_an_error(
+    make_app: AppFactory, telegram: FakeTelegram, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.enqueue(Scripted(text="first part, then more text", chunks=6, chunk_delay=0.3))
+    async with running(make_app, telegram):
+        telegram.private_message(USER, "go")
+        await eventually(lambda: bool(telegram.chat(USER)))
+        telegram.fail_next(
+            "editMessageText",
+            400,
+            "Bad Request: message is not modified: specified new message content and reply "
+            "markup are exactly the same as a current content and reply markup of the message",
+        )
+        await eventually(final_text(telegram, USER, "first part, then more text"))
+    assert any(c.method == "editMessageText" for c in telegram.calls)
+
+
+async def test_shutdown_stops_replies_in_flight_and_keeps_their_text(
+    make_app: AppFactory, telegram: FakeTelegram, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.enqueue(Scripted(text="endless " * 500, chunks=500, chunk_delay=0.05))
+    async with running(make_app, telegram):
+        telegram.private_message(USER, "talk forever")
+        await eventually(lambda: bool(telegram.chat(USER)))
+    # Leaving the block stopped the channel (grace 1 s): the reply was cut and delivered.
+    shown = "".join(texts(telegram.chat(USER)))
+    assert "(stopped)" in shown and 0 < shown.count("endless") < 500
+    async with make_app() as restarted:
+        store = restarted.engine.store
+        conversation = await store.active_conversation(ConversationKey("telegram", place=str(USER)))
+        [reply, _] = await store.recent_messages(conversation.id, limit=2)
+    assert reply.text.count("endless") == shown.count("endless")
