@@ -84,3 +84,13 @@ def test_forget_keeps_blocked_chats() -> None:
     clock.now += 6
     flood.forget(1)
     assert flood.ready_in(1) == 0
+
+
+async def test_progress_edits_yield_to_waiting_required_calls() -> None:
+    flood = FloodControl(FloodLimits(0.0, 0.0, 1))
+    assert flood.try_acquire(1, group=False)  # the overall limit (1/s) is now used up
+    waiting = asyncio.create_task(flood.acquire(2, group=False))
+    await asyncio.sleep(0.01)
+    assert not flood.try_acquire(3, group=False, optional=True)  # a final is waiting
+    await asyncio.wait_for(waiting, 2)
+    assert not flood.try_acquire(3, group=False, optional=True)  # limit used by the final

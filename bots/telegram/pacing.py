@@ -37,12 +37,19 @@ class FloodControl:
         self._clock = clock
         self._chat_next: dict[int, float] = {}
         self._recent: deque[float] = deque()  # times of the calls in the last second
+        self._required_waiting = 0
 
     def _interval(self, group: bool) -> float:
         return self._limits.group_interval if group else self._limits.private_interval
 
-    def try_acquire(self, chat_id: int, *, group: bool) -> bool:
-        """Take a slot now if one is free for ``chat_id`` and overall; never waits."""
+    def try_acquire(self, chat_id: int, *, group: bool, optional: bool = False) -> bool:
+        """Take a slot now if one is free for ``chat_id`` and overall; never waits.
+
+        ``optional`` calls (progress edits) yield to required calls waiting in ``acquire``,
+        so first and final messages never queue behind other chats' edits.
+        """
+        if optional and self._required_waiting:
+            return False
         now = self._clock()
         if self._chat_next.get(chat_id, 0.0) > now or self._overall_free_at(now) > now:
             return False
@@ -57,11 +64,15 @@ class FloodControl:
 
     async def acquire(self, chat_id: int, *, group: bool) -> None:
         """Wait for and take the next slot for ``chat_id``; other chats are not held up."""
-        while True:
-            delay = self.ready_in(chat_id)
-            if delay <= 0 and self.try_acquire(chat_id, group=group):
-                return
-            await asyncio.sleep(max(delay, 0.001))
+        self._required_waiting += 1
+        try:
+            while True:
+                delay = self.ready_in(chat_id)
+                if delay <= 0 and self.try_acquire(chat_id, group=group):
+                    return
+                await asyncio.sleep(max(delay, 0.001))
+        finally:
+            self._required_waiting -= 1
 
     def blocked(self, chat_id: int, retry_after: float) -> None:
         """Telegram answered 429 for ``chat_id``: no calls to it for ``retry_after`` seconds."""

@@ -131,7 +131,9 @@ class TelegramReply:
             )
             if index is None:
                 return
-            if not self.flood.try_acquire(chat, group=self.place.group):
+            # Editing a message already shown is optional; starting one is not.
+            optional = index < len(self.parts)
+            if not self.flood.try_acquire(chat, group=self.place.group, optional=optional):
                 await asyncio.sleep(0.01)
                 continue
             try:
