@@ -119,7 +119,7 @@ class Engine:
         or upstream failures, which become a ``ReplyFailed`` event."""
         try:
             self._check(message)
-            if message.event_id and not await self.store.claim_event(
+            if message.event_id and not await self.first_delivery(
                 message.key.channel, message.event_id
             ):
                 log.info("dropping redelivered event %s", message.event_id)

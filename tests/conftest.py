@@ -46,24 +46,8 @@ def _postgres_admin_url() -> str | None:
     return os.environ.get("TEST_DATABASE_URL") or None
 
 
-async def _create_postgres_database() -> tuple[str, str]:
-    admin = make_url(_postgres_admin_url() or "")
-    name = f"sb_test_{secrets.token_hex(6)}"
-    connection = await asyncpg.connect(
-        host=admin.host,
-        port=admin.port,
-        user=admin.username,
-        password=admin.password,
-        database=admin.database,
-    )
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    return admin.set(database=name).render_as_string(hide_password=False), name
-
-
-async def _drop_postgres_database(name: str) -> None:
+async def _admin_execute(statement: str) -> None:
+    """Run one statement on the PostgreSQL database named by ``TEST_DATABASE_URL``."""
     admin = make_url(_postgres_admin_url() or "")
     connection = await asyncpg.connect(
         host=admin.host,
@@ -73,7 +57,7 @@ async def _drop_postgres_database(name: str) -> None:
         database=admin.database,
     )
     try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.execute(statement)
     finally:
         await connection.close()
 
@@ -86,11 +70,13 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         return
     if _postgres_admin_url() is None:
         pytest.skip("PostgreSQL tests need TEST_DATABASE_URL (CI sets it)")
-    url, name = await _create_postgres_database()
+    name = f"sb_test_{secrets.token_hex(6)}"
+    await _admin_execute(f'CREATE DATABASE "{name}"')
     try:
-        yield url
+        admin = make_url(_postgres_admin_url() or "")
+        yield admin.set(database=name).render_as_string(hide_password=False)
     finally:
-        await _drop_postgres_database(name)
+        await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

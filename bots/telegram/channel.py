@@ -172,28 +172,24 @@ class TelegramChannel:
             await reply.close()
 
     async def _command(self, update: Update, context: Context) -> None:
-        message = update.message
-        if message is None or message.text is None:
-            return
-        command = parse_command(message.text, context.bot.username)
-        if command is None:
-            return
-        answer = await run_command(self._engine, conversation_key(message), command)
-        reply = TelegramReply(context.bot, place_of(message), self._flood)
-        await reply.show(escape(answer.text), _keyboard(answer))
+        await self._answer_command(update, context, known=True)
 
     async def _unknown_command(self, update: Update, context: Context) -> None:
+        await self._answer_command(update, context, known=False)
+
+    async def _answer_command(self, update: Update, context: Context, *, known: bool) -> None:
         message = update.message
         if message is None or message.text is None:
             return
         command = parse_command(message.text, context.bot.username)
         if command is None:
             return
-        if message.chat.type != "private" and "@" not in message.text.split()[0]:
+        addressed = "@" in message.text.split()[0]
+        if not known and message.chat.type != "private" and not addressed:
             return  # in groups, unknown commands are likely meant for another bot
         answer = await run_command(self._engine, conversation_key(message), command)
         reply = TelegramReply(context.bot, place_of(message), self._flood)
-        await reply.show(escape(answer.text))
+        await reply.show(escape(answer.text), _keyboard(answer))
 
     async def _choice(self, update: Update, context: Context) -> None:
         query = update.callback_query

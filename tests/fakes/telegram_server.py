@@ -44,6 +44,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from aiohttp import web
 
+from tests.fakes.background import BackgroundLoop
+
 __all__ = [
     "REGISTERED_SECRET",
     "EntityParseError",
@@ -841,7 +843,7 @@ class FakeTelegram:
         self._methods: dict[str, tuple[str, Callable[[JSONDict], Awaitable[Any]]]] = {}
         for name, handler in self._method_table().items():
             self._methods[name.lower()] = (name, handler)
-        self._thread: threading.Thread | None = None
+        self._background: BackgroundLoop | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
@@ -877,55 +879,22 @@ class FakeTelegram:
 
     def start(self) -> FakeTelegram:
         """Start serving in a background thread; returns ``self`` once listening."""
-        if self._thread is not None:
+        if self._background is not None:
             raise RuntimeError("FakeTelegram is already running")
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._astart())
-            except BaseException as exc:  # reported to the starting thread
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                pending = asyncio.all_tasks(loop)
-                for task in pending:
-                    task.cancel()
-                if pending:
-                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-
-        thread = threading.Thread(target=run, name="FakeTelegram", daemon=True)
-        thread.start()
-        ready.wait()
-        if failure:
-            thread.join()
-            raise failure[0]
-        self._loop = loop
-        self._thread = thread
+        self._background = BackgroundLoop("FakeTelegram", self._astart)
+        self._loop = self._background.loop
         return self
 
     def stop(self) -> None:
         """Stop serving: end pending long polls and webhook deliveries, join the thread."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        background = self._background
+        if background is None:
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._astop(), loop).result(timeout=10)
+            background.stop(self._astop)
         finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
+            self._background = None
             self._loop = None
-            self._thread = None
             self._port = None
 
     async def _astart(self) -> None:
