@@ -6,14 +6,16 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bots.bootstrap import App, bootstrap
+from core.database import create_engine
 from core.settings import Settings, load_settings
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -83,6 +85,16 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 def sqlite_url(tmp_path: Path) -> str:
     """A SQLite database file in the test's temporary directory."""
     return f"sqlite+aiosqlite:///{tmp_path / 'switchboard.db'}"
+
+
+@asynccontextmanager
+async def engine_for(url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine of its own on ``url`` (one "process" on the database), disposed on exit."""
+    engine = create_engine(url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 SettingsFactory = Callable[..., Settings]

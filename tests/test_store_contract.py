@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -18,11 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.database import create_engine, upgrade
+from core.database import upgrade
 from core.messages import ConversationKey, NewMessage, Role, StoredMessage, UserRef
 from core.sql_models import ConversationRow, UserRow
 from core.sql_store import SqlConversationStore
 from core.store import ConversationStore, UsageRecord
+from tests.conftest import engine_for
 from tests.fakes.memory_store import InMemoryConversationStore
 
 CONCURRENCY = 20
@@ -65,16 +65,6 @@ async def count_active(engine: AsyncEngine, key: ConversationKey) -> int:
     query = select(func.count()).where(ConversationRow.key == str(key), ConversationRow.active)
     async with engine.connect() as connection:
         return int((await connection.execute(query)).scalar_one())
-
-
-@asynccontextmanager
-async def engine_for(url: str) -> AsyncIterator[AsyncEngine]:
-    """An engine of its own (one "process" on the database), disposed on exit."""
-    engine = create_engine(url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
 
 
 def message(
