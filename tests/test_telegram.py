@@ -15,6 +15,7 @@ from bots.bootstrap import App
 from bots.telegram.channel import TelegramChannel
 from bots.telegram.pacing import FloodControl
 from bots.telegram.reply import ChatPlace, TelegramReply
+from bots.telegram.typing import TypingIndicators
 from core.access import AccessPolicy
 from core.errors import ConfigError
 from core.events import ReplyFinished
@@ -369,3 +370,25 @@ async def test_shutdown_stops_replies_in_flight_and_keeps_their_text(
         conversation = await store.active_conversation(ConversationKey("telegram", place=str(USER)))
         [reply, _] = await store.recent_messages(conversation.id, limit=2)
     assert reply.text.count("endless") == shown.count("endless")
+
+
+async def test_replies_waiting_in_one_chat_share_one_typing_indicator(
+    telegram: FakeTelegram,
+) -> None:
+    bot = Bot(telegram.token, base_url=f"{telegram.url}/bot")
+    async with bot:
+        typing = TypingIndicators(bot, after=0.0, every=0.2)
+        typing.waiting((USER, None))
+        typing.waiting((USER, None))
+        typing.waiting((2002, None))
+        await asyncio.sleep(0.3)
+        typing.done((USER, None))  # one reply in USER's chat still waits
+        typing.done((2002, None))
+        await asyncio.sleep(0.3)
+        typing.done((USER, None))
+        await asyncio.sleep(0.3)
+    per_chat = [c.params["chat_id"] for c in telegram.calls_to("sendChatAction")]
+    # About every 0.2 s while waiting: 2002 for 0.3 s, USER for 0.6 s with one loop (two
+    # loops would have sent about six).
+    assert 1 <= per_chat.count(2002) <= 3
+    assert 2 <= per_chat.count(USER) <= 4

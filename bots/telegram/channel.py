@@ -25,6 +25,7 @@ from bots.telegram.pacing import FloodControl, FloodLimits
 from bots.telegram.render import escape
 from bots.telegram.reply import TelegramReply
 from bots.telegram.transport import TolerantUpdatesRequest
+from bots.telegram.typing import TypingIndicators
 from bots.telegram.updates import CHANNEL, conversation_key, incoming, place_of, user_ref
 from core.access import AccessPolicy
 from core.commands import COMMANDS, CommandReply, parse_command, run_command
@@ -77,6 +78,7 @@ class TelegramChannel:
         self._flood = flood or FloodControl(FloodLimits())
         self._grace = shutdown_grace
         self._refused: set[int] = set()
+        self._typing = TypingIndicators(self.application.bot)
         self._register_handlers()
 
     def _register_handlers(self) -> None:
@@ -164,7 +166,7 @@ class TelegramChannel:
         request = incoming(message, context.bot.bot)
         if request is None:
             return
-        reply = TelegramReply(context.bot, place_of(message), self._flood)
+        reply = TelegramReply(context.bot, place_of(message), self._flood, self._typing)
         await reply.start()
         try:
             await self._engine.answer_message(request, reply)

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
-from telegram.constants import ChatAction, ParseMode
+from telegram.constants import ParseMode
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
 from bots.telegram.pacing import FloodControl
 from bots.telegram.render import html_chunks, plain_chunks, to_html
+from bots.telegram.typing import TypingIndicators
 from core.events import (
     Notice,
     ReplyEvent,
@@ -28,8 +29,6 @@ from core.events import (
 
 log = logging.getLogger(__name__)
 
-TYPING_AFTER = 0.5  # a reply that shows text sooner needs no typing indicator (one call less)
-TYPING_EVERY = 4.0  # Telegram shows "typing…" for five seconds per call
 FINAL_ATTEMPTS = 5
 STOPPED_NOTE = "\n\n<i>(stopped)</i>"
 
@@ -57,16 +56,28 @@ class TelegramReply:
     bot: Bot
     place: ChatPlace
     flood: FloodControl
+    typing: TypingIndicators | None = None
     parts: list[_Part] = field(default_factory=list)
     _text: str = ""
     _status: str = ""
     _flusher: asyncio.Task[None] | None = None
-    _typing: asyncio.Task[None] | None = None
+    _typing_shown: bool = False
     _closed: bool = False
 
     async def start(self) -> None:
         """Show the typing indicator (from half a second on) until text arrives."""
-        self._typing = asyncio.create_task(self._keep_typing())
+        if self.typing is not None:
+            self.typing.waiting(self._typing_place)
+            self._typing_shown = True
+
+    @property
+    def _typing_place(self) -> tuple[int, int | None]:
+        return self.place.chat_id, self.place.thread_id
+
+    def _stop_typing(self) -> None:
+        if self._typing_shown and self.typing is not None:
+            self._typing_shown = False
+            self.typing.done(self._typing_place)
 
     async def emit(self, event: ReplyEvent) -> None:
         """Show one reply event."""
@@ -100,11 +111,12 @@ class TelegramReply:
     async def close(self) -> None:
         """Stop background work (typing, pending edits) without sending anything more."""
         self._closed = True
-        for task in (self._typing, self._flusher):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        self._stop_typing()
+        task = self._flusher
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _schedule_flush(self) -> None:
         if self._closed or (self._flusher is not None and not self._flusher.done()):
@@ -228,6 +240,7 @@ class TelegramReply:
             reply_markup=markup,
         )
         self.parts.append(_Part(message.message_id, html))
+        self._stop_typing()
 
     async def _edit(
         self,
@@ -248,15 +261,6 @@ class TelegramReply:
             if "not modified" not in str(exc).lower():
                 raise
         part.html = html
-
-    async def _keep_typing(self) -> None:
-        await asyncio.sleep(TYPING_AFTER)
-        while not self._closed and not self.parts:
-            with contextlib.suppress(TelegramError):
-                await self.bot.send_chat_action(
-                    self.place.chat_id, ChatAction.TYPING, message_thread_id=self.place.thread_id
-                )
-            await asyncio.sleep(TYPING_EVERY)
 
 
 def _seconds(value: int | dt.timedelta) -> float:

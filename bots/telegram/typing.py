@@ -1,0 +1,61 @@
+"""The "typing…" indicator: one loop per chat (and topic), however many replies wait there.
+
+Telegram shows the indicator for five seconds per call. A reply that shows text within half
+a second needs none; several replies queued in one chat share one indicator, instead of
+each sending its own calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from telegram import Bot
+from telegram.constants import ChatAction
+from telegram.error import TelegramError
+
+log = logging.getLogger(__name__)
+
+TYPING_AFTER = 0.5
+TYPING_EVERY = 4.0
+
+Place = tuple[int, int | None]  # chat id, forum topic
+
+
+class TypingIndicators:
+    """Keeps the indicator on in each chat while at least one reply there shows no text."""
+
+    def __init__(self, bot: Bot, *, after: float = TYPING_AFTER, every: float = TYPING_EVERY):
+        self._bot = bot
+        self._after = after
+        self._every = every
+        self._waiting: dict[Place, int] = {}
+        self._loops: dict[Place, asyncio.Task[None]] = {}
+
+    def waiting(self, place: Place) -> None:
+        """A reply in ``place`` has started and shows no text yet."""
+        self._waiting[place] = self._waiting.get(place, 0) + 1
+        if place not in self._loops:
+            self._loops[place] = asyncio.create_task(self._loop(place))
+
+    def done(self, place: Place) -> None:
+        """That reply now shows text, or ended."""
+        left = self._waiting.get(place, 0) - 1
+        if left > 0:
+            self._waiting[place] = left
+            return
+        self._waiting.pop(place, None)
+        loop = self._loops.pop(place, None)
+        if loop is not None:
+            loop.cancel()
+
+    async def _loop(self, place: Place) -> None:
+        chat_id, thread_id = place
+        await asyncio.sleep(self._after)
+        while True:
+            with contextlib.suppress(TelegramError):
+                await self._bot.send_chat_action(
+                    chat_id, ChatAction.TYPING, message_thread_id=thread_id
+                )
+            await asyncio.sleep(self._every)
