@@ -4,6 +4,7 @@ scripted through a pipe, talking to the fake OpenAI server."""
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -192,3 +193,59 @@ def test_auto_migrate_can_be_switched_off(env: dict[str, str], tmp_path: Path) -
     assert result.returncode == 0
     assert result.stdout.strip() == "! Something went wrong on our side. Please try again."
     assert "Traceback" not in result.stdout
+
+
+def test_run_telegram_serves_until_sigterm(
+    env: dict[str, str], tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    from tests.fakes.telegram_server import FakeTelegram
+
+    with FakeTelegram() as telegram:
+        process = subprocess.Popen(
+            [SWITCHBOARD, "run", "telegram"],
+            env={
+                **env,
+                "TELEGRAM_BOT_TOKEN": telegram.token,
+                "TELEGRAM_BASE_URL": f"{telegram.url}/bot",
+                "TELEGRAM_BASE_FILE_URL": f"{telegram.url}/file/bot",
+            },
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not telegram.calls_to("getUpdates") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            telegram.private_message(42, "ping over the real CLI")
+            while time.monotonic() < deadline:
+                shown = telegram.chat(42)
+                if shown and shown[-1].text == "Echo: ping over the real CLI":
+                    break
+                time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert telegram.chat(42)[-1].text == "Echo: ping over the real CLI"
+    assert process.returncode == 0, err
+    assert "Telegram bot @switchboard_test_bot is running (long polling)" in err
+    assert telegram.token not in err and API_KEY not in err
+
+
+def test_run_telegram_without_a_token_is_one_clear_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [SWITCHBOARD, "run", "telegram"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "switchboard: TELEGRAM_BOT_TOKEN is not set"

@@ -123,7 +123,7 @@ class TelegramChannel:
             log.info(
                 "Telegram bot @%s is running (%s)",
                 app.bot.username,
-                "webhook" if webhook else "polling",
+                "webhook" if webhook else "long polling",
             )
             await stop.wait()
             await updater.stop()
