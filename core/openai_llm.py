@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -280,7 +280,7 @@ def _responses_item(item: ContextItem) -> dict[str, Any]:
     return {"type": "function_call_output", "call_id": item.call_id, "output": item.output}
 
 
-def _chat_messages(instructions: str, items: list[ContextItem] | Any) -> list[dict[str, Any]]:
+def _chat_messages(instructions: str, items: Sequence[ContextItem]) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}]
     for item in items:
         if isinstance(item, ChatTurn):
