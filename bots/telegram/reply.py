@@ -132,6 +132,11 @@ class TelegramReply:
             if delay > 0:
                 await asyncio.sleep(delay)
                 continue
+            # Starting the reply is not optional; growing a message already shown is.
+            if not self.flood.try_acquire(chat, group=self.place.group, optional=bool(self.parts)):
+                await asyncio.sleep(0.05)
+                continue
+            # Rendered only with a slot in hand: rendering is the costly part of a flush.
             chunks = self._progress_chunks()
             index = next(
                 (
@@ -143,11 +148,6 @@ class TelegramReply:
             )
             if index is None:
                 return
-            # Editing a message already shown is optional; starting one is not.
-            optional = index < len(self.parts)
-            if not self.flood.try_acquire(chat, group=self.place.group, optional=optional):
-                await asyncio.sleep(0.01)
-                continue
             try:
                 if index < len(self.parts):
                     await self._edit(self.parts[index], chunks[index], ParseMode.HTML)
