@@ -16,7 +16,6 @@ from typing import TextIO
 from core.commands import Command, parse_command, run_command
 from core.engine import Engine
 from core.events import (
-    Notice,
     ReplyEvent,
     ReplyFailed,
     ReplyFinished,
@@ -54,9 +53,6 @@ class ConsoleSink:
             self._out.flush()
         elif isinstance(event, ReplyFailed):
             self._out.write(("\n" if self._streamed else "") + f"! {event.message}\n")
-            self._out.flush()
-        elif isinstance(event, Notice):
-            self._out.write(f"{event.text}\n")
             self._out.flush()
 
 

@@ -47,14 +47,7 @@ class ReplyFailed:
     partial_text: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """A plain informational reply, such as a command's answer."""
-
-    text: str
-
-
-ReplyEvent = TextDelta | ToolStarted | ToolFinished | ReplyFinished | ReplyFailed | Notice
+ReplyEvent = TextDelta | ToolStarted | ToolFinished | ReplyFinished | ReplyFailed
 
 
 class ReplySink(Protocol):

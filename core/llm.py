@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from core.registry import ModelSpec
@@ -82,7 +82,6 @@ class Completion:
     tool_calls: tuple[ToolCall, ...] = ()
     usage: Usage | None = None
     request_id: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 LLMEvent = TextChunk | Completion

@@ -131,7 +131,6 @@ class OpenAIGateway:
         text: list[str] = []
         calls: list[ToolCall] = []
         usage: Usage | None = None
-        status = "completed"
         async with self._client.responses.with_streaming_response.create(
             model=request.model.id, stream=True, extra_body=params
         ) as response:
@@ -154,7 +153,6 @@ class OpenAIGateway:
                         )
                 elif kind in ("response.completed", "response.incomplete"):
                     result = _mapping(event.get("response"))
-                    status = str(result.get("status") or status)
                     reported = _mapping(result.get("usage"))
                     if reported:
                         usage = Usage(
@@ -173,7 +171,7 @@ class OpenAIGateway:
                     raise _stream_error(
                         event.get("code"), str(event.get("message", "error")), request_id
                     )
-        yield Completion("".join(text), tuple(calls), usage, request_id, {"status": status})
+        yield Completion("".join(text), tuple(calls), usage, request_id)
 
     async def _chat(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
         params: dict[str, Any] = {
@@ -198,7 +196,6 @@ class OpenAIGateway:
         text: list[str] = []
         partial_calls: dict[int, dict[str, str]] = {}
         usage: Usage | None = None
-        finish = "stop"
         async with self._client.chat.completions.with_streaming_response.create(
             model=request.model.id, messages=[], stream=True, extra_body=params
         ) as response:
@@ -231,12 +228,11 @@ class OpenAIGateway:
                         function = _mapping(fragment.get("function"))
                         call["name"] += str(function.get("name") or "")
                         call["arguments"] += str(function.get("arguments") or "")
-                    finish = str(_mapping(choice).get("finish_reason") or finish)
         calls = tuple(
             ToolCall(call["id"], call["name"], call["arguments"] or "{}")
             for _, call in sorted(partial_calls.items())
         )
-        yield Completion("".join(text), calls, usage, request_id, {"status": finish})
+        yield Completion("".join(text), calls, usage, request_id)
 
 
 async def _sse_data(response: AsyncAPIResponse[Any]) -> AsyncIterator[dict[str, Any]]:

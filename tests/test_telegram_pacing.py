@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bots.telegram.pacing import FloodControl, FloodLimits
+from bots.telegram.pacing import PRUNE_AT, FloodControl, FloodLimits
 
 
 class ManualClock:
@@ -75,15 +75,17 @@ async def test_acquire_waits_for_the_slot() -> None:
     assert loop.time() - started >= 0.04
 
 
-def test_forget_keeps_blocked_chats() -> None:
+def test_memory_stays_bounded_and_blocks_survive_pruning() -> None:
     clock = ManualClock()
     flood = pacer(clock)
-    flood.blocked(1, 5)
-    flood.forget(1)
-    assert flood.ready_in(1) == 5
-    clock.now += 6
-    flood.forget(1)
-    assert flood.ready_in(1) == 0
+    flood.blocked(1, 1000)
+    largest = 0
+    for chat in range(2, 3 * PRUNE_AT):
+        assert flood.try_acquire(chat, group=False)
+        clock.now += 0.01
+        largest = max(largest, len(flood._chat_next))
+    assert largest <= PRUNE_AT
+    assert flood.ready_in(1) > 800  # the 429 block (1,000 s, 123 s ago) survived every pruning
 
 
 async def test_progress_edits_yield_to_waiting_required_calls() -> None:

@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+PRUNE_AT = 4096
+
 
 @dataclass(frozen=True)
 class FloodLimits:
@@ -53,6 +55,9 @@ class FloodControl:
         now = self._clock()
         if self._chat_next.get(chat_id, 0.0) > now or self._overall_free_at(now) > now:
             return False
+        if len(self._chat_next) >= PRUNE_AT:
+            # Chats whose next slot lies in the past need no entry: memory stays bounded.
+            self._chat_next = {chat: t for chat, t in self._chat_next.items() if t > now}
         self._chat_next[chat_id] = now + self._interval(group)
         self._recent.append(now)
         return True
@@ -78,11 +83,6 @@ class FloodControl:
         """Telegram answered 429 for ``chat_id``: no calls to it for ``retry_after`` seconds."""
         until = self._clock() + retry_after
         self._chat_next[chat_id] = max(self._chat_next.get(chat_id, 0.0), until)
-
-    def forget(self, chat_id: int) -> None:
-        """Drop the state of a chat whose slot lies in the past (bounded memory)."""
-        if self._chat_next.get(chat_id, 0.0) <= self._clock():
-            self._chat_next.pop(chat_id, None)
 
     def _overall_free_at(self, now: float) -> float:
         """When the next call fits the overall limit (calls per any one-second window)."""

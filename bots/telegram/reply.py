@@ -18,7 +18,6 @@ from bots.telegram.pacing import FloodControl
 from bots.telegram.render import html_chunks, plain_chunks, to_html
 from bots.telegram.typing import TypingIndicators
 from core.events import (
-    Notice,
     ReplyEvent,
     ReplyFailed,
     ReplyFinished,
@@ -95,8 +94,6 @@ class TelegramReply:
             await self._finish(event.text, note)
         elif isinstance(event, ReplyFailed):
             await self._finish(event.partial_text, "", failure=event.message)
-        elif isinstance(event, Notice):
-            await self._finish(event.text, "")
 
     async def show(self, html: str, markup: InlineKeyboardMarkup | None = None) -> None:
         """Show a finished HTML text (a command's answer) at once, paced like any reply;
