@@ -148,12 +148,13 @@ class TelegramChannel:
         user = update.effective_user
         if user is None or self._access.is_allowed(user_ref(user)):
             return
-        log.warning("refused Telegram user %s (@%s): not in the allow-list", user.id, user.username)
         addressed = update.message is not None and (
             update.message.chat.type == "private"
             or incoming(update.message, context.bot.bot) is not None
         )
         if addressed and user.id not in self._refused and update.message is not None:
+            # Logged and answered once per user; their group chatter is simply not for us.
+            log.warning("refused Telegram user %s (@%s): not allowed", user.id, user.username)
             self._refused.add(user.id)
             reply = TelegramReply(context.bot, place_of(update.message), self._flood)
             await reply.show(escape(REFUSAL.format(user_id=user.id)))
