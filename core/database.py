@@ -31,7 +31,9 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
             raise ConfigError("DATABASE_URL: use the async driver, sqlite+aiosqlite:///…")
         # One connection: SQLite has a single writer anyway, and connections taking turns
         # through its busy handler (which sleeps) is far slower than queueing in the pool.
-        options = {"pool_size": 1, "max_overflow": 0, **options}
+        # Every checkout ends its own transaction (closing a Connection rolls back any left
+        # open), so the pool's extra rollback on return would only cost a thread hand-off.
+        options = {"pool_size": 1, "max_overflow": 0, "pool_reset_on_return": None, **options}
         engine = create_async_engine(parsed, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
