@@ -13,12 +13,12 @@ from telegram import Bot
 
 from bots.bootstrap import App
 from bots.telegram.channel import TelegramChannel
-from bots.telegram.pacing import FloodControl
+from bots.telegram.pacing import FloodControl, FloodLimits
 from bots.telegram.reply import ChatPlace, TelegramReply
 from bots.telegram.typing import TypingIndicators
 from core.access import AccessPolicy
 from core.errors import ConfigError
-from core.events import ReplyFinished
+from core.events import ReplyFinished, TextDelta, ToolStarted
 from core.messages import ConversationKey
 from tests.conftest import API_KEY, AppFactory
 from tests.fakes.openai_server import FakeOpenAI, Scripted
@@ -338,21 +338,49 @@ def test_a_webhook_needs_a_secret(make_settings: Callable[..., object]) -> None:
         TelegramChannel(None, settings, AccessPolicy())  # type: ignore[arg-type]
 
 
-async def test_message_not_modified_is_not_an_error(
-    make_app: AppFactory, telegram: FakeTelegram, fake_openai: FakeOpenAI
-) -> None:
-    fake_openai.enqueue(Scripted(text="first part, then more text", chunks=6, chunk_delay=0.3))
-    async with running(make_app, telegram):
-        telegram.private_message(USER, "go")
-        await eventually(lambda: bool(telegram.chat(USER)))
+async def test_message_not_modified_is_not_an_error(telegram: FakeTelegram) -> None:
+    bot = Bot(telegram.token, base_url=f"{telegram.url}/bot")
+    async with bot:
+        shown = await bot.send_message(USER, "menu")
+        reply = TelegramReply(bot, ChatPlace(USER, group=False), FloodControl())
+        reply.adopt(shown.message_id)
         telegram.fail_next(
             "editMessageText",
             400,
             "Bad Request: message is not modified: specified new message content and reply "
             "markup are exactly the same as a current content and reply markup of the message",
         )
-        await eventually(final_text(telegram, USER, "first part, then more text"))
-    assert any(c.method == "editMessageText" for c in telegram.calls)
+        await reply.show("menu")  # Telegram says nothing changed: that is success
+        await reply.show("menu")  # and it is remembered: no second call
+    assert len(telegram.calls_to("editMessageText")) == 1
+
+
+async def test_a_deleted_message_is_continued_in_a_new_one(telegram: FakeTelegram) -> None:
+    bot = Bot(telegram.token, base_url=f"{telegram.url}/bot")
+    async with bot:
+        reply = TelegramReply(bot, ChatPlace(USER, group=False), FloodControl(FloodLimits(0, 0)))
+        await reply.emit(TextDelta("Partial answer"))
+        await eventually(lambda: bool(telegram.chat(USER)))
+        await bot.delete_message(USER, telegram.chat(USER)[0].message_id)
+        await reply.emit(ReplyFinished("Partial answer, now complete."))
+    assert texts(telegram.chat(USER)) == ["Partial answer, now complete."]
+
+
+async def test_stopped_note_and_tool_names_stay_valid_at_the_limit(
+    telegram: FakeTelegram,
+) -> None:
+    bot = Bot(telegram.token, base_url=f"{telegram.url}/bot")
+    near_limit = "x" * 4094
+    async with bot:
+        reply = TelegramReply(bot, ChatPlace(USER, group=False), FloodControl(FloodLimits(0, 0)))
+        await reply.emit(TextDelta(near_limit))
+        await reply.emit(ToolStarted("c1", "<evil>&tool", "{}"))
+        await eventually(lambda: "<evil>&tool" in "".join(texts(telegram.chat(USER))))
+        await reply.emit(ReplyFinished(near_limit, cancelled=True))
+    shown = texts(telegram.chat(USER))
+    assert "".join(shown) == near_limit + "(stopped)"
+    assert all(len(text) <= 4096 for text in shown)
+    assert telegram.rate_limited == []
 
 
 async def test_shutdown_stops_replies_in_flight_and_keeps_their_text(

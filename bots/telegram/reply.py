@@ -15,7 +15,13 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
 from bots.telegram.pacing import FloodControl
-from bots.telegram.render import html_chunks, plain_chunks, to_html
+from bots.telegram.render import (
+    TELEGRAM_TEXT_LIMIT,
+    escape,
+    html_chunks,
+    plain_chunks,
+    visible_length,
+)
 from bots.telegram.typing import TypingIndicators
 from core.events import (
     ReplyEvent,
@@ -29,7 +35,7 @@ from core.events import (
 log = logging.getLogger(__name__)
 
 FINAL_ATTEMPTS = 5
-STOPPED_NOTE = "\n\n<i>(stopped)</i>"
+STOPPED_NOTE = "\n\n*(stopped)*"  # Markdown, rendered and split with the reply itself
 
 
 @dataclass(frozen=True)
@@ -85,15 +91,14 @@ class TelegramReply:
             self._status = ""
             self._schedule_flush()
         elif isinstance(event, ToolStarted):
-            self._status = f"<i>using {event.name}…</i>"
+            self._status = f"<i>using {escape(event.name)}…</i>"
             self._schedule_flush()
         elif isinstance(event, ToolFinished):
             self._status = ""
         elif isinstance(event, ReplyFinished):
-            note = STOPPED_NOTE if event.cancelled else ""
-            await self._finish(event.text, note)
+            await self._finish(event.text + (STOPPED_NOTE if event.cancelled else ""))
         elif isinstance(event, ReplyFailed):
-            await self._finish(event.partial_text, "", failure=event.message)
+            await self._finish(event.partial_text, failure=event.message)
 
     async def show(self, html: str, markup: InlineKeyboardMarkup | None = None) -> None:
         """Show a finished HTML text (a command's answer) at once, paced like any reply;
@@ -159,25 +164,22 @@ class TelegramReply:
 
     def _progress_chunks(self) -> list[str]:
         chunks = html_chunks(self._text) if self._text.strip() else []
-        if self._status:
-            chunks = [*chunks[:-1], (chunks[-1] + "\n\n" if chunks else "") + self._status]
-        return chunks
+        if not self._status:
+            return chunks
+        if (
+            chunks
+            and visible_length(chunks[-1]) + visible_length(self._status) + 2 <= TELEGRAM_TEXT_LIMIT
+        ):
+            return [*chunks[:-1], f"{chunks[-1]}\n\n{self._status}"]
+        return [*chunks, self._status]
 
-    async def _finish(
-        self,
-        text: str,
-        note: str,
-        *,
-        failure: str | None = None,
-    ) -> None:
-        self._closed = True
+    async def _finish(self, text: str, *, failure: str | None = None) -> None:
         await self.close()
         chunks = html_chunks(text) if text.strip() else []
         if failure is not None:
-            chunks.append(f"⚠️ {to_html(failure)}")
+            chunks.append(f"⚠️ {escape(failure)}")
         elif not chunks:
             chunks = ["<i>(no answer)</i>"]
-        chunks[-1] += note
         try:
             await self._deliver(chunks, ParseMode.HTML)
         except BadRequest as exc:
@@ -210,6 +212,16 @@ class TelegramReply:
                     else:
                         await self._send(html, parse_mode, last)
                     break
+                except BadRequest as exc:
+                    if part is None or "message to edit not found" not in str(exc).lower():
+                        raise
+                    # The user deleted the message being written: carry on in new messages,
+                    # after removing the ones that followed it so the order stays right.
+                    for later in self.parts[index + 1 :]:
+                        with contextlib.suppress(TelegramError):
+                            await self.bot.delete_message(self.place.chat_id, later.message_id)
+                    del self.parts[index:]
+                    part = None
                 except RetryAfter as exc:
                     self.flood.blocked(self.place.chat_id, _seconds(exc.retry_after))
                     if attempt == FINAL_ATTEMPTS - 1:
