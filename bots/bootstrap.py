@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ async def bootstrap(
     try:
         if settings.auto_migrate:
             await upgrade(settings.database_url)
+        counters = TokenCounters()
+        await asyncio.to_thread(counters.preload, {m.encoding for m in registry.models.values()})
         gateway: LLMGateway = OpenAIGateway(
             client,
             RetryPolicy(
@@ -78,7 +81,7 @@ async def bootstrap(
             registry=registry,
             tools=tools,
             clock=clock,
-            counters=TokenCounters(),
+            counters=counters,
             options=EngineOptions(
                 tool_rounds=settings.tool_rounds,
                 max_message_chars=settings.max_message_chars,

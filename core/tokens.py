@@ -7,7 +7,7 @@ import hashlib
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -72,6 +72,12 @@ class TokenCounters:
     def __init__(self) -> None:
         self._counters: dict[str | None, TokenCounter] = {}
         self._estimate = EstimatingCounter()
+
+    def preload(self, encodings: Iterable[str | None]) -> None:
+        """Load ``encodings`` now (blocking: call it off the event loop, at start-up), so
+        that no turn pays for reading and hashing a multi-megabyte encoding file."""
+        for encoding in encodings:
+            self.for_encoding(encoding)
 
     def for_encoding(self, encoding: str | None) -> TokenCounter:
         """The counter for ``encoding``; the estimate when it is unknown or not cached."""

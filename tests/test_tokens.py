@@ -136,3 +136,12 @@ def test_cache_dir_falls_back_to_data_gym(tmp_path: Path, monkeypatch: pytest.Mo
 
     assert cached is not None
     assert cached.parent == tmp_path
+
+
+def test_preload_resolves_every_encoding_up_front(network_attempts: list[object]) -> None:
+    counters = TokenCounters()
+    counters.preload(["o200k_base", "cl100k_base", None])
+    # Nothing is left to resolve on a turn (the cache itself is what preload fills).
+    assert set(counters._counters) == {"o200k_base", "cl100k_base", None}  # noqa: SLF001
+    assert isinstance(counters.for_encoding("o200k_base"), EstimatingCounter)  # offline
+    assert network_attempts == []
