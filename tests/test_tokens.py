@@ -142,6 +142,6 @@ def test_preload_resolves_every_encoding_up_front(network_attempts: list[object]
     counters = TokenCounters()
     counters.preload(["o200k_base", "cl100k_base", None])
     # Nothing is left to resolve on a turn (the cache itself is what preload fills).
-    assert set(counters._counters) == {"o200k_base", "cl100k_base", None}  # noqa: SLF001
+    assert set(counters._counters) == {"o200k_base", "cl100k_base", None}
     assert isinstance(counters.for_encoding("o200k_base"), EstimatingCounter)  # offline
     assert network_attempts == []
