@@ -30,10 +30,13 @@ def env(fake_openai: FakeOpenAI, tmp_path: Path) -> dict[str, str]:
     }
 
 
-def chat(env: dict[str, str], cwd: Path, script: str) -> subprocess.CompletedProcess[str]:
+def switchboard(
+    env: dict[str, str], cwd: Path, *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``switchboard`` command to completion."""
     return subprocess.run(
-        [SWITCHBOARD, "chat", "--user", "ada"],
-        input=script,
+        [SWITCHBOARD, *args],
+        input=stdin,
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -41,6 +44,10 @@ def chat(env: dict[str, str], cwd: Path, script: str) -> subprocess.CompletedPro
         timeout=60,
         check=False,
     )
+
+
+def chat(env: dict[str, str], cwd: Path, script: str) -> subprocess.CompletedProcess[str]:
+    return switchboard(env, cwd, "chat", "--user", "ada", stdin=script)
 
 
 def test_scripted_conversation_through_a_pipe(
@@ -169,15 +176,7 @@ def test_settings_come_from_a_dotenv_file(
 
 
 def test_db_upgrade_creates_the_schema(env: dict[str, str], tmp_path: Path) -> None:
-    result = subprocess.run(
-        [SWITCHBOARD, "db", "upgrade"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = switchboard(env, tmp_path, "db", "upgrade")
     assert result.returncode == 0, result.stderr
     assert "database is up to date" in result.stdout
     with sqlite3.connect(tmp_path / "chat.db") as connection:
@@ -238,14 +237,6 @@ def test_run_telegram_serves_until_sigterm(
 def test_run_telegram_without_a_token_is_one_clear_line(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    result = subprocess.run(
-        [SWITCHBOARD, "run", "telegram"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = switchboard(env, tmp_path, "run", "telegram")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "switchboard: TELEGRAM_BOT_TOKEN is not set"
