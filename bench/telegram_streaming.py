@@ -28,8 +28,8 @@ from sqlalchemy import func, select
 
 from bench.common import API_KEY, fake_openai_process, fake_process, percentile, table
 from bots.bootstrap import App, bootstrap
+from bots.pacing import FloodControl, FloodLimits
 from bots.telegram.channel import TelegramChannel
-from bots.telegram.pacing import FloodControl, FloodLimits
 from core.access import AccessPolicy
 from core.settings import load_settings
 from core.sql_models import MessageRow

@@ -62,11 +62,20 @@ def parse_command(text: str, bot_username: str | None = None) -> Command | None:
     return Command(name.lower(), args.strip())
 
 
-async def run_command(engine: Engine, key: ConversationKey, command: Command) -> CommandReply:
-    """Run ``command`` in the conversation ``key`` and return what to show the user."""
+async def run_command(
+    engine: Engine, key: ConversationKey, command: Command, *, threaded: bool = False
+) -> CommandReply:
+    """Run ``command`` in the conversation ``key`` and return what to show the user.
+
+    ``threaded`` says that ``key`` is a place whose threads are the conversations (a Slack
+    channel): there, ``/mode`` and ``/model`` choose for new threads, ``/cancel`` stops the
+    replies in every thread and ``/reset`` clears those choices.
+    """
     if len(command.args) > MAX_ARGUMENT:
         return CommandReply(f"That argument is too long. {_usage(command.name)}")
-    handler = _HANDLERS.get(command.name)
+    handler = (_THREADED_HANDLERS if threaded else {}).get(command.name) or _HANDLERS.get(
+        command.name
+    )
     if handler is None:
         return CommandReply(f"I don't know /{command.name[:40]}. Send /help for the commands.")
     return await handler(engine, key, command.args)
@@ -98,6 +107,22 @@ async def _cancel(engine: Engine, key: ConversationKey, args: str) -> CommandRep
     if engine.cancel(key):
         return CommandReply("Stopped. What was written so far is kept.")
     return CommandReply("There is no reply in progress.")
+
+
+async def _reset_threads(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
+    await engine.reset_conversation(key)
+    return CommandReply(
+        "Each thread here is its own conversation: mention me in a new message to start a "
+        "fresh one. New threads here now start with the default mode and model."
+    )
+
+
+async def _cancel_threads(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
+    stopped = engine.cancel_place(key)
+    if stopped:
+        replies = "reply" if stopped == 1 else "replies"
+        return CommandReply(f"Stopped {stopped} {replies} here. What was written so far is kept.")
+    return CommandReply("There is no reply in progress here.")
 
 
 async def _mode(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
@@ -153,3 +178,5 @@ _HANDLERS = {
     "mode": _mode,
     "model": _model,
 }
+
+_THREADED_HANDLERS = {"reset": _reset_threads, "cancel": _cancel_threads}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from core.clock import Clock
 from core.context import fit_history
@@ -146,6 +146,14 @@ class Engine:
         turn.task.cancel()
         return True
 
+    def cancel_place(self, place: ConversationKey) -> int:
+        """Stop the replies in progress in ``place`` and every thread of it; returns how many."""
+        return sum(
+            self.cancel(key)
+            for key in list(self._turns)
+            if replace(key, thread="") == replace(place, thread="")
+        )
+
     def cancel_all(self) -> int:
         """Stop every reply in progress (at shutdown); returns how many were stopped."""
         return sum(self.cancel(key) for key in list(self._turns))
@@ -157,6 +165,10 @@ class Engine:
     async def wait_idle(self) -> None:
         """Wait until no reply is in progress (bound it with ``asyncio.timeout``)."""
         await self._idle.wait()
+
+    async def has_conversation(self, key: ConversationKey) -> bool:
+        """Whether ``key`` has an open conversation (a Slack thread the bot takes part in)."""
+        return await self.store.find_active(key) is not None
 
     def is_busy(self, key: ConversationKey) -> bool:
         """Whether a reply is being generated for ``key``."""
@@ -187,6 +199,20 @@ class Engine:
         mode = self.registry.mode(conversation.mode)
         return mode, self.registry.model(conversation.model or mode.model)
 
+    async def _inherit_choices(self, conversation: Conversation) -> Conversation:
+        """A new thread starts with the mode and model chosen for its place (a Slack channel,
+        a Telegram forum's general chat), so ``/mode`` there applies to new threads."""
+        if conversation.mode is not None or conversation.model is not None:
+            return conversation
+        place = await self.store.find_active(replace(conversation.key, thread=""))
+        if place is None or (place.mode is None and place.model is None):
+            return conversation
+        if place.mode is not None:
+            await self.store.set_mode(conversation.id, place.mode)
+        if place.model is not None:
+            await self.store.set_model(conversation.id, place.model)
+        return replace(conversation, mode=place.mode, model=place.model)
+
     def _check(self, message: IncomingMessage) -> None:
         if not message.text.strip():
             raise UserInputError("Send me some text and I will answer it.")
@@ -206,6 +232,8 @@ class Engine:
         try:
             user_id = await self.store.ensure_user(message.sender)
             conversation = await self.store.active_conversation(message.key)
+            if conversation.last_message_id is None and message.key.thread:
+                conversation = await self._inherit_choices(conversation)
             mode = self.registry.mode(conversation.mode)
             model = self.registry.model(conversation.model or mode.model)
             counter = self._counters.for_encoding(model.encoding)

@@ -125,6 +125,13 @@ class SqlConversationStore:
         assert row is not None
         return _conversation(row, key)
 
+    async def find_active(self, key: ConversationKey) -> Conversation | None:
+        """The open conversation of ``key``, or None."""
+        async with self._engine.connect() as connection:
+            row = await self._active_row(connection, key)
+            await connection.rollback()
+        return None if row is None else _conversation(row, key)
+
     async def start_conversation(self, key: ConversationKey) -> Conversation:
         """Close the open conversation of ``key`` and open a new one.
 

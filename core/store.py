@@ -35,6 +35,9 @@ class ConversationStore(Protocol):
         """The conversation currently open for ``key``, created when there is none, with the
         id of its newest message."""
 
+    async def find_active(self, key: ConversationKey) -> Conversation | None:
+        """The conversation currently open for ``key``, or None; never creates one."""
+
     async def start_conversation(self, key: ConversationKey) -> Conversation:
         """Close the open conversation of ``key`` (kept, not deleted) and open a new one."""
 

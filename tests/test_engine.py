@@ -537,6 +537,54 @@ async def test_mode_prompt_and_date_reach_the_model(
     assert json.dumps(body).count("sk-test") == 0
 
 
+async def test_new_threads_start_with_their_places_choices(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    channel = ConversationKey("slack", place="C1", scope="T1")
+    thread = ConversationKey("slack", place="C1", scope="T1", thread="171.000")
+    older = ConversationKey("slack", place="C1", scope="T1", thread="170.000")
+    async with make_app() as app:
+        await ask(app, "before the choice", older)
+        await app.engine.set_mode(channel, "coder")
+        await app.engine.set_model(channel, "gpt-4o")
+        assert not await app.engine.has_conversation(thread)
+        await ask(app, "in a new thread", thread)
+        assert await app.engine.has_conversation(thread)
+        new_mode, new_model = await app.engine.current_choices(thread)
+        old_mode, _ = await app.engine.current_choices(older)
+        await app.engine.set_mode(channel, "translator")
+        kept_mode, _ = await app.engine.current_choices(thread)
+    assert (new_mode.id, new_model.id, old_mode.id, kept_mode.id) == (
+        "coder",
+        "gpt-4o",
+        "assistant",
+        "coder",
+    )
+    assert fake_openai.model_requests()[-1].path == "/v1/chat/completions"
+
+
+async def test_cancel_place_stops_every_thread_of_a_channel(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    channel = ConversationKey("slack", place="C1", scope="T1")
+    threads = [ConversationKey("slack", place="C1", scope="T1", thread=f"{n}.0") for n in (1, 2)]
+    elsewhere = ConversationKey("slack", place="C2", scope="T1", thread="3.0")
+    for _ in range(3):
+        fake_openai.enqueue(Scripted(text="slow " * 100, chunks=100, chunk_delay=0.02))
+    async with make_app() as app:
+        sinks = [RecordingSink() for _ in range(3)]
+        turns = [
+            asyncio.create_task(app.engine.answer_message(message("go", key), sink))
+            for key, sink in zip([*threads, elsewhere], sinks, strict=True)
+        ]
+        for sink in sinks:
+            await asyncio.wait_for(sink.first_text.wait(), 5)
+        assert app.engine.cancel_place(channel) == 2
+        await asyncio.wait_for(asyncio.gather(*turns), 10)
+    cancelled = [isinstance(s.final, ReplyFinished) and s.final.cancelled for s in sinks]
+    assert cancelled == [True, True, False]
+
+
 async def test_two_processes_on_one_database_see_each_others_turns(
     make_app: AppFactory, fake_openai: FakeOpenAI
 ) -> None:

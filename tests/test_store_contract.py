@@ -150,6 +150,20 @@ class TestConversationStoreContract:
         assert created.created_at.tzinfo is not None
         assert abs(datetime.now(UTC) - created.created_at) < timedelta(minutes=5)
 
+    async def test_find_active_never_creates(self, store: ConversationStore) -> None:
+        assert await store.find_active(KEY) is None
+        assert await store.find_active(KEY) is None
+
+        created = await store.active_conversation(KEY)
+        await store.add_message(created.id, message("hello"))
+        found = await store.find_active(KEY)
+        restarted = await store.start_conversation(KEY)
+
+        assert found is not None
+        assert found.id == created.id
+        assert found.last_message_id is not None
+        assert await store.find_active(KEY) == restarted
+
     async def test_start_conversation_keeps_the_old_one(self, store: ConversationStore) -> None:
         old = await store.active_conversation(KEY)
         await store.set_mode(old.id, "coder")

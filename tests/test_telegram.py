@@ -12,8 +12,8 @@ import pytest
 from telegram import Bot
 
 from bots.bootstrap import App
+from bots.pacing import FloodControl, FloodLimits
 from bots.telegram.channel import TelegramChannel
-from bots.telegram.pacing import FloodControl, FloodLimits
 from bots.telegram.reply import ChatPlace, TelegramReply
 from bots.telegram.typing import TypingIndicators
 from core.access import AccessPolicy

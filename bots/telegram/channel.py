@@ -21,7 +21,7 @@ from telegram.ext import (
     filters,
 )
 
-from bots.telegram.pacing import FloodControl, FloodLimits
+from bots.pacing import FloodControl, FloodLimits
 from bots.telegram.render import escape
 from bots.telegram.reply import TelegramReply
 from bots.telegram.transport import TolerantUpdatesRequest

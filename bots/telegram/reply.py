@@ -14,7 +14,7 @@ from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
-from bots.telegram.pacing import FloodControl
+from bots.pacing import FloodControl
 from bots.telegram.render import (
     TELEGRAM_TEXT_LIMIT,
     escape,

@@ -79,6 +79,13 @@ class InMemoryConversationStore:
             last_message_id=messages[-1].id if messages else None,
         )
 
+    async def find_active(self, key: ConversationKey) -> Conversation | None:
+        """The open conversation of ``key``, or None."""
+        if key not in self._active:
+            await asyncio.sleep(0)
+            return None
+        return await self.active_conversation(key)
+
     async def start_conversation(self, key: ConversationKey) -> Conversation:
         """Close the open conversation of ``key`` (its messages stay) and open a new one."""
         await asyncio.sleep(0)

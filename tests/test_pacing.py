@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bots.telegram.pacing import PRUNE_AT, FloodControl, FloodLimits
+from bots.pacing import PRUNE_AT, FloodControl, FloodLimits
 
 
 class ManualClock:

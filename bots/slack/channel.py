@@ -1,0 +1,301 @@
+"""The Slack channel: a slack-bolt app with Switchboard's middleware and listeners, served
+over HTTP at ``/slack/events`` or, when ``SLACK_APP_TOKEN`` is set, over Socket Mode.
+
+Every request is acknowledged at once; the work runs afterwards in tracked tasks that
+shutdown waits for ("ack fast, work lazily").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.pacing import FloodControl, FloodLimits
+from bots.slack.events import CHANNEL, SlackPlace, SlackTurn, command_key, translate, user_ref
+from bots.slack.render import escape
+from bots.slack.reply import SlackReply
+from bots.slack.retry import retry_handlers
+from core.access import AccessPolicy
+from core.commands import COMMANDS, Command, CommandReply, parse_command, run_command
+from core.engine import Engine
+from core.errors import ConfigError
+from core.messages import ConversationKey
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+SHUTDOWN_GRACE_SECONDS = 10.0
+# About one message a second per channel (Slack's guidance), and a cap on all calls.
+SLACK_LIMITS = FloodLimits(private_interval=1.0, group_interval=1.0, overall_per_second=20)
+ACTION_ID = "switchboard_choice"
+REFUSAL = (
+    "Sorry, this assistant is only available to approved users. "
+    "Ask an admin to add you (your id: {user_id})."
+)
+
+Next = Callable[[], Awaitable[BoltResponse]]
+
+
+class SlackChannel:
+    """Answers Slack DMs, mentions, threads and slash commands; ``run`` until ``stop``."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        access: AccessPolicy,
+        *,
+        flood: FloodControl | None = None,
+        shutdown_grace: float = SHUTDOWN_GRACE_SECONDS,
+    ) -> None:
+        settings.require("SLACK_BOT_TOKEN")
+        if settings.slack_app_token is None:
+            settings.require("SLACK_SIGNING_SECRET")
+        assert settings.slack_bot_token is not None
+        self._engine = engine
+        self._settings = settings
+        self._access = access
+        self._flood = flood or FloodControl(SLACK_LIMITS)
+        self._grace = shutdown_grace
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._refused: set[str] = set()
+        self.client = AsyncWebClient(
+            token=settings.slack_bot_token.get_secret_value(),
+            base_url=settings.slack_api_url,
+            retry_handlers=retry_handlers(self._flood),
+        )
+        secret = settings.slack_signing_secret
+        self.app = AsyncApp(
+            client=self.client,
+            signing_secret=secret.get_secret_value() if secret else None,
+            request_verification_enabled=secret is not None,
+            process_before_response=True,  # listeners only acknowledge and hand work off
+            logger=log,
+        )
+        self._register()
+
+    def _register(self) -> None:
+        app = self.app
+        app.middleware(self._once)
+        app.middleware(self._gate)
+        app.event("app_mention")(self._on_event)
+        app.event("message")(self._on_event)
+        app.event(re.compile(".*"))(self._ignore)  # acknowledged, so Slack does not retry
+        for name in COMMANDS:
+            app.command(f"/{name}")(self._on_command)
+        app.action(re.compile(f"^{ACTION_ID}:"))(self._on_choice)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then finish or cleanly stop the replies in flight."""
+        try:
+            identity = await self.client.auth_test()
+        except SlackApiError as exc:
+            raise ConfigError(
+                f"SLACK_BOT_TOKEN was rejected by Slack ({exc.response.get('error')})"
+            ) from exc
+        app_token = self._settings.slack_app_token
+        if app_token is not None:
+            handler = AsyncSocketModeHandler(self.app, app_token.get_secret_value())
+            await handler.connect_async()  # type: ignore[no-untyped-call]
+            log.info("Slack bot @%s is running (Socket Mode)", identity.get("user"))
+            await stop.wait()
+            await handler.close_async()  # type: ignore[no-untyped-call]
+            await self._drain()
+            return
+        runner = web.AppRunner(self.web_app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "0.0.0.0", self._settings.slack_port)
+        await site.start()
+        log.info(
+            "Slack bot @%s is running (HTTP on port %d, path %s)",
+            identity.get("user"),
+            self._settings.slack_port,
+            EVENTS_PATH,
+        )
+        try:
+            await stop.wait()
+            await site.stop()
+            await self._drain()
+        finally:
+            await runner.cleanup()
+
+    def web_app(self) -> web.Application:
+        """The aiohttp application serving events, commands and interactivity."""
+
+        async def handle(request: web.Request) -> web.Response:
+            response = await self.app.async_dispatch(await to_bolt_request(request))
+            return await to_aiohttp_response(response)
+
+        web_app = web.Application()
+        web_app.router.add_post(EVENTS_PATH, handle)
+        return web_app
+
+    async def _drain(self) -> None:
+        """Give replies in flight a moment to finish, then stop them (their text is kept)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._grace):
+                await self._engine.wait_idle()
+        stopped = self._engine.cancel_all()
+        if stopped:
+            log.info("stopped %d replies in flight for shutdown", stopped)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self._grace)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("error while handling a Slack request", exc_info=task.exception())
+
+    async def _once(self, req: AsyncBoltRequest, resp: BoltResponse, next: Next) -> BoltResponse:
+        event_id = req.body.get("event_id")
+        if isinstance(event_id, str) and not await self._engine.first_delivery(CHANNEL, event_id):
+            retry = req.headers.get("x-slack-retry-num", ["?"])[0]
+            log.info("dropping redelivered event %s (retry %s)", event_id, retry)
+            return BoltResponse(status=200, body="")
+        return await next()
+
+    async def _gate(self, req: AsyncBoltRequest, resp: BoltResponse, next: Next) -> BoltResponse:
+        user = req.context.user_id
+        if user is None or self._access.is_allowed(user_ref(user)):
+            return await next()
+        body = req.body
+        if body.get("command"):
+            self._log_refusal(user)
+            text = REFUSAL.format(user_id=user)
+            return BoltResponse(
+                status=200,
+                body=json.dumps({"response_type": "ephemeral", "text": escape(text)}),
+                headers={"content-type": "application/json"},
+            )
+        event = body.get("event")
+        if isinstance(event, dict) and user not in self._refused:
+            turn = translate(event, team=_team(req.context), bot_user_id=_bot(req.context))
+            if turn is not None and not turn.follow_up:
+                self._log_refusal(user)
+                self._spawn(self._refuse(turn.place))
+        return BoltResponse(status=200, body="")
+
+    def _log_refusal(self, user: str) -> None:
+        log.warning("refused Slack user %s: not allowed", user)
+        self._refused.add(user)
+
+    async def _refuse(self, place: SlackPlace) -> None:
+        text = escape(REFUSAL.format(user_id=place.user))
+        if place.direct:
+            await self.client.chat_postMessage(channel=place.channel, text=text)
+        else:
+            await self.client.chat_postEphemeral(
+                channel=place.channel, user=place.user, text=text, thread_ts=place.thread_ts
+            )
+
+    async def _on_event(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
+        turn = translate(event, team=_team(context), bot_user_id=_bot(context))
+        if turn is not None:
+            self._spawn(self._answer(turn))
+
+    async def _ignore(self) -> None:
+        return None
+
+    async def _answer(self, turn: SlackTurn) -> None:
+        if turn.follow_up and not await self._engine.has_conversation(turn.message.key):
+            return  # a thread the bot was never asked into
+        reply = SlackReply(self.client, turn.place, self._flood)
+        await reply.start()
+        try:
+            await self._engine.answer_message(turn.message, reply)
+        finally:
+            await reply.close()
+
+    async def _on_command(
+        self,
+        ack: AsyncAck,
+        command: dict[str, Any],
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
+    ) -> None:
+        await ack()
+        self._spawn(self._run_command(command, respond, context))
+
+    async def _run_command(
+        self, payload: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+    ) -> None:
+        text = f"{payload.get('command', '')} {payload.get('text', '')}".strip()
+        command = parse_command(text)
+        if command is None:
+            return
+        key = command_key(_team(context), str(payload.get("channel_id", "")))
+        answer = await run_command(self._engine, key, command, threaded=not _direct(key))
+        await respond(**_response(answer))
+
+    async def _on_choice(
+        self,
+        ack: AsyncAck,
+        body: dict[str, Any],
+        respond: AsyncRespond,
+        context: AsyncBoltContext,
+    ) -> None:
+        await ack()
+        actions = body.get("actions") or [{}]
+        command = parse_command(str(actions[0].get("value") or ""))
+        channel = (body.get("channel") or {}).get("id")
+        if command is None or not isinstance(channel, str):
+            return
+        key = command_key(_team(context), channel)
+        self._spawn(self._choose(key, command, respond))
+
+    async def _choose(self, key: ConversationKey, command: Command, respond: AsyncRespond) -> None:
+        answer = await run_command(self._engine, key, command, threaded=not _direct(key))
+        await respond(replace_original=True, **_response(answer))
+
+
+def _response(answer: CommandReply) -> dict[str, Any]:
+    """A command's answer as an ephemeral response, its choices as buttons."""
+    text = escape(answer.text)
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    buttons = [
+        {
+            "type": "button",
+            "action_id": f"{ACTION_ID}:{index}",
+            "text": {"type": "plain_text", "text": choice.label[:75]},
+            "value": choice.command,
+        }
+        for index, choice in enumerate(answer.choices)
+    ]
+    for start in range(0, len(buttons), 25):  # an actions block holds at most 25 elements
+        blocks.append({"type": "actions", "elements": buttons[start : start + 25]})
+    return {"text": text, "blocks": blocks, "response_type": "ephemeral"}
+
+
+def _direct(key: ConversationKey) -> bool:
+    return key.place.startswith("D")
+
+
+def _team(context: AsyncBoltContext) -> str:
+    return context.team_id or context.enterprise_id or ""
+
+
+def _bot(context: AsyncBoltContext) -> str:
+    return context.bot_user_id or ""

@@ -1,0 +1,252 @@
+"""Showing one reply in a Slack channel or thread: a "thinking" note, progressive
+``chat.update`` calls paced per channel, then the final mrkdwn blocks, with a plain-text
+fallback when Slack rejects the blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.pacing import FloodControl
+from bots.slack.events import SlackPlace
+from bots.slack.render import (
+    MESSAGE_TEXT_LIMIT,
+    escape,
+    fallback_text,
+    message_blocks,
+    plain_chunks,
+)
+from core.events import (
+    ReplyEvent,
+    ReplyFailed,
+    ReplyFinished,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+)
+
+log = logging.getLogger(__name__)
+
+Block = dict[str, Any]
+
+FINAL_ATTEMPTS = 5
+THINKING_AFTER_SECONDS = 0.5
+THINKING = "_Thinking…_"
+STOPPED_NOTE = "\n\n*(stopped)*"  # Markdown, rendered and split with the reply itself
+# Slack's answers when a message was deleted or cannot be edited: carry on in new messages.
+_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+# Slack's answers when it does not accept the blocks: send plain text instead.
+_REJECTED = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_too_long"})
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """One Slack message's content: blocks (none for plain text) and the ``text`` field."""
+
+    text: str
+    blocks: tuple[Block, ...] = ()
+
+
+@dataclass
+class _Part:
+    ts: str
+    payload: Payload
+
+
+@dataclass
+class SlackReply:
+    """A ``ReplySink`` for one reply in one Slack channel or thread."""
+
+    client: AsyncWebClient
+    place: SlackPlace
+    flood: FloodControl
+    thinking_after: float = THINKING_AFTER_SECONDS
+    parts: list[_Part] = field(default_factory=list)
+    _text: str = ""
+    _status: str = ""
+    _flusher: asyncio.Task[None] | None = None
+    _thinking: asyncio.Task[None] | None = None
+    _closed: bool = False
+    _plain: bool = False
+
+    async def start(self) -> None:
+        """Show a "thinking" note if no text has arrived after a moment."""
+        self._thinking = asyncio.create_task(self._think())
+
+    async def _think(self) -> None:
+        await asyncio.sleep(self.thinking_after)
+        if not self._text and not self._status:
+            self._status = THINKING
+            self._schedule_flush()
+
+    async def emit(self, event: ReplyEvent) -> None:
+        """Show one reply event."""
+        if isinstance(event, TextDelta):
+            self._text += event.text
+            self._status = ""
+            self._schedule_flush()
+        elif isinstance(event, ToolStarted):
+            self._status = f"_using {event.name}…_"
+            self._schedule_flush()
+        elif isinstance(event, ToolFinished):
+            self._status = ""
+        elif isinstance(event, ReplyFinished):
+            await self._finish(event.text + (STOPPED_NOTE if event.cancelled else ""))
+        elif isinstance(event, ReplyFailed):
+            await self._finish(event.partial_text, failure=event.message)
+
+    async def show(self, markdown: str) -> None:
+        """Show a finished Markdown text at once (a refusal, a notice), paced like a reply."""
+        await self._finish(markdown)
+
+    async def close(self) -> None:
+        """Stop background work (the thinking note, pending updates) without sending more."""
+        self._closed = True
+        for task in (self._thinking, self._flusher):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _schedule_flush(self) -> None:
+        if self._closed or (self._flusher is not None and not self._flusher.done()):
+            return
+        self._flusher = asyncio.create_task(self._flush_when_allowed())
+
+    async def _flush_when_allowed(self) -> None:
+        """Keep the channel in step with the text: one paced call at a time, each showing the
+        latest text; calls the limits do not allow now are skipped, never queued."""
+        channel = self.place.channel
+        while not self._closed:
+            delay = self.flood.ready_in(channel)
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            # Starting the reply is not optional; growing a message already shown is.
+            if not self.flood.try_acquire(channel, group=False, optional=bool(self.parts)):
+                await asyncio.sleep(0.05)
+                continue
+            payloads = self._progress()
+            index = next(
+                (
+                    i
+                    for i, payload in enumerate(payloads)
+                    if i >= len(self.parts) or self.parts[i].payload != payload
+                ),
+                None,
+            )
+            if index is None:
+                return
+            try:
+                if index < len(self.parts):
+                    await self._update(self.parts[index], payloads[index])
+                else:
+                    await self._post(payloads[index])
+            except SlackApiError as exc:
+                # A failed progress update is not fatal: the final message is delivered anyway,
+                # as plain text if Slack did not take the blocks.
+                log.info("streaming update in %s failed: %s", channel, _error(exc))
+                self._plain = _error(exc) in _REJECTED
+                return
+
+    def _progress(self) -> list[Payload]:
+        markdown = self._text
+        if self._status:
+            markdown = f"{markdown}\n\n{self._status}" if markdown.strip() else self._status
+        return _payloads(markdown)
+
+    async def _finish(self, text: str, *, failure: str | None = None) -> None:
+        await self.close()
+        markdown = text if text.strip() else ""
+        if failure is not None:
+            markdown = f"{markdown}\n\n⚠️ {failure}" if markdown else f"⚠️ {failure}"
+        elif not markdown:
+            markdown = "_(no answer)_"
+        if not self._plain:
+            try:
+                await self._deliver(_payloads(markdown))
+                return
+            except SlackApiError as exc:
+                if _error(exc) not in _REJECTED:
+                    raise
+                log.warning("Slack rejected the blocks (%s); sending plain text", _error(exc))
+        plain = plain_chunks(text, MESSAGE_TEXT_LIMIT) if text.strip() else []
+        if failure is not None:
+            plain.append(f"⚠️ {escape(failure)}")
+        await self._deliver([Payload(chunk) for chunk in plain or ["(no answer)"]])
+
+    async def _deliver(self, payloads: Sequence[Payload]) -> None:
+        """Make the channel show exactly ``payloads``: update what differs, post what is
+        missing, delete what is left over. Waits out the pacing and 429s."""
+        channel = self.place.channel
+        for index, payload in enumerate(payloads):
+            part = self.parts[index] if index < len(self.parts) else None
+            if part is not None and part.payload == payload:
+                continue
+            for attempt in range(FINAL_ATTEMPTS):
+                await self.flood.acquire(channel, group=False)
+                try:
+                    if part is not None:
+                        await self._update(part, payload)
+                    else:
+                        await self._post(payload)
+                    break
+                except SlackApiError as exc:
+                    error = _error(exc)
+                    if part is not None and error in _GONE:
+                        # The message being written was deleted: carry on in new messages,
+                        # after removing the ones that followed it so the order stays right.
+                        await self._delete(self.parts[index + 1 :])
+                        del self.parts[index:]
+                        part = None
+                    elif error != "ratelimited" or attempt == FINAL_ATTEMPTS - 1:
+                        raise
+        await self._delete(self.parts[len(payloads) :])
+        del self.parts[len(payloads) :]
+
+    async def _post(self, payload: Payload) -> None:
+        response = await self.client.chat_postMessage(
+            channel=self.place.channel,
+            thread_ts=self.place.thread_ts,
+            text=payload.text,
+            blocks=list(payload.blocks) if payload.blocks else None,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+        self.parts.append(_Part(str(response["ts"]), payload))
+
+    async def _update(self, part: _Part, payload: Payload) -> None:
+        await self.client.chat_update(
+            channel=self.place.channel,
+            ts=part.ts,
+            text=payload.text,
+            blocks=list(payload.blocks),  # an empty list clears blocks a plain text replaces
+        )
+        part.payload = payload
+
+    async def _delete(self, parts: Sequence[_Part]) -> None:
+        for part in parts:
+            await self.flood.acquire(self.place.channel, group=False)
+            with contextlib.suppress(SlackApiError):
+                await self.client.chat_delete(channel=self.place.channel, ts=part.ts)
+
+
+def _payloads(markdown: str) -> list[Payload]:
+    messages = message_blocks(markdown)
+    summary = fallback_text(markdown)
+    return [
+        Payload(summary if index == 0 else "(continued)", tuple(blocks))
+        for index, blocks in enumerate(messages)
+    ]
+
+
+def _error(exc: SlackApiError) -> str:
+    error = exc.response.get("error") if exc.response is not None else None
+    return str(error or "unknown_error")
