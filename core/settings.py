@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
     slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
     slack_port: int = Field(default=3000, alias="SLACK_PORT", gt=0, lt=65536)
+    slack_native_streaming: bool = Field(default=True, alias="SWITCHBOARD_SLACK_NATIVE_STREAMING")
 
     admins: Annotated[frozenset[str], NoDecode] = Field(
         default=frozenset(), alias="SWITCHBOARD_ADMINS"

@@ -240,3 +240,88 @@ def test_run_telegram_without_a_token_is_one_clear_line(
     result = switchboard(env, tmp_path, "run", "telegram")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "switchboard: TELEGRAM_BOT_TOKEN is not set"
+
+
+def test_run_all_serves_slack_and_telegram_in_one_process(
+    env: dict[str, str], tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    import math
+    import socket
+
+    from tests.fakes.slack_server import FakeSlack
+    from tests.fakes.telegram_server import FakeTelegram
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    with FakeTelegram() as telegram, FakeSlack(per_channel_rate=math.inf) as slack:
+        process = subprocess.Popen(
+            [SWITCHBOARD, "run", "all"],
+            env={
+                **env,
+                "TELEGRAM_BOT_TOKEN": telegram.token,
+                "TELEGRAM_BASE_URL": f"{telegram.url}/bot",
+                "TELEGRAM_BASE_FILE_URL": f"{telegram.url}/file/bot",
+                "SLACK_BOT_TOKEN": slack.bot_token,
+                "SLACK_SIGNING_SECRET": slack.signing_secret,
+                "SLACK_API_URL": slack.api_url,
+                "SLACK_PORT": str(port),
+            },
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        app_url = f"http://127.0.0.1:{port}/slack/events"
+        try:
+            deadline = time.monotonic() + 30
+            while not telegram.calls_to("getUpdates") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            while time.monotonic() < deadline:
+                with socket.socket() as probe:
+                    if probe.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.05)
+            telegram.private_message(42, "hello from Telegram")
+            status, _, _ = slack.deliver_event_sync(app_url, slack.dm("U0ADA", "hello from Slack"))
+            dm = slack.dm_channel("U0ADA")
+            while time.monotonic() < deadline:
+                shown = telegram.chat(42)
+                answered = [m for m in slack.messages(dm) if m.is_bot]
+                if (
+                    shown
+                    and shown[-1].text == "Echo: hello from Telegram"
+                    and answered
+                    and answered[-1].text == "Echo: hello from Slack"
+                ):
+                    break
+                time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert status == 200
+        assert telegram.chat(42)[-1].text == "Echo: hello from Telegram"
+        assert [m.text for m in slack.messages(dm) if m.is_bot] == ["Echo: hello from Slack"]
+    assert process.returncode == 0, err
+    assert "Telegram bot @switchboard_test_bot is running" in err
+    assert "Slack bot @switchboard is running (HTTP on port" in err
+    for secret in (telegram.token, slack.bot_token, slack.signing_secret, API_KEY):
+        assert secret not in err
+
+
+def test_run_all_without_any_channel_is_one_clear_line(env: dict[str, str], tmp_path: Path) -> None:
+    result = switchboard(env, tmp_path, "run", "all")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "switchboard: no channel is configured: set TELEGRAM_BOT_TOKEN or SLACK_BOT_TOKEN"
+    )
+
+
+def test_run_slack_without_a_signing_secret_is_one_clear_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    result = switchboard(env | {"SLACK_BOT_TOKEN": "xoxb-1"}, tmp_path, "run", "slack")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "switchboard: SLACK_SIGNING_SECRET is not set"

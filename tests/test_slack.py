@@ -445,3 +445,78 @@ async def test_http_mode_needs_the_signing_secret(make_app: AppFactory, slack: F
     with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET"):
         async with running(make_app, slack, SLACK_SIGNING_SECRET=None):
             pass
+
+
+async def test_thread_replies_stream_natively_then_take_the_rendered_reply(
+    make_app: AppFactory, slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    answer = "A **streamed** answer, " + " ".join(f"w{i}" for i in range(60))
+    fake_openai.enqueue(
+        Scripted(error="rate_limit", retry_after=1.0),
+        Scripted(text=answer, chunks=30, chunk_delay=0.08),
+    )
+    async with running(make_app, slack) as bot:
+        mention = slack.mention(ADA, "stream it", channel=GENERAL)
+        await slack.deliver_event(bot.url, mention)
+        root = str(mention["ts"])
+        expected = answer.replace("**", "*")
+        await eventually(lambda: section_texts(slack.thread(GENERAL, root)[-1]) == expected)
+    replies = [m for m in slack.thread(GENERAL, root) if m.is_bot]
+    assert len(replies) == 1
+    assert replies[0].streaming == "completed"
+    assert len(slack.calls_to("chat.startStream")) == 1
+    assert slack.calls_to("chat.appendStream")  # it grew while the model wrote
+    assert len(slack.calls_to("chat.stopStream")) == 1
+    start = slack.calls_to("chat.startStream")[0].params
+    assert (start["recipient_user_id"], start["recipient_team_id"]) == (ADA, slack.team_id)
+    assert slack.statuses(GENERAL, root)[:1] == ["is thinking…"]
+    assert slack.calls_to("chat.postMessage") == []
+    assert slack.rate_limited == 0
+
+
+async def test_without_native_streaming_threads_grow_by_updates(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.enqueue(
+        Scripted(text="first " * 30, chunks=15, chunk_delay=0.05),
+        Scripted(text="second " * 30, chunks=15, chunk_delay=0.05),
+    )
+    with FakeSlack(per_channel_rate=math.inf, streaming=False) as slack:
+        async with running(make_app, slack) as bot:
+            roots = []
+            for text in ("one", "two"):
+                mention = slack.mention(ADA, text, channel=GENERAL)
+                roots.append(str(mention["ts"]))
+                await slack.deliver_event(bot.url, mention)
+                word = "first" if text == "one" else "second"
+                await eventually(
+                    lambda root=roots[-1], word=word: (
+                        section_texts(slack.thread(GENERAL, root)[-1]).count(word) == 30
+                    )
+                )
+        start_calls = slack.calls_to("chat.startStream")
+        updates = slack.calls_to("chat.update")
+    assert len(start_calls) == 1  # tried once, then the process knows
+    assert start_calls[0].error == "unknown_method"
+    assert len(updates) >= 2
+    for root in roots:
+        [reply] = [m for m in slack.thread(GENERAL, root) if m.is_bot]
+        assert reply.thread_ts == root and reply.streaming is None
+
+
+async def test_a_long_streamed_thread_reply_continues_in_more_messages(
+    make_app: AppFactory, slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    prose = "\n\n".join(f"Paragraph {i}: " + "lorem ipsum " * 40 for i in range(50))
+    fake_openai.enqueue(Scripted(text=prose, chunks=50, chunk_delay=0.01))
+    async with running(make_app, slack) as bot:
+        mention = slack.mention(ADA, "write an essay", channel=GENERAL)
+        await slack.deliver_event(bot.url, mention)
+        root = str(mention["ts"])
+        await eventually(lambda: "Paragraph 49:" in section_texts(slack.thread(GENERAL, root)[-1]))
+        await asyncio.sleep(0.3)
+    replies = [m for m in slack.thread(GENERAL, root) if m.is_bot and not m.deleted]
+    everything = "\n".join(section_texts(m) for m in replies)
+    assert len(replies) >= 2 and replies[0].streaming == "completed"
+    assert [everything.count(f"Paragraph {i}:") for i in range(50)] == [1] * 50
+    assert len(prose) > 24_000

@@ -30,7 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.pacing import FloodControl, FloodLimits
 from bots.slack.events import CHANNEL, SlackPlace, SlackTurn, command_key, translate, user_ref
 from bots.slack.render import escape
-from bots.slack.reply import SlackReply
+from bots.slack.reply import NativeStreaming, SlackReply
 from bots.slack.retry import retry_handlers
 from core.access import AccessPolicy
 from core.commands import COMMANDS, Command, CommandReply, parse_command, run_command
@@ -77,6 +77,7 @@ class SlackChannel:
         self._grace = shutdown_grace
         self._tasks: set[asyncio.Task[None]] = set()
         self._refused: set[str] = set()
+        self._streaming = NativeStreaming(enabled=settings.slack_native_streaming)
         self.client = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),
             base_url=settings.slack_api_url,
@@ -222,7 +223,7 @@ class SlackChannel:
     async def _answer(self, turn: SlackTurn) -> None:
         if turn.follow_up and not await self._engine.has_conversation(turn.message.key):
             return  # a thread the bot was never asked into
-        reply = SlackReply(self.client, turn.place, self._flood)
+        reply = SlackReply(self.client, turn.place, self._flood, self._streaming)
         await reply.start()
         try:
             await self._engine.answer_message(turn.message, reply)

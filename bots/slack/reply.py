@@ -1,6 +1,11 @@
-"""Showing one reply in a Slack channel or thread: a "thinking" note, progressive
-``chat.update`` calls paced per channel, then the final mrkdwn blocks, with a plain-text
-fallback when Slack rejects the blocks."""
+"""Showing one reply in a Slack channel or thread.
+
+While the model writes, the reply grows either through Slack's native streaming
+(``chat.startStream``/``appendStream``/``stopStream``, in threads, where the workspace offers
+it) or through ``chat.update`` calls, paced per channel; a "thinking" status or note shows
+until text arrives. The finished reply is then rendered by our mrkdwn renderer into blocks,
+split over as many messages as needed, with a plain-text fallback if Slack rejects them.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +49,26 @@ STOPPED_NOTE = "\n\n*(stopped)*"  # Markdown, rendered and split with the reply 
 _GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
 # Slack's answers when it does not accept the blocks: send plain text instead.
 _REJECTED = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_too_long"})
+# Slack's answers when native streaming is not offered to this app or workspace.
+_NO_STREAMING = frozenset(
+    {
+        "unknown_method",
+        "not_allowed_token_type",
+        "missing_scope",
+        "not_allowed",
+        "feature_not_enabled",
+    }
+)
+STREAM_TEXT_LIMIT = 11_000  # below the 12,000 characters one streamed message may hold
+THINKING_STATUS = "is thinking…"
+
+
+@dataclass
+class NativeStreaming:
+    """Whether replies in threads may use Slack's native streaming; switched off for the
+    process when Slack says the app or workspace does not offer it."""
+
+    enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +92,7 @@ class SlackReply:
     client: AsyncWebClient
     place: SlackPlace
     flood: FloodControl
+    streaming: NativeStreaming | None = None
     thinking_after: float = THINKING_AFTER_SECONDS
     parts: list[_Part] = field(default_factory=list)
     _text: str = ""
@@ -75,16 +101,39 @@ class SlackReply:
     _thinking: asyncio.Task[None] | None = None
     _closed: bool = False
     _plain: bool = False
+    _native: bool = False
+    _stream_ts: str | None = None
+    _streamed: int = 0  # characters of the text already appended to the stream
 
     async def start(self) -> None:
-        """Show a "thinking" note if no text has arrived after a moment."""
+        """Show a "thinking" status (or note) if no text has arrived after a moment."""
+        self._native = (
+            self.streaming is not None
+            and self.streaming.enabled
+            and self.place.thread_ts is not None
+        )
         self._thinking = asyncio.create_task(self._think())
 
     async def _think(self) -> None:
         await asyncio.sleep(self.thinking_after)
-        if not self._text and not self._status:
-            self._status = THINKING
-            self._schedule_flush()
+        if self._text or self._status:
+            return
+        if self._native and await self._set_status(THINKING_STATUS):
+            return
+        self._native = False  # no status line here: show a note and grow it by updates
+        self._status = THINKING
+        self._schedule_flush()
+
+    async def _set_status(self, status: str) -> bool:
+        """Set the thread's assistant status line; False if Slack does not offer it here."""
+        try:
+            await self.client.assistant_threads_setStatus(
+                channel_id=self.place.channel, thread_ts=str(self.place.thread_ts), status=status
+            )
+        except SlackApiError as exc:
+            log.info("no status line in %s: %s", self.place.channel, _error(exc))
+            return False
+        return True
 
     async def emit(self, event: ReplyEvent) -> None:
         """Show one reply event."""
@@ -93,6 +142,9 @@ class SlackReply:
             self._status = ""
             self._schedule_flush()
         elif isinstance(event, ToolStarted):
+            if self._native:
+                await self._set_status(f"is using {event.name}…")
+                return
             self._status = f"_using {event.name}…_"
             self._schedule_flush()
         elif isinstance(event, ToolFinished):
@@ -130,8 +182,13 @@ class SlackReply:
                 await asyncio.sleep(delay)
                 continue
             # Starting the reply is not optional; growing a message already shown is.
-            if not self.flood.try_acquire(channel, group=False, optional=bool(self.parts)):
+            started = bool(self.parts) or self._stream_ts is not None
+            if not self.flood.try_acquire(channel, group=False, optional=started):
                 await asyncio.sleep(0.05)
+                continue
+            if self._native:
+                if not await self._stream_more():
+                    return
                 continue
             payloads = self._progress()
             index = next(
@@ -156,6 +213,49 @@ class SlackReply:
                 self._plain = _error(exc) in _REJECTED
                 return
 
+    async def _stream_more(self) -> bool:
+        """Append the text not yet streamed; False when there is nothing more to do now."""
+        pending = self._text[self._streamed :]
+        if not pending or len(self._text) > STREAM_TEXT_LIMIT:
+            return False  # past the stream's limit, the final messages carry the rest
+        try:
+            if self._stream_ts is None:
+                response = await self.client.chat_startStream(
+                    channel=self.place.channel,
+                    thread_ts=str(self.place.thread_ts),
+                    markdown_text=escape(pending),
+                    recipient_user_id=self.place.user,
+                    recipient_team_id=self.place.team,
+                )
+                self._stream_ts = str(response["ts"])
+            else:
+                await self.client.chat_appendStream(
+                    channel=self.place.channel, ts=self._stream_ts, markdown_text=escape(pending)
+                )
+        except SlackApiError as exc:
+            error = _error(exc)
+            log.info("streaming in %s failed: %s", self.place.channel, error)
+            if self._stream_ts is None and error in _NO_STREAMING:
+                if self.streaming is not None:
+                    self.streaming.enabled = False
+                self._native = False
+                return True  # carry on with updates
+            return False
+        self._streamed += len(pending)
+        return True
+
+    async def _stop_stream(self) -> None:
+        """End the native stream; its message then takes the final, rendered reply."""
+        if self._stream_ts is None:
+            return
+        ts, self._stream_ts = self._stream_ts, None
+        await self.flood.acquire(self.place.channel, group=False)
+        try:
+            await self.client.chat_stopStream(channel=self.place.channel, ts=ts)
+        except SlackApiError as exc:
+            log.info("stopping the stream in %s failed: %s", self.place.channel, _error(exc))
+        self.parts.insert(0, _Part(ts, Payload("")))
+
     def _progress(self) -> list[Payload]:
         markdown = self._text
         if self._status:
@@ -164,6 +264,7 @@ class SlackReply:
 
     async def _finish(self, text: str, *, failure: str | None = None) -> None:
         await self.close()
+        await self._stop_stream()
         markdown = text if text.strip() else ""
         if failure is not None:
             markdown = f"{markdown}\n\n⚠️ {failure}" if markdown else f"⚠️ {failure}"
