@@ -12,13 +12,15 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.async_authorize import AsyncAuthorize
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
@@ -28,7 +30,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.pacing import FloodControl, FloodLimits
-from bots.slack.events import CHANNEL, SlackPlace, SlackTurn, command_key, translate, user_ref
+from bots.slack.events import SlackPlace, SlackTurn, command_key, translate, user_ref
 from bots.slack.render import escape
 from bots.slack.reply import NativeStreaming, SlackReply
 from bots.slack.retry import retry_handlers
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 SHUTDOWN_GRACE_SECONDS = 10.0
+ACK_PRIORITY_SECONDS = 0.5
 # About one message a second per channel (Slack's guidance), and a cap on all calls.
 SLACK_LIMITS = FloodLimits(private_interval=1.0, group_interval=1.0, overall_per_second=20)
 ACTION_ID = "switchboard_choice"
@@ -76,6 +79,7 @@ class SlackChannel:
         self._flood = flood or FloodControl(SLACK_LIMITS)
         self._grace = shutdown_grace
         self._tasks: set[asyncio.Task[None]] = set()
+        self._acks = AcksFirst()
         self._refused: set[str] = set()
         self._streaming = NativeStreaming(enabled=settings.slack_native_streaming)
         self.client = AsyncWebClient(
@@ -84,18 +88,26 @@ class SlackChannel:
             retry_handlers=retry_handlers(self._flood),
         )
         secret = settings.slack_signing_secret
+        self._identity = _Identity()
         self.app = AsyncApp(
-            client=self.client,
+            # Bolt's own client gets the token from the authorize result.
+            client=AsyncWebClient(
+                base_url=settings.slack_api_url, retry_handlers=retry_handlers(self._flood)
+            ),
+            authorize=self._identity,
             signing_secret=secret.get_secret_value() if secret else None,
             request_verification_enabled=secret is not None,
             process_before_response=True,  # listeners only acknowledge and hand work off
+            # ``translate`` drops the bot's own messages; fewer hops keep acknowledgements fast.
+            ignoring_self_events_enabled=False,
+            ignoring_self_assistant_message_events_enabled=False,
+            attaching_function_token_enabled=False,
             logger=log,
         )
         self._register()
 
     def _register(self) -> None:
         app = self.app
-        app.middleware(self._once)
         app.middleware(self._gate)
         app.event("app_mention")(self._on_event)
         app.event("message")(self._on_event)
@@ -112,6 +124,9 @@ class SlackChannel:
             raise ConfigError(
                 f"SLACK_BOT_TOKEN was rejected by Slack ({exc.response.get('error')})"
             ) from exc
+        self._identity.result = AuthorizeResult.from_auth_test_response(
+            bot_token=self.client.token, auth_test_response=identity
+        )
         app_token = self._settings.slack_app_token
         if app_token is not None:
             handler = AsyncSocketModeHandler(self.app, app_token.get_secret_value())
@@ -123,7 +138,9 @@ class SlackChannel:
             return
         runner = web.AppRunner(self.web_app(), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "0.0.0.0", self._settings.slack_port)
+        # A burst of events opens many connections at once; a short backlog would drop some
+        # and the client would retry a second later.
+        site = web.TCPSite(runner, "0.0.0.0", self._settings.slack_port, backlog=1024)
         await site.start()
         log.info(
             "Slack bot @%s is running (HTTP on port %d, path %s)",
@@ -142,8 +159,9 @@ class SlackChannel:
         """The aiohttp application serving events, commands and interactivity."""
 
         async def handle(request: web.Request) -> web.Response:
-            response = await self.app.async_dispatch(await to_bolt_request(request))
-            return await to_aiohttp_response(response)
+            with self._acks.acknowledging():
+                response = await self.app.async_dispatch(await to_bolt_request(request))
+                return await to_aiohttp_response(response)
 
         web_app = web.Application()
         web_app.router.add_post(EVENTS_PATH, handle)
@@ -161,22 +179,18 @@ class SlackChannel:
             await asyncio.wait(set(self._tasks), timeout=self._grace)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
+        task = asyncio.create_task(self._after_acks(work))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
+
+    async def _after_acks(self, work: Coroutine[Any, Any, None]) -> None:
+        await self._acks.quiet()
+        await work
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("error while handling a Slack request", exc_info=task.exception())
-
-    async def _once(self, req: AsyncBoltRequest, resp: BoltResponse, next: Next) -> BoltResponse:
-        event_id = req.body.get("event_id")
-        if isinstance(event_id, str) and not await self._engine.first_delivery(CHANNEL, event_id):
-            retry = req.headers.get("x-slack-retry-num", ["?"])[0]
-            log.info("dropping redelivered event %s (retry %s)", event_id, retry)
-            return BoltResponse(status=200, body="")
-        return await next()
 
     async def _gate(self, req: AsyncBoltRequest, resp: BoltResponse, next: Next) -> BoltResponse:
         user = req.context.user_id
@@ -212,8 +226,18 @@ class SlackChannel:
                 channel=place.channel, user=place.user, text=text, thread_ts=place.thread_ts
             )
 
-    async def _on_event(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
-        turn = translate(event, team=_team(context), bot_user_id=_bot(context))
+    async def _on_event(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        # Redeliveries are recognised by event id in the engine, after the acknowledgement:
+        # the database is not on the path that must answer Slack within 3 seconds.
+        event_id = body.get("event_id")
+        turn = translate(
+            event,
+            team=_team(context),
+            bot_user_id=_bot(context),
+            event_id=event_id if isinstance(event_id, str) else None,
+        )
         if turn is not None:
             self._spawn(self._answer(turn))
 
@@ -270,6 +294,61 @@ class SlackChannel:
     async def _choose(self, key: ConversationKey, command: Command, respond: AsyncRespond) -> None:
         answer = await run_command(self._engine, key, command, threaded=not _direct(key))
         await respond(replace_original=True, **_response(answer))
+
+
+class AcksFirst:
+    """Lets a burst of requests be acknowledged before the work they start competes with
+    them for the event loop: work waits until no request is being answered, or at most
+    ``max_wait`` seconds (Slack wants every answer within 3 seconds)."""
+
+    def __init__(self, max_wait: float = ACK_PRIORITY_SECONDS) -> None:
+        self._max_wait = max_wait
+        self._answering = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def acknowledging(self) -> Iterator[None]:
+        """Mark a request as being answered for the duration of the block."""
+        self._answering += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._answering -= 1
+            if not self._answering:
+                self._idle.set()
+
+    async def quiet(self) -> None:
+        """Wait until no request is being answered (bounded by ``max_wait``)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._max_wait):
+                await self._idle.wait()
+
+
+class _Identity(AsyncAuthorize):
+    """The bot's identity from the one ``auth.test`` made at start-up, for every request
+    (Bolt's default asks Slack during the first requests, once per request in a burst)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.result: AuthorizeResult | None = None
+
+    async def __call__(
+        self,
+        *,
+        context: AsyncBoltContext,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None,
+        actor_enterprise_id: str | None = None,
+        actor_team_id: str | None = None,
+        actor_user_id: str | None = None,
+    ) -> AuthorizeResult:
+        """The start-up identity, whoever sent the request (requests are served only once
+        ``run`` has asked Slack)."""
+        assert self.result is not None
+        return self.result
 
 
 def _response(answer: CommandReply) -> dict[str, Any]:

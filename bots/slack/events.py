@@ -59,8 +59,11 @@ def user_ref(user_id: str, username: str | None = None, name: str | None = None)
     return UserRef(CHANNEL, user_id, username=username, display_name=name)
 
 
-def translate(event: dict[str, Any], *, team: str, bot_user_id: str) -> SlackTurn | None:
-    """The turn an ``app_mention`` or ``message`` event asks for, or None to ignore it."""
+def translate(
+    event: dict[str, Any], *, team: str, bot_user_id: str, event_id: str | None = None
+) -> SlackTurn | None:
+    """The turn an ``app_mention`` or ``message`` event asks for, or None to ignore it;
+    ``event_id`` (the envelope's) lets the engine answer a redelivered event once."""
     user = event.get("user")
     channel = event.get("channel")
     ts = event.get("ts")
@@ -82,16 +85,20 @@ def translate(event: dict[str, Any], *, team: str, bot_user_id: str) -> SlackTur
     if event.get("type") == "app_mention":
         root = thread or ts
         key = conversation_key(team, channel, root)
-        return SlackTurn(_message(key, sender, text, ts), SlackPlace(team, channel, user, root))
+        return SlackTurn(
+            _message(key, sender, text, ts, event_id), SlackPlace(team, channel, user, root)
+        )
     if event.get("type") != "message":
         return None
     if event.get("channel_type") == "im":
         key = conversation_key(team, channel)
-        return SlackTurn(_message(key, sender, text, ts), SlackPlace(team, channel, user, thread))
+        return SlackTurn(
+            _message(key, sender, text, ts, event_id), SlackPlace(team, channel, user, thread)
+        )
     if thread and mention not in raw:  # a mention arrives again as an app_mention event
         key = conversation_key(team, channel, thread)
         place = SlackPlace(team, channel, user, thread)
-        return SlackTurn(_message(key, sender, text, ts), place, follow_up=True)
+        return SlackTurn(_message(key, sender, text, ts, event_id), place, follow_up=True)
     return None
 
 
@@ -110,5 +117,7 @@ def plain_text(text: str) -> str:
     return html.unescape(_LINK.sub(unwrap, text))
 
 
-def _message(key: ConversationKey, sender: UserRef, text: str, ts: str) -> IncomingMessage:
-    return IncomingMessage(key, sender, text, platform_message_id=ts)
+def _message(
+    key: ConversationKey, sender: UserRef, text: str, ts: str, event_id: str | None
+) -> IncomingMessage:
+    return IncomingMessage(key, sender, text, platform_message_id=ts, event_id=event_id)

@@ -95,8 +95,10 @@ def mrkdwn_chunks(markdown: str, limit: int = SECTION_TEXT_LIMIT) -> list[str]:
     """Render Markdown as mrkdwn pieces of at most ``limit`` characters, each valid alone.
 
     Cuts fall between paragraphs where possible, else between lines, else at a space, else
-    between grapheme clusters; never inside a link or an entity. A code block that is cut is
-    closed and reopened. Empty or blank Markdown gives no pieces.
+    between grapheme clusters; never inside a link or an entity (a link longer than ``limit``
+    shows as its text). A code block that is cut is closed and reopened. Length is counted in
+    code points, as Slack counts characters. Empty or blank Markdown gives no pieces; a
+    ``limit`` below 16 is refused.
     """
     return _chunks(_render(markdown), limit, plain=False)
 
@@ -126,9 +128,11 @@ def message_blocks(markdown: str) -> list[list[dict[str, object]]]:
 def fallback_text(markdown: str, limit: int = 3000) -> str:
     """Summarise Markdown as one line of plain text for a message's ``text`` (notifications).
 
-    Longer text is cut at a word boundary, or failing that between characters, and ends with
-    "…"; the result has at most ``limit`` characters.
+    Longer text is cut at a word boundary, or failing that between grapheme clusters, and
+    ends with "…"; the result has at most ``limit`` (at least 1) characters.
     """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1 character, not {limit}")
     text = " ".join(_serialize(_render(markdown), plain=True).split())
     if len(text) <= limit:
         return text
@@ -411,8 +415,11 @@ def _cost(previous: _Line | None, line: _Line, *, plain: bool) -> int:
 def _quote_marks(line: _Line, *, plain: bool) -> str:
     if plain:
         return "&gt; " * line.quote
-    # Slack cannot nest quotes: deeper levels show as text.
-    return "> " + "&gt; " * (line.quote - 1) if line.quote else ""
+    if not line.quote:
+        return ""
+    # Slack cannot nest quotes: deeper levels show as text, except in code, which must start
+    # a line and would show them as code.
+    return "> " if line.block else "> " + "&gt; " * (line.quote - 1)
 
 
 def _opening_fence(line: _Line) -> str:
@@ -533,10 +540,14 @@ def _split_line(line: _Line, limit: int, *, plain: bool) -> list[_Line]:
     """Cut a line too long for a chunk into a head that fits and the rest.
 
     If not one grapheme fits beside the line's quote marks and list marker, those go on a
-    line of their own; if a single grapheme cluster or link is still too long, it is cut
-    between code points (a link becomes its text).
+    line of their own (and a list marker becomes text if even that line is too long); if a
+    single grapheme cluster or link is still too long, it is cut between code points (a link
+    becomes its text).
     """
     units, rest = _units(line.spans, limit + 1)
+    if not units:
+        # Nothing but marks, and they do not fit: keep a list marker as text.
+        return [_Line(_tidy([_Span(line.lead.strip())]))]
     count = _fitting(line, units, limit, plain=plain)
     if count:
         return _cut(line, units, rest, count)
@@ -544,7 +555,7 @@ def _split_line(line: _Line, limit: int, *, plain: bool) -> list[_Line]:
     bare = replace(line, quote=0, lead="")
     count = _fitting(bare, units, limit, plain=plain)
     if not count:
-        first = units[0] if units else _Span("")
+        first = units[0]
         units[:1] = [_Span(char, first.styles, first.code) for char in first.text]
         count = max(1, _fitting(bare, units, limit, plain=plain))
     return marks + _cut(bare, units, rest, count)
@@ -583,7 +594,7 @@ def _fitting(line: _Line, units: Sequence[_Span], limit: int, *, plain: bool) ->
 def _cut(line: _Line, units: Sequence[_Span], rest: Sequence[_Span], count: int) -> list[_Line]:
     """Cut ``line`` at the last space within its first ``count`` units, else after them."""
     if count >= len(units):
-        return [replace(line, spans=_tidy(units))]
+        return [replace(line, spans=_tidy([*units, *rest]))]
     # Code keeps the space it is cut after; text drops it, and the spaces after it. Either
     # way the head needs more than indentation.
     keep = 1 if line.block else 0

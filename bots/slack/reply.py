@@ -100,6 +100,7 @@ class SlackReply:
     _flusher: asyncio.Task[None] | None = None
     _thinking: asyncio.Task[None] | None = None
     _closed: bool = False
+    _calling: bool = False
     _plain: bool = False
     _native: bool = False
     _stream_ts: str | None = None
@@ -162,10 +163,14 @@ class SlackReply:
         """Stop background work (the thinking note, pending updates) without sending more."""
         self._closed = True
         for task in (self._thinking, self._flusher):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            if task is None or task.done():
+                continue
+            if task is self._flusher and self._calling:
+                await asyncio.wait([task])  # it stops after the call under way
+                continue
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _schedule_flush(self) -> None:
         if self._closed or (self._flusher is not None and not self._flusher.done()):
@@ -186,32 +191,45 @@ class SlackReply:
             if not self.flood.try_acquire(channel, group=False, optional=started):
                 await asyncio.sleep(0.05)
                 continue
-            if self._native:
-                if not await self._stream_more():
-                    return
-                continue
-            payloads = self._progress()
-            index = next(
-                (
-                    i
-                    for i, payload in enumerate(payloads)
-                    if i >= len(self.parts) or self.parts[i].payload != payload
-                ),
-                None,
-            )
-            if index is None:
-                return
+            # A call under way is never cancelled (``close`` waits for it): Slack may have
+            # made the message already, and the reply must continue in it.
+            self._calling = True
             try:
-                if index < len(self.parts):
-                    await self._update(self.parts[index], payloads[index])
-                else:
-                    await self._post(payloads[index])
-            except SlackApiError as exc:
-                # A failed progress update is not fatal: the final message is delivered anyway,
-                # as plain text if Slack did not take the blocks.
-                log.info("streaming update in %s failed: %s", channel, _error(exc))
-                self._plain = _error(exc) in _REJECTED
-                return
+                if not await self._flush_once():
+                    return
+            finally:
+                self._calling = False
+
+    async def _flush_once(self) -> bool:
+        """Make one progress call; False when there is nothing more to do for now."""
+        if self._native:
+            return await self._stream_more()
+        payloads = self._progress()
+        index = next(
+            (
+                i
+                for i, payload in enumerate(payloads)
+                if i >= len(self.parts) or self.parts[i].payload != payload
+            ),
+            None,
+        )
+        if index is None:
+            return False
+        try:
+            if index < len(self.parts):
+                await self._update(self.parts[index], payloads[index])
+            else:
+                await self._post(payloads[index])
+        except SlackApiError as exc:
+            # A failed progress update is not fatal: the final message is delivered anyway,
+            # as plain text if Slack did not take the blocks.
+            log.info("streaming update in %s failed: %s", self.place.channel, _error(exc))
+            self._plain = _error(exc) in _REJECTED
+            return False
+        except Exception:  # progress is best effort; the final delivery reports real trouble
+            log.warning("streaming update in %s failed", self.place.channel, exc_info=True)
+            return False
+        return True
 
     async def _stream_more(self) -> bool:
         """Append the text not yet streamed; False when there is nothing more to do now."""
