@@ -127,11 +127,11 @@ async def test_a_direct_message_gets_a_streamed_formatted_reply(
     )
     dm = slack.dm_channel(ADA)
     async with running(make_app, slack) as bot:
-        status, _, elapsed = await slack.deliver_event(bot.url, slack.dm(ADA, "hello"))
+        status, _, _ = await slack.deliver_event(bot.url, slack.dm(ADA, "hello"))
         expected = "Here is a *bold* answer with `code` that streams in many small pieces."
         await eventually(replied(slack, dm, expected))
     [reply] = bot_messages(slack, dm)
-    assert status == 200 and elapsed < 3.0
+    assert status == 200
     assert reply.edits >= 2  # the thinking note, then the text growing in place
     first = slack.calls_to("chat.postMessage")[0].params
     assert "Thinking" in json.dumps(first["blocks"])
@@ -140,6 +140,24 @@ async def test_a_direct_message_gets_a_streamed_formatted_reply(
     assert slack.rate_limited == 0
     sent = fake_openai.model_requests()[-1].body
     assert "hello" in json.dumps(sent)
+
+
+async def test_events_are_acknowledged_before_the_work_and_shutdown_stops_it_cleanly(
+    make_app: AppFactory, slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.enqueue(Scripted(text="never finishes", hang=True))
+    dm = slack.dm_channel(ADA)
+    async with running(make_app, slack) as bot:
+        status, body, _ = await slack.deliver_event(bot.url, slack.dm(ADA, "think hard"))
+        # Answered while the model has not even started to reply.
+        assert (status, body) == (200, "")
+        await eventually(lambda: bool(fake_openai.model_requests()))
+        key = conversation_key(slack.team_id, dm)
+        assert bot.app.engine.is_busy(key)
+        await eventually(lambda: bool(bot_messages(slack, dm)))  # the thinking note
+    # Leaving ``running`` stopped the channel: the reply in flight was stopped, not lost.
+    [reply] = bot_messages(slack, dm)
+    assert section_texts(reply) == "_(stopped)_"
 
 
 async def test_a_mention_is_answered_in_its_thread_and_the_thread_continues(
@@ -251,9 +269,7 @@ async def test_slash_commands_answer_ephemerally_with_buttons(
 ) -> None:
     dm = slack.dm_channel(ADA)
     async with running(make_app, slack) as bot:
-        status, body, elapsed = await slack.slash_command(
-            bot.url, "/help", user_id=ADA, channel_id=dm
-        )
+        status, body, _ = await slack.slash_command(bot.url, "/help", user_id=ADA, channel_id=dm)
         await eventually(lambda: len(slack.responses) == 1)
         await slack.slash_command(bot.url, "/mode", user_id=ADA, channel_id=dm)
         await eventually(lambda: len(slack.responses) == 2)
@@ -272,7 +288,7 @@ async def test_slash_commands_answer_ephemerally_with_buttons(
         await slack.slash_command(bot.url, "/model", "no-such-model", user_id=ADA, channel_id=dm)
         await eventually(lambda: len(slack.responses) == 4)
         mode, _ = await bot.app.engine.current_choices(conversation_key(slack.team_id, dm))
-    assert (status, elapsed < 3.0) == (200, True)
+    assert status == 200
     assert body == ""  # acknowledged at once; the answer goes to the response_url
     help_answer = slack.responses[0].payload
     assert help_answer["response_type"] == "ephemeral"

@@ -68,6 +68,7 @@ class TelegramReply:
     _flusher: asyncio.Task[None] | None = None
     _typing_shown: bool = False
     _closed: bool = False
+    _calling: bool = False
 
     async def start(self) -> None:
         """Show the typing indicator (from half a second on) until text arrives."""
@@ -115,7 +116,9 @@ class TelegramReply:
         self._closed = True
         self._stop_typing()
         task = self._flusher
-        if task is not None and not task.done():
+        if task is not None and not task.done() and self._calling:
+            await asyncio.wait([task])  # it stops after the call under way
+        elif task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -138,29 +141,42 @@ class TelegramReply:
             if not self.flood.try_acquire(chat, group=self.place.group, optional=bool(self.parts)):
                 await asyncio.sleep(0.05)
                 continue
-            # Rendered only with a slot in hand: rendering is the costly part of a flush.
-            chunks = self._progress_chunks()
-            index = next(
-                (
-                    i
-                    for i, html in enumerate(chunks)
-                    if i >= len(self.parts) or self.parts[i].html != html
-                ),
-                None,
-            )
-            if index is None:
-                return
+            # A call under way is never cancelled (``close`` waits for it): Telegram may have
+            # sent the message already, and the reply must continue in it.
+            self._calling = True
             try:
-                if index < len(self.parts):
-                    await self._edit(self.parts[index], chunks[index], ParseMode.HTML)
-                else:
-                    await self._send(chunks[index], ParseMode.HTML)
-            except RetryAfter as exc:
-                self.flood.blocked(chat, _seconds(exc.retry_after))
-            except TelegramError as exc:
-                # A failed progress edit is not fatal: the final message is delivered anyway.
-                log.info("streaming edit in chat %s failed: %s", chat, exc)
-                return
+                if not await self._flush_once():
+                    return
+            finally:
+                self._calling = False
+
+    async def _flush_once(self) -> bool:
+        """Make one progress call; False when there is nothing more to do for now."""
+        chat = self.place.chat_id
+        # Rendered only with a slot in hand: rendering is the costly part of a flush.
+        chunks = self._progress_chunks()
+        index = next(
+            (
+                i
+                for i, html in enumerate(chunks)
+                if i >= len(self.parts) or self.parts[i].html != html
+            ),
+            None,
+        )
+        if index is None:
+            return False
+        try:
+            if index < len(self.parts):
+                await self._edit(self.parts[index], chunks[index], ParseMode.HTML)
+            else:
+                await self._send(chunks[index], ParseMode.HTML)
+        except RetryAfter as exc:
+            self.flood.blocked(chat, _seconds(exc.retry_after))
+        except TelegramError as exc:
+            # A failed progress edit is not fatal: the final message is delivered anyway.
+            log.info("streaming edit in chat %s failed: %s", chat, exc)
+            return False
+        return True
 
     def _progress_chunks(self) -> list[str]:
         chunks = html_chunks(self._text) if self._text.strip() else []
