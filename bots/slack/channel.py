@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
@@ -27,6 +28,7 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.pacing import FloodControl, FloodLimits
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 SHUTDOWN_GRACE_SECONDS = 10.0
 ACK_PRIORITY_SECONDS = 0.5
+ACK_SETTLE_SECONDS = 0.02
 # About one message a second per channel (Slack's guidance), and a cap on all calls.
 SLACK_LIMITS = FloodLimits(private_interval=1.0, group_interval=1.0, overall_per_second=20)
 ACTION_ID = "switchboard_choice"
@@ -89,6 +92,7 @@ class SlackChannel:
         )
         secret = settings.slack_signing_secret
         self._identity = _Identity()
+        self._verifier = SignatureVerifier(secret.get_secret_value()) if secret else None
         self.app = AsyncApp(
             # Bolt's own client gets the token from the authorize result.
             client=AsyncWebClient(
@@ -160,12 +164,35 @@ class SlackChannel:
 
         async def handle(request: web.Request) -> web.Response:
             with self._acks.acknowledging():
-                response = await self.app.async_dispatch(await to_bolt_request(request))
+                bolt_request = await to_bolt_request(request)
+                if bolt_request.body.get("type") == "event_callback" and self._signed(
+                    bolt_request
+                ):
+                    # An event needs nothing but a 200: answer at once, let Bolt (which
+                    # checks the signature again) dispatch it afterwards.
+                    self._spawn(self._dispatch(bolt_request))
+                    return web.Response(status=200)
+                response = await self.app.async_dispatch(bolt_request)
                 return await to_aiohttp_response(response)
 
         web_app = web.Application()
         web_app.router.add_post(EVENTS_PATH, handle)
         return web_app
+
+    def _signed(self, request: AsyncBoltRequest) -> bool:
+        if self._verifier is None:
+            return False
+        headers = request.headers
+        return self._verifier.is_valid(
+            body=request.raw_body,
+            timestamp=headers.get("x-slack-request-timestamp", [""])[0],
+            signature=headers.get("x-slack-signature", [""])[0],
+        )
+
+    async def _dispatch(self, request: AsyncBoltRequest) -> None:
+        response = await self.app.async_dispatch(request)
+        if response.status >= 400:
+            log.warning("Slack event not handled (%d): %s", response.status, response.body[:200])
 
     async def _drain(self) -> None:
         """Give replies in flight a moment to finish, then stop them (their text is kept)."""
@@ -298,12 +325,16 @@ class SlackChannel:
 
 class AcksFirst:
     """Lets a burst of requests be acknowledged before the work they start competes with
-    them for the event loop: work waits until no request is being answered, or at most
-    ``max_wait`` seconds (Slack wants every answer within 3 seconds)."""
+    them for the event loop: work waits until no request has been answered for ``settle``
+    seconds, or at most ``max_wait`` seconds (Slack wants every answer within 3 seconds)."""
 
-    def __init__(self, max_wait: float = ACK_PRIORITY_SECONDS) -> None:
+    def __init__(
+        self, max_wait: float = ACK_PRIORITY_SECONDS, settle: float = ACK_SETTLE_SECONDS
+    ) -> None:
         self._max_wait = max_wait
+        self._settle = settle
         self._answering = 0
+        self._last = 0.0
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -316,14 +347,20 @@ class AcksFirst:
             yield
         finally:
             self._answering -= 1
+            self._last = time.monotonic()
             if not self._answering:
                 self._idle.set()
 
     async def quiet(self) -> None:
-        """Wait until no request is being answered (bounded by ``max_wait``)."""
+        """Wait until requests have stopped arriving for a moment (bounded by ``max_wait``)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._max_wait):
-                await self._idle.wait()
+                while True:
+                    await self._idle.wait()
+                    calm = time.monotonic() - self._last
+                    if calm >= self._settle:
+                        return
+                    await asyncio.sleep(self._settle - calm)
 
 
 class _Identity(AsyncAuthorize):
