@@ -424,6 +424,7 @@ async def test_the_allow_list_refuses_others_once(
     async with running(make_app, slack, SWITCHBOARD_ALLOWED_USERS=f"slack:{ADA}") as bot:
         for text in ("let me in", "please"):
             assert (await slack.deliver_event(bot.url, slack.dm(BEN, text)))[0] == 200
+        await eventually(lambda: any(m.is_bot for m in slack.messages(dm)))
         await slack.deliver_event(bot.url, slack.mention(BEN, "hey bot", channel=GENERAL))
         status, body, _ = await slack.slash_command(bot.url, "/help", user_id=BEN, channel_id=dm)
         await slack.deliver_event(bot.url, slack.dm(ADA, "I am allowed"))

@@ -165,9 +165,7 @@ class SlackChannel:
         async def handle(request: web.Request) -> web.Response:
             with self._acks.acknowledging():
                 bolt_request = await to_bolt_request(request)
-                if bolt_request.body.get("type") == "event_callback" and self._signed(
-                    bolt_request
-                ):
+                if bolt_request.body.get("type") == "event_callback" and self._signed(bolt_request):
                     # An event needs nothing but a 200: answer at once, let Bolt (which
                     # checks the signature again) dispatch it afterwards.
                     self._spawn(self._dispatch(bolt_request))
