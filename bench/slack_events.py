@@ -2,8 +2,8 @@
 
 Part 1 — 200 DM events arrive at once, and 50 of them are redelivered at once (same
 ``event_id``, ``X-Slack-Retry-Num: 1``). A sender process signs, posts and times each
-delivery (one connection each, all at once); the fake Slack Web API and the fake OpenAI
-(answering instantly) run in processes of their own.
+delivery (two sender processes, one connection per event, all at once); the fake Slack
+Web API and the fake OpenAI (answering instantly) run in processes of their own.
 Reported: acknowledgement time p50/p99/max, replies per DM (must be exactly one), 429s.
 
 Part 2 — 50 replies stream at once, each 3,000 characters over about 5 seconds: 40 in DMs
@@ -39,6 +39,7 @@ from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.slack_server import FakeSlack, SentMessage, sign
 
 EVENTS = 200
+SENDERS = 2
 WARM_UP = 20
 REDELIVERED = 50
 DMS = 40
@@ -100,21 +101,28 @@ async def acknowledgements(tmp: Path) -> list[list[object]]:
     with (
         fake_openai_process() as openai_url,
         fake_process("tests.fakes.slack_server", "FAKE_SLACK", *args) as slack_url,
-        ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as sender,
+        ProcessPoolExecutor(SENDERS, mp_context=multiprocessing.get_context("spawn")) as pool,
     ):
-        loop = asyncio.get_running_loop()
-        # Warm up the sender (its first burst is slow whatever it talks to), then the bot.
-        await loop.run_in_executor(sender, _send_burst, f"{slack_url}/api/api.test", first)
+
+        async def send(url: str, bodies: list[bytes], retry_num: int | None = None) -> Results:
+            """Post ``bodies`` all at once, spread over the sender processes."""
+            loop = asyncio.get_running_loop()
+            shares = [bodies[i::SENDERS] for i in range(SENDERS)]
+            parts = await asyncio.gather(
+                *(loop.run_in_executor(pool, _send_burst, url, s, retry_num) for s in shares)
+            )
+            return [result for part in parts for result in part]
+
+        # Warm up the senders (a first burst is slow whatever it talks to), then the bot.
+        await send(f"{slack_url}/api/api.test", first)
         async with (
             bot(f"{slack_url}/api/", openai_url, tmp / "acks.db") as app_url,
             aiohttp.ClientSession(slack_url) as fake,
         ):
-            await loop.run_in_executor(sender, _send_burst, app_url, warm_up)
+            await send(app_url, warm_up)
             await asyncio.sleep(2.0)
-            deliveries = await loop.run_in_executor(sender, _send_burst, app_url, first)
-            retries = await loop.run_in_executor(
-                sender, _send_burst, app_url, first[:REDELIVERED], 1
-            )
+            deliveries = await send(app_url, first)
+            retries = await send(app_url, first[:REDELIVERED], 1)
             channels = [str(e["channel"]) for e in events]
             deadline = time.monotonic() + 120
             counts: list[int] = []
@@ -153,9 +161,10 @@ async def acknowledgements(tmp: Path) -> list[list[object]]:
     return rows
 
 
-def _send_burst(
-    app_url: str, bodies: list[bytes], retry_num: int | None = None
-) -> list[tuple[int, float]]:
+Results = list[tuple[int, float]]
+
+
+def _send_burst(app_url: str, bodies: list[bytes], retry_num: int | None = None) -> Results:
     """In the sender process: post every body at once, as Slack would, and time each."""
     return asyncio.run(_burst(app_url, bodies, retry_num)) if bodies else []
 

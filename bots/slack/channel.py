@@ -13,11 +13,11 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
@@ -32,7 +32,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.pacing import FloodControl, FloodLimits
-from bots.slack.events import SlackPlace, SlackTurn, command_key, translate, user_ref
+from bots.slack.events import CHANNEL, SlackPlace, SlackTurn, command_key, translate, user_ref
 from bots.slack.render import escape
 from bots.slack.reply import NativeStreaming, SlackReply
 from bots.slack.retry import retry_handlers
@@ -58,6 +58,7 @@ REFUSAL = (
 )
 
 Next = Callable[[], Awaitable[BoltResponse]]
+Headers = dict[str, str | Sequence[str]]
 
 
 class SlackChannel:
@@ -164,12 +165,16 @@ class SlackChannel:
 
         async def handle(request: web.Request) -> web.Response:
             with self._acks.acknowledging():
-                bolt_request = await to_bolt_request(request)
-                if bolt_request.body.get("type") == "event_callback" and self._signed(bolt_request):
+                raw = await request.read()
+                headers: Headers = {name: request.headers.getall(name) for name in request.headers}
+                if self._signed_event(raw, request.headers):
                     # An event needs nothing but a 200: answer at once, let Bolt (which
                     # checks the signature again) dispatch it afterwards.
-                    self._spawn(self._dispatch(bolt_request))
+                    self._spawn(self._dispatch(raw, request.query_string, headers))
                     return web.Response(status=200)
+                bolt_request = AsyncBoltRequest(
+                    body=raw.decode(), query=request.query_string, headers=headers
+                )
                 response = await self.app.async_dispatch(bolt_request)
                 return await to_aiohttp_response(response)
 
@@ -177,17 +182,22 @@ class SlackChannel:
         web_app.router.add_post(EVENTS_PATH, handle)
         return web_app
 
-    def _signed(self, request: AsyncBoltRequest) -> bool:
-        if self._verifier is None:
+    def _signed_event(self, raw: bytes, headers: Mapping[str, str]) -> bool:
+        """Whether ``raw`` is an ``event_callback`` carrying a valid, fresh signature."""
+        if self._verifier is None or b'"event_callback"' not in raw:
             return False
-        headers = request.headers
-        return self._verifier.is_valid(
-            body=request.raw_body,
-            timestamp=headers.get("x-slack-request-timestamp", [""])[0],
-            signature=headers.get("x-slack-signature", [""])[0],
+        try:
+            kind = json.loads(raw).get("type")
+        except (ValueError, AttributeError):
+            return False
+        return kind == "event_callback" and self._verifier.is_valid(
+            body=raw,
+            timestamp=headers.get("X-Slack-Request-Timestamp", ""),
+            signature=headers.get("X-Slack-Signature", ""),
         )
 
-    async def _dispatch(self, request: AsyncBoltRequest) -> None:
+    async def _dispatch(self, raw: bytes, query: str, headers: Headers) -> None:
+        request = AsyncBoltRequest(body=raw.decode(), query=query, headers=headers)
         response = await self.app.async_dispatch(request)
         if response.status >= 400:
             log.warning("Slack event not handled (%d): %s", response.status, response.body[:200])
@@ -254,8 +264,8 @@ class SlackChannel:
     async def _on_event(
         self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
     ) -> None:
-        # Redeliveries are recognised by event id in the engine, after the acknowledgement:
-        # the database is not on the path that must answer Slack within 3 seconds.
+        # Redeliveries are recognised by event id after the acknowledgement: the database
+        # is not on the path that must answer Slack within 3 seconds.
         event_id = body.get("event_id")
         turn = translate(
             event,
@@ -272,6 +282,10 @@ class SlackChannel:
     async def _answer(self, turn: SlackTurn) -> None:
         if turn.follow_up and not await self._engine.has_conversation(turn.message.key):
             return  # a thread the bot was never asked into
+        # Recognised before the reply starts, so a redelivery never shows a thinking note.
+        if turn.event_id and not await self._engine.first_delivery(CHANNEL, turn.event_id):
+            log.info("dropping redelivered event %s", turn.event_id)
+            return
         reply = SlackReply(self.client, turn.place, self._flood, self._streaming)
         await reply.start()
         try:

@@ -41,6 +41,7 @@ class SlackTurn:
     message: IncomingMessage
     place: SlackPlace
     follow_up: bool = False
+    event_id: str | None = None
 
 
 def conversation_key(team: str, channel: str, thread_ts: str | None = None) -> ConversationKey:
@@ -63,7 +64,7 @@ def translate(
     event: dict[str, Any], *, team: str, bot_user_id: str, event_id: str | None = None
 ) -> SlackTurn | None:
     """The turn an ``app_mention`` or ``message`` event asks for, or None to ignore it;
-    ``event_id`` (the envelope's) lets the engine answer a redelivered event once."""
+    ``event_id`` (the envelope's) is kept to recognise a redelivered event."""
     user = event.get("user")
     channel = event.get("channel")
     ts = event.get("ts")
@@ -86,19 +87,18 @@ def translate(
         root = thread or ts
         key = conversation_key(team, channel, root)
         return SlackTurn(
-            _message(key, sender, text, ts, event_id), SlackPlace(team, channel, user, root)
+            _message(key, sender, text, ts), SlackPlace(team, channel, user, root), False, event_id
         )
     if event.get("type") != "message":
         return None
     if event.get("channel_type") == "im":
         key = conversation_key(team, channel)
-        return SlackTurn(
-            _message(key, sender, text, ts, event_id), SlackPlace(team, channel, user, thread)
-        )
+        place = SlackPlace(team, channel, user, thread)
+        return SlackTurn(_message(key, sender, text, ts), place, False, event_id)
     if thread and mention not in raw:  # a mention arrives again as an app_mention event
         key = conversation_key(team, channel, thread)
         place = SlackPlace(team, channel, user, thread)
-        return SlackTurn(_message(key, sender, text, ts, event_id), place, follow_up=True)
+        return SlackTurn(_message(key, sender, text, ts), place, True, event_id)
     return None
 
 
@@ -117,7 +117,5 @@ def plain_text(text: str) -> str:
     return html.unescape(_LINK.sub(unwrap, text))
 
 
-def _message(
-    key: ConversationKey, sender: UserRef, text: str, ts: str, event_id: str | None
-) -> IncomingMessage:
-    return IncomingMessage(key, sender, text, platform_message_id=ts, event_id=event_id)
+def _message(key: ConversationKey, sender: UserRef, text: str, ts: str) -> IncomingMessage:
+    return IncomingMessage(key, sender, text, platform_message_id=ts)
