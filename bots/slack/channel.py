@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 SHUTDOWN_GRACE_SECONDS = 10.0
 ACK_PRIORITY_SECONDS = 0.5
-ACK_SETTLE_SECONDS = 0.02
+ACK_SETTLE_SECONDS = 0.05
 # About one message a second per channel (Slack's guidance), and a cap on all calls.
 SLACK_LIMITS = FloodLimits(private_interval=1.0, group_interval=1.0, overall_per_second=20)
 ACTION_ID = "switchboard_choice"
