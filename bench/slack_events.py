@@ -23,12 +23,13 @@ import multiprocessing
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 
 from bench.common import API_KEY, fake_openai_process, fake_process, percentile, table
 from bots.bootstrap import App, bootstrap
@@ -113,8 +114,10 @@ async def acknowledgements(tmp: Path) -> list[list[object]]:
             )
             return [result for part in parts for result in part]
 
-        # Warm up the senders (a first burst is slow whatever it talks to), then the bot.
+        # Warm up the senders (a first burst is slow whatever it talks to), and time a
+        # server that does nothing but answer 200: the floor this harness measures.
         await send(f"{slack_url}/api/api.test", first)
+        floor = await _floor(lambda url: send(url, first))
         async with (
             bot(f"{slack_url}/api/", openai_url, tmp / "acks.db") as app_url,
             aiohttp.ClientSession(slack_url) as fake,
@@ -136,7 +139,11 @@ async def acknowledgements(tmp: Path) -> list[list[object]]:
             async with fake.get("/_fake/stats") as response:
                 stats = await response.json()
     rows: list[list[object]] = []
-    for label, results in (("first delivery", deliveries), ("redelivery", retries)):
+    for label, results in (
+        ("do-nothing server", floor),
+        ("first delivery", deliveries),
+        ("redelivery", retries),
+    ):
         elapsed = [seconds * 1000 for _, seconds in results]
         rows.append(
             [
@@ -162,6 +169,26 @@ async def acknowledgements(tmp: Path) -> list[list[object]]:
 
 
 Results = list[tuple[int, float]]
+
+
+async def _floor(send: Callable[[str], Awaitable[Results]]) -> Results:
+    """The same burst against an aiohttp server in this process that only answers 200."""
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/slack/events", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+    try:
+        await send(f"http://127.0.0.1:{port}/slack/events")  # warm up
+        return await send(f"http://127.0.0.1:{port}/slack/events")
+    finally:
+        await runner.cleanup()
 
 
 def _send_burst(app_url: str, bodies: list[bytes], retry_num: int | None = None) -> Results:
