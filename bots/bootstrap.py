@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from openai import AsyncOpenAI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.budgets import BudgetLedger
 from core.builtin_tools import builtin_tools
 from core.clock import Clock, SystemClock
 from core.database import create_engine, upgrade
@@ -17,8 +18,10 @@ from core.engine import Engine, EngineOptions
 from core.errors import ConfigError
 from core.llm import LLMGateway
 from core.openai_llm import OpenAIGateway, RetryPolicy
+from core.prices import PriceTable, load_prices
 from core.registry import Registry, load_registry
 from core.settings import Settings
+from core.sql_budgets import SqlBudgetLedger
 from core.sql_store import SqlConversationStore
 from core.tokens import TokenCounters
 from core.tools import ToolRegistry, load_tool_modules
@@ -32,6 +35,8 @@ class App:
     registry: Registry
     engine: Engine
     database: AsyncEngine
+    budgets: BudgetLedger
+    prices: PriceTable
 
 
 @asynccontextmanager
@@ -47,6 +52,7 @@ async def bootstrap(
     """
     settings.require("OPENAI_API_KEY")
     registry = load_registry(settings.models_file, settings.modes_file)
+    prices = load_prices(settings.prices_file)
     clock = clock or SystemClock()
     tools = ToolRegistry(
         [*builtin_tools(clock), *load_tool_modules(settings.tool_modules)],
@@ -75,6 +81,7 @@ async def bootstrap(
                 attempts=settings.openai_max_retries, backoff=settings.openai_backoff_seconds
             ),
         )
+        budgets = SqlBudgetLedger(database)
         engine = Engine(
             store=SqlConversationStore(database),
             gateway=wrap_gateway(gateway) if wrap_gateway else gateway,
@@ -86,9 +93,12 @@ async def bootstrap(
                 tool_rounds=settings.tool_rounds,
                 max_message_chars=settings.max_message_chars,
                 context_tokens=settings.context_tokens,
+                timezone=settings.zone,
+                messages_per_minute=settings.messages_per_minute,
             ),
+            budgets=budgets,
         )
-        yield App(settings, registry, engine, database)
+        yield App(settings, registry, engine, database, budgets, prices)
     finally:
         await client.close()
         await database.dispose()

@@ -13,6 +13,8 @@ import sys
 import threading
 from typing import TextIO
 
+from core.access import AccessPolicy
+from core.accounting import Caller
 from core.commands import Command, parse_command, run_command
 from core.engine import Engine
 from core.events import (
@@ -67,6 +69,7 @@ class ConsoleChannel:
         stdout: TextIO = sys.stdout,
         stderr: TextIO = sys.stderr,
         user: str | None = None,
+        access: AccessPolicy | None = None,
     ) -> None:
         self._engine = engine
         self._stdin = stdin
@@ -74,6 +77,7 @@ class ConsoleChannel:
         self._err = stderr
         name = user or getpass.getuser()
         self._user = UserRef(CHANNEL, name, username=name)
+        self._caller = Caller(self._user, (access or AccessPolicy()).is_admin(self._user))
         self._key = ConversationKey(CHANNEL, place=name)
         self._interactive = stdin.isatty()
 
@@ -127,7 +131,7 @@ class ConsoleChannel:
     async def _handle(self, line: str) -> None:
         command = parse_command(line.strip())
         if command is not None:
-            reply = await run_command(self._engine, self._key, command)
+            reply = await run_command(self._engine, self._key, command, caller=self._caller)
             self._out.write(f"{reply.text}\n")
             self._out.flush()
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.accounting import Accounts, Caller, quota, usage
 from core.engine import Engine
 from core.errors import UnknownChoice
 from core.messages import ConversationKey
@@ -42,6 +43,8 @@ COMMANDS: dict[str, str] = {
     "cancel": "Stop the reply being written",
     "mode": "Show or choose the assistant's mode: /mode [name]",
     "model": "Show or choose the model: /model [name]",
+    "usage": "Your spending and what is left of your budget",
+    "quota": "Admins: /quota set|show|reset <who> … (budgets)",
 }
 
 
@@ -63,9 +66,14 @@ def parse_command(text: str, bot_username: str | None = None) -> Command | None:
 
 
 async def run_command(
-    engine: Engine, key: ConversationKey, command: Command, *, threaded: bool = False
+    engine: Engine,
+    key: ConversationKey,
+    command: Command,
+    *,
+    caller: Caller | None = None,
+    threaded: bool = False,
 ) -> CommandReply:
-    """Run ``command`` in the conversation ``key`` and return what to show the user.
+    """Run ``command`` typed by ``caller`` in the conversation ``key``; returns what to show.
 
     ``threaded`` says that ``key`` is a place whose threads are the conversations (a Slack
     channel): there, ``/mode`` and ``/model`` choose for new threads, ``/cancel`` stops the
@@ -73,6 +81,11 @@ async def run_command(
     """
     if len(command.args) > MAX_ARGUMENT:
         return CommandReply(f"That argument is too long. {_usage(command.name)}")
+    if command.name in _ACCOUNTING:
+        if caller is None or engine.budgets is None:
+            return CommandReply("Usage and budgets are not available here.")
+        accounts = Accounts(engine.store, engine.budgets, engine.now(), engine.timezone)
+        return CommandReply(await _ACCOUNTING[command.name](accounts, key, caller, command.args))
     handler = (_THREADED_HANDLERS if threaded else {}).get(command.name) or _HANDLERS.get(
         command.name
     )
@@ -179,4 +192,5 @@ _HANDLERS = {
     "model": _model,
 }
 
+_ACCOUNTING = {"usage": usage, "quota": quota}
 _THREADED_HANDLERS = {"reset": _reset_threads, "cancel": _cancel_threads}

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
+from math import ceil
+from zoneinfo import ZoneInfo
 
+from core.budgets import BudgetLedger, Payer, Reservation
 from core.clock import Clock
 from core.context import fit_history
 from core.errors import (
@@ -39,6 +44,7 @@ from core.messages import (
     Role,
 )
 from core.pricing import price_sheet, token_cost
+from core.ratelimit import MessageRateLimit
 from core.registry import ModelSpec, ModeSpec, Registry
 from core.store import ConversationStore, UsageRecord
 from core.tokens import MESSAGE_OVERHEAD, TokenCounter, TokenCounters
@@ -56,6 +62,8 @@ class EngineOptions:
     tool_rounds: int = 5
     max_message_chars: int = 32_000
     context_tokens: int | None = None
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    messages_per_minute: int = 0
 
 
 @dataclass
@@ -78,6 +86,7 @@ class _TurnState:
 
     conversation: Conversation
     user_id: int
+    payer: Payer
     model: ModelSpec
     counter: TokenCounter
     sink: ReplySink
@@ -100,6 +109,7 @@ class Engine:
         clock: Clock,
         counters: TokenCounters | None = None,
         options: EngineOptions | None = None,
+        budgets: BudgetLedger | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -108,6 +118,8 @@ class Engine:
         self._clock = clock
         self._counters = counters or TokenCounters()
         self._options = options or EngineOptions()
+        self.budgets = budgets
+        self._rate = MessageRateLimit(self._options.messages_per_minute, time.monotonic)
         self._history_cache = HistoryCache()
         self._slots: dict[ConversationKey, _Slot] = {}
         self._turns: dict[ConversationKey, _Turn] = {}
@@ -170,6 +182,15 @@ class Engine:
         """Whether ``key`` has an open conversation (a Slack thread the bot takes part in)."""
         return await self.store.find_active(key) is not None
 
+    def now(self) -> datetime:
+        """The engine clock's current time."""
+        return self._clock.now()
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        """The time zone budget periods reset in."""
+        return self._options.timezone
+
     def is_busy(self, key: ConversationKey) -> bool:
         """Whether a reply is being generated for ``key``."""
         return key in self._turns
@@ -214,6 +235,11 @@ class Engine:
         return replace(conversation, mode=place.mode, model=place.model)
 
     def _check(self, message: IncomingMessage) -> None:
+        wait = self._rate.wait_needed(message.sender.principal)
+        if wait > 0:
+            raise UserInputError(
+                f"You're sending messages faster than I can answer. Please wait {ceil(wait)} s."
+            )
         if not message.text.strip():
             raise UserInputError("Send me some text and I will answer it.")
         if len(message.text) > self._options.max_message_chars:
@@ -237,7 +263,8 @@ class Engine:
             mode = self.registry.mode(conversation.mode)
             model = self.registry.model(conversation.model or mode.model)
             counter = self._counters.for_encoding(model.encoding)
-            state = _TurnState(conversation, user_id, model, counter, sink)
+            payer = Payer.of(message.sender, message.key)
+            state = _TurnState(conversation, user_id, payer, model, counter, sink)
             stored = await self.store.add_message(
                 conversation.id,
                 NewMessage(
@@ -313,8 +340,16 @@ class Engine:
                 await state.sink.emit(ToolFinished(call.call_id, call.name, ok))
 
     async def _call(self, request: LLMRequest, state: _TurnState) -> Completion:
+        reservation: Reservation | None = None
+        if self.budgets is not None:
+            # Held before the call; over budget, no call is made.
+            estimate = token_cost(request.model.prices, _upper_bound(request, state.counter))
+            reservation = await self.budgets.reserve(
+                state.payer, estimate, self._clock.now(), self._options.timezone
+            )
         completion: Completion | None = None
         streamed: list[str] = []
+        cost = 0
         try:
             async for event in self._gateway.stream(request):
                 if isinstance(event, TextChunk):
@@ -328,6 +363,7 @@ class Engine:
             if completion is not None or streamed:
                 reported = completion.usage if completion else None
                 usage = reported or _estimate(request, state.counter, "".join(streamed))
+                cost = token_cost(request.model.prices, usage)
                 state.usage.append(
                     UsageRecord(
                         user_id=state.user_id,
@@ -337,11 +373,14 @@ class Engine:
                         input_tokens=usage.input_tokens,
                         cached_input_tokens=usage.cached_input_tokens,
                         output_tokens=usage.output_tokens,
-                        cost_micros=token_cost(request.model.prices, usage),
+                        cost_micros=cost,
                         prices=price_sheet(request.model.prices),
                         request_id=completion.request_id if completion else None,
                     )
                 )
+            if reservation is not None and self.budgets is not None:
+                # Shielded: a /cancel arriving now must not leave the estimate held.
+                await asyncio.shield(self.budgets.settle(reservation, cost))
         if completion is None:
             raise UpstreamUnavailable("the model stream ended without completing")
         return completion
@@ -407,6 +446,17 @@ class Engine:
                 "That message is too long for this model's context. Please shorten it."
             )
         return turns, used
+
+
+def _upper_bound(request: LLMRequest, counter: TokenCounter) -> Usage:
+    """A call's usage at most: its prompt as counted here (the estimating counter errs
+    high), all uncached, and the longest answer the model may give."""
+    prompt = counter.count(request.instructions) + sum(
+        counter.count(item.text if isinstance(item, ChatTurn) else str(item))
+        for item in request.items
+    )
+    prompt += sum(counter.count(str(tool.parameters)) for tool in request.tools)
+    return Usage(prompt, 0, request.max_output_tokens or request.model.max_output_tokens)
 
 
 def _estimate(request: LLMRequest, counter: TokenCounter, text: str) -> Usage:

@@ -2,8 +2,10 @@
 
 SwitchboardError
 ├── ConfigError            a setting or data file is missing or malformed
+│   └── PriceMissing       (core.prices) no price for a billable unit
 ├── UserInputError         the user's message or command cannot be acted on
-│   └── UnknownChoice      an unknown mode or model name
+│   ├── UnknownChoice      an unknown mode or model name
+│   └── BudgetExceeded     (core.budgets) a budget is used up: no API call is made
 ├── ToolError              a tool failed; its message goes back to the model
 └── UpstreamError          the model provider failed (vendor errors are translated to these)
     ├── RateLimited        429 without ``insufficient_quota``: retried with backoff

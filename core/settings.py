@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -50,6 +51,7 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(default=True, alias="SWITCHBOARD_AUTO_MIGRATE")
     models_file: Path | None = Field(default=None, alias="SWITCHBOARD_MODELS_FILE")
     modes_file: Path | None = Field(default=None, alias="SWITCHBOARD_MODES_FILE")
+    prices_file: Path | None = Field(default=None, alias="SWITCHBOARD_PRICES_FILE")
     tool_modules: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), alias="SWITCHBOARD_TOOL_MODULES"
     )
@@ -69,6 +71,10 @@ class Settings(BaseSettings):
     )
     context_tokens: int | None = Field(default=16_000, alias="SWITCHBOARD_CONTEXT_TOKENS", gt=0)
     log_level: str = Field(default="INFO", alias="SWITCHBOARD_LOG_LEVEL")
+    timezone: str = Field(default="UTC", alias="SWITCHBOARD_TIMEZONE")
+    messages_per_minute: int = Field(
+        default=20, alias="SWITCHBOARD_USER_MESSAGES_PER_MINUTE", ge=0, le=10_000
+    )
 
     @field_validator("admins", "allowed_users", mode="before")
     @classmethod
@@ -102,6 +108,20 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone such as UTC or Europe/Berlin") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The time zone budget periods reset in."""
+        return ZoneInfo(self.timezone)
 
     def require(self, *names: str) -> None:
         """Raise ``ConfigError`` naming the first of ``names`` (env variables) that is unset."""

@@ -121,6 +121,37 @@ class UsageRow(Base):
     )
 
 
+class BudgetRow(Base):
+    """A spending limit: for one user, one place (chat or channel), or the default for every
+    user without their own; one per period."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (UniqueConstraint("scope", "subject", "period"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(512))
+    period: Mapped[str] = mapped_column(String(16))
+    limit_micros: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class BudgetCounterRow(Base):
+    """What one user or place spent, and has reserved for calls under way, in one period
+    window; a new window starts a new row, so periods reset by themselves."""
+
+    __tablename__ = "budget_counters"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(512), primary_key=True)
+    period: Mapped[str] = mapped_column(String(16), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    spent_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class ProcessedEventRow(Base):
     """An incoming update or event id already handled, so redeliveries are answered once."""
 

@@ -29,7 +29,7 @@ from core.sql_models import (
     UsageRow,
     UserRow,
 )
-from core.store import UsageRecord
+from core.store import Spend, UsageRecord
 
 USER_CACHE_SIZE = 10_000
 
@@ -241,6 +241,62 @@ class SqlConversationStore:
             )
             for row in rows
         ]
+
+    async def spending(
+        self, since: datetime, user: UserRef | None = None, *, top: int = 10
+    ) -> list[Spend]:
+        """The total since ``since``, then the top users (or ``user``) by cost."""
+        recent = _usage_rows.c.created_at >= since.astimezone(UTC)
+        total = select(func.coalesce(func.sum(_usage_rows.c.cost_micros), 0), func.count()).where(
+            recent
+        )
+        cost = func.sum(_usage_rows.c.cost_micros).label("cost")
+        ranked = (
+            select(
+                UserRow.channel,
+                UserRow.external_id,
+                UserRow.username,
+                UserRow.display_name,
+                cost,
+                func.count().label("calls"),
+            )
+            .join(UserRow, UserRow.id == _usage_rows.c.user_id)
+            .where(recent)
+            .group_by(UserRow.id)
+            .order_by(cost.desc(), UserRow.id)
+            .limit(top)
+        )
+        if user is not None:
+            ranked = ranked.where(
+                UserRow.channel == user.channel, UserRow.external_id == user.user_id
+            )
+        async with self._engine.connect() as connection:
+            everyone = (await connection.execute(total)).one()
+            rows = (await connection.execute(ranked)).all()
+            await connection.rollback()
+        return [
+            Spend(None, int(everyone[0]), int(everyone[1])),
+            *(
+                Spend(
+                    UserRef(row.channel, row.external_id, row.username, row.display_name),
+                    int(row.cost),
+                    int(row.calls),
+                )
+                for row in rows
+            ),
+        ]
+
+    async def find_users(self, username: str) -> list[UserRef]:
+        """Known users with that username, case-insensitively."""
+        query = (
+            select(UserRow.channel, UserRow.external_id, UserRow.username, UserRow.display_name)
+            .where(func.lower(UserRow.username) == username.lower())
+            .order_by(UserRow.id)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+            await connection.rollback()
+        return [UserRef(r.channel, r.external_id, r.username, r.display_name) for r in rows]
 
     async def claim_event(self, source: str, event_id: str) -> bool:
         """True the first time an event id is seen, False for a redelivery."""

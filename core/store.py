@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from core.messages import Conversation, ConversationKey, NewMessage, StoredMessage, UserRef
@@ -23,6 +24,15 @@ class UsageRecord:
     cost_micros: int = 0
     prices: dict[str, int] = field(default_factory=dict)
     request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """What one user (or, with ``user`` None, everyone) spent: cost and API calls."""
+
+    user: UserRef | None
+    cost_micros: int
+    calls: int
 
 
 class ConversationStore(Protocol):
@@ -62,6 +72,15 @@ class ConversationStore(Protocol):
 
     async def usage(self, conversation_id: int) -> list[UsageRecord]:
         """The usage rows of one conversation, oldest first."""
+
+    async def spending(
+        self, since: datetime, user: UserRef | None = None, *, top: int = 10
+    ) -> list[Spend]:
+        """Usage since ``since``: the total first (``user`` None), then the ``top`` users by
+        cost; with ``user``, the total and that user alone."""
+
+    async def find_users(self, username: str) -> list[UserRef]:
+        """Known users whose username is ``username`` (case-insensitive), on any channel."""
 
     async def claim_event(self, source: str, event_id: str) -> bool:
         """True the first time ``(source, event_id)`` is claimed, False for a redelivery."""

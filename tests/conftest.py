@@ -110,6 +110,7 @@ def make_settings(fake_openai: FakeOpenAI, sqlite_url: str) -> SettingsFactory:
             "OPENAI_BASE_URL": fake_openai.base_url,
             "DATABASE_URL": sqlite_url,
             "SWITCHBOARD_OPENAI_BACKOFF_SECONDS": 0.01,
+            "SWITCHBOARD_USER_MESSAGES_PER_MINUTE": 0,  # tests send many; one test sets it
         }
         values.update(overrides)
         return load_settings(None, **values)

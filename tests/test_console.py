@@ -325,3 +325,32 @@ def test_run_slack_without_a_signing_secret_is_one_clear_line(
     result = switchboard(env | {"SLACK_BOT_TOKEN": "xoxb-1"}, tmp_path, "run", "slack")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "switchboard: SLACK_SIGNING_SECRET is not set"
+
+
+def test_quota_and_usage_from_the_shell(
+    env: dict[str, str], tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    talked = chat(env, tmp_path, "spend something\n")
+    set_budget = switchboard(env, tmp_path, "quota", "set", "default", "$0.25", "daily")
+    shown = switchboard(env, tmp_path, "quota", "show")
+    bad = switchboard(env, tmp_path, "quota", "set", "default", "lots", "daily")
+    here = switchboard(env, tmp_path, "quota", "set", "here", "1", "daily")
+    table = switchboard(env, tmp_path, "usage", "--period", "daily")
+    as_csv = switchboard(env, tmp_path, "usage", "--csv")
+
+    assert talked.returncode == 0, talked.stderr
+    assert set_budget.returncode == 0, set_budget.stderr
+    assert set_budget.stdout.strip() == "Budget set: the default (each user), $0.25 daily."
+    assert "default (each user): $0.25 daily" in shown.stdout
+    assert bad.returncode == 2
+    assert "/quota set <who> <usd> <daily|weekly|monthly|total>" in bad.stderr
+    assert here.stdout.startswith("There is no chat here")
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith("Spending since ") and "(daily)" in lines[0]
+    assert lines[1].split() == ["user", "username", "calls", "cost"]
+    assert lines[3].split()[:3] == ["console:ada", "ada", "1"]
+    assert lines[-1].split()[:2] == ["total", "1"]
+    rows = as_csv.stdout.splitlines()
+    assert rows[0] == "user,username,calls,cost,cost_micros"
+    assert rows[1].startswith("console:ada,ada,1,$")
+    assert int(rows[1].rsplit(",", 1)[1]) > 0

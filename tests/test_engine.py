@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from bots.bootstrap import App
+from core.budgets import Budget, Payer, Scope
 from core.events import ReplyFailed, ReplyFinished, ToolFinished, ToolStarted
 from core.llm import Usage
 from core.messages import ConversationKey, IncomingMessage, NewMessage, Role, UserRef
+from core.periods import Period
 from core.pricing import token_cost
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI, RecordedRequest, Scripted
@@ -614,3 +616,57 @@ async def test_cached_history_follows_resets_and_long_conversations(
     numbers = [int(text[9:11]) for text in long_request if text.startswith("question")]
     assert numbers == list(range(numbers[0], 30)) and numbers[0] > 0
     assert sent_texts(fake_openai.model_requests()[-1]) == ["fresh start"]
+
+
+async def test_over_budget_no_call_is_made_and_the_user_is_told_when_it_resets(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    async with make_app() as app:
+        assert app.engine.budgets is not None
+        await app.engine.budgets.set_budget(Budget(Scope.USER, ADA.principal, Period.DAILY, 1))
+        first = await ask(app, "this one may go past the limit")
+        second = await ask(app, "this one may not")
+        [status] = await app.engine.budgets.status(
+            Payer.of(ADA, KEY), app.engine.now(), app.engine.timezone
+        )
+        conversation = await app.engine.store.active_conversation(KEY)
+        [usage] = await app.engine.store.usage(conversation.id)
+    assert first.final == ReplyFinished("Echo: this one may go past the limit")
+    assert isinstance(second.final, ReplyFailed)
+    assert second.final.message.startswith("Your daily budget of $0.000001 is used up; it resets")
+    assert len(fake_openai.model_requests()) == 1  # the refused turn never reached the API
+    assert status.spent_micros == usage.cost_micros > 1  # settled to the reported cost
+    assert status.reserved_micros == 0
+
+
+async def test_a_failed_call_releases_its_reservation(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.enqueue(*[Scripted(error="server_error")] * 4)
+    async with make_app(SWITCHBOARD_OPENAI_MAX_RETRIES=1) as app:
+        assert app.engine.budgets is not None
+        await app.engine.budgets.set_budget(Budget(Scope.DEFAULT, "", Period.MONTHLY, 1_000_000))
+        failed = await ask(app, "this fails upstream")
+        [status] = await app.engine.budgets.status(
+            Payer.of(ADA, KEY), app.engine.now(), app.engine.timezone
+        )
+    assert isinstance(failed.final, ReplyFailed)
+    assert (status.spent_micros, status.reserved_micros) == (0, 0)
+
+
+async def test_a_flood_of_messages_is_slowed_down(make_app: AppFactory) -> None:
+    async with make_app(SWITCHBOARD_USER_MESSAGES_PER_MINUTE=3) as app:
+        sinks = [await ask(app, f"message {n}") for n in range(5)]
+        other = await ask_as(app, UserRef("console", "ben"), "I am someone else")
+    finals = [s.final for s in sinks]
+    assert all(isinstance(f, ReplyFinished) for f in finals[:3])
+    assert all(
+        isinstance(f, ReplyFailed) and "faster than I can answer" in f.message for f in finals[3:]
+    )
+    assert isinstance(other.final, ReplyFinished)
+
+
+async def ask_as(app: App, user: UserRef, text: str) -> RecordingSink:
+    sink = RecordingSink()
+    await app.engine.answer_message(IncomingMessage(KEY, user, text), sink)
+    return sink

@@ -17,7 +17,16 @@ from core.database import alembic_config, upgrade
 from core.sql_models import Base, ConversationRow, UserRow
 from tests.conftest import engine_for
 
-TABLES = {"users", "conversations", "messages", "usage", "processed_events", "jobs"}
+TABLES = {
+    "users",
+    "conversations",
+    "messages",
+    "usage",
+    "processed_events",
+    "jobs",
+    "budgets",
+    "budget_counters",
+}
 
 
 def _tables(connection: Connection) -> set[str]:

@@ -150,6 +150,38 @@ class TestConversationStoreContract:
         assert created.created_at.tzinfo is not None
         assert abs(datetime.now(UTC) - created.created_at) < timedelta(minutes=5)
 
+    async def test_spending_totals_and_ranks_users_by_cost(self, store: ConversationStore) -> None:
+        ben = UserRef("slack", "U0BEN", username="Ben")
+        ids = {u: await store.ensure_user(u) for u in (ALICE, ben)}
+        conversation = await store.active_conversation(KEY)
+        for user, cost in ((ALICE, 300), (ben, 1_000), (ALICE, 500)):
+            record = UsageRecord(ids[user], conversation.id, "chat", "m", cost_micros=cost)
+            await store.add_message(conversation.id, message(f"paid {cost}"), [record])
+
+        everyone = await store.spending(datetime.now(UTC) - timedelta(hours=1))
+        alice_only = await store.spending(datetime.now(UTC) - timedelta(hours=1), ALICE)
+        later = await store.spending(datetime.now(UTC) + timedelta(hours=1))
+
+        assert [(s.user.user_id if s.user else None, s.cost_micros, s.calls) for s in everyone] == [
+            (None, 1_800, 3),
+            ("U0BEN", 1_000, 1),
+            ("42", 800, 2),
+        ]
+        assert [(s.user, s.cost_micros) for s in alice_only] == [(None, 1_800), (ALICE, 800)]
+        assert [(s.cost_micros, s.calls) for s in later] == [(0, 0)]
+
+    async def test_users_are_found_by_username_on_any_channel(
+        self, store: ConversationStore
+    ) -> None:
+        await store.ensure_user(ALICE)
+        await store.ensure_user(UserRef("slack", "U0ALICE", username="ALICE"))
+        await store.ensure_user(UserRef("slack", "U0BOB", username="bob"))
+
+        found = await store.find_users("Alice")
+
+        assert [(u.channel, u.user_id) for u in found] == [("telegram", "42"), ("slack", "U0ALICE")]
+        assert await store.find_users("nobody") == []
+
     async def test_find_active_never_creates(self, store: ConversationStore) -> None:
         assert await store.find_active(KEY) is None
         assert await store.find_active(KEY) is None

@@ -37,6 +37,7 @@ from bots.slack.render import escape
 from bots.slack.reply import NativeStreaming, SlackReply
 from bots.slack.retry import retry_handlers
 from core.access import AccessPolicy
+from core.accounting import Caller
 from core.commands import COMMANDS, Command, CommandReply, parse_command, run_command
 from core.engine import Engine
 from core.errors import ConfigError
@@ -311,7 +312,10 @@ class SlackChannel:
         if command is None:
             return
         key = command_key(_team(context), str(payload.get("channel_id", "")))
-        answer = await run_command(self._engine, key, command, threaded=not _direct(key))
+        caller = self._caller(str(payload.get("user_id", "")))
+        answer = await run_command(
+            self._engine, key, command, caller=caller, threaded=not _direct(key)
+        )
         await respond(**_response(answer))
 
     async def _on_choice(
@@ -328,10 +332,19 @@ class SlackChannel:
         if command is None or not isinstance(channel, str):
             return
         key = command_key(_team(context), channel)
-        self._spawn(self._choose(key, command, respond))
+        caller = self._caller(str((body.get("user") or {}).get("id", "")))
+        self._spawn(self._choose(key, command, caller, respond))
 
-    async def _choose(self, key: ConversationKey, command: Command, respond: AsyncRespond) -> None:
-        answer = await run_command(self._engine, key, command, threaded=not _direct(key))
+    def _caller(self, user_id: str) -> Caller:
+        user = user_ref(user_id)
+        return Caller(user, self._access.is_admin(user))
+
+    async def _choose(
+        self, key: ConversationKey, command: Command, caller: Caller, respond: AsyncRespond
+    ) -> None:
+        answer = await run_command(
+            self._engine, key, command, caller=caller, threaded=not _direct(key)
+        )
         await respond(replace_original=True, **_response(answer))
 
 

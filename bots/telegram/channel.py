@@ -28,6 +28,7 @@ from bots.telegram.transport import TolerantUpdatesRequest
 from bots.telegram.typing import TypingIndicators
 from bots.telegram.updates import CHANNEL, conversation_key, incoming, place_of, user_ref
 from core.access import AccessPolicy
+from core.accounting import Caller
 from core.commands import COMMANDS, CommandReply, parse_command, run_command
 from core.engine import Engine
 from core.errors import ConfigError
@@ -190,9 +191,18 @@ class TelegramChannel:
         addressed = "@" in message.text.split()[0]
         if not known and message.chat.type != "private" and not addressed:
             return  # in groups, unknown commands are likely meant for another bot
-        answer = await run_command(self._engine, conversation_key(message), command)
+        answer = await run_command(
+            self._engine, conversation_key(message), command, caller=self._caller(update)
+        )
         reply = TelegramReply(context.bot, place_of(message), self._flood)
         await reply.show(escape(answer.text), _keyboard(answer))
+
+    def _caller(self, update: Update) -> Caller | None:
+        user = update.effective_user
+        if user is None:
+            return None
+        ref = user_ref(user)
+        return Caller(ref, self._access.is_admin(ref))
 
     async def _choice(self, update: Update, context: Context) -> None:
         query = update.callback_query
@@ -203,7 +213,9 @@ class TelegramChannel:
         if command is None or not isinstance(message, Message):
             await query.answer()
             return
-        answer = await run_command(self._engine, conversation_key(message), command)
+        answer = await run_command(
+            self._engine, conversation_key(message), command, caller=self._caller(update)
+        )
         await query.answer(answer.text[:200])
         reply = TelegramReply(context.bot, place_of(message), self._flood)
         reply.adopt(message.message_id)

@@ -11,10 +11,11 @@ import asyncio
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from core.clock import Clock, SystemClock
 from core.messages import Conversation, ConversationKey, NewMessage, StoredMessage, UserRef
-from core.store import UsageRecord
+from core.store import Spend, UsageRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,7 @@ class InMemoryConversationStore:
         self._conversations: dict[int, _ConversationRow] = {}
         self._active: dict[ConversationKey, int] = {}
         self._messages: dict[int, list[StoredMessage]] = {}
-        self._usage: list[UsageRecord] = []
+        self._usage: list[tuple[datetime, UsageRecord]] = []
         self._events: set[tuple[str, str]] = set()
         self._last_message_id = 0
 
@@ -138,7 +139,7 @@ class InMemoryConversationStore:
             platform_message_id=message.platform_message_id,
         )
         self._messages.setdefault(conversation_id, []).append(stored)
-        self._usage.extend(_copy(record) for record in usage)
+        self._usage.extend((self._clock.now(), _copy(record)) for record in usage)
         return stored
 
     async def recent_messages(
@@ -155,7 +156,45 @@ class InMemoryConversationStore:
     async def usage(self, conversation_id: int) -> list[UsageRecord]:
         """The usage rows of one conversation, oldest first."""
         await asyncio.sleep(0)
-        return [_copy(r) for r in self._usage if r.conversation_id == conversation_id]
+        return [_copy(r) for _, r in self._usage if r.conversation_id == conversation_id]
+
+    async def spending(
+        self, since: datetime, user: UserRef | None = None, *, top: int = 10
+    ) -> list[Spend]:
+        """The total since ``since``, then the top users (or ``user``) by cost."""
+        await asyncio.sleep(0)
+        by_id = {row.id: row for row in self._users.values()}
+        wanted = self._users.get((user.channel, user.user_id)) if user else None
+        totals: dict[int, list[int]] = {}
+        everyone = [0, 0]
+        for when, record in self._usage:
+            if when < since:
+                continue
+            everyone[0] += record.cost_micros
+            everyone[1] += 1
+            if record.user_id is not None:
+                entry = totals.setdefault(record.user_id, [0, 0])
+                entry[0] += record.cost_micros
+                entry[1] += 1
+        ranked = sorted(totals.items(), key=lambda item: (-item[1][0], item[0]))
+        if user is not None:
+            ranked = [(i, t) for i, t in ranked if wanted is not None and i == wanted.id]
+        rows = [Spend(None, everyone[0], everyone[1])]
+        for user_id, (cost, calls) in ranked[:top]:
+            stored = by_id[user_id]
+            ref = UserRef(stored.channel, stored.external_id, stored.username, stored.display_name)
+            rows.append(Spend(ref, cost, calls))
+        return rows
+
+    async def find_users(self, username: str) -> list[UserRef]:
+        """Known users with that username, case-insensitively."""
+        await asyncio.sleep(0)
+        wanted = username.lower()
+        return [
+            UserRef(u.channel, u.external_id, u.username, u.display_name)
+            for u in sorted(self._users.values(), key=lambda u: u.id)
+            if u.username is not None and u.username.lower() == wanted
+        ]
 
     async def claim_event(self, source: str, event_id: str) -> bool:
         """True the first time ``(source, event_id)`` is claimed, False for a redelivery."""

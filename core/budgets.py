@@ -1,0 +1,172 @@
+"""Spending budgets: who and where they apply, and the ledger port that reserves a call's
+estimated cost against all of them at once, then settles it to the real cost.
+
+Budgets are set per user, per place (a Telegram chat, a Slack channel) and as a default
+for every user without their own, each for a period (daily, weekly, monthly, total) that
+resets in the configured timezone. Money is integer micro-dollars.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from core.errors import UserInputError
+from core.messages import ConversationKey, UserRef
+from core.money import format_usd
+from core.periods import Period, Window, describe_reset, window
+
+
+class Scope(enum.StrEnum):
+    """What a budget limits."""
+
+    USER = "user"
+    PLACE = "place"
+    DEFAULT = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A limit on spending in each ``period`` window; ``subject`` is a user's principal
+    (``telegram:123``), a place key, or empty for the default."""
+
+    scope: Scope
+    subject: str
+    period: Period
+    limit_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class Payer:
+    """Who a call is charged to: a user, in a place."""
+
+    user: str
+    place: str
+
+    @classmethod
+    def of(cls, user: UserRef, key: ConversationKey) -> Payer:
+        """The payer for ``user`` talking in the conversation ``key`` (its place, any thread)."""
+        return cls(user.principal, place_of(key))
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One budget's counter that a reservation draws on: the counter is per user (for user
+    and default budgets) or per place, and per period window."""
+
+    scope: Scope
+    subject: str
+    period: Period
+    window_start: datetime
+    limit_micros: int
+    budget: Budget
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """An estimated cost held against ``claims`` until the call is settled or released."""
+
+    claims: tuple[Claim, ...]
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """A budget that applies to someone, with what was spent and reserved in this window."""
+
+    budget: Budget
+    window: Window
+    spent_micros: int
+    reserved_micros: int
+
+    @property
+    def left_micros(self) -> int:
+        """What can still be spent in this window (never below zero)."""
+        return max(self.budget.limit_micros - self.spent_micros - self.reserved_micros, 0)
+
+
+class BudgetExceeded(UserInputError):
+    """A call would go over a budget; the message says which and when it resets."""
+
+    def __init__(self, message: str, claim: Claim) -> None:
+        super().__init__(message)
+        self.claim = claim
+
+
+def place_of(key: ConversationKey) -> str:
+    """The place part of a conversation key (a chat or channel, without the thread)."""
+    return str(replace(key, thread=""))
+
+
+def applicable(budgets: Sequence[Budget], payer: Payer) -> list[Budget]:
+    """The budgets that limit ``payer``: their own per period (else the default's), and
+    their place's."""
+    own = {b.period: b for b in budgets if b.scope is Scope.USER and b.subject == payer.user}
+    chosen = list(own.values())
+    chosen += [
+        b for b in budgets if b.scope is Scope.DEFAULT and b.period not in own and not b.subject
+    ]
+    chosen += [b for b in budgets if b.scope is Scope.PLACE and b.subject == payer.place]
+    return chosen
+
+
+def claims_for(budgets: Sequence[Budget], payer: Payer, now: datetime, tz: ZoneInfo) -> list[Claim]:
+    """The counters a call by ``payer`` at ``now`` draws on, one per applicable budget."""
+    claims = []
+    for budget in applicable(budgets, payer):
+        scope, subject = (
+            (Scope.PLACE, payer.place) if budget.scope is Scope.PLACE else (Scope.USER, payer.user)
+        )
+        start = window(budget.period, now, tz).start
+        claims.append(Claim(scope, subject, budget.period, start, budget.limit_micros, budget))
+    return claims
+
+
+def exceeded_message(claim: Claim, now: datetime, tz: ZoneInfo) -> str:
+    """The friendly line for a call refused by ``claim``'s budget."""
+    whose = {
+        Scope.USER: "Your",
+        Scope.DEFAULT: "Your",
+        Scope.PLACE: "This chat's",
+    }[claim.budget.scope]
+    limit = format_usd(claim.limit_micros)
+    reset = describe_reset(window(claim.period, now, tz), now, tz)
+    return (
+        f"{whose} {claim.period.value} budget of {limit} is used up; it {reset}. "
+        "An admin can raise it with /quota."
+    )
+
+
+class BudgetLedger(Protocol):
+    """Budgets and their counters; every implementation passes
+    ``tests/test_budget_contract``. Reservations are atomic across processes."""
+
+    async def set_budget(self, budget: Budget) -> None:
+        """Create or replace the budget of ``budget.scope``/``subject`` for its period."""
+
+    async def remove_budgets(self, scope: Scope, subject: str) -> int:
+        """Remove every budget of a subject; returns how many there were."""
+
+    async def budgets(self, subjects: Sequence[tuple[Scope, str]] = ()) -> list[Budget]:
+        """The budgets of the given subjects (all budgets when none are given)."""
+
+    async def reserve(self, payer: Payer, amount: int, now: datetime, tz: ZoneInfo) -> Reservation:
+        """Hold ``amount`` against every budget that applies to ``payer``, all or nothing;
+        allowed while each budget's spending plus reservations is under its limit (so one
+        call may take it past the limit), else ``BudgetExceeded`` names the budget."""
+
+    async def settle(self, reservation: Reservation, actual: int) -> None:
+        """Replace a reservation by the real cost of the call."""
+
+    async def release(self, reservation: Reservation) -> None:
+        """Drop a reservation whose call failed."""
+
+    async def status(self, payer: Payer, now: datetime, tz: ZoneInfo) -> list[BudgetStatus]:
+        """Each budget that applies to ``payer``, with this window's spending."""
+
+    async def reset_spending(self, scope: Scope, subject: str, now: datetime, tz: ZoneInfo) -> int:
+        """Forget what a user or place spent in the current windows; returns counters reset."""

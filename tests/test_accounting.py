@@ -1,0 +1,155 @@
+"""``/usage`` and ``/quota`` through the real composition root: admins and non-admins, good
+and hostile arguments, and what they do to the budgets the engine enforces."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from bots.bootstrap import App
+from core.accounting import Caller
+from core.budgets import Budget, Scope
+from core.commands import CommandReply, parse_command, run_command
+from core.events import ReplyFailed, ReplyFinished
+from core.messages import ConversationKey, IncomingMessage, UserRef
+from core.periods import Period
+from tests.conftest import AppFactory
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.sinks import RecordingSink
+
+CHAT = ConversationKey("telegram", place="1001")
+ADMIN = Caller(UserRef("telegram", "1", username="boss"), admin=True)
+ALICE = UserRef("telegram", "42", username="alice")
+BEN = UserRef("slack", "U0BEN", username="ben")
+
+
+async def command(app: App, text: str, caller: Caller = ADMIN) -> str:
+    parsed = parse_command(text)
+    assert parsed is not None
+    reply: CommandReply = await run_command(app.engine, CHAT, parsed, caller=caller)
+    return reply.text
+
+
+async def ask(app: App, user: UserRef, text: str, key: ConversationKey = CHAT) -> RecordingSink:
+    sink = RecordingSink()
+    await app.engine.answer_message(IncomingMessage(key, user, text), sink)
+    return sink
+
+
+async def test_admins_set_show_and_reset_budgets_by_id_username_and_default(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    async with make_app() as app:
+        await ask(app, ALICE, "hello")  # now @alice is a known user
+        by_name = await command(app, "/quota set @Alice $0.000001 daily")
+        by_id = await command(app, "/quota set 42 2.5 monthly")
+        default = await command(app, "/quota set default 0.10 weekly")
+        here = await command(app, "/quota set here 1 total")
+        await ask(app, ALICE, "this takes her past her daily budget")
+        refused = await ask(app, ALICE, "over her daily budget now")
+        shown = await command(app, "/quota show @alice")
+        everything = await command(app, "/quota show")
+        reset = await command(app, "/quota reset 42")
+        answered = await ask(app, ALICE, "after the reset")
+        assert app.engine.budgets is not None
+        budgets = await app.engine.budgets.budgets()
+    assert by_name == "Budget set: @alice (telegram:42), $0.000001 daily."
+    assert by_id == "Budget set: telegram:42, $2.50 monthly."
+    assert default.startswith("Budget set: the default") and "$0.10 weekly" in default
+    assert here == "Budget set: this chat, $1.00 total."
+    assert isinstance(refused.final, ReplyFailed) and "daily budget" in refused.final.message
+    assert "$0.000001 daily" in shown and "$2.50 monthly" in shown
+    assert "default (each user): $0.10 weekly" in everything
+    assert reset.startswith("Spending this period reset for telegram:42")
+    assert isinstance(answered.final, ReplyFinished)
+    assert {(b.scope, b.period) for b in budgets} == {
+        (Scope.USER, Period.DAILY),
+        (Scope.USER, Period.MONTHLY),
+        (Scope.DEFAULT, Period.WEEKLY),
+        (Scope.PLACE, Period.TOTAL),
+    }
+
+
+async def test_slack_mentions_name_slack_users(make_app: AppFactory) -> None:
+    slack_admin = Caller(UserRef("slack", "U0BOSS"), admin=True)
+    async with make_app() as app:
+        answer = await command(app, "/quota set <@U0BEN|ben> 3 daily", slack_admin)
+        assert app.engine.budgets is not None
+        [budget] = await app.engine.budgets.budgets()
+    assert answer == "Budget set: slack:U0BEN, $3.00 daily."
+    assert budget == Budget(Scope.USER, "slack:U0BEN", Period.DAILY, 3_000_000)
+
+
+async def test_non_admins_are_refused_and_the_attempt_is_logged(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice = Caller(ALICE)
+    async with make_app() as app:
+        with caplog.at_level(logging.WARNING, logger="core.accounting"):
+            quota = await command(app, "/quota set default 100 daily", alice)
+            usage_of_others = await command(app, "/usage all", alice)
+        assert app.engine.budgets is not None
+        budgets = await app.engine.budgets.budgets()
+    assert quota == "Only admins can do that."
+    assert usage_of_others.startswith("Only admins can do that.")
+    assert budgets == []
+    assert sum("refused /quota" in r.message for r in caplog.records) == 1
+    assert "telegram:42" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        "",
+        "set",
+        "set @alice",
+        "set @alice ten daily",
+        "set @alice -1 daily",
+        "set @alice 1 hourly",
+        "set @alice 99999999999 daily",
+        "set @ 1 daily",
+        "set <@> 1 daily",
+        "show too many words here",
+        "delete @alice",
+        "set @alice 1 daily; DROP TABLE budgets",
+        "x" * 180,
+    ],
+)
+async def test_bad_quota_arguments_get_the_grammar_back(
+    make_app: AppFactory, arguments: str
+) -> None:
+    async with make_app() as app:
+        answer = await command(app, f"/quota {arguments}")
+        assert app.engine.budgets is not None
+        budgets = await app.engine.budgets.budgets()
+    assert "/quota set <who> <usd> <daily|weekly|monthly|total>" in answer
+    assert "Traceback" not in answer
+    assert budgets == []
+
+
+async def test_an_unknown_username_is_explained(make_app: AppFactory) -> None:
+    async with make_app() as app:
+        answer = await command(app, "/quota set @nobody 1 daily")
+    assert answer.startswith("I don't know @nobody yet")
+
+
+async def test_usage_shows_spending_and_what_is_left(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    async with make_app() as app:
+        await command(app, "/quota set 42 1 daily")
+        await ask(app, ALICE, "spend a little")
+        await ask(app, BEN, "spend a little too", ConversationKey("slack", place="D1", scope="T1"))
+        own = await command(app, "/usage", Caller(ALICE))
+        everyone = await command(app, "/usage all")
+        of_alice = await command(app, "/usage @alice")
+        nothing_set = await command(app, "/usage", Caller(BEN))
+    assert own.splitlines()[0] == "Your usage:"
+    assert "today: $0." in own and "(1 calls)" in own
+    assert "daily (yours):" in own and "of $1.00 spent" in own and "left; resets" in own
+    assert everyone.startswith("This month: $0.")
+    assert "in 2 calls." in everyone
+    assert "@alice (telegram:42)" in everyone and "@ben (slack:U0BEN)" in everyone
+    assert of_alice.startswith("@alice (telegram:42)'s usage:")
+    assert nothing_set.endswith("No budget limits you.")

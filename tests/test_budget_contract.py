@@ -1,0 +1,213 @@
+"""The ``BudgetLedger`` contract, run on the in-memory fake, SQLite and PostgreSQL (the last
+where ``TEST_DATABASE_URL`` is set), including reservations racing from two engines (as two
+processes would) on one database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from core.budgets import Budget, BudgetExceeded, BudgetLedger, Payer, Scope
+from core.database import upgrade
+from core.periods import Period
+from core.sql_budgets import SqlBudgetLedger
+from tests.conftest import engine_for
+from tests.fakes.memory_budgets import InMemoryBudgetLedger
+
+UTC_ZONE = ZoneInfo("UTC")
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+ADA = Payer("telegram:42", "telegram::1001:")
+BEN = Payer("telegram:43", "telegram::1001:")
+DOLLAR = 1_000_000
+
+
+@pytest.fixture
+def ledger_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+async def ledgers(ledger_kind: str, database_url: str) -> AsyncIterator[list[BudgetLedger]]:
+    """Two handles on one ledger: for SQL kinds, two engines (like two processes)."""
+    if ledger_kind == "memory":
+        memory = InMemoryBudgetLedger()
+        yield [memory, memory]
+        return
+    await upgrade(database_url)
+    async with AsyncExitStack() as stack:
+        engines = [await stack.enter_async_context(engine_for(database_url)) for _ in range(2)]
+        yield [SqlBudgetLedger(engine) for engine in engines]
+
+
+@pytest.fixture
+def ledger(ledgers: list[BudgetLedger]) -> BudgetLedger:
+    return ledgers[0]
+
+
+every_ledger = pytest.mark.parametrize(
+    ("ledger_kind", "database_url"),
+    [("memory", "sqlite"), ("sqlite", "sqlite"), ("postgresql", "postgresql")],
+    indirect=True,
+    ids=["memory", "sqlite", "postgresql"],
+)
+
+
+@every_ledger
+class TestBudgetLedgerContract:
+    """What every ``BudgetLedger`` promises."""
+
+    async def test_a_budget_per_subject_and_period_is_replaced_not_duplicated(
+        self, ledger: BudgetLedger
+    ) -> None:
+        await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, DOLLAR))
+        await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, 2 * DOLLAR))
+        await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.MONTHLY, 10 * DOLLAR))
+        await ledger.set_budget(Budget(Scope.DEFAULT, "", Period.DAILY, DOLLAR // 2))
+
+        ada = await ledger.budgets([(Scope.USER, ADA.user)])
+        everything = await ledger.budgets()
+        removed = await ledger.remove_budgets(Scope.USER, ADA.user)
+
+        assert sorted((b.period, b.limit_micros) for b in ada) == [
+            (Period.DAILY, 2 * DOLLAR),
+            (Period.MONTHLY, 10 * DOLLAR),
+        ]
+        assert len(everything) == 3
+        assert removed == 2
+        assert await ledger.budgets() == [Budget(Scope.DEFAULT, "", Period.DAILY, DOLLAR // 2)]
+
+    async def test_reserve_settle_and_release_arithmetic(self, ledger: BudgetLedger) -> None:
+        await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, DOLLAR))
+
+        first = await ledger.reserve(ADA, 300_000, NOW, UTC_ZONE)
+        [held] = await ledger.status(ADA, NOW, UTC_ZONE)
+        await ledger.settle(first, 250_001)
+        second = await ledger.reserve(ADA, 400_000, NOW, UTC_ZONE)
+        await ledger.release(second)
+        [after] = await ledger.status(ADA, NOW, UTC_ZONE)
+
+        assert (held.spent_micros, held.reserved_micros) == (0, 300_000)
+        assert (after.spent_micros, after.reserved_micros) == (250_001, 0)
+        assert after.left_micros == 749_999
+
+    async def test_over_budget_holds_nothing_anywhere(self, ledger: BudgetLedger) -> None:
+        await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, DOLLAR))
+        await ledger.set_budget(Budget(Scope.PLACE, ADA.place, Period.DAILY, DOLLAR // 10))
+        # Under the limit, a call may go past it (its estimate is an upper bound) ...
+        past = await ledger.reserve(ADA, 200_000, NOW, UTC_ZONE)
+        await ledger.settle(past, 150_000)
+
+        # ... and then the budget is used up, for every call, on every counter.
+        with pytest.raises(BudgetExceeded) as refused:
+            await ledger.reserve(ADA, 1, NOW, UTC_ZONE)
+        statuses = await ledger.status(ADA, NOW, UTC_ZONE)
+
+        assert refused.value.claim.budget.scope is Scope.PLACE
+        assert "This chat's daily budget of $0.10 is used up" in str(refused.value)
+        assert "resets" in str(refused.value)
+        assert sorted((s.spent_micros, s.reserved_micros) for s in statuses) == [
+            (150_000, 0),
+            (150_000, 0),
+        ]
+
+    async def test_a_used_up_or_zero_budget_refuses_even_free_calls(
+        self, ledger: BudgetLedger
+    ) -> None:
+        await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.TOTAL, 100))
+        await ledger.set_budget(Budget(Scope.USER, BEN.user, Period.TOTAL, 0))
+        spent = await ledger.reserve(ADA, 100, NOW, UTC_ZONE)
+        await ledger.settle(spent, 100)
+
+        for payer in (ADA, BEN):
+            with pytest.raises(BudgetExceeded, match="total budget"):
+                await ledger.reserve(payer, 0, NOW, UTC_ZONE)
+
+    async def test_the_default_applies_per_user_where_they_have_none_of_their_own(
+        self, ledger: BudgetLedger
+    ) -> None:
+        await ledger.set_budget(Budget(Scope.DEFAULT, "", Period.DAILY, 100))
+        await ledger.set_budget(Budget(Scope.DEFAULT, "", Period.MONTHLY, 1_000))
+        await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, 500))
+
+        ada = await ledger.reserve(ADA, 400, NOW, UTC_ZONE)
+        ben = await ledger.reserve(BEN, 100, NOW, UTC_ZONE)  # his own default counter
+        with pytest.raises(BudgetExceeded, match=r"daily budget of \$0.0001"):
+            await ledger.reserve(BEN, 1, NOW, UTC_ZONE)
+        statuses = await ledger.status(ADA, NOW, UTC_ZONE)
+
+        assert sorted((c.budget.scope, c.period) for c in ada.claims) == [
+            (Scope.DEFAULT, Period.MONTHLY),
+            (Scope.USER, Period.DAILY),
+        ]
+        assert [c.subject for c in ben.claims] == [BEN.user, BEN.user]
+        assert sorted((s.budget.period, s.reserved_micros) for s in statuses) == [
+            (Period.DAILY, 400),
+            (Period.MONTHLY, 400),
+        ]
+
+    async def test_a_new_window_starts_fresh_and_a_reset_forgets_spending(
+        self, ledger: BudgetLedger
+    ) -> None:
+        await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, 1_000))
+        before_midnight = datetime(2026, 11, 25, 23, 59, 59, tzinfo=UTC)
+        spent = await ledger.reserve(ADA, 1_000, before_midnight, UTC_ZONE)
+        await ledger.settle(spent, 1_000)
+        with pytest.raises(BudgetExceeded):
+            await ledger.reserve(ADA, 1, before_midnight, UTC_ZONE)
+
+        next_day = await ledger.reserve(
+            ADA, 1_000, before_midnight + timedelta(seconds=1), UTC_ZONE
+        )
+        await ledger.settle(next_day, 600)
+        reset = await ledger.reset_spending(
+            Scope.USER, ADA.user, before_midnight + timedelta(hours=1), UTC_ZONE
+        )
+        [status] = await ledger.status(ADA, before_midnight + timedelta(hours=1), UTC_ZONE)
+        [yesterday] = await ledger.status(ADA, before_midnight, UTC_ZONE)
+
+        assert reset == 1
+        assert (status.spent_micros, status.left_micros) == (0, 1_000)
+        assert yesterday.spent_micros == 1_000  # only the current window was reset
+
+    async def test_windows_follow_the_configured_timezone(self, ledger: BudgetLedger) -> None:
+        tokyo = ZoneInfo("Asia/Tokyo")  # midnight there is 15:00 UTC
+        await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, 1_000))
+        spent = await ledger.reserve(ADA, 1_000, datetime(2026, 11, 25, 14, 59, tzinfo=UTC), tokyo)
+        await ledger.settle(spent, 1_000)
+
+        with pytest.raises(BudgetExceeded):
+            await ledger.reserve(ADA, 1, datetime(2026, 11, 25, 14, 59, 59, tzinfo=UTC), tokyo)
+        fresh = await ledger.reserve(ADA, 1, datetime(2026, 11, 25, 15, 0, tzinfo=UTC), tokyo)
+
+        assert fresh.claims[0].window_start == datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+
+    async def test_concurrent_calls_overspend_by_at_most_one_estimate(
+        self, ledgers: list[BudgetLedger]
+    ) -> None:
+        await ledgers[0].set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, 100_000))
+        await ledgers[0].set_budget(Budget(Scope.PLACE, ADA.place, Period.DAILY, 7_000))
+        estimate = 3_000
+
+        async def attempt(index: int) -> bool:
+            try:
+                reservation = await ledgers[index % 2].reserve(ADA, estimate, NOW, UTC_ZONE)
+            except BudgetExceeded:
+                return False
+            await asyncio.sleep(0.01)  # the call is under way while others try
+            await ledgers[index % 2].settle(reservation, estimate)
+            return True
+
+        results = await asyncio.gather(*(attempt(i) for i in range(30)))
+        statuses = await ledgers[1].status(ADA, NOW, UTC_ZONE)
+
+        # 0 → 3,000 → 6,000 → 9,000: the third call took the place past its 7,000 limit.
+        assert sum(results) == 3
+        assert sorted(s.spent_micros for s in statuses) == [9_000, 9_000]
+        assert 7_000 + estimate >= 9_000
+        assert all(s.reserved_micros == 0 for s in statuses)
