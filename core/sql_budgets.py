@@ -1,11 +1,12 @@
 """``BudgetLedger`` on SQLAlchemy 2 async, for SQLite and PostgreSQL.
 
-A reservation is one transaction: per applicable budget, the counter row of the current
-window is created if missing, then raised by a conditional ``UPDATE`` that only matches
-while spending plus reservations are still under the limit. PostgreSQL locks the row and
+A reservation is one transaction: per applicable budget, one upsert creates the counter row
+of the current window or raises it, the latter only while spending plus reservations are
+still under the limit (``ON CONFLICT DO UPDATE … WHERE``). PostgreSQL locks the row and
 re-checks the condition for a concurrent writer; SQLite has one writer at a time. Either
 way only one call can take a budget past its limit, so spending exceeds it by at most one
-call's estimate (estimates are upper bounds).
+call's estimate (estimates are upper bounds). The statements of this path are built once:
+building them per call cost more than running them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Table, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, Row, Table, and_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -35,6 +36,30 @@ from core.sql_models import BudgetCounterRow, BudgetRow
 
 _budgets = cast(Table, BudgetRow.__table__)
 _counters = cast(Table, BudgetCounterRow.__table__)
+_BUDGET_COLUMNS = select(
+    _budgets.c.scope, _budgets.c.subject, _budgets.c.period, _budgets.c.limit_micros
+)
+_PAYER_BUDGETS = _BUDGET_COLUMNS.where(
+    or_(
+        and_(_budgets.c.scope == Scope.USER.value, _budgets.c.subject == bindparam("user")),
+        and_(_budgets.c.scope == Scope.DEFAULT.value, _budgets.c.subject == ""),
+        and_(_budgets.c.scope == Scope.PLACE.value, _budgets.c.subject == bindparam("place")),
+    )
+).order_by(_budgets.c.id)
+_COUNTER_KEY = and_(
+    _counters.c.scope == bindparam("k_scope"),
+    _counters.c.subject == bindparam("k_subject"),
+    _counters.c.period == bindparam("k_period"),
+    _counters.c.window_start == bindparam("k_window"),
+)
+_SETTLE = (
+    update(_counters)
+    .where(_COUNTER_KEY)
+    .values(
+        reserved_micros=_counters.c.reserved_micros - bindparam("amount"),
+        spent_micros=_counters.c.spent_micros + bindparam("actual"),
+    )
+)
 
 
 class SqlBudgetLedger:
@@ -43,6 +68,47 @@ class SqlBudgetLedger:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._dialect: Any = postgresql if engine.dialect.name == "postgresql" else sqlite
+        self._claims: dict[int, Any] = {}  # the upsert of n counters, built on first use
+
+    def _claim_statement(self, count: int) -> Any:
+        """One upsert for ``count`` counters: a new row holds the amount; an existing one is
+        raised only while its spending plus reservations are under its limit."""
+        statement = self._claims.get(count)
+        if statement is None:
+            insert = self._dialect.insert(_counters).values(
+                [
+                    {
+                        # Typed: only the first row of a multi-row VALUES gets the columns'
+                        # types by itself, and SQLite stores datetimes as typed text.
+                        "scope": bindparam(f"k_scope_{i}", type_=_counters.c.scope.type),
+                        "subject": bindparam(f"k_subject_{i}", type_=_counters.c.subject.type),
+                        "period": bindparam(f"k_period_{i}", type_=_counters.c.period.type),
+                        "window_start": bindparam(
+                            f"k_window_{i}", type_=_counters.c.window_start.type
+                        ),
+                        "limit_micros": bindparam(
+                            f"limit_{i}", type_=_counters.c.limit_micros.type
+                        ),
+                        "spent_micros": 0,
+                        "reserved_micros": bindparam(
+                            "amount", type_=_counters.c.reserved_micros.type
+                        ),
+                    }
+                    for i in range(count)
+                ]
+            )
+            used = _counters.c.spent_micros + _counters.c.reserved_micros
+            statement = insert.on_conflict_do_update(
+                index_elements=["scope", "subject", "period", "window_start"],
+                set_={
+                    "reserved_micros": _counters.c.reserved_micros
+                    + insert.excluded.reserved_micros,
+                    "limit_micros": insert.excluded.limit_micros,
+                },
+                where=used < insert.excluded.limit_micros,
+            ).returning(_counters.c.scope, _counters.c.subject, _counters.c.period)
+            self._claims[count] = statement
+        return statement
 
     async def set_budget(self, budget: Budget) -> None:
         """Create or replace the budget of its subject for its period."""
@@ -79,41 +145,41 @@ class SqlBudgetLedger:
         """Hold ``amount`` against every budget that applies to ``payer``, all or nothing,
         while each is under its limit."""
         async with self._engine.begin() as connection:
-            budgets = await self._load(connection, _subjects(payer))
+            rows = await connection.execute(
+                _PAYER_BUDGETS, {"user": payer.user, "place": payer.place}
+            )
+            budgets = [_budget(row) for row in rows]
             # A fixed order, so that two reservations never wait on each other's rows.
             claims = sorted(
                 claims_for(budgets, payer, now, tz),
                 key=lambda c: (c.scope, c.subject, c.period, c.window_start),
             )
-            for claim in claims:
-                await connection.execute(
-                    self._dialect.insert(_counters)
-                    .values(**_key_values(claim), spent_micros=0, reserved_micros=0)
-                    .on_conflict_do_nothing()
+            refused = next((c for c in claims if c.limit_micros <= 0), None)
+            if claims and refused is None:
+                params: dict[str, object] = {"amount": amount}
+                for index, claim in enumerate(claims):
+                    params |= {f"{name}_{index}": v for name, v in _key_values(claim).items()}
+                    params[f"limit_{index}"] = claim.limit_micros
+                held = await connection.execute(self._claim_statement(len(claims)), params)
+                raised = {(row.scope, row.subject, row.period) for row in held}
+                refused = next(
+                    (c for c in claims if (c.scope, c.subject, c.period) not in raised), None
                 )
-                used = _counters.c.spent_micros + _counters.c.reserved_micros
-                result = await connection.execute(
-                    update(_counters)
-                    .where(_key(claim), used < claim.limit_micros)
-                    .values(reserved_micros=_counters.c.reserved_micros + amount)
-                )
-                if not result.rowcount:
-                    # Leaving the block rolls back the claims already made.
-                    raise BudgetExceeded(exceeded_message(claim, now, tz), claim)
+            if refused is not None:
+                # Leaving the block rolls back the claims already made.
+                raise BudgetExceeded(exceeded_message(refused, now, tz), refused)
         return Reservation(tuple(claims), amount)
 
     async def settle(self, reservation: Reservation, actual: int) -> None:
         """Replace a reservation by the real cost of the call."""
+        if not reservation.claims:
+            return
+        params = [
+            {**_key_values(claim), "amount": reservation.amount, "actual": actual}
+            for claim in reservation.claims
+        ]
         async with self._engine.begin() as connection:
-            for claim in reservation.claims:
-                await connection.execute(
-                    update(_counters)
-                    .where(_key(claim))
-                    .values(
-                        reserved_micros=_counters.c.reserved_micros - reservation.amount,
-                        spent_micros=_counters.c.spent_micros + actual,
-                    )
-                )
+            await connection.execute(_SETTLE, params)
 
     async def release(self, reservation: Reservation) -> None:
         """Drop a reservation whose call failed."""
@@ -161,9 +227,7 @@ class SqlBudgetLedger:
     async def _load(
         self, connection: AsyncConnection, subjects: Sequence[tuple[Scope, str]]
     ) -> list[Budget]:
-        query = select(
-            _budgets.c.scope, _budgets.c.subject, _budgets.c.period, _budgets.c.limit_micros
-        )
+        query = _BUDGET_COLUMNS
         if subjects:
             query = query.where(
                 or_(
@@ -174,10 +238,11 @@ class SqlBudgetLedger:
                 )
             )
         rows = await connection.execute(query.order_by(_budgets.c.id))
-        return [
-            Budget(Scope(row.scope), row.subject, Period(row.period), int(row.limit_micros))
-            for row in rows
-        ]
+        return [_budget(row) for row in rows]
+
+
+def _budget(row: Row[Any, Any, Any, Any]) -> Budget:
+    return Budget(Scope(row.scope), row.subject, Period(row.period), int(row.limit_micros))
 
 
 def _subjects(payer: Payer) -> list[tuple[Scope, str]]:
@@ -185,11 +250,12 @@ def _subjects(payer: Payer) -> list[tuple[Scope, str]]:
 
 
 def _key_values(claim: Claim) -> dict[str, object]:
+    """The bound values of a counter's key (named apart from the columns they fill)."""
     return {
-        "scope": claim.scope.value,
-        "subject": claim.subject,
-        "period": claim.period.value,
-        "window_start": claim.window_start,
+        "k_scope": claim.scope.value,
+        "k_subject": claim.subject,
+        "k_period": claim.period.value,
+        "k_window": claim.window_start,
     }
 
 

@@ -148,6 +148,7 @@ class BudgetCounterRow(Base):
     subject: Mapped[str] = mapped_column(String(512), primary_key=True)
     period: Mapped[str] = mapped_column(String(16), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    limit_micros: Mapped[int] = mapped_column(BigInteger)
     spent_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0)
 

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("subject", sa.String(length=512), nullable=False),
         sa.Column("period", sa.String(length=16), nullable=False),
         sa.Column("window_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("limit_micros", sa.BigInteger(), nullable=False),
         sa.Column("spent_micros", sa.BigInteger(), nullable=False),
         sa.Column("reserved_micros", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint(
