@@ -537,3 +537,32 @@ async def test_a_long_streamed_thread_reply_continues_in_more_messages(
     assert len(replies) >= 2 and replies[0].streaming == "completed"
     assert [everything.count(f"Paragraph {i}:") for i in range(50)] == [1] * 50
     assert len(prose) > 24_000
+
+
+async def test_quota_and_usage_slash_commands_for_admins_and_others(
+    make_app: AppFactory, slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    boss = "U0BOSS"
+    async with running(make_app, slack, SWITCHBOARD_ADMINS=f"slack:{boss}") as bot:
+        set_status, set_body, _ = await slack.slash_command(
+            bot.url, "/quota", f"set <@{BEN}|ben> 0.5 weekly", user_id=boss, channel_id=GENERAL
+        )
+        await eventually(lambda: len(slack.responses) == 1)
+        await slack.slash_command(
+            bot.url, "/quota", "set default 1 daily", user_id=BEN, channel_id=GENERAL
+        )
+        await eventually(lambda: len(slack.responses) == 2)
+        await slack.slash_command(bot.url, "/quota", "show", user_id=boss, channel_id=GENERAL)
+        await eventually(lambda: len(slack.responses) == 3)
+        await slack.slash_command(bot.url, "/usage", "", user_id=BEN, channel_id=GENERAL)
+        await eventually(lambda: len(slack.responses) == 4)
+        assert bot.app.engine.budgets is not None
+        budgets = await bot.app.engine.budgets.budgets()
+    answers = [r.payload for r in slack.responses]
+    assert (set_status, set_body) == (200, "")
+    assert answers[0]["text"] == f"Budget set: slack:{BEN}, $0.50 weekly."
+    assert answers[1]["text"] == "Only admins can do that."
+    assert f"slack:{BEN}: $0.50 weekly" in answers[2]["text"]
+    assert "weekly (yours): $0.00 of $0.50 spent" in answers[3]["text"]
+    assert all(a["response_type"] == "ephemeral" for a in answers)
+    assert [(b.subject, b.limit_micros) for b in budgets] == [(f"slack:{BEN}", 500_000)]

@@ -420,3 +420,43 @@ async def test_replies_waiting_in_one_chat_share_one_typing_indicator(
     # loops would have sent about six).
     assert 1 <= per_chat.count(2002) <= 3
     assert 2 <= per_chat.count(USER) <= 4
+
+
+async def test_admins_manage_budgets_from_the_chat_and_others_are_refused(
+    make_app: AppFactory, telegram: FakeTelegram, fake_openai: FakeOpenAI
+) -> None:
+    admin, member = 5005, 6006
+    async with running(make_app, telegram, SWITCHBOARD_ADMINS=f"telegram:{admin}") as app:
+        telegram.private_message(member, "hello", username="member")
+        await eventually(final_text(telegram, member, "Echo: hello"))
+        telegram.private_message(admin, "/quota set @member $0.000001 daily")
+        await eventually(lambda: "Budget set" in last(telegram, admin))
+        telegram.private_message(member, "/quota set default 100 daily")
+        await eventually(lambda: len(telegram.chat(member)) == 2)
+        telegram.private_message(member, "this goes past the budget")
+        await eventually(final_text(telegram, member, "Echo: this goes past the budget"))
+        telegram.private_message(member, "this is refused")
+        await eventually(lambda: "used up" in last(telegram, member))
+        telegram.private_message(member, "/usage")
+        await eventually(lambda: "Your usage" in last(telegram, member))
+        telegram.private_message(admin, "/quota set @member lots daily")
+        await eventually(lambda: "/quota set <who>" in last(telegram, admin))
+        telegram.private_message(admin, "/usage all")
+        await eventually(lambda: "Top users" in last(telegram, admin))
+        assert app.engine.budgets is not None
+        budgets = await app.engine.budgets.budgets()
+    member_chat = texts(telegram.chat(member))
+    assert telegram.chat(admin)[0].text == (
+        f"Budget set: @member (telegram:{member}), $0.000001 daily."
+    )
+    assert member_chat[1] == "Only admins can do that."
+    assert member_chat[3].startswith("⚠️ Your daily budget of $0.000001 is used up")
+    assert "daily (yours): $" in member_chat[4]
+    assert f"(telegram:{member}): $0.0000" in telegram.chat(admin)[-1].text
+    assert [(b.subject, b.limit_micros) for b in budgets] == [(f"telegram:{member}", 1)]
+    assert len(fake_openai.model_requests()) == 2
+
+
+def last(telegram: FakeTelegram, chat: int) -> str:
+    shown = telegram.chat(chat)
+    return shown[-1].text if shown else ""
