@@ -10,9 +10,10 @@ may go now and are skipped if not, while required calls (final messages) wait th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 
 PRUNE_AT = 4096
@@ -92,3 +93,69 @@ class FloodControl:
         if len(self._recent) < self._limits.overall_per_second:
             return now
         return self._recent[0] + 1.0
+
+
+class ProgressFlusher:
+    """Keeps a shown message in step with a growing reply: one paced call at a time, each
+    showing the latest state; calls the limits do not allow now are skipped, never queued.
+
+    ``flush_once`` makes one call and returns False when there is nothing more to do for
+    now; ``started`` says whether the reply already shows something (then calls are
+    optional and yield to required ones). A call under way is never cancelled: the platform
+    may have made the message already, and the reply must continue in it, so ``close``
+    waits for it.
+    """
+
+    def __init__(
+        self,
+        flood: FloodControl,
+        place: Hashable,
+        *,
+        group: bool,
+        flush_once: Callable[[], Awaitable[bool]],
+        started: Callable[[], bool],
+    ) -> None:
+        self._flood = flood
+        self._place = place
+        self._group = group
+        self._flush_once = flush_once
+        self._started = started
+        self._task: asyncio.Task[None] | None = None
+        self._calling = False
+        self._closed = False
+
+    def schedule(self) -> None:
+        """Make sure a flush is under way or coming (nothing after ``close``)."""
+        if self._closed or (self._task is not None and not self._task.done()):
+            return
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        """Stop flushing: a pending wait is cancelled, a call under way is waited for."""
+        self._closed = True
+        task = self._task
+        if task is None or task.done():
+            return
+        if self._calling:
+            await asyncio.wait([task])  # it stops after the call under way
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _run(self) -> None:
+        while not self._closed:
+            delay = self._flood.ready_in(self._place)
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            optional = self._started()
+            if not self._flood.try_acquire(self._place, group=self._group, optional=optional):
+                await asyncio.sleep(0.05)
+                continue
+            self._calling = True
+            try:
+                if not await self._flush_once():
+                    return
+            finally:
+                self._calling = False

@@ -19,7 +19,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.pacing import FloodControl
+from bots.pacing import FloodControl, ProgressFlusher
 from bots.slack.events import SlackPlace
 from bots.slack.render import (
     MESSAGE_TEXT_LIMIT,
@@ -97,14 +97,21 @@ class SlackReply:
     parts: list[_Part] = field(default_factory=list)
     _text: str = ""
     _status: str = ""
-    _flusher: asyncio.Task[None] | None = None
+    _progress: ProgressFlusher = field(init=False)
     _thinking: asyncio.Task[None] | None = None
-    _closed: bool = False
-    _calling: bool = False
     _plain: bool = False
     _native: bool = False
     _stream_ts: str | None = None
     _streamed: int = 0  # characters of the text already appended to the stream
+
+    def __post_init__(self) -> None:
+        self._progress = ProgressFlusher(
+            self.flood,
+            self.place.channel,
+            group=False,
+            flush_once=self._flush_once,
+            started=lambda: bool(self.parts) or self._stream_ts is not None,
+        )
 
     async def start(self) -> None:
         """Show a "thinking" status (or note) if no text has arrived after a moment."""
@@ -161,50 +168,21 @@ class SlackReply:
 
     async def close(self) -> None:
         """Stop background work (the thinking note, pending updates) without sending more."""
-        self._closed = True
-        for task in (self._thinking, self._flusher):
-            if task is None or task.done():
-                continue
-            if task is self._flusher and self._calling:
-                await asyncio.wait([task])  # it stops after the call under way
-                continue
+        task = self._thinking
+        if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._progress.close()
 
     def _schedule_flush(self) -> None:
-        if self._closed or (self._flusher is not None and not self._flusher.done()):
-            return
-        self._flusher = asyncio.create_task(self._flush_when_allowed())
-
-    async def _flush_when_allowed(self) -> None:
-        """Keep the channel in step with the text: one paced call at a time, each showing the
-        latest text; calls the limits do not allow now are skipped, never queued."""
-        channel = self.place.channel
-        while not self._closed:
-            delay = self.flood.ready_in(channel)
-            if delay > 0:
-                await asyncio.sleep(delay)
-                continue
-            # Starting the reply is not optional; growing a message already shown is.
-            started = bool(self.parts) or self._stream_ts is not None
-            if not self.flood.try_acquire(channel, group=False, optional=started):
-                await asyncio.sleep(0.05)
-                continue
-            # A call under way is never cancelled (``close`` waits for it): Slack may have
-            # made the message already, and the reply must continue in it.
-            self._calling = True
-            try:
-                if not await self._flush_once():
-                    return
-            finally:
-                self._calling = False
+        self._progress.schedule()
 
     async def _flush_once(self) -> bool:
         """Make one progress call; False when there is nothing more to do for now."""
         if self._native:
             return await self._stream_more()
-        payloads = self._progress()
+        payloads = self._progress_payloads()
         index = next(
             (
                 i
@@ -274,7 +252,7 @@ class SlackReply:
             log.info("stopping the stream in %s failed: %s", self.place.channel, _error(exc))
         self.parts.insert(0, _Part(ts, Payload("")))
 
-    def _progress(self) -> list[Payload]:
+    def _progress_payloads(self) -> list[Payload]:
         markdown = self._text
         if self._status:
             markdown = f"{markdown}\n\n{self._status}" if markdown.strip() else self._status

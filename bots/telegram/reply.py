@@ -3,7 +3,6 @@ final, well-formatted message(s), with a plain-text fallback if Telegram rejects
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -14,7 +13,7 @@ from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
-from bots.pacing import FloodControl
+from bots.pacing import FloodControl, ProgressFlusher
 from bots.telegram.render import (
     TELEGRAM_TEXT_LIMIT,
     escape,
@@ -65,10 +64,17 @@ class TelegramReply:
     parts: list[_Part] = field(default_factory=list)
     _text: str = ""
     _status: str = ""
-    _flusher: asyncio.Task[None] | None = None
+    _progress: ProgressFlusher = field(init=False)
     _typing_shown: bool = False
-    _closed: bool = False
-    _calling: bool = False
+
+    def __post_init__(self) -> None:
+        self._progress = ProgressFlusher(
+            self.flood,
+            self.place.chat_id,
+            group=self.place.group,
+            flush_once=self._flush_once,
+            started=lambda: bool(self.parts),
+        )
 
     async def start(self) -> None:
         """Show the typing indicator (from half a second on) until text arrives."""
@@ -113,42 +119,11 @@ class TelegramReply:
 
     async def close(self) -> None:
         """Stop background work (typing, pending edits) without sending anything more."""
-        self._closed = True
         self._stop_typing()
-        task = self._flusher
-        if task is not None and not task.done() and self._calling:
-            await asyncio.wait([task])  # it stops after the call under way
-        elif task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._progress.close()
 
     def _schedule_flush(self) -> None:
-        if self._closed or (self._flusher is not None and not self._flusher.done()):
-            return
-        self._flusher = asyncio.create_task(self._flush_when_allowed())
-
-    async def _flush_when_allowed(self) -> None:
-        """Keep the chat in step with the text: one paced call at a time, each showing the
-        latest text; calls the limits do not allow now are skipped, never queued."""
-        chat = self.place.chat_id
-        while not self._closed:
-            delay = self.flood.ready_in(chat)
-            if delay > 0:
-                await asyncio.sleep(delay)
-                continue
-            # Starting the reply is not optional; growing a message already shown is.
-            if not self.flood.try_acquire(chat, group=self.place.group, optional=bool(self.parts)):
-                await asyncio.sleep(0.05)
-                continue
-            # A call under way is never cancelled (``close`` waits for it): Telegram may have
-            # sent the message already, and the reply must continue in it.
-            self._calling = True
-            try:
-                if not await self._flush_once():
-                    return
-            finally:
-                self._calling = False
+        self._progress.schedule()
 
     async def _flush_once(self) -> bool:
         """Make one progress call; False when there is nothing more to do for now."""
