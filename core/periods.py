@@ -91,7 +91,7 @@ def _describe_wait(left: timedelta) -> str:
     if left <= timedelta(0):
         return "now"
     if left >= timedelta(days=1):
-        days = max(1, round(left / timedelta(days=1)))
+        days = round(left / timedelta(days=1))
         return f"in {days} day{'s' if days > 1 else ''}"
     # Round up, so that a reset a few seconds away never reads as "in 0 min".
     hours, minutes = divmod(math.ceil(left / timedelta(minutes=1)), 60)
