@@ -22,7 +22,6 @@ Where mrkdwn cannot say what Markdown says:
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
 import string
@@ -31,8 +30,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from urllib.parse import quote, urlsplit
 
-from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
+
+from bots.markdown import display_width, pad, parser
 
 __all__ = [
     "BLOCKS_PER_MESSAGE",
@@ -171,27 +171,6 @@ class _Line:
         return not (self.spans or self.lead or self.block)
 
 
-class _Markdown(MarkdownIt):
-    """CommonMark with tables and strikethrough, raw HTML off, every link target parsed.
-
-    Raw HTML is off so tags the model writes show as text. Link targets are all accepted
-    here and judged by :func:`_link_target`, so an unsafe link still shows its text rather
-    than its Markdown source.
-    """
-
-    def __init__(self) -> None:
-        super().__init__("commonmark", {"html": False})
-        self.enable(["table", "strikethrough"])
-
-    def validateLink(self, url: str) -> bool:
-        return True
-
-
-@functools.cache
-def _parser() -> MarkdownIt:
-    return _Markdown()
-
-
 def _render(markdown: str) -> list[_Line]:
     return _Renderer().document(markdown)
 
@@ -203,7 +182,7 @@ class _Renderer:
         self._code_blocks = itertools.count(1)
 
     def document(self, markdown: str) -> list[_Line]:
-        root = SyntaxTreeNode(_parser().parse(markdown))
+        root = SyntaxTreeNode(parser().parse(markdown))
         return self._blocks(root.children, loose=True, depth=0)
 
     def _blocks(self, nodes: Iterable[SyntaxTreeNode], *, loose: bool, depth: int) -> list[_Line]:
@@ -336,36 +315,15 @@ def _table(node: SyntaxTreeNode) -> list[str]:
     ]
     # markdown-it gives every row as many cells as the header has.
     cells = [[_label(cell.children) for cell in row.children] for row in rows]
-    widths = [max(_width(row[column]) for row in cells) for column in range(len(aligns))]
+    widths = [max(display_width(row[column]) for row in cells) for column in range(len(aligns))]
     lines = [
         "  ".join(
-            _pad(text, width, align) for text, width, align in zip(row, widths, aligns, strict=True)
+            pad(text, width, align) for text, width, align in zip(row, widths, aligns, strict=True)
         ).rstrip()
         for row in cells
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return lines
-
-
-def _width(text: str) -> int:
-    """Columns ``text`` takes in a monospace font: wide characters 2, marks and joiners 0."""
-    return sum(
-        0
-        if unicodedata.category(char) in ("Mn", "Me", "Cf")
-        else 2
-        if unicodedata.east_asian_width(char) in ("W", "F")
-        else 1
-        for char in text
-    )
-
-
-def _pad(text: str, width: int, align: str) -> str:
-    gap = width - _width(text)
-    if align == "right":
-        return " " * gap + text
-    if align == "center":
-        return " " * (gap // 2) + text + " " * (gap - gap // 2)
-    return text + " " * gap
 
 
 def _tidy(spans: Iterable[_Span]) -> tuple[_Span, ...]:

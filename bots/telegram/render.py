@@ -9,7 +9,6 @@ the text left after entity parsing.
 
 from __future__ import annotations
 
-import functools
 import html
 import re
 import unicodedata
@@ -17,8 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
+
+from bots.markdown import display_width, pad, parser
 
 __all__ = [
     "TELEGRAM_TEXT_LIMIT",
@@ -95,27 +95,6 @@ def _visible_text(html_text: str) -> str:
     return html.unescape(_TAG.sub("", html_text))
 
 
-class _Markdown(MarkdownIt):
-    """CommonMark with tables and strikethrough, raw HTML off, every link target parsed.
-
-    Raw HTML is off so tags the model writes show as text. Link targets are all accepted
-    here and judged by :func:`_safe_url`, so an unsafe link still shows its text rather
-    than its Markdown source.
-    """
-
-    def __init__(self) -> None:
-        super().__init__("commonmark", {"html": False})
-        self.enable(["table", "strikethrough"])
-
-    def validateLink(self, url: str) -> bool:
-        return True
-
-
-@functools.cache
-def _parser() -> MarkdownIt:
-    return _Markdown()
-
-
 def _safe_url(url: str) -> bool:
     try:
         parts = urlsplit(url)
@@ -146,24 +125,6 @@ def _quote_lines(html_text: str, marker: str) -> str:
     return "\n".join(marker + line if line else marker.rstrip() for line in html_text.split("\n"))
 
 
-def _display_width(text: str) -> int:
-    width = 0
-    for char in text:
-        if unicodedata.combining(char) or char in _JOINERS:
-            continue
-        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
-    return width
-
-
-def _pad(text: str, width: int, align: str) -> str:
-    gap = width - _display_width(text)
-    if align == "right":
-        return " " * gap + text
-    if align == "center":
-        return " " * (gap // 2) + text + " " * (gap - gap // 2)
-    return text + " " * gap
-
-
 class _Renderer:
     """Turns markdown-it's syntax tree into Telegram HTML (or tagged plain text).
 
@@ -175,7 +136,7 @@ class _Renderer:
         self._plain = plain
 
     def document(self, markdown: str) -> str:
-        root = SyntaxTreeNode(_parser().parse(markdown))
+        root = SyntaxTreeNode(parser().parse(markdown))
         return self._blocks(root.children, in_quote=False, separator="\n\n")
 
     def _blocks(self, nodes: Iterable[SyntaxTreeNode], *, in_quote: bool, separator: str) -> str:
@@ -249,10 +210,10 @@ class _Renderer:
         # markdown-it pads or trims body rows to the header's width; guard anyway.
         columns = len(aligns)
         texts = [(row + [""] * columns)[:columns] for row in texts]
-        widths = [max(_display_width(row[column]) for row in texts) for column in range(columns)]
+        widths = [max(display_width(row[column]) for row in texts) for column in range(columns)]
         lines = [
             " | ".join(
-                _pad(text, width, align)
+                pad(text, width, align)
                 for text, width, align in zip(row, widths, aligns, strict=True)
             ).rstrip()
             for row in texts
