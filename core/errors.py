@@ -5,7 +5,9 @@ SwitchboardError
 │   └── PriceMissing       (core.prices) no price for a billable unit
 ├── UserInputError         the user's message or command cannot be acted on
 │   ├── UnknownChoice      an unknown mode or model name
-│   └── BudgetExceeded     (core.budgets) a budget is used up: no API call is made
+│   ├── BudgetExceeded     (core.budgets) a budget is used up: no API call is made
+│   ├── UnsupportedMedia   a picture or sound that cannot be read (corrupt, empty, unknown)
+│   └── MediaTooLarge      a file over a platform's or the API's size limit
 ├── ToolError              a tool failed; its message goes back to the model
 └── UpstreamError          the model provider failed (vendor errors are translated to these)
     ├── RateLimited        429 without ``insufficient_quota``: retried with backoff
@@ -32,6 +34,14 @@ class UserInputError(SwitchboardError):
 
 class UnknownChoice(UserInputError):
     """A mode or model name that the registry does not know."""
+
+
+class UnsupportedMedia(UserInputError):
+    """A picture or sound file that cannot be read: corrupt, empty or of an unknown kind."""
+
+
+class MediaTooLarge(UserInputError):
+    """A file over a platform's or the API's size limit; the message says the limit."""
 
 
 class ToolError(SwitchboardError):

@@ -5,12 +5,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from core.media import GeneratedImage, VoiceNote
+
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     """A piece of reply text as it streams in."""
 
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transcribed:
+    """What was heard in the user's voice note or audio; shown before the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageReady:
+    """A picture drawn for the user (``/image``, ``/edit`` or the image tool); ``caption`` is
+    the prompt the image API actually used, when it said."""
+
+    image: GeneratedImage
+    caption: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceReady:
+    """The reply spoken, after its text (``/voice on``): one OGG/Opus voice note."""
+
+    note: VoiceNote
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +72,16 @@ class ReplyFailed:
     partial_text: str = ""
 
 
-ReplyEvent = TextDelta | ToolStarted | ToolFinished | ReplyFinished | ReplyFailed
+ReplyEvent = (
+    TextDelta
+    | Transcribed
+    | ImageReady
+    | VoiceReady
+    | ToolStarted
+    | ToolFinished
+    | ReplyFinished
+    | ReplyFailed
+)
 
 
 class ReplySink(Protocol):

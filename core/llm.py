@@ -6,15 +6,18 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from core.media import PreparedImage
 from core.registry import ModelSpec
 
 
 @dataclass(frozen=True, slots=True)
 class ChatTurn:
-    """A user or assistant message in the context sent to the model."""
+    """A user or assistant message in the context sent to the model, with any pictures the
+    user sent in it (sent inline, as data URLs)."""
 
     role: Literal["user", "assistant"]
     text: str
+    images: tuple[PreparedImage, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

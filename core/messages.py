@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote
 
+from core.media import Attachment, PreparedImage
+
 
 @dataclass(frozen=True, slots=True)
 class ConversationKey:
@@ -43,13 +45,15 @@ class UserRef:
 
 @dataclass(frozen=True, slots=True)
 class IncomingMessage:
-    """One user message, already translated from the platform's event."""
+    """One user message, already translated from the platform's event, with the files (photos,
+    voice notes, audio) the adapter downloaded for it."""
 
     key: ConversationKey
     sender: UserRef
     text: str
     platform_message_id: str | None = None
     event_id: str | None = None
+    attachments: tuple[Attachment, ...] = ()
 
 
 class Role(enum.StrEnum):
@@ -69,6 +73,7 @@ class NewMessage:
     author_id: int | None = None
     platform_message_id: str | None = None
     meta: dict[str, object] = field(default_factory=dict)
+    images: tuple[PreparedImage, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +87,13 @@ class StoredMessage:
     token_count: int
     created_at: datetime
     platform_message_id: str | None = None
+    image_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Conversation:
-    """The active conversation of a key, with the choices the user made in it and the id of
-    its newest message (None while it has none)."""
+    """The active conversation of a key, with the choices the user made in it (mode, model,
+    spoken replies) and the id of its newest message (None while it has none)."""
 
     id: int
     key: ConversationKey
@@ -95,3 +101,4 @@ class Conversation:
     model: str | None
     created_at: datetime
     last_message_id: int | None = None
+    voice: bool = False

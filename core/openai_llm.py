@@ -265,7 +265,14 @@ def _int(value: object) -> int:
 
 def _responses_item(item: ContextItem) -> dict[str, Any]:
     if isinstance(item, ChatTurn):
-        return {"role": item.role, "content": item.text}
+        if not item.images:
+            return {"role": item.role, "content": item.text}
+        parts: list[dict[str, Any]] = [{"type": "input_text", "text": item.text}]
+        parts.extend(
+            {"type": "input_image", "image_url": image.data_url, "detail": "auto"}
+            for image in item.images
+        )
+        return {"role": item.role, "content": parts}
     if isinstance(item, ToolCall):
         return {
             "type": "function_call",
@@ -280,7 +287,14 @@ def _chat_messages(instructions: str, items: Sequence[ContextItem]) -> list[dict
     messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}]
     for item in items:
         if isinstance(item, ChatTurn):
-            messages.append({"role": item.role, "content": item.text})
+            content: str | list[dict[str, Any]] = item.text
+            if item.images:
+                content = [{"type": "text", "text": item.text}]
+                content.extend(
+                    {"type": "image_url", "image_url": {"url": image.data_url, "detail": "auto"}}
+                    for image in item.images
+                )
+            messages.append({"role": item.role, "content": content})
         elif isinstance(item, ToolCall):
             call = {
                 "id": item.call_id,

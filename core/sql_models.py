@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -76,6 +77,7 @@ class ConversationRow(Base):
     active: Mapped[bool] = mapped_column(Boolean)
     mode: Mapped[str | None] = mapped_column(String(128))
     model: Mapped[str | None] = mapped_column(String(128))
+    voice: Mapped[bool] = mapped_column(Boolean, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -91,9 +93,43 @@ class MessageRow(Base):
     text: Mapped[str] = mapped_column(Text)
     parts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     token_count: Mapped[int] = mapped_column(Integer)
+    image_count: Mapped[int] = mapped_column(Integer, server_default="0")
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     platform_message_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AccessRuleRow(Base):
+    """An admin's runtime decision about one ``channel:user id``: ``allow`` or ``block``.
+
+    It overrides ``SWITCHBOARD_ALLOWED_USERS``; admins named in ``SWITCHBOARD_ADMINS`` are
+    never blocked."""
+
+    __tablename__ = "access_rules"
+
+    principal: Mapped[str] = mapped_column(String(256), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(8))
+    set_by: Mapped[str | None] = mapped_column(String(256))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class MessageImageRow(Base):
+    """A picture sent in a message, kept as a small copy (``core.images.history_copy``) so
+    that history stays bounded however many turns follow."""
+
+    __tablename__ = "message_images"
+
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    mime_type: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class UsageRow(Base):
@@ -113,6 +149,8 @@ class UsageRow(Base):
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cached_input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    units: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    unit: Mapped[str | None] = mapped_column(String(16))
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     prices: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     request_id: Mapped[str | None] = mapped_column(String(128))

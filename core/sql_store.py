@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from core.media import PreparedImage
 from core.messages import (
     Conversation,
     ConversationKey,
@@ -23,7 +24,9 @@ from core.messages import (
     UserRef,
 )
 from core.sql_models import (
+    AccessRuleRow,
     ConversationRow,
+    MessageImageRow,
     MessageRow,
     ProcessedEventRow,
     UsageRow,
@@ -36,6 +39,7 @@ USER_CACHE_SIZE = 10_000
 _messages = cast(Table, MessageRow.__table__)
 _conversations = cast(Table, ConversationRow.__table__)
 _usage_rows = cast(Table, UsageRow.__table__)
+_images = cast(Table, MessageImageRow.__table__)
 
 _MESSAGE_COLUMNS = (
     MessageRow.id,
@@ -45,11 +49,13 @@ _MESSAGE_COLUMNS = (
     MessageRow.token_count,
     MessageRow.created_at,
     MessageRow.platform_message_id,
+    MessageRow.image_count,
 )
 _CONVERSATION_COLUMNS = (
     ConversationRow.id,
     ConversationRow.mode,
     ConversationRow.model,
+    ConversationRow.voice,
     ConversationRow.created_at,
 )
 
@@ -168,13 +174,17 @@ class SqlConversationStore:
         """Remember the model chosen in a conversation."""
         await self._update_conversation(conversation_id, model=model)
 
+    async def set_voice(self, conversation_id: int, on: bool) -> None:
+        """Remember whether replies in a conversation are also spoken."""
+        await self._update_conversation(conversation_id, voice=on)
+
     async def add_message(
         self,
         conversation_id: int,
         message: NewMessage,
         usage: Sequence[UsageRecord] = (),
     ) -> StoredMessage:
-        """Append ``message`` and its usage rows in one transaction."""
+        """Append ``message``, its pictures and its usage rows in one transaction."""
         created_at = datetime.now(UTC)
         async with self._engine.begin() as connection:
             result = await connection.execute(
@@ -185,12 +195,29 @@ class SqlConversationStore:
                     "text": message.text,
                     "parts": message.meta,
                     "token_count": message.token_count,
+                    "image_count": len(message.images),
                     "author_id": message.author_id,
                     "platform_message_id": message.platform_message_id,
                     "created_at": created_at,
                 },
             )
             message_id = int(result.scalar_one())
+            if message.images:
+                await connection.execute(
+                    insert(_images),
+                    [
+                        {
+                            "message_id": message_id,
+                            "position": position,
+                            "conversation_id": conversation_id,
+                            "mime_type": image.mime_type,
+                            "width": image.width,
+                            "height": image.height,
+                            "data": image.data,
+                        }
+                        for position, image in enumerate(message.images)
+                    ],
+                )
             if usage:
                 await connection.execute(_INSERT_USAGE, [_usage_values(r) for r in usage])
         return StoredMessage(
@@ -201,7 +228,45 @@ class SqlConversationStore:
             token_count=message.token_count,
             created_at=created_at,
             platform_message_id=message.platform_message_id,
+            image_count=len(message.images),
         )
+
+    async def record_usage(self, usage: Sequence[UsageRecord]) -> None:
+        """Store usage rows that belong to no new message."""
+        if not usage:
+            return
+        async with self._engine.begin() as connection:
+            await connection.execute(_INSERT_USAGE, [_usage_values(r) for r in usage])
+
+    async def message_images(self, message_ids: Sequence[int]) -> dict[int, list[PreparedImage]]:
+        """The pictures of each message, in the order they were sent."""
+        if not message_ids:
+            return {}
+        query = (
+            select(_images)
+            .where(_images.c.message_id.in_(list(message_ids)))
+            .order_by(_images.c.message_id, _images.c.position)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+            await connection.rollback()
+        found: dict[int, list[PreparedImage]] = {}
+        for row in rows:
+            found.setdefault(row.message_id, []).append(_image(row))
+        return found
+
+    async def latest_image(self, conversation_id: int) -> PreparedImage | None:
+        """The newest picture in a conversation."""
+        query = (
+            select(_images)
+            .where(_images.c.conversation_id == conversation_id)
+            .order_by(_images.c.message_id.desc(), _images.c.position.desc())
+            .limit(1)
+        )
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).one_or_none()
+            await connection.rollback()
+        return None if row is None else _image(row)
 
     async def recent_messages(
         self, conversation_id: int, *, limit: int, before_id: int | None = None
@@ -235,6 +300,8 @@ class SqlConversationStore:
                 input_tokens=row.input_tokens,
                 cached_input_tokens=row.cached_input_tokens,
                 output_tokens=row.output_tokens,
+                units=row.units,
+                unit=row.unit,
                 cost_micros=row.cost_micros,
                 prices={str(k): int(v) for k, v in row.prices.items()},
                 request_id=row.request_id,
@@ -308,6 +375,29 @@ class SqlConversationStore:
             )
             return bool(result.rowcount)
 
+    async def access_rules(self) -> dict[str, str]:
+        """Admins' runtime allow and block rules by principal."""
+        async with self._engine.connect() as connection:
+            rows = (
+                await connection.execute(select(AccessRuleRow.principal, AccessRuleRow.rule))
+            ).all()
+            await connection.rollback()
+        return {row.principal: row.rule for row in rows}
+
+    async def set_access_rule(self, principal: str, rule: str | None, set_by: str) -> None:
+        """Set or clear one principal's rule."""
+        where = AccessRuleRow.principal == principal
+        async with self._engine.begin() as connection:
+            if rule is None:
+                await connection.execute(delete(AccessRuleRow).where(where))
+                return
+            values = {"rule": rule, "set_by": set_by, "updated_at": datetime.now(UTC)}
+            await connection.execute(
+                self._dialect.insert(AccessRuleRow)
+                .values(principal=principal, **values)
+                .on_conflict_do_update(index_elements=[AccessRuleRow.principal], set_=values)
+            )
+
     async def _active_row(self, connection: AsyncConnection, key: ConversationKey) -> Any:
         return (await connection.execute(_ACTIVE_CONVERSATION, {"key": str(key)})).one_or_none()
 
@@ -326,7 +416,9 @@ def _aware(moment: datetime) -> datetime:
 
 def _conversation(row: Any, key: ConversationKey) -> Conversation:
     last = row.last_message_id if "last_message_id" in row._fields else None
-    return Conversation(row.id, key, row.mode, row.model, _aware(row.created_at), last)
+    return Conversation(
+        row.id, key, row.mode, row.model, _aware(row.created_at), last, voice=bool(row.voice)
+    )
 
 
 def _message(row: Any) -> StoredMessage:
@@ -338,7 +430,12 @@ def _message(row: Any) -> StoredMessage:
         token_count=row.token_count,
         created_at=_aware(row.created_at),
         platform_message_id=row.platform_message_id,
+        image_count=row.image_count,
     )
+
+
+def _image(row: Any) -> PreparedImage:
+    return PreparedImage(bytes(row.data), row.mime_type, row.width, row.height)
 
 
 def _usage_values(record: UsageRecord) -> dict[str, Any]:
@@ -350,6 +447,8 @@ def _usage_values(record: UsageRecord) -> dict[str, Any]:
         "input_tokens": record.input_tokens,
         "cached_input_tokens": record.cached_input_tokens,
         "output_tokens": record.output_tokens,
+        "units": record.units,
+        "unit": record.unit,
         "cost_micros": record.cost_micros,
         "prices": dict(record.prices),
         "request_id": record.request_id,

@@ -7,12 +7,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from core.media import PreparedImage
 from core.messages import Conversation, ConversationKey, NewMessage, StoredMessage, UserRef
 
 
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
-    """One billable API call: who, where, what, how much and at which prices."""
+    """One billable API call: who, where, what, how much and at which prices.
+
+    Token calls fill the token counts; other calls count ``units`` of ``unit``: ``images``,
+    ``audio_ms`` (transcription, by real duration) or ``characters`` (speech).
+    """
 
     user_id: int | None
     conversation_id: int | None
@@ -21,6 +26,8 @@ class UsageRecord:
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
+    units: int = 0
+    unit: str | None = None
     cost_micros: int = 0
     prices: dict[str, int] = field(default_factory=dict)
     request_id: str | None = None
@@ -57,18 +64,30 @@ class ConversationStore(Protocol):
     async def set_model(self, conversation_id: int, model: str | None) -> None:
         """Remember the model chosen in a conversation (None: the mode's or the default)."""
 
+    async def set_voice(self, conversation_id: int, on: bool) -> None:
+        """Remember whether replies in a conversation are also spoken."""
+
     async def add_message(
         self,
         conversation_id: int,
         message: NewMessage,
         usage: Sequence[UsageRecord] = (),
     ) -> StoredMessage:
-        """Append ``message`` and its usage rows in one transaction."""
+        """Append ``message``, its pictures and its usage rows in one transaction."""
+
+    async def record_usage(self, usage: Sequence[UsageRecord]) -> None:
+        """Store usage rows that belong to no new message (a spoken reply)."""
 
     async def recent_messages(
         self, conversation_id: int, *, limit: int, before_id: int | None = None
     ) -> list[StoredMessage]:
         """Up to ``limit`` messages older than ``before_id`` (or the newest), newest first."""
+
+    async def message_images(self, message_ids: Sequence[int]) -> dict[int, list[PreparedImage]]:
+        """The pictures stored with each of ``message_ids``, in the order they were sent."""
+
+    async def latest_image(self, conversation_id: int) -> PreparedImage | None:
+        """The newest picture in a conversation (sent or drawn), for ``/edit``."""
 
     async def usage(self, conversation_id: int) -> list[UsageRecord]:
         """The usage rows of one conversation, oldest first."""
@@ -84,3 +103,9 @@ class ConversationStore(Protocol):
 
     async def claim_event(self, source: str, event_id: str) -> bool:
         """True the first time ``(source, event_id)`` is claimed, False for a redelivery."""
+
+    async def access_rules(self) -> dict[str, str]:
+        """Admins' runtime rules: ``channel:user id`` to ``allow`` or ``block``."""
+
+    async def set_access_rule(self, principal: str, rule: str | None, set_by: str) -> None:
+        """Set ``principal``'s rule (``allow`` or ``block``), or clear it with None."""

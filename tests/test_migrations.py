@@ -18,6 +18,8 @@ from core.sql_models import Base, ConversationRow, UserRow
 from tests.conftest import engine_for
 
 TABLES = {
+    "access_rules",
+    "message_images",
     "users",
     "conversations",
     "messages",

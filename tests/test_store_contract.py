@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.database import upgrade
+from core.media import PreparedImage
 from core.messages import ConversationKey, NewMessage, Role, StoredMessage, UserRef
 from core.sql_models import ConversationRow, UserRow
 from core.sql_store import SqlConversationStore
@@ -447,6 +448,81 @@ class TestConversationStoreContract:
         assert len({c.id for c in started}) == 5
         assert first.id not in {c.id for c in started}
         assert (await store.active_conversation(KEY)).id in {c.id for c in started}
+
+    async def test_pictures_are_kept_with_their_message_in_order(
+        self, store: ConversationStore
+    ) -> None:
+        conversation = await store.active_conversation(KEY)
+        first = PreparedImage(b"\x89PNG first", "image/png", 10, 20)
+        second = PreparedImage(b"\xff\xd8 second", "image/jpeg", 30, 40)
+        plain = await store.add_message(conversation.id, message("no picture"))
+        with_pictures = await store.add_message(
+            conversation.id, replace(message("two pictures"), images=(first, second))
+        )
+
+        assert with_pictures.image_count == 2
+        assert plain.image_count == 0
+        recent = await store.recent_messages(conversation.id, limit=2)
+        assert [m.image_count for m in recent] == [2, 0]
+        assert await store.message_images([plain.id, with_pictures.id]) == {
+            with_pictures.id: [first, second]
+        }
+        assert await store.latest_image(conversation.id) == second
+        other = await store.active_conversation(replace(KEY, place="elsewhere"))
+        assert await store.latest_image(other.id) is None
+
+    async def test_voice_choice_is_remembered_per_conversation(
+        self, store: ConversationStore
+    ) -> None:
+        conversation = await store.active_conversation(KEY)
+        assert conversation.voice is False
+
+        await store.set_voice(conversation.id, True)
+
+        assert (await store.active_conversation(KEY)).voice is True
+        assert (await store.start_conversation(KEY)).voice is False
+
+    async def test_usage_rows_keep_their_units(self, store: ConversationStore) -> None:
+        user_id = await store.ensure_user(ALICE)
+        conversation = await store.active_conversation(KEY)
+        heard = UsageRecord(
+            user_id,
+            conversation.id,
+            "transcription",
+            "whisper-1",
+            units=61_500,
+            unit="audio_ms",
+            cost_micros=6_150,
+            prices={"per_minute": 6_000},
+            request_id="r1",
+        )
+        spoken = UsageRecord(
+            user_id,
+            conversation.id,
+            "speech",
+            "tts-1",
+            units=120,
+            unit="characters",
+            cost_micros=1_800,
+        )
+        await store.add_message(conversation.id, message("heard"), [heard])
+        await store.record_usage([spoken])
+
+        assert await store.usage(conversation.id) == [heard, spoken]
+
+    async def test_access_rules_are_set_replaced_and_cleared(
+        self, store: ConversationStore
+    ) -> None:
+        assert await store.access_rules() == {}
+
+        await store.set_access_rule("telegram:42", "block", "telegram:1")
+        await store.set_access_rule("slack:U1", "allow", "telegram:1")
+        await store.set_access_rule("telegram:42", "allow", "slack:UADMIN")
+        assert await store.access_rules() == {"telegram:42": "allow", "slack:U1": "allow"}
+
+        await store.set_access_rule("slack:U1", None, "telegram:1")
+        await store.set_access_rule("slack:never-set", None, "telegram:1")
+        assert await store.access_rules() == {"telegram:42": "allow"}
 
 
 # --------------------------------------------------------------------- SQL stores only

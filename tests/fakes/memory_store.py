@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core.clock import Clock, SystemClock
+from core.media import PreparedImage
 from core.messages import Conversation, ConversationKey, NewMessage, StoredMessage, UserRef
 from core.store import Spend, UsageRecord
 
@@ -50,6 +51,8 @@ class InMemoryConversationStore:
         self._messages: dict[int, list[StoredMessage]] = {}
         self._usage: list[tuple[datetime, UsageRecord]] = []
         self._events: set[tuple[str, str]] = set()
+        self._images: dict[int, tuple[int, list[PreparedImage]]] = {}
+        self._rules: dict[str, str] = {}
         self._last_message_id = 0
 
     @property
@@ -109,6 +112,13 @@ class InMemoryConversationStore:
         if row is not None:
             row.conversation = dataclasses.replace(row.conversation, model=model)
 
+    async def set_voice(self, conversation_id: int, on: bool) -> None:
+        """Remember whether replies are spoken; unknown ids are ignored, as in SQL."""
+        await asyncio.sleep(0)
+        row = self._conversations.get(conversation_id)
+        if row is not None:
+            row.conversation = dataclasses.replace(row.conversation, voice=on)
+
     async def add_message(
         self,
         conversation_id: int,
@@ -137,10 +147,36 @@ class InMemoryConversationStore:
             token_count=message.token_count,
             created_at=self._clock.now(),
             platform_message_id=message.platform_message_id,
+            image_count=len(message.images),
         )
         self._messages.setdefault(conversation_id, []).append(stored)
+        if message.images:
+            self._images[stored.id] = (conversation_id, list(message.images))
         self._usage.extend((self._clock.now(), _copy(record)) for record in usage)
         return stored
+
+    async def record_usage(self, usage: Sequence[UsageRecord]) -> None:
+        """Store usage rows that belong to no new message."""
+        await asyncio.sleep(0)
+        for record in usage:
+            self._require_user(record.user_id)
+            if record.conversation_id is not None:
+                self._require_conversation(record.conversation_id)
+        self._usage.extend((self._clock.now(), _copy(record)) for record in usage)
+
+    async def message_images(self, message_ids: Sequence[int]) -> dict[int, list[PreparedImage]]:
+        """The pictures of each message, in the order they were sent."""
+        await asyncio.sleep(0)
+        return {i: list(self._images[i][1]) for i in message_ids if i in self._images}
+
+    async def latest_image(self, conversation_id: int) -> PreparedImage | None:
+        """The newest picture in a conversation."""
+        await asyncio.sleep(0)
+        for message_id in sorted(self._images, reverse=True):
+            owner, images = self._images[message_id]
+            if owner == conversation_id:
+                return images[-1]
+        return None
 
     async def recent_messages(
         self, conversation_id: int, *, limit: int, before_id: int | None = None
@@ -203,6 +239,19 @@ class InMemoryConversationStore:
             return False
         self._events.add((source, event_id))
         return True
+
+    async def access_rules(self) -> dict[str, str]:
+        """Admins' runtime allow and block rules by principal."""
+        await asyncio.sleep(0)
+        return dict(self._rules)
+
+    async def set_access_rule(self, principal: str, rule: str | None, set_by: str) -> None:
+        """Set or clear one principal's rule."""
+        await asyncio.sleep(0)
+        if rule is None:
+            self._rules.pop(principal, None)
+        else:
+            self._rules[principal] = rule
 
     def _open(self, key: ConversationKey) -> Conversation:
         conversation = Conversation(

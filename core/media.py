@@ -1,0 +1,177 @@
+"""Images and audio as the core sees them, and the ports that prepare, transcribe, speak
+and draw them. Implementations: ``core.images`` (Pillow), ``core.audio`` (ffmpeg + pydub),
+``core.openai_media`` (the OpenAI audio and image APIs)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
+)
+AUDIO_SUFFIXES = frozenset(
+    {
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".mp3",
+        ".m4a",
+        ".mp4",
+        ".wav",
+        ".flac",
+        ".webm",
+        ".aac",
+        ".amr",
+        ".mpga",
+        ".mpeg",
+        ".mov",
+        ".3gp",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file the user sent with a message, downloaded from the platform by the adapter."""
+
+    data: bytes
+    filename: str
+    mime_type: str | None = None
+
+    @property
+    def is_image(self) -> bool:
+        """Whether the platform or the name says this is a picture."""
+        if self.mime_type:
+            return self.mime_type.startswith("image/")
+        return _suffix(self.filename) in IMAGE_SUFFIXES
+
+    @property
+    def is_audio(self) -> bool:
+        """Whether the platform or the name says this is sound (video notes included)."""
+        if self.mime_type:
+            return self.mime_type.startswith(("audio/", "video/"))
+        return _suffix(self.filename) in AUDIO_SUFFIXES
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedImage:
+    """An image in a format and size the OpenAI APIs take."""
+
+    data: bytes
+    mime_type: str
+    width: int
+    height: int
+
+    @property
+    def data_url(self) -> str:
+        """The image inline as a ``data:`` URL, the only way images are sent to the model."""
+        return f"data:{self.mime_type};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+    @property
+    def suffix(self) -> str:
+        """A file name suffix matching ``mime_type``."""
+        return "." + self.mime_type.removeprefix("image/").replace("jpeg", "jpg")
+
+
+@dataclass(frozen=True, slots=True)
+class AudioPart:
+    """One uploadable piece of audio, in order, with its real duration."""
+
+    data: bytes
+    filename: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedAudio:
+    """Audio converted for the transcription API: one part, or several split on silence."""
+
+    parts: tuple[AudioPart, ...]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceNote:
+    """Spoken audio ready to send: OGG/Opus, mono, with its duration."""
+
+    data: bytes
+    seconds: float
+    filename: str = "reply.ogg"
+    mime_type: str = "audio/ogg"
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """What the transcription API heard in one part, and the seconds it billed (if said)."""
+
+    text: str
+    billed_seconds: float | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Speech:
+    """One chunk of synthesised speech as the API returned it (OGG/Opus)."""
+
+    data: bytes
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    """A picture the image API drew, with the prompt it actually used when it says."""
+
+    image: PreparedImage
+    revised_prompt: str | None = None
+    request_id: str | None = None
+
+
+class AudioConverter(Protocol):
+    """Converts audio with ffmpeg, off the event loop."""
+
+    async def for_transcription(self, data: bytes, filename: str) -> PreparedAudio:
+        """Convert ``data`` for the transcription API, split on silence when too big.
+
+        Raises ``UnsupportedMedia`` for corrupt, empty or unreadable audio.
+        """
+
+    async def voice_note(self, parts: Sequence[bytes]) -> VoiceNote:
+        """Join speech chunks, in order, into one OGG/Opus voice note."""
+
+
+class Transcriber(Protocol):
+    """Speech to text (``OpenAITranscriber``)."""
+
+    async def transcribe(self, part: AudioPart, *, model: str) -> Transcript:
+        """Transcribe one part; raises ``core.errors`` upstream errors."""
+
+
+class SpeechSynthesizer(Protocol):
+    """Text to speech (``OpenAISpeech``)."""
+
+    @property
+    def max_input_chars(self) -> int:
+        """The longest text one call accepts."""
+
+    async def speak(self, text: str, *, model: str, voice: str, speed: float) -> Speech:
+        """Speak ``text`` (at most ``max_input_chars``) as OGG/Opus."""
+
+
+class ImageGenerator(Protocol):
+    """Draws and edits pictures (``OpenAIImages``)."""
+
+    async def generate(self, prompt: str, *, model: str, size: str, quality: str) -> GeneratedImage:
+        """Draw a picture for ``prompt``."""
+
+    async def edit(
+        self, image: PreparedImage, prompt: str, *, model: str, size: str, quality: str
+    ) -> GeneratedImage:
+        """Change ``image`` as ``prompt`` asks."""
+
+
+def _suffix(filename: str) -> str:
+    dot = filename.rfind(".")
+    return filename[dot:].lower() if dot >= 0 else ""
