@@ -6,9 +6,10 @@ One reply runs at a time per conversation; different conversations run concurren
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from math import ceil
@@ -24,7 +25,18 @@ from core.errors import (
     UserInputError,
     user_message,
 )
-from core.events import ReplyFailed, ReplyFinished, ReplySink, TextDelta, ToolFinished, ToolStarted
+from core.events import (
+    ImageReady,
+    Notice,
+    ReplyFailed,
+    ReplyFinished,
+    ReplySink,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+    Transcribed,
+    VoiceReady,
+)
 from core.history import HistoryCache
 from core.llm import (
     ChatTurn,
@@ -33,15 +45,20 @@ from core.llm import (
     LLMGateway,
     LLMRequest,
     TextChunk,
+    ToolCall,
+    ToolOutput,
     ToolSchema,
     Usage,
 )
+from core.media import PreparedImage
+from core.media_steps import Charge, MediaSteps, Seen
 from core.messages import (
     Conversation,
     ConversationKey,
     IncomingMessage,
     NewMessage,
     Role,
+    StoredMessage,
 )
 from core.pricing import price_sheet, token_cost
 from core.ratelimit import MessageRateLimit
@@ -53,6 +70,33 @@ from core.tools import ToolRegistry
 log = logging.getLogger(__name__)
 
 HISTORY_PAGE = 64
+IMAGE_TOKENS = 800
+"""Context tokens counted per picture: about what a high-detail image costs the model."""
+HISTORY_PICTURE_TURNS = 2
+"""How many earlier turns with pictures still show them to the model (as small copies)."""
+DRAW_TOOL = "generate_image"
+"""The image tool the engine itself provides, when a mode lists it and images are set up."""
+ENGINE_TOOLS = frozenset({DRAW_TOOL})
+
+_DRAW_SCHEMA = ToolSchema(
+    name=DRAW_TOOL,
+    description=(
+        "Draw a picture and show it to the user. Use only when the user asks for an image, "
+        "drawing, illustration or photo to be made."
+    ),
+    parameters={
+        "type": "object",
+        "properties": {
+            "prompt": {
+                "type": "string",
+                "description": "A detailed description of the picture to draw.",
+            }
+        },
+        "required": ["prompt"],
+        "additionalProperties": False,
+    },
+    strict=True,
+)
 
 
 @dataclass(frozen=True)
@@ -72,6 +116,9 @@ class _Turn:
 
     task: asyncio.Task[object]
     cancel_requested: bool = False
+
+
+_TurnBody = Callable[[IncomingMessage, "_TurnState"], Awaitable[None]]
 
 
 @dataclass
@@ -94,6 +141,13 @@ class _TurnState:
     text: str = ""
     usage: list[UsageRecord] = field(default_factory=list)
     tools_used: list[str] = field(default_factory=list)
+    mode: ModeSpec | None = None
+    pictures: dict[int, tuple[PreparedImage, ...]] = field(default_factory=dict)
+    drawn: list[PreparedImage] = field(default_factory=list)
+
+    @property
+    def charge(self) -> Charge:
+        return Charge(self.payer, self.user_id, self.conversation.id)
 
 
 class Engine:
@@ -110,6 +164,7 @@ class Engine:
         counters: TokenCounters | None = None,
         options: EngineOptions | None = None,
         budgets: BudgetLedger | None = None,
+        media: MediaSteps | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -119,6 +174,7 @@ class Engine:
         self._counters = counters or TokenCounters()
         self._options = options or EngineOptions()
         self.budgets = budgets
+        self.media = media
         self._rate = MessageRateLimit(self._options.messages_per_minute, time.monotonic)
         self._history_cache = HistoryCache()
         self._slots: dict[ConversationKey, _Slot] = {}
@@ -139,11 +195,60 @@ class Engine:
         except SwitchboardError as exc:
             await sink.emit(ReplyFailed(user_message(exc)))
             return
+        await self._in_slot(message, sink, self._converse)
+
+    async def draw_image(self, message: IncomingMessage, sink: ReplySink) -> None:
+        """``/image`` and ``/edit``: draw ``message.text``, or edit the picture attached to
+        the message (else the newest one in the conversation) when it has one or ``edit``
+        is asked; the picture arrives as an ``ImageReady`` event."""
+        await self._drawing(message, sink, edit=False)
+
+    async def edit_image(self, message: IncomingMessage, sink: ReplySink) -> None:
+        """``/edit``: change the picture attached to ``message`` (else the newest picture in
+        the conversation) as ``message.text`` asks."""
+        await self._drawing(message, sink, edit=True)
+
+    async def _drawing(self, message: IncomingMessage, sink: ReplySink, *, edit: bool) -> None:
+        try:
+            self._check(message, need_text=False)
+            if self.media is None:
+                raise UserInputError("Pictures are not set up on this bot.")
+            if message.event_id and not await self.first_delivery(
+                message.key.channel, message.event_id
+            ):
+                return
+        except SwitchboardError as exc:
+            await sink.emit(ReplyFailed(user_message(exc)))
+            return
+
+        async def body(message: IncomingMessage, state: _TurnState) -> None:
+            await self._draw(message, state, edit=edit)
+
+        await self._in_slot(message, sink, body)
+
+    async def set_voice(self, key: ConversationKey, on: bool) -> None:
+        """Make replies in ``key`` arrive also as speech (``/voice on``), or not."""
+        if on and self.media is None:
+            raise UserInputError("Spoken replies are not set up on this bot.")
+        conversation = await self.store.active_conversation(key)
+        await self.store.set_voice(conversation.id, on)
+
+    async def voice_enabled(self, key: ConversationKey) -> bool:
+        """Whether replies in ``key`` are also spoken."""
+        conversation = await self.store.find_active(key)
+        return conversation is not None and conversation.voice
+
+    async def _in_slot(
+        self,
+        message: IncomingMessage,
+        sink: ReplySink,
+        body: _TurnBody,
+    ) -> None:
         slot = self._slots.setdefault(message.key, _Slot())
         slot.users += 1
         try:
             async with slot.lock:
-                await self._run_turn(message, sink)
+                await self._run_turn(message, sink, body)
         finally:
             slot.users -= 1
             if slot.users == 0:
@@ -234,13 +339,21 @@ class Engine:
             await self.store.set_model(conversation.id, place.model)
         return replace(conversation, mode=place.mode, model=place.model)
 
-    def _check(self, message: IncomingMessage) -> None:
+    def _check(self, message: IncomingMessage, *, need_text: bool = True) -> None:
         wait = self._rate.wait_needed(message.sender.principal)
         if wait > 0:
             raise UserInputError(
                 f"You're sending messages faster than I can answer. Please wait {ceil(wait)} s."
             )
-        if not message.text.strip():
+        if message.attachments and self.media is None:
+            raise UserInputError("Pictures and voice messages are not set up on this bot.")
+        for attachment in message.attachments:
+            if not attachment.is_image and not attachment.is_audio:
+                raise UserInputError(
+                    f"I can look at pictures and listen to audio, but I can't open "
+                    f"{attachment.filename!r}."
+                )
+        if need_text and not message.text.strip() and not message.attachments:
             raise UserInputError("Send me some text and I will answer it.")
         if len(message.text) > self._options.max_message_chars:
             raise UserInputError(
@@ -248,7 +361,7 @@ class Engine:
                 f"{self._options.max_message_chars:,}. Please shorten it or send it in parts."
             )
 
-    async def _run_turn(self, message: IncomingMessage, sink: ReplySink) -> None:
+    async def _run_turn(self, message: IncomingMessage, sink: ReplySink, body: _TurnBody) -> None:
         task = asyncio.current_task()
         assert task is not None
         turn = _Turn(task)
@@ -265,19 +378,8 @@ class Engine:
             counter = self._counters.for_encoding(model.encoding)
             payer = Payer.of(message.sender, message.key)
             state = _TurnState(conversation, user_id, payer, model, counter, sink)
-            stored = await self.store.add_message(
-                conversation.id,
-                NewMessage(
-                    Role.USER,
-                    message.text,
-                    counter.count(message.text),
-                    author_id=user_id,
-                    platform_message_id=message.platform_message_id,
-                ),
-            )
-            self._history_cache.append(stored, conversation.last_message_id)
-            state.last_message_id = stored.id
-            await self._generate(mode, state)
+            state.mode = mode
+            await body(message, state)
         except asyncio.CancelledError:
             if not turn.cancel_requested:
                 raise
@@ -299,11 +401,140 @@ class Engine:
                 self._idle.set()
         await self._finish(state, cancelled=False)
         await sink.emit(ReplyFinished(state.text))
+        if state.conversation.voice and state.text.strip() and self.media is not None:
+            await self._speak(state)
+
+    async def _converse(self, message: IncomingMessage, state: _TurnState) -> None:
+        """A chat turn: hear and see what was attached, store the message, answer it."""
+        text = message.text.strip()
+        usage: list[UsageRecord] = []
+        seen = Seen((), ())
+        if message.attachments:
+            assert self.media is not None  # _check refuses attachments otherwise
+            audio = [a for a in message.attachments if a.is_audio and not a.is_image]
+            pictures = [a for a in message.attachments if a.is_image]
+            if audio:
+                heard, usage = await self.media.hear(audio, state.charge)
+                await state.sink.emit(Transcribed(heard))
+                text = f"{text}\n\n{heard}" if text else heard
+            if pictures:
+                seen = await self.media.see(pictures)
+                state.model = self.registry.vision_model(state.model)
+                if "vision" not in state.model.capabilities:
+                    raise UserInputError("None of this bot's models can look at pictures.")
+                state.counter = self._counters.for_encoding(state.model.encoding)
+                if not text:
+                    text = (
+                        "What is in this picture?"
+                        if len(pictures) == 1
+                        else ("What is in these pictures?")
+                    )
+        if len(text) > self._options.max_message_chars:
+            raise UserInputError(
+                f"That message is too long ({len(text):,} characters); the limit is "
+                f"{self._options.max_message_chars:,}."
+            )
+        stored = await self.store.add_message(
+            state.conversation.id,
+            NewMessage(
+                Role.USER,
+                text,
+                state.counter.count(text) + IMAGE_TOKENS * len(seen.kept),
+                author_id=state.user_id,
+                platform_message_id=message.platform_message_id,
+                images=seen.kept,
+            ),
+            usage,
+        )
+        self._history_cache.append(stored, state.conversation.last_message_id)
+        state.last_message_id = stored.id
+        if seen.full:
+            state.pictures[stored.id] = seen.full
+        assert state.mode is not None
+        await self._generate(state.mode, state)
+
+    async def _draw(self, message: IncomingMessage, state: _TurnState, *, edit: bool) -> None:
+        """``/image`` and ``/edit``: the prompt and the picture are kept in history."""
+        assert self.media is not None
+        source: PreparedImage | None = None
+        if edit:
+            pictures = [a for a in message.attachments if a.is_image]
+            if pictures:
+                source = (await self.media.see(pictures[:1])).full[0]
+            else:
+                source = await self.store.latest_image(state.conversation.id)
+            if source is None:
+                raise UserInputError(
+                    "Send the picture to edit with /edit in its caption, or reply to it "
+                    "with /edit and what to change."
+                )
+        picture, kept, record = await self.media.draw(message.text, state.charge, source)
+        await state.sink.emit(ImageReady(picture, picture.revised_prompt))
+        prompt = message.text.strip()
+        request = NewMessage(
+            Role.USER,
+            f"/{'edit' if edit else 'image'} {prompt}",
+            state.counter.count(prompt),
+            author_id=state.user_id,
+            platform_message_id=message.platform_message_id,
+        )
+        described = picture.revised_prompt or prompt
+        answer = f"(I drew a picture: {described})"
+        stored = await self.store.add_message(state.conversation.id, request)
+        self._history_cache.append(stored, state.conversation.last_message_id)
+        drawn = await asyncio.shield(
+            self.store.add_message(
+                state.conversation.id,
+                NewMessage(
+                    Role.ASSISTANT,
+                    answer,
+                    state.counter.count(answer),
+                    meta={"image_model": record.model},
+                    images=(kept,),
+                ),
+                [record],
+            )
+        )
+        self._history_cache.append(drawn, stored.id)
+
+    async def _draw_tool(self, call: ToolCall, state: _TurnState) -> tuple[ToolOutput, bool]:
+        """The model asked for a picture: draw it, show it, and tell the model it was shown."""
+        assert self.media is not None
+        try:
+            prompt = json.loads(call.arguments).get("prompt", "")
+            if not isinstance(prompt, str):
+                raise UserInputError("the prompt must be a string")
+            picture, kept, record = await self.media.draw(prompt, state.charge)
+        except (ValueError, AttributeError) as exc:
+            return ToolOutput(call.call_id, f"error: bad arguments: {exc}"), False
+        except SwitchboardError as exc:
+            return ToolOutput(call.call_id, f"error: {user_message(exc)}"), False
+        state.usage.append(record)
+        state.drawn.append(kept)
+        await state.sink.emit(ImageReady(picture, picture.revised_prompt))
+        shown = picture.revised_prompt or prompt
+        return ToolOutput(
+            call.call_id, f"The picture was drawn and shown to the user: {shown}"
+        ), True
+
+    async def _speak(self, state: _TurnState) -> None:
+        """Also say the reply aloud (``/voice on``); a failure here costs only the voice."""
+        assert self.media is not None
+        try:
+            note, usage = await self.media.speak(state.text, state.charge)
+        except SwitchboardError as exc:
+            log.warning("speaking the reply in %s failed: %s", state.conversation.key, exc)
+            await state.sink.emit(Notice(f"I couldn't say that aloud: {user_message(exc)}"))
+            return
+        await asyncio.shield(self.store.record_usage(usage))
+        await state.sink.emit(VoiceReady(note))
 
     async def _generate(self, mode: ModeSpec, state: _TurnState) -> None:
         model = state.model
         instructions = mode.system_prompt.replace("{date}", self._clock.now().date().isoformat())
         tools = self._tools.schemas(mode.tools) if model.supports_tools else []
+        if model.supports_tools and self.media is not None and DRAW_TOOL in mode.tools:
+            tools.append(_DRAW_SCHEMA)
         budget = self._history_budget(model, state.counter, instructions, tools)
         history, used = await self._history(state, budget)
         items: list[ContextItem] = list(history)
@@ -334,10 +565,17 @@ class Engine:
             for call in completion.tool_calls:
                 state.tools_used.append(call.name)
                 await state.sink.emit(ToolStarted(call.call_id, call.name, call.arguments))
-            results = await asyncio.gather(*(self._tools.run(c) for c in completion.tool_calls))
+            results = await asyncio.gather(
+                *(self._run_tool(c, state) for c in completion.tool_calls)
+            )
             for call, (output, ok) in zip(completion.tool_calls, results, strict=True):
                 items.append(output)
                 await state.sink.emit(ToolFinished(call.call_id, call.name, ok))
+
+    async def _run_tool(self, call: ToolCall, state: _TurnState) -> tuple[ToolOutput, bool]:
+        if call.name == DRAW_TOOL and self.media is not None:
+            return await self._draw_tool(call, state)
+        return await self._tools.run(call)
 
     async def _call(self, request: LLMRequest, state: _TurnState) -> Completion:
         reservation: Reservation | None = None
@@ -393,7 +631,13 @@ class Engine:
             meta["cancelled"] = True
         if state.tools_used:
             meta["tools"] = state.tools_used
-        reply = NewMessage(Role.ASSISTANT, state.text, state.counter.count(state.text), meta=meta)
+        reply = NewMessage(
+            Role.ASSISTANT,
+            state.text,
+            state.counter.count(state.text),
+            meta=meta,
+            images=tuple(state.drawn),
+        )
         # Shielded so that a shutdown arriving now cannot lose a reply the user has seen.
         stored = await asyncio.shield(
             self.store.add_message(state.conversation.id, reply, state.usage)
@@ -445,7 +689,30 @@ class Engine:
             raise UserInputError(
                 "That message is too long for this model's context. Please shorten it."
             )
-        return turns, used
+        return await self._with_pictures(turns, newest_first, state), used
+
+    async def _with_pictures(
+        self, turns: list[ChatTurn], newest_first: Sequence[StoredMessage], state: _TurnState
+    ) -> list[ChatTurn]:
+        """Show the model the pictures of the newest turns that had any: this turn's at full
+        size, the few before as the small copies history keeps; older ones are only text."""
+        if "vision" not in state.model.capabilities:
+            return turns
+        # fit_history keeps the newest messages, so turns[-1 - i] is newest_first[i].
+        chosen = [
+            (len(turns) - 1 - i, m)
+            for i, m in enumerate(newest_first[: len(turns)])
+            if m.image_count and m.role == Role.USER
+        ][:HISTORY_PICTURE_TURNS]
+        if not chosen:
+            return turns
+        wanted = [m.id for _, m in chosen if m.id not in state.pictures]
+        stored = await self.store.message_images(wanted) if wanted else {}
+        shown = list(turns)
+        for index, message in chosen:
+            images = state.pictures.get(message.id) or tuple(stored.get(message.id, ()))
+            shown[index] = replace(turns[index], images=images)
+        return shown
 
 
 def _upper_bound(request: LLMRequest, counter: TokenCounter) -> Usage:

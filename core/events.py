@@ -33,9 +33,18 @@ class ImageReady:
 
 @dataclass(frozen=True, slots=True)
 class VoiceReady:
-    """The reply spoken, after its text (``/voice on``): one OGG/Opus voice note."""
+    """The reply spoken (``/voice on``): one OGG/Opus voice note. It comes after the
+    ``ReplyFinished`` of the reply's text."""
 
     note: VoiceNote
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A short note to show apart from the reply (a spoken reply that failed); it may come
+    after ``ReplyFinished``."""
+
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,7 @@ ReplyEvent = (
     | Transcribed
     | ImageReady
     | VoiceReady
+    | Notice
     | ToolStarted
     | ToolFinished
     | ReplyFinished
@@ -88,4 +98,8 @@ class ReplySink(Protocol):
     """Where a channel receives the events of one reply."""
 
     async def emit(self, event: ReplyEvent) -> None:
-        """Show or buffer ``event``; called in order, never concurrently for one reply."""
+        """Show or buffer ``event``; called in order, never concurrently for one reply.
+
+        Order: ``Transcribed`` first when the user spoke, then text, tool and picture
+        events, then ``ReplyFinished`` or ``ReplyFailed``; ``VoiceReady`` and ``Notice`` may
+        follow ``ReplyFinished``."""

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from core.errors import ConfigError, UnknownChoice
 
@@ -71,7 +78,92 @@ class ModeSpec(BaseModel):
     model: str | None = None
 
 
-_Spec = TypeVar("_Spec", "ModelSpec", "ModeSpec")
+class ImageModelSpec(BaseModel):
+    """An image model: the sizes and qualities it takes, whether it edits pictures, and
+    whether it must be asked for inline data (older models answer with a URL otherwise)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    title: str = ""
+    sizes: tuple[str, ...] = Field(min_length=1)
+    qualities: tuple[str, ...] = Field(min_length=1)
+    size: str
+    quality: str
+    edits: bool = False
+    ask_for_b64: bool = False
+    max_prompt_chars: int = Field(default=4000, gt=0)
+
+    @model_validator(mode="after")
+    def _defaults_are_offered(self) -> ImageModelSpec:
+        if self.size not in self.sizes or self.quality not in self.qualities:
+            raise ValueError("size and quality must be among sizes and qualities")
+        return self
+
+
+class TranscriptionModelSpec(BaseModel):
+    """A speech-to-text model and the largest file it accepts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    title: str = ""
+    max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+
+
+class SpeechModelSpec(BaseModel):
+    """A text-to-speech model: its voices and the longest text one call takes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    title: str = ""
+    voices: tuple[str, ...] = Field(min_length=1)
+    max_input_chars: int = Field(default=4096, gt=0)
+
+
+@dataclass(frozen=True)
+class MediaModels:
+    """The image, transcription and speech models, and which ones are used by default."""
+
+    images: Mapping[str, ImageModelSpec] = field(default_factory=dict)
+    transcription: Mapping[str, TranscriptionModelSpec] = field(default_factory=dict)
+    speech: Mapping[str, SpeechModelSpec] = field(default_factory=dict)
+    default_image: str = ""
+    default_transcription: str = ""
+    default_speech: str = ""
+    default_vision: str = ""
+
+    def image(self, name: str | None) -> ImageModelSpec:
+        """The image model called ``name``, or the default; raises ``ConfigError``."""
+        return _pick(self.images, name or self.default_image, "image")
+
+    def transcriber(self, name: str | None) -> TranscriptionModelSpec:
+        """The transcription model called ``name``, or the default."""
+        return _pick(self.transcription, name or self.default_transcription, "transcription")
+
+    def speaker(self, name: str | None) -> SpeechModelSpec:
+        """The speech model called ``name``, or the default."""
+        return _pick(self.speech, name or self.default_speech, "speech")
+
+
+_Spec = TypeVar(
+    "_Spec",
+    "ModelSpec",
+    "ModeSpec",
+    "ImageModelSpec",
+    "TranscriptionModelSpec",
+    "SpeechModelSpec",
+)
+_Media = TypeVar("_Media", "ImageModelSpec", "TranscriptionModelSpec", "SpeechModelSpec")
+
+
+def _pick(entries: Mapping[str, _Media], name: str, kind: str) -> _Media:
+    spec = entries.get(name)
+    if spec is None:
+        known = ", ".join(entries) or "none"
+        raise ConfigError(f"unknown {kind} model {name!r}; the registry has: {known}")
+    return spec
 
 
 @dataclass(frozen=True)
@@ -82,6 +174,13 @@ class Registry:
     modes: Mapping[str, ModeSpec]
     default_model: str
     default_mode: str
+    media: MediaModels = field(default_factory=MediaModels)
+
+    def vision_model(self, current: ModelSpec) -> ModelSpec:
+        """``current`` if it can see pictures, else the registry's default vision model."""
+        if "vision" in current.capabilities:
+            return current
+        return self.model(self.media.default_vision or None)
 
     def model(self, name: str | None) -> ModelSpec:
         """The model called ``name``, or the default; raises ``UnknownChoice``."""
@@ -121,7 +220,40 @@ def load_registry(models_file: Path | None = None, modes_file: Path | None = Non
     for mode in modes.values():
         if mode.model is not None and mode.model not in models:
             raise ConfigError(f"mode {mode.id!r} uses unknown model {mode.model!r}")
-    return Registry(models, modes, default_model, default_mode)
+    return Registry(
+        models, modes, default_model, default_mode, _media(models_data, models, models_origin)
+    )
+
+
+def _media(data: dict[str, Any], models: Mapping[str, ModelSpec], origin: str) -> MediaModels:
+    def entries(section: str, kind: type[_Media]) -> dict[str, _Media]:
+        return {
+            name: _validate(kind, name, spec, origin, section)
+            for name, spec in _tables(data, section, origin).items()
+        }
+
+    defaults = data.get("defaults", {})
+    media = MediaModels(
+        images=entries("image_models", ImageModelSpec),
+        transcription=entries("transcription_models", TranscriptionModelSpec),
+        speech=entries("speech_models", SpeechModelSpec),
+        default_image=str(defaults.get("image", "")),
+        default_transcription=str(defaults.get("transcription", "")),
+        default_speech=str(defaults.get("speech", "")),
+        default_vision=str(defaults.get("vision", "")),
+    )
+    checks: tuple[tuple[str, str, Mapping[str, object]], ...] = (
+        ("image", media.default_image, media.images),
+        ("transcription", media.default_transcription, media.transcription),
+        ("speech", media.default_speech, media.speech),
+    )
+    for what, name, known in checks:
+        if name and name not in known:
+            raise ConfigError(f"{origin}: defaults.{what} names no {what} model in the registry")
+    vision = models.get(media.default_vision)
+    if media.default_vision and (vision is None or "vision" not in vision.capabilities):
+        raise ConfigError(f"{origin}: defaults.vision must name a model with the vision capability")
+    return media
 
 
 def _tables(data: dict[str, Any], section: str, origin: str) -> dict[str, dict[str, Any]]:

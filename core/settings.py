@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     context_tokens: int | None = Field(default=16_000, alias="SWITCHBOARD_CONTEXT_TOKENS", gt=0)
     log_level: str = Field(default="INFO", alias="SWITCHBOARD_LOG_LEVEL")
     timezone: str = Field(default="UTC", alias="SWITCHBOARD_TIMEZONE")
+    image_model: str | None = Field(default=None, alias="SWITCHBOARD_IMAGE_MODEL")
+    image_size: str | None = Field(default=None, alias="SWITCHBOARD_IMAGE_SIZE")
+    image_quality: str | None = Field(default=None, alias="SWITCHBOARD_IMAGE_QUALITY")
+    transcription_model: str | None = Field(default=None, alias="SWITCHBOARD_TRANSCRIPTION_MODEL")
+    speech_model: str | None = Field(default=None, alias="SWITCHBOARD_SPEECH_MODEL")
+    speech_voice: str | None = Field(default=None, alias="SWITCHBOARD_SPEECH_VOICE")
+    speech_speed: float = Field(default=1.0, alias="SWITCHBOARD_SPEECH_SPEED", ge=0.25, le=4.0)
+    ffmpeg: str | None = Field(default=None, alias="SWITCHBOARD_FFMPEG")
+    media_dir: Path = Field(default=Path("switchboard-media"), alias="SWITCHBOARD_MEDIA_DIR")
     messages_per_minute: int = Field(
         default=20, alias="SWITCHBOARD_USER_MESSAGES_PER_MINUTE", ge=0, le=10_000
     )

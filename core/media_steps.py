@@ -1,0 +1,310 @@
+"""The media steps of a turn: hearing voice, seeing pictures, drawing and speaking.
+
+Each step that calls the API reserves its estimated cost against the budgets first, settles
+to the real cost afterwards (or releases on failure), and returns one usage row per call.
+Conversion (ffmpeg, Pillow) never runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from core.budgets import BudgetLedger, Payer
+from core.clock import Clock
+from core.errors import UnsupportedMedia, UserInputError
+from core.images import for_edit, history_copy, prepare_image
+from core.media import (
+    Attachment,
+    AudioConverter,
+    AudioPart,
+    GeneratedImage,
+    ImageGenerator,
+    PreparedImage,
+    Speech,
+    SpeechSynthesizer,
+    Transcriber,
+    Transcript,
+    VoiceNote,
+)
+from core.prices import PriceTable
+from core.registry import ImageModelSpec, SpeechModelSpec, TranscriptionModelSpec
+from core.store import UsageRecord
+
+PARALLEL_CALLS = 4
+
+
+@dataclass(frozen=True)
+class MediaOptions:
+    """The media models and choices from the registry and settings, checked at start-up."""
+
+    image: ImageModelSpec
+    image_size: str
+    image_quality: str
+    transcription: TranscriptionModelSpec
+    speech: SpeechModelSpec
+    voice: str
+    speed: float = 1.0
+
+
+@dataclass(frozen=True)
+class MediaKit:
+    """The media ports: conversion and the three APIs."""
+
+    converter: AudioConverter
+    transcriber: Transcriber
+    speech: SpeechSynthesizer
+    images: ImageGenerator
+
+
+@dataclass(frozen=True)
+class Seen:
+    """Pictures of one message: as sent to the model now, and as kept in history."""
+
+    full: tuple[PreparedImage, ...]
+    kept: tuple[PreparedImage, ...]
+
+
+@dataclass(frozen=True)
+class Charge:
+    """Who pays for a step and where its usage rows go."""
+
+    payer: Payer
+    user_id: int | None
+    conversation_id: int | None
+
+
+class MediaSteps:
+    """Runs the media steps against the ports, budgets and price table."""
+
+    def __init__(
+        self,
+        kit: MediaKit,
+        options: MediaOptions,
+        prices: PriceTable,
+        *,
+        clock: Clock,
+        timezone: ZoneInfo,
+        budgets: BudgetLedger | None = None,
+    ) -> None:
+        self.options = options
+        self._kit = kit
+        self._prices = prices
+        self._budgets = budgets
+        self._clock = clock
+        self._timezone = timezone
+        self._calls = asyncio.Semaphore(PARALLEL_CALLS)
+
+    async def hear(
+        self, audio: Sequence[Attachment], charge: Charge
+    ) -> tuple[str, list[UsageRecord]]:
+        """Transcribe voice notes and audio files, in order; long audio is split on silence
+        by the converter and its parts' transcripts are joined."""
+        model = self.options.transcription.id
+        texts: list[str] = []
+        usage: list[UsageRecord] = []
+        for attachment in audio:
+            prepared = await self._kit.converter.for_transcription(
+                attachment.data, attachment.filename
+            )
+            estimate = self._prices.transcription_cost(model, prepared.seconds)
+            records: list[UsageRecord] = []
+            async with self._reserved(charge.payer, estimate) as settle:
+                transcripts = await asyncio.gather(
+                    *(self._transcribe(part, model) for part in prepared.parts)
+                )
+                for part, transcript in zip(prepared.parts, transcripts, strict=True):
+                    seconds = transcript.billed_seconds or part.seconds
+                    records.append(
+                        UsageRecord(
+                            user_id=charge.user_id,
+                            conversation_id=charge.conversation_id,
+                            kind="transcription",
+                            model=model,
+                            units=round(seconds * 1000),
+                            unit="audio_ms",
+                            cost_micros=self._prices.transcription_cost(model, seconds),
+                            prices={"per_minute": self._prices.transcription_per_minute[model]},
+                            request_id=transcript.request_id,
+                        )
+                    )
+                settle(sum(r.cost_micros for r in records))
+            usage.extend(records)
+            texts.extend(t.text for t in transcripts if t.text)
+        heard = " ".join(texts).strip()
+        if not heard:
+            raise UnsupportedMedia("I couldn't hear any words in that audio.")
+        return heard, usage
+
+    async def see(self, pictures: Sequence[Attachment]) -> Seen:
+        """Pictures in a format and size the model takes, and small copies for history."""
+        full = tuple(
+            await asyncio.gather(*(asyncio.to_thread(prepare_image, p.data) for p in pictures))
+        )
+        kept = tuple(await asyncio.gather(*(asyncio.to_thread(history_copy, i) for i in full)))
+        return Seen(full, kept)
+
+    async def draw(
+        self, prompt: str, charge: Charge, source: PreparedImage | None = None
+    ) -> tuple[GeneratedImage, PreparedImage, UsageRecord]:
+        """Draw a picture for ``prompt``, or edit ``source`` as it asks; returns the picture,
+        its copy for history and its usage row."""
+        spec = self.options.image
+        prompt = prompt.strip()
+        if not prompt:
+            raise UserInputError("Tell me what to draw, e.g. /image a lighthouse at dawn.")
+        if len(prompt) > spec.max_prompt_chars:
+            raise UserInputError(
+                f"That description is too long ({len(prompt):,} characters); "
+                f"{spec.title or spec.id} takes up to {spec.max_prompt_chars:,}."
+            )
+        if source is not None and not spec.edits:
+            raise UserInputError(f"{spec.title or spec.id} cannot edit pictures.")
+        size, quality = self.options.image_size, self.options.image_quality
+        price = self._prices.image_price(spec.id, size, quality)
+        async with self._reserved(charge.payer, price.micros) as settle:
+            if source is None:
+                picture = await self._kit.images.generate(
+                    prompt, model=spec.id, size=size, quality=quality
+                )
+            else:
+                upload = await asyncio.to_thread(for_edit, source)
+                picture = await self._kit.images.edit(
+                    upload, prompt, model=spec.id, size=size, quality=quality
+                )
+            settle(price.micros)
+        kept = await asyncio.to_thread(history_copy, picture.image)
+        record = UsageRecord(
+            user_id=charge.user_id,
+            conversation_id=charge.conversation_id,
+            kind="image_edit" if source is not None else "image",
+            model=spec.id,
+            units=1,
+            unit="images",
+            cost_micros=price.micros,
+            prices={"per_image": price.micros},
+            request_id=picture.request_id,
+        )
+        return picture, kept, record
+
+    async def speak(self, text: str, charge: Charge) -> tuple[VoiceNote, list[UsageRecord]]:
+        """Speak a reply: chunks within the speech API's limit, joined into one voice note."""
+        spec = self.options.speech
+        limit = min(spec.max_input_chars, self._kit.speech.max_input_chars)
+        chunks = speech_chunks(speakable(text), limit)
+        if not chunks:
+            raise UserInputError("There is nothing to say aloud in that reply.")
+        characters = sum(len(c) for c in chunks)
+        estimate = self._prices.speech_cost(spec.id, characters)
+        async with self._reserved(charge.payer, estimate) as settle:
+            spoken = await asyncio.gather(*(self._speak(chunk) for chunk in chunks))
+            settle(estimate)
+        note = await self._kit.converter.voice_note([s.data for s in spoken])
+        per_million = self._prices.speech_per_million_chars[spec.id]
+        records = [
+            UsageRecord(
+                user_id=charge.user_id,
+                conversation_id=charge.conversation_id,
+                kind="speech",
+                model=spec.id,
+                units=len(chunk),
+                unit="characters",
+                cost_micros=self._prices.speech_cost(spec.id, len(chunk)),
+                prices={"per_1m_characters": per_million},
+                request_id=speech.request_id,
+            )
+            for chunk, speech in zip(chunks, spoken, strict=True)
+        ]
+        return note, records
+
+    async def _transcribe(self, part: AudioPart, model: str) -> Transcript:
+        async with self._calls:
+            return await self._kit.transcriber.transcribe(part, model=model)
+
+    async def _speak(self, chunk: str) -> Speech:
+        async with self._calls:
+            spec = self.options
+            return await self._kit.speech.speak(
+                chunk, model=spec.speech.id, voice=spec.voice, speed=spec.speed
+            )
+
+    @asynccontextmanager
+    async def _reserved(self, payer: Payer, estimate: int) -> AsyncIterator[_Settle]:
+        """Hold ``estimate`` for the block; it settles to what the block reports, or is
+        released if the block fails before reporting."""
+        settle = _Settle()
+        if self._budgets is None:
+            yield settle
+            return
+        reservation = await self._budgets.reserve(payer, estimate, self._now(), self._timezone)
+        try:
+            yield settle
+        finally:
+            if settle.cost is None:
+                await asyncio.shield(self._budgets.release(reservation))
+            else:
+                await asyncio.shield(self._budgets.settle(reservation, settle.cost))
+
+    def _now(self) -> datetime:
+        return self._clock.now()
+
+
+class _Settle:
+    """What a reserved block reports as its real cost."""
+
+    cost: int | None = None
+
+    def __call__(self, cost: int) -> None:
+        self.cost = cost
+
+
+_FENCE = re.compile(r"```.*?(?:```|\Z)", re.S)
+_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_MARKS = re.compile(r"[*_~`#>|]+")
+_SPACE = re.compile(r"[ \t]+")
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+
+
+def speakable(markdown: str) -> str:
+    """Reply Markdown as text to read aloud: code blocks left to the screen, links by their
+    words, formatting marks dropped."""
+    text = _FENCE.sub(" (code shown in the message) ", markdown)
+    text = _LINK.sub(r"\1", text)
+    text = _MARKS.sub(" ", text)
+    lines = (_SPACE.sub(" ", line).strip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def speech_chunks(text: str, limit: int) -> list[str]:
+    """``text`` in pieces of at most ``limit`` characters, cut between paragraphs, then
+    sentences, then words, and only inside a word when one is longer than ``limit``."""
+    chunks: list[str] = []
+    current = ""
+    for piece in _pieces(text, limit):
+        joined = f"{current} {piece}" if current else piece
+        if len(joined) <= limit:
+            current = joined
+            continue
+        chunks.append(current)
+        current = piece
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _pieces(text: str, limit: int) -> list[str]:
+    pieces: list[str] = []
+    for paragraph in text.split("\n"):
+        for sentence in _SENTENCE_END.split(paragraph.strip()):
+            if len(sentence) <= limit:
+                if sentence:
+                    pieces.append(sentence)
+                continue
+            for word in sentence.split():
+                pieces.extend(word[i : i + limit] for i in range(0, len(word), limit))
+    return pieces
