@@ -6,18 +6,23 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from openai import AsyncOpenAI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.access import AccessPolicy, kept_fresh
+from core.audio import FfmpegAudio, find_ffmpeg
 from core.budgets import BudgetLedger
 from core.builtin_tools import builtin_tools
 from core.clock import Clock, SystemClock
 from core.database import create_engine, upgrade
-from core.engine import Engine, EngineOptions
+from core.engine import ENGINE_TOOLS, Engine, EngineOptions
 from core.errors import ConfigError
 from core.llm import LLMGateway
+from core.media_steps import MediaKit, MediaOptions, MediaSteps
 from core.openai_llm import OpenAIGateway, RetryPolicy
+from core.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscriber
 from core.prices import PriceTable, load_prices
 from core.registry import Registry, load_registry
 from core.settings import Settings
@@ -25,6 +30,8 @@ from core.sql_budgets import SqlBudgetLedger
 from core.sql_store import SqlConversationStore
 from core.tokens import TokenCounters
 from core.tools import ToolRegistry, load_tool_modules
+
+_Spec = TypeVar("_Spec")
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class App:
     database: AsyncEngine
     budgets: BudgetLedger
     prices: PriceTable
+    access: AccessPolicy
 
 
 @asynccontextmanager
@@ -59,9 +67,11 @@ async def bootstrap(
         timeout=settings.tool_timeout_seconds,
     )
     for mode in registry.modes.values():
-        missing = sorted(set(mode.tools) - set(tools.names()))
+        missing = sorted(set(mode.tools) - set(tools.names()) - ENGINE_TOOLS)
         if missing:
             raise ConfigError(f"mode {mode.id!r} names unknown tools: {', '.join(missing)}")
+    media_options = media_options_of(settings, registry, prices)
+    ffmpeg = find_ffmpeg(settings.ffmpeg)
     database = create_engine(settings.database_url)
     assert settings.openai_api_key is not None
     client = AsyncOpenAI(
@@ -75,15 +85,34 @@ async def bootstrap(
             await upgrade(settings.database_url)
         counters = TokenCounters()
         await asyncio.to_thread(counters.preload, {m.encoding for m in registry.models.values()})
-        gateway: LLMGateway = OpenAIGateway(
-            client,
-            RetryPolicy(
-                attempts=settings.openai_max_retries, backoff=settings.openai_backoff_seconds
+        retry = RetryPolicy(
+            attempts=settings.openai_max_retries, backoff=settings.openai_backoff_seconds
+        )
+        gateway: LLMGateway = OpenAIGateway(client, retry)
+        budgets = SqlBudgetLedger(database)
+        kit = MediaKit(
+            converter=FfmpegAudio(
+                ffmpeg, max_upload_bytes=media_options.transcription.max_upload_bytes
+            ),
+            transcriber=OpenAITranscriber(client, retry),
+            speech=OpenAISpeech(
+                client, retry, max_input_chars=media_options.speech.max_input_chars
+            ),
+            images=OpenAIImages(
+                client,
+                retry,
+                ask_for_b64=frozenset(
+                    name for name, spec in registry.media.images.items() if spec.ask_for_b64
+                ),
             ),
         )
-        budgets = SqlBudgetLedger(database)
+        media = MediaSteps(
+            kit, media_options, prices, clock=clock, timezone=settings.zone, budgets=budgets
+        )
+        store = SqlConversationStore(database)
+        access = AccessPolicy(settings.allowed_users, settings.admins)
         engine = Engine(
-            store=SqlConversationStore(database),
+            store=store,
             gateway=wrap_gateway(gateway) if wrap_gateway else gateway,
             registry=registry,
             tools=tools,
@@ -97,11 +126,55 @@ async def bootstrap(
                 messages_per_minute=settings.messages_per_minute,
             ),
             budgets=budgets,
+            media=media,
+            access=access,
         )
-        yield App(settings, registry, engine, database, budgets, prices)
+        async with kept_fresh(access, store):
+            yield App(settings, registry, engine, database, budgets, prices, access)
     finally:
         await client.close()
         await database.dispose()
+
+
+def media_options_of(settings: Settings, registry: Registry, prices: PriceTable) -> MediaOptions:
+    """The media models and choices of ``settings``, checked against the registry and the
+    price table so that a bad value stops start-up instead of a user's request."""
+    media = registry.media
+    image = _known(media.image, settings.image_model, "SWITCHBOARD_IMAGE_MODEL")
+    transcription = _known(
+        media.transcriber, settings.transcription_model, "SWITCHBOARD_TRANSCRIPTION_MODEL"
+    )
+    speech = _known(media.speaker, settings.speech_model, "SWITCHBOARD_SPEECH_MODEL")
+    size = settings.image_size or image.size
+    quality = settings.image_quality or image.quality
+    voice = settings.speech_voice or speech.voices[0]
+    choices = (
+        ("SWITCHBOARD_IMAGE_SIZE", size, image.sizes),
+        ("SWITCHBOARD_IMAGE_QUALITY", quality, image.qualities),
+        ("SWITCHBOARD_SPEECH_VOICE", voice, speech.voices),
+    )
+    for variable, value, allowed in choices:
+        if value not in allowed:
+            raise ConfigError(f"{variable}={value!r} is not one of: {', '.join(allowed)}")
+    prices.image_cost(image.id, size, quality)
+    prices.transcription_cost(transcription.id, 60)
+    prices.speech_cost(speech.id, 1)
+    return MediaOptions(
+        image=image,
+        image_size=size,
+        image_quality=quality,
+        transcription=transcription,
+        speech=speech,
+        voice=voice,
+        speed=settings.speech_speed,
+    )
+
+
+def _known(pick: Callable[[str | None], _Spec], name: str | None, variable: str) -> _Spec:
+    try:
+        return pick(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{variable}: {exc}") from None
 
 
 def secrets_of(settings: Settings) -> list[str]:

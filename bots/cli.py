@@ -19,8 +19,17 @@ from bots.bootstrap import App, bootstrap, secrets_of
 from bots.console import ConsoleChannel
 from bots.slack.channel import SlackChannel
 from bots.telegram.channel import TelegramChannel
-from core.access import AccessPolicy
-from core.accounting import SHELL, Accounts, Caller, quota
+from core.accounting import (
+    ACCESS_GRAMMAR,
+    SHELL,
+    Accounts,
+    Caller,
+    access_report,
+    allow,
+    block,
+    clear_access,
+    quota,
+)
 from core.database import check, upgrade
 from core.errors import ConfigError
 from core.logs import configure_logging
@@ -54,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="set, show or reset budgets: set <who> <usd> <period> | show [<who>] | reset <who>",
     )
     quota.add_argument("words", nargs=argparse.REMAINDER, help="as after /quota in a chat")
+    access = commands.add_parser(
+        "access", help="runtime access rules: list | allow <who> | block <who> | clear <who>"
+    )
+    access.add_argument("action", choices=["list", "allow", "block", "clear"])
+    access.add_argument("who", nargs="?", default="", help="user id, @username or Slack id")
     usage = commands.add_parser("usage", help="spending per user in the current period")
     usage.add_argument(
         "--period",
@@ -86,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_run(settings, args.channel))
         elif args.command == "quota":
             return asyncio.run(_quota(settings, " ".join(args.words)))
+        elif args.command == "access":
+            return asyncio.run(_access(settings, args.action, args.who))
         elif args.command == "usage":
             asyncio.run(_usage(settings, Period(args.period), as_csv=args.csv))
         elif args.db_command == "upgrade":
@@ -130,12 +146,11 @@ async def _run(settings: Settings, which: str) -> None:
         if not wanted:
             raise ConfigError("no channel is configured: set TELEGRAM_BOT_TOKEN or SLACK_BOT_TOKEN")
     async with bootstrap(settings) as app:
-        access = AccessPolicy(settings.allowed_users, settings.admins)
         channels: list[Channel] = []
         if "telegram" in wanted:
-            channels.append(TelegramChannel(app.engine, settings, access))
+            channels.append(TelegramChannel(app.engine, settings, app.access))
         if "slack" in wanted:
-            channels.append(SlackChannel(app.engine, settings, access))
+            channels.append(SlackChannel(app.engine, settings, app.access))
         try:
             async with asyncio.TaskGroup() as group:
                 for channel in channels:
@@ -161,6 +176,21 @@ async def _quota(settings: Settings, words: str) -> int:
         return 2
     async with bootstrap(settings) as app:
         print(await quota(_accounts(app), SHELL_KEY, _operator(), words))
+    return 0
+
+
+_ACCESS_ACTIONS = {"allow": allow, "block": block, "clear": clear_access}
+
+
+async def _access(settings: Settings, action: str, who: str) -> int:
+    if action != "list" and not who.strip():
+        print(f"switchboard: name a user. {ACCESS_GRAMMAR}", file=sys.stderr)
+        return 2
+    async with bootstrap(settings) as app:
+        if action == "list":
+            print(access_report(app.access))
+        else:
+            print(await _ACCESS_ACTIONS[action](_accounts(app), SHELL_KEY, _operator(), who))
     return 0
 
 
@@ -190,7 +220,9 @@ async def _usage(settings: Settings, period: Period, *, as_csv: bool) -> None:
 
 def _accounts(app: App) -> Accounts:
     assert app.engine.budgets is not None
-    return Accounts(app.engine.store, app.engine.budgets, app.engine.now(), app.engine.timezone)
+    return Accounts(
+        app.engine.store, app.engine.budgets, app.engine.now(), app.engine.timezone, app.access
+    )
 
 
 def _operator() -> Caller:
@@ -200,8 +232,7 @@ def _operator() -> Caller:
 
 async def _chat(settings: Settings, user: str | None) -> None:
     async with bootstrap(settings) as app:
-        access = AccessPolicy(settings.allowed_users, settings.admins)
-        await ConsoleChannel(app.engine, user=user, access=access).run()
+        await ConsoleChannel(app.engine, user=user, access=app.access).run()
 
 
 if __name__ == "__main__":

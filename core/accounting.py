@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from core.access import ALLOW, BLOCK, AccessPolicy
 from core.budgets import Budget, BudgetLedger, BudgetStatus, Payer, Scope, place_of
 from core.messages import ConversationKey, UserRef
 from core.money import format_usd
@@ -56,6 +57,7 @@ class Accounts:
     budgets: BudgetLedger
     now: datetime
     zone: ZoneInfo
+    access: AccessPolicy | None = None
 
 
 async def usage(accounts: Accounts, key: ConversationKey, caller: Caller, args: str) -> str:
@@ -113,6 +115,75 @@ async def quota(accounts: Accounts, key: ConversationKey, caller: Caller, args: 
         return f"Spending this period reset for {resolved.label}; their budgets stay."
     budgets = await accounts.budgets.budgets([(resolved.scope, resolved.subject)])
     return _budget_lines(budgets, f"Budgets of {resolved.label}")
+
+
+ACCESS_GRAMMAR = (
+    "Usage: /allow <who> lets a user in, /block <who> shuts them out; <who> is a Telegram "
+    "user id, a known @username or a Slack mention. /allow or /block alone lists the rules."
+)
+
+
+async def allow(accounts: Accounts, key: ConversationKey, caller: Caller, args: str) -> str:
+    """``/allow <who>``, for admins: let a user in (it also lifts a block)."""
+    return await _set_access(accounts, key, caller, args, ALLOW)
+
+
+async def block(accounts: Accounts, key: ConversationKey, caller: Caller, args: str) -> str:
+    """``/block <who>``, for admins: shut a user out, whatever the allow-list says."""
+    return await _set_access(accounts, key, caller, args, BLOCK)
+
+
+async def clear_access(accounts: Accounts, key: ConversationKey, caller: Caller, args: str) -> str:
+    """Drop a user's runtime rule, so the allow-list setting decides again (the shell's
+    ``switchboard access clear``)."""
+    return await _set_access(accounts, key, caller, args, None)
+
+
+def access_report(access: AccessPolicy) -> str:
+    """The runtime rules and the allow-list setting, one line each."""
+    lines = ["Access rules:"]
+    lines += [f"• {principal}: {rule}" for principal, rule in sorted(access.rules.items())]
+    if not access.rules:
+        lines.append("• none set at runtime")
+    if access.allowed:
+        lines.append(f"SWITCHBOARD_ALLOWED_USERS lets in {len(access.allowed)} user(s) besides.")
+    else:
+        lines.append("SWITCHBOARD_ALLOWED_USERS is empty: everyone not blocked may use the bot.")
+    return "\n".join(lines)
+
+
+async def _set_access(
+    accounts: Accounts, key: ConversationKey, caller: Caller, args: str, rule: str | None
+) -> str:
+    if not caller.admin:
+        log.warning("refused an access change for %s: not an admin", caller.user.principal)
+        return REFUSAL
+    access = accounts.access
+    if access is None:
+        return "Access rules are not available here."
+    target = args.strip()
+    if not target:
+        return f"{access_report(access)}\n{ACCESS_GRAMMAR}"
+    try:
+        parsed = parse_quota(f"show {target}", caller.user.channel)
+    except QuotaSyntaxError:
+        return ACCESS_GRAMMAR
+    assert isinstance(parsed, QuotaShow) and parsed.who is not None
+    resolved = await resolve(accounts.store, parsed.who, caller, key)
+    if isinstance(resolved, str):
+        return resolved
+    if resolved.scope is not Scope.USER:
+        return f"Name one user. {ACCESS_GRAMMAR}"
+    principal = resolved.subject
+    if rule == BLOCK and principal in access.admins:
+        return f"{resolved.label} is an admin (SWITCHBOARD_ADMINS) and cannot be blocked."
+    await access.set_rule(accounts.store, principal, rule, caller.user.principal)
+    log.info("%s set the access of %s to %s", caller.user.principal, principal, rule or "default")
+    if rule == ALLOW:
+        return f"{resolved.label} may use the bot now."
+    if rule == BLOCK:
+        return f"{resolved.label} is blocked: the bot will not answer them."
+    return f"{resolved.label} has no rule now: the allow-list setting decides."
 
 
 async def resolve(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.accounting import Accounts, Caller, quota, usage
+from core.accounting import Accounts, Caller, allow, block, quota, usage
 from core.engine import Engine
-from core.errors import UnknownChoice
+from core.errors import UnknownChoice, UserInputError
 from core.messages import ConversationKey
 
 MAX_ARGUMENT = 200
@@ -43,9 +43,19 @@ COMMANDS: dict[str, str] = {
     "cancel": "Stop the reply being written",
     "mode": "Show or choose the assistant's mode: /mode [name]",
     "model": "Show or choose the model: /model [name]",
+    "image": "Draw a picture: /image <description>",
+    "edit": "Change a picture: send or reply to it with /edit <what to change>",
+    "voice": "Also hear my replies: /voice on|off",
     "usage": "Your spending and what is left of your budget",
     "quota": "Admins: /quota set|show|reset <who> … (budgets)",
+    "allow": "Admins: let a user in: /allow <who>",
+    "block": "Admins: shut a user out: /block <who>",
 }
+
+
+TURN_COMMANDS = frozenset({"image", "edit"})
+"""Commands that run as a turn (``Engine.draw_image``/``edit_image``), streaming a picture
+to the reply sink, rather than answering with a ``CommandReply``."""
 
 
 def parse_command(text: str, bot_username: str | None = None) -> Command | None:
@@ -84,8 +94,12 @@ async def run_command(
     if command.name in _ACCOUNTING:
         if caller is None or engine.budgets is None:
             return CommandReply("Usage and budgets are not available here.")
-        accounts = Accounts(engine.store, engine.budgets, engine.now(), engine.timezone)
+        accounts = Accounts(
+            engine.store, engine.budgets, engine.now(), engine.timezone, engine.access
+        )
         return CommandReply(await _ACCOUNTING[command.name](accounts, key, caller, command.args))
+    if command.name in TURN_COMMANDS:
+        return CommandReply(f"Send /{command.name} with a description, e.g. {_usage(command.name)}")
     handler = (_THREADED_HANDLERS if threaded else {}).get(command.name) or _HANDLERS.get(
         command.name
     )
@@ -166,6 +180,25 @@ async def _model(engine: Engine, key: ConversationKey, args: str) -> CommandRepl
     return CommandReply("\n".join(lines), _model_choices(engine))
 
 
+async def _voice(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
+    choice = args.lower()
+    if choice in ("on", "off"):
+        try:
+            await engine.set_voice(key, choice == "on")
+        except UserInputError as exc:
+            return CommandReply(str(exc))
+        if choice == "on":
+            return CommandReply("Spoken replies are on: each answer also comes as a voice note.")
+        return CommandReply("Spoken replies are off.")
+    if args:
+        return CommandReply(f"Say /voice on or /voice off. {_usage('voice')}", _VOICE_CHOICES)
+    state = "on" if await engine.voice_enabled(key) else "off"
+    return CommandReply(f"Spoken replies are {state}.", _VOICE_CHOICES)
+
+
+_VOICE_CHOICES = (Choice("Voice on", "/voice on"), Choice("Voice off", "/voice off"))
+
+
 def _mode_choices(engine: Engine) -> tuple[Choice, ...]:
     return tuple(
         Choice(mode.title or mode.id, f"/mode {mode.id}") for mode in engine.registry.modes.values()
@@ -190,7 +223,8 @@ _HANDLERS = {
     "cancel": _cancel,
     "mode": _mode,
     "model": _model,
+    "voice": _voice,
 }
 
-_ACCOUNTING = {"usage": usage, "quota": quota}
+_ACCOUNTING = {"usage": usage, "quota": quota, "allow": allow, "block": block}
 _THREADED_HANDLERS = {"reset": _reset_threads, "cancel": _cancel_threads}

@@ -15,6 +15,7 @@ from datetime import datetime
 from math import ceil
 from zoneinfo import ZoneInfo
 
+from core.access import AccessPolicy
 from core.budgets import BudgetLedger, Payer, Reservation
 from core.clock import Clock
 from core.context import fit_history
@@ -72,8 +73,9 @@ log = logging.getLogger(__name__)
 HISTORY_PAGE = 64
 IMAGE_TOKENS = 800
 """Context tokens counted per picture: about what a high-detail image costs the model."""
-HISTORY_PICTURE_TURNS = 2
-"""How many earlier turns with pictures still show them to the model (as small copies)."""
+HISTORY_PICTURE_TURNS = 3
+"""How many of the newest turns with pictures show them to the model, this one included
+(earlier turns as the small copies history keeps; older ones as text only)."""
 DRAW_TOOL = "generate_image"
 """The image tool the engine itself provides, when a mode lists it and images are set up."""
 ENGINE_TOOLS = frozenset({DRAW_TOOL})
@@ -165,6 +167,7 @@ class Engine:
         options: EngineOptions | None = None,
         budgets: BudgetLedger | None = None,
         media: MediaSteps | None = None,
+        access: AccessPolicy | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -175,6 +178,7 @@ class Engine:
         self._options = options or EngineOptions()
         self.budgets = budgets
         self.media = media
+        self.access = access
         self._rate = MessageRateLimit(self._options.messages_per_minute, time.monotonic)
         self._history_cache = HistoryCache()
         self._slots: dict[ConversationKey, _Slot] = {}

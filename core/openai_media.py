@@ -191,4 +191,3 @@ def _picture(result: Any) -> GeneratedImage:
 def _request_id(result: object) -> str | None:
     value = getattr(result, "_request_id", None)
     return value if isinstance(value, str) else None
-

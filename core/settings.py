@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     speech_voice: str | None = Field(default=None, alias="SWITCHBOARD_SPEECH_VOICE")
     speech_speed: float = Field(default=1.0, alias="SWITCHBOARD_SPEECH_SPEED", ge=0.25, le=4.0)
     ffmpeg: str | None = Field(default=None, alias="SWITCHBOARD_FFMPEG")
+    max_file_mb: int = Field(default=20, alias="SWITCHBOARD_MAX_FILE_MB", gt=0, le=2000)
     media_dir: Path = Field(default=Path("switchboard-media"), alias="SWITCHBOARD_MEDIA_DIR")
     messages_per_minute: int = Field(
         default=20, alias="SWITCHBOARD_USER_MESSAGES_PER_MINUTE", ge=0, le=10_000

@@ -153,3 +153,59 @@ async def test_usage_shows_spending_and_what_is_left(
     assert "@alice (telegram:42)" in everyone and "@ben (slack:U0BEN)" in everyone
     assert of_alice.startswith("@alice (telegram:42)'s usage:")
     assert nothing_set.endswith("No budget limits you.")
+
+
+async def test_admins_allow_and_block_users_at_runtime(make_app: AppFactory) -> None:
+    async with make_app(SWITCHBOARD_ALLOWED_USERS="telegram:42") as app:
+        await ask(app, ALICE, "hello")  # a known user, so @alice resolves
+        assert app.access.is_allowed(ALICE)
+        outsider = UserRef("telegram", "77")
+        assert not app.access.is_allowed(outsider)
+
+        blocked = await command(app, "/block @alice")
+        allowed = await command(app, "/allow 77")
+        listing = await command(app, "/allow")
+        rules = await app.engine.store.access_rules()
+        alice_now, outsider_now = app.access.is_allowed(ALICE), app.access.is_allowed(outsider)
+        lifted = await command(app, "/allow 42")
+        alice_after = app.access.is_allowed(ALICE)
+    assert blocked == "@alice (telegram:42) is blocked: the bot will not answer them."
+    assert allowed == "telegram:77 may use the bot now."
+    assert "• telegram:42: block" in listing and "• telegram:77: allow" in listing
+    assert rules == {"telegram:42": "block", "telegram:77": "allow"}
+    assert lifted == "telegram:42 may use the bot now."
+    assert (alice_now, outsider_now, alice_after) == (False, True, True)
+
+
+async def test_access_rules_survive_a_restart_and_reach_other_processes(
+    make_app: AppFactory,
+) -> None:
+    async with make_app() as first, make_app() as second:
+        await command(first, "/block 42")
+        assert not first.access.is_allowed(ALICE)
+        # The other process re-reads the rules periodically; here it is asked to at once.
+        second.access.apply(await second.engine.store.access_rules())
+        assert not second.access.is_allowed(ALICE)
+    async with make_app() as restarted:
+        assert not restarted.access.is_allowed(ALICE)
+
+
+async def test_access_commands_are_for_admins_and_check_their_arguments(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice = Caller(ALICE)
+    async with make_app(SWITCHBOARD_ADMINS="telegram:1") as app:
+        with caplog.at_level(logging.WARNING, logger="core.accounting"):
+            refused = await command(app, "/block 1", alice)
+        admin_block = await command(app, "/block 1")
+        nonsense = await command(app, "/block <script>alert(1)</script>")
+        nobody = await command(app, "/allow @nobody_known")
+        place = await command(app, "/block here")
+        rules = await app.engine.store.access_rules()
+    assert refused == "Only admins can do that."
+    assert "refused an access change for telegram:42" in caplog.text
+    assert admin_block == "telegram:1 is an admin (SWITCHBOARD_ADMINS) and cannot be blocked."
+    assert nonsense.startswith("Usage: /allow <who>")
+    assert nobody.startswith("I don't know @nobody_known yet")
+    assert place.startswith("Name one user.")
+    assert rules == {}

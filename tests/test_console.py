@@ -354,3 +354,21 @@ def test_quota_and_usage_from_the_shell(
     assert rows[0] == "user,username,calls,cost,cost_micros"
     assert rows[1].startswith("console:ada,ada,1,$")
     assert int(rows[1].rsplit(",", 1)[1]) > 0
+
+
+def test_access_rules_from_the_shell(env: dict[str, str], tmp_path: Path) -> None:
+    blocked = switchboard(env, tmp_path, "access", "block", "42")
+    allowed = switchboard(env, tmp_path, "access", "allow", "U0BEN12345")
+    listed = switchboard(env, tmp_path, "access", "list")
+    cleared = switchboard(env, tmp_path, "access", "clear", "42")
+    after = switchboard(env, tmp_path, "access", "list")
+    nameless = switchboard(env, tmp_path, "access", "block")
+
+    assert blocked.returncode == 0, blocked.stderr
+    assert blocked.stdout.strip() == "telegram:42 is blocked: the bot will not answer them."
+    assert allowed.stdout.strip() == "slack:U0BEN12345 may use the bot now."
+    assert "• telegram:42: block" in listed.stdout
+    assert "• slack:U0BEN12345: allow" in listed.stdout
+    assert cleared.stdout.strip().startswith("telegram:42 has no rule now")
+    assert "telegram:42" not in after.stdout and "slack:U0BEN12345: allow" in after.stdout
+    assert nameless.returncode == 2 and "name a user" in nameless.stderr

@@ -284,7 +284,7 @@ async def test_tools_run_and_results_go_back_to_the_model(
     assert [e.name for e in started] == ["calculator", "current_time"]
     assert all(e.ok for e in finished) and len(finished) == 2
     first, second = fake_openai.model_requests()
-    assert offered_tools(first) == ["current_time", "calculator"]
+    assert offered_tools(first) == ["current_time", "calculator", "generate_image"]
     outputs = tool_outputs(second)
     assert outputs[started[0].call_id] == "42"
     assert "UTC" in outputs[started[1].call_id]

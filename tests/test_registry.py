@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from core.builtin_tools import builtin_tools
+from core.engine import ENGINE_TOOLS
 from core.errors import ConfigError, UnknownChoice
+from core.prices import load_prices
 from core.registry import Registry, load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +56,7 @@ def test_every_shipped_model_names_its_api_and_limits(shipped: Registry) -> None
 
 
 def test_shipped_modes_only_use_builtin_tools_and_known_models(shipped: Registry) -> None:
-    builtin = {item.name for item in builtin_tools(FixedClock())}
+    builtin = {item.name for item in builtin_tools(FixedClock())} | ENGINE_TOOLS
     for mode in shipped.modes.values():
         assert mode.system_prompt.strip()
         assert set(mode.tools) <= builtin, mode.id
@@ -277,3 +279,35 @@ def test_no_model_id_is_hard_coded_in_python(shipped: Registry) -> None:
         if pattern.search(path.read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+def test_shipped_media_models_are_consistent_and_priced(shipped: Registry) -> None:
+    prices = load_prices()
+    media = shipped.media
+    assert media.image(None).edits
+    assert "vision" in shipped.vision_model(shipped.model(None)).capabilities
+    for spec in media.images.values():
+        for size in spec.sizes:
+            for quality in spec.qualities:
+                assert prices.image_cost(spec.id, size, quality) > 0, (spec.id, size, quality)
+    for name in media.transcription:
+        assert prices.transcription_cost(name, 60) > 0
+    for speech in media.speech.values():
+        assert speech.voices and prices.speech_cost(speech.id, 1000) > 0
+
+
+def test_media_defaults_must_name_known_models(tmp_path: Path) -> None:
+    override = tmp_path / "models.toml"
+    override.write_text('[defaults]\nspeech = "nonexistent-tts"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"defaults\.speech"):
+        load_registry(override)
+    override.write_text('[defaults]\nvision = "gpt-3.5-turbo"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"defaults\.vision"):
+        load_registry(override)
+
+
+def test_an_image_model_default_size_must_be_offered(tmp_path: Path) -> None:
+    override = tmp_path / "models.toml"
+    override.write_text('[image_models."dall-e-3"]\nsize = "640x480"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="dall-e-3"):
+        load_registry(override)

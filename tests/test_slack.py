@@ -17,7 +17,6 @@ from bots.bootstrap import App
 from bots.pacing import FloodControl, FloodLimits
 from bots.slack.channel import SLACK_LIMITS, SlackChannel
 from bots.slack.events import conversation_key
-from core.access import AccessPolicy
 from core.errors import ConfigError
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI, Scripted
@@ -75,7 +74,7 @@ async def running(
         **settings,
     }
     async with make_app(**values) as app:
-        access = AccessPolicy(app.settings.allowed_users, app.settings.admins)
+        access = app.access
         channel = SlackChannel(
             app.engine, app.settings, access, flood=FloodControl(limits), shutdown_grace=1.0
         )

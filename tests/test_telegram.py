@@ -64,7 +64,7 @@ async def running(
         **settings,
     }
     async with make_app(**values) as app:
-        access = AccessPolicy(app.settings.allowed_users, app.settings.admins)
+        access = app.access
         channel = TelegramChannel(app.engine, app.settings, access, shutdown_grace=1.0)
         stop = asyncio.Event()
         task = asyncio.create_task(channel.run(stop))
@@ -460,3 +460,24 @@ async def test_admins_manage_budgets_from_the_chat_and_others_are_refused(
 def last(telegram: FakeTelegram, chat: int) -> str:
     shown = telegram.chat(chat)
     return shown[-1].text if shown else ""
+
+
+async def test_admins_block_and_allow_users_from_the_chat(
+    make_app: AppFactory, telegram: FakeTelegram, fake_openai: FakeOpenAI
+) -> None:
+    admin, member = 5005, 6006
+    async with running(make_app, telegram, SWITCHBOARD_ADMINS=f"telegram:{admin}"):
+        telegram.private_message(member, "hello", username="member")
+        await eventually(final_text(telegram, member, "Echo: hello"))
+        telegram.private_message(admin, "/block @member")
+        await eventually(lambda: "is blocked" in last(telegram, admin))
+        telegram.private_message(member, "am I still here?")
+        await eventually(lambda: "only available to approved users" in last(telegram, member))
+        telegram.private_message(admin, f"/allow {member}")
+        await eventually(lambda: "may use the bot now" in last(telegram, admin))
+        telegram.private_message(member, "back again")
+        await eventually(final_text(telegram, member, "Echo: back again"))
+    assert len(fake_openai.model_requests()) == 2  # the blocked message never reached it
+    assert telegram.chat(admin)[0].text == (
+        f"@member (telegram:{member}) is blocked: the bot will not answer them."
+    )

@@ -4,14 +4,23 @@ The fake listens on ``127.0.0.1`` (in a background thread with its own event
 loop) and implements enough of the OpenAI HTTP API for the official ``openai``
 SDK to be pointed at it with ``base_url=fake.base_url``:
 
-* ``POST /v1/responses`` (Responses API), streaming (SSE) and non-streaming;
-* ``POST /v1/chat/completions`` (Chat Completions), streaming and non-streaming;
+* ``POST /v1/responses`` (Responses API), streaming (SSE) and non-streaming,
+  with ``input_image`` parts (data URLs only; http URLs fail as undownloadable);
+* ``POST /v1/chat/completions`` (Chat Completions), streaming and non-streaming,
+  with ``image_url`` parts (same rules);
+* ``POST /v1/audio/transcriptions`` (multipart): decodes the audio with ffmpeg and
+  "hears" each tone between silences as a word ``tone<Hz>``;
+* ``POST /v1/audio/speech``: returns real audio (a sine tone) in the asked format;
+* ``POST /v1/images/generations`` and ``POST /v1/images/edits`` (multipart): real
+  PNG/JPEG/WebP pictures made with Pillow; ``GET /v1/_fake/images/{name}`` serves
+  the pictures whose URL a DALL-E answer gives (no API key needed, like a CDN);
 * ``GET /v1/models`` and ``GET /v1/models/{id}``.
 
-Answers are scripted with :class:`Scripted` objects queued through
+Model answers are scripted with :class:`Scripted` objects queued through
 :meth:`FakeOpenAI.enqueue`; when the queue is empty the fake echoes the last
-user message (or calls ``default_reply``).  Every request is recorded as a
-:class:`RecordedRequest`.
+user message (or calls ``default_reply``).  Transcripts can be scripted with
+:meth:`FakeOpenAI.enqueue_transcript`.  Every request is recorded as a
+:class:`RecordedRequest`; limits and error bodies follow the real API.
 
 Run ``python -m tests.fakes.openai_server --port 8765`` to serve it in the
 foreground from another process; it prints ``FAKE_OPENAI <base_url>`` once
@@ -22,25 +31,54 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
+import functools
+import hashlib
+import importlib
+import io
 import json
 import math
+import operator
 import re
 import secrets
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
-from aiohttp import web
+from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.typedefs import Handler
+from PIL import Image, ImageOps
 
 from tests.fakes.background import BackgroundLoop
 
-__all__ = ["ERROR_KINDS", "FakeOpenAI", "RecordedRequest", "Scripted", "main"]
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "AUDIO_UPLOAD_LIMIT",
+    "ERROR_KINDS",
+    "SPEECH_INPUT_LIMIT",
+    "VISION_PAYLOAD_LIMIT",
+    "VOICES",
+    "FakeOpenAI",
+    "ImageRecord",
+    "RecordedFile",
+    "RecordedRequest",
+    "Scripted",
+    "SeenImage",
+    "SpeechRecord",
+    "TranscriptionRecord",
+    "main",
+]
 
 ERROR_KINDS: Final[frozenset[str]] = frozenset(
     {"rate_limit", "insufficient_quota", "context_length_exceeded", "server_error", "bad_request"}
@@ -50,14 +88,105 @@ ERROR_KINDS: Final[frozenset[str]] = frozenset(
 RESPONSES_PATH: Final = "/v1/responses"
 CHAT_PATH: Final = "/v1/chat/completions"
 MODEL_PATHS: Final[frozenset[str]] = frozenset({RESPONSES_PATH, CHAT_PATH})
+TRANSCRIPTIONS_PATH: Final = "/v1/audio/transcriptions"
+SPEECH_PATH: Final = "/v1/audio/speech"
+IMAGE_GENERATIONS_PATH: Final = "/v1/images/generations"
+IMAGE_EDITS_PATH: Final = "/v1/images/edits"
+FAKE_FILES_PREFIX: Final = "/v1/_fake/"
+FAKE_IMAGES_PATH: Final = "/v1/_fake/images"
+
+AUDIO_UPLOAD_LIMIT: Final = 26_214_400
+"""Largest audio file (bytes) ``/v1/audio/transcriptions`` accepts (25 MB)."""
+AUDIO_EXTENSIONS: Final = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
+"""File name extensions ``/v1/audio/transcriptions`` accepts."""
+SPEECH_INPUT_LIMIT: Final = 4096
+"""Most characters of ``input`` that ``/v1/audio/speech`` accepts."""
+VISION_PAYLOAD_LIMIT: Final = 50 * 1024 * 1024
+"""Most bytes of image data URLs accepted in one model request (50 MB)."""
+VOICES: Final = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "nova",
+    "onyx",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
+)
+"""Built-in voices of ``/v1/audio/speech``."""
+
+_WHISPER: Final = "whisper-1"
+_TRANSCRIPTION_MODELS: Final = (_WHISPER, "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
+_TRANSCRIPTION_FORMATS: Final = ("json", "text", "srt", "verbose_json", "vtt")
+_LANGUAGE_NAMES: Final[dict[str, str]] = {
+    "de": "german",
+    "en": "english",
+    "es": "spanish",
+    "fr": "french",
+    "it": "italian",
+    "ja": "japanese",
+    "nl": "dutch",
+    "pl": "polish",
+    "pt": "portuguese",
+    "ru": "russian",
+    "uk": "ukrainian",
+    "zh": "chinese",
+}
+_PCM_RATE: Final = 16_000
+_RMS_WINDOW: Final = _PCM_RATE // 50  # 20 ms
+_SILENCE_RMS: Final = 0.01 * 32768  # -40 dBFS
+_MIN_SILENCE_WINDOWS: Final = 15  # 300 ms of silence separates two words
+_MIN_SOUND_WINDOWS: Final = 3  # shorter sounds are clicks, not words
+_MIN_AUDIO_SECONDS: Final = 0.1
+_AUDIO_TOKENS_PER_SECOND: Final = 1000 / 60  # gpt-4o-transcribe bills ~1000 tokens a minute
+
+_SPEECH_MODELS: Final = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+_SPEECH_RATE: Final = 24_000
+_SPEECH_FORMATS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
+    "mp3": ("audio/mpeg", ("-c:a", "libmp3lame", "-b:a", "64k", "-f", "mp3")),
+    "opus": ("audio/ogg", ("-c:a", "libopus", "-b:a", "32k", "-f", "ogg")),
+    "aac": ("audio/aac", ("-c:a", "aac", "-b:a", "64k", "-f", "adts")),
+    "flac": ("audio/flac", ("-c:a", "flac", "-f", "flac")),
+    "wav": ("audio/wav", ("-c:a", "pcm_s16le", "-f", "wav")),
+    "pcm": ("audio/pcm", ("-c:a", "pcm_s16le", "-f", "s16le")),
+}
+_MIN_SPEECH_SECONDS: Final = 0.3
+
+_GPT_IMAGE_SIZES: Final = ("1024x1024", "1024x1536", "1536x1024", "auto")
+_GPT_IMAGE_QUALITIES: Final = ("low", "medium", "high", "auto")
+_GPT_IMAGE_ONLY: Final = ("background", "output_format", "output_compression", "moderation")
+_GPT_IMAGE_FORMATS: Final[dict[str, str]] = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+_IMAGE_OUTPUT_TOKENS: Final[dict[str, dict[str, int]]] = {
+    "low": {"1024x1024": 272, "1024x1536": 408, "1536x1024": 400},
+    "medium": {"1024x1024": 1056, "1024x1536": 1584, "1536x1024": 1568},
+    "high": {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208},
+}
+_GPT_IMAGE_EDIT_LIMIT: Final = 50 * 1024 * 1024
+_GPT_IMAGE_EDIT_FORMATS: Final = frozenset({"PNG", "WEBP", "JPEG"})
+_GPT_IMAGE_MAX_INPUTS: Final = 16
+_DALL_E_2_EDIT_LIMIT: Final = 4 * 1024 * 1024
+_DALL_E_2_EDIT_MODES: Final = ("RGBA", "LA", "L")
+_FORBIDDEN_RE: Final = re.compile(r"\bforbidden\b", re.IGNORECASE)
+
+_VISION_FORMATS: Final = frozenset({"PNG", "JPEG", "WEBP", "GIF"})
+_VISION_DETAILS: Final = ("low", "high", "auto")
+_DATA_URL_RE: Final = re.compile(r"data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*?);base64,", re.I)
 
 _DEFAULT_CONTEXT_LIMIT: Final = 128_000
+_CLIENT_MAX_SIZE: Final = 64 * 1024 * 1024  # room for a 50 MB vision payload or 25 MB audio
 _POLL_INTERVAL: Final = 0.05
 _PIECE_RE: Final = re.compile(r"\s*\S{1,4}|\s+")
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _SYSTEM_FINGERPRINT: Final = "fp_fake0openai"
 _REQUEST_ID_KEY: Final = web.RequestKey("request_id", str)
 _BODY_KEY: Final[web.RequestKey[dict[str, object] | None]] = web.RequestKey("body")
+_FORM_KEY: Final[web.RequestKey[_Form | None]] = web.RequestKey("form")
+_RECORD_KEY: Final[web.RequestKey[RecordedRequest]] = web.RequestKey("record")
 
 _MISSING_KEY_MESSAGE: Final = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header "
@@ -81,6 +210,24 @@ _SERVER_ERROR_MESSAGE: Final = (
     "The server had an error while processing your request. Sorry about that! You can retry "
     "your request, or contact us through our help center at help.openai.com if the error "
     "persists."
+)
+_CORRUPTED_AUDIO_MESSAGE: Final = "Audio file might be corrupted or unsupported"
+_INVALID_IMAGE_MESSAGE: Final = (
+    "The image data you provided does not represent a valid image. Please check your input and "
+    "try again with one of the supported image formats: ['image/jpeg', 'image/png', "
+    "'image/gif', 'image/webp']."
+)
+_UNSUPPORTED_IMAGE_MESSAGE: Final = (
+    "You uploaded an unsupported image. Please make sure your image has of one the following "
+    "formats: ['png', 'jpeg', 'gif', 'webp']."
+)
+_DALL_E_SAFETY_MESSAGE: Final = (
+    "Your request was rejected as a result of our safety system. Your prompt may contain text "
+    "that is not allowed by our safety system."
+)
+_GPT_IMAGE_SAFETY_MESSAGE: Final = (
+    "Your request was rejected by the safety system. If you believe this is an error, contact "
+    "us at help.openai.com and include the request ID {request_id}."
 )
 
 
@@ -120,6 +267,32 @@ class Scripted:
 
 
 @dataclass(frozen=True)
+class RecordedFile:
+    """One file part of a multipart request."""
+
+    name: str
+    """The form field name (``file``, ``image``, ``image[]``, ``mask``)."""
+    filename: str | None
+    content_type: str
+    size: int
+    """Length of the part's content in bytes."""
+    data: bytes = field(repr=False)
+
+
+class SeenImage(NamedTuple):
+    """An image a model request carried (vision input), as the fake decoded it."""
+
+    mime: str
+    """The image's real type from its content (``image/png``, ``image/jpeg``, ...)."""
+    width: int
+    height: int
+    detail: str
+    """``low``, ``high`` or ``auto`` as requested."""
+    tokens: int
+    """Input tokens charged for the image (added to the request's input tokens)."""
+
+
+@dataclass(frozen=True)
 class RecordedRequest:
     """One HTTP request received by the fake (header names are lower-cased)."""
 
@@ -127,7 +300,57 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: dict[str, object] | None
-    """The parsed JSON body, or ``None`` when absent or not a JSON object."""
+    """The parsed JSON body, or the text fields of a multipart form (a field sent more than
+    once maps to the list of its values); ``None`` when absent or neither."""
+    query: str = ""
+    """The raw query string (without ``?``)."""
+    files: tuple[RecordedFile, ...] = ()
+    """File parts of a multipart request, in order."""
+    images: list[SeenImage] = field(default_factory=list)
+    """Images of a model (responses/chat) request, filled once the fake has decoded them."""
+
+    def as_text(self) -> str:
+        """Request line, headers and body as text (JSON dumped; files by name and type)."""
+        lines = [f"{self.method} {self.path}" + (f"?{self.query}" if self.query else "")]
+        lines.extend(f"{name}: {value}" for name, value in self.headers.items())
+        if self.body is not None:
+            lines.append(json.dumps(self.body, ensure_ascii=False))
+        lines.extend(
+            f"{f.name}: {f.filename} ({f.content_type}, {f.size} bytes)" for f in self.files
+        )
+        return "\n".join(lines)
+
+
+class TranscriptionRecord(NamedTuple):
+    """One successful ``/v1/audio/transcriptions`` request."""
+
+    model: str
+    filename: str
+    duration_seconds: float
+    text: str
+
+
+class SpeechRecord(NamedTuple):
+    """One successful ``/v1/audio/speech`` request."""
+
+    model: str
+    voice: str
+    response_format: str
+    input: str
+    seconds: float
+    """Duration of the audio returned."""
+
+
+class ImageRecord(NamedTuple):
+    """One successful image request (``endpoint`` is ``generations`` or ``edits``)."""
+
+    endpoint: str
+    model: str
+    prompt: str
+    size: str
+    """The size produced (``auto`` resolved)."""
+    quality: str
+    """The quality used (``auto`` resolved)."""
 
 
 @dataclass
@@ -157,6 +380,120 @@ class _Plan:
 
 class _Aborted(Exception):
     """The client went away or the server is stopping: stop producing output."""
+
+
+class _ApiError(Exception):
+    """An OpenAI error answer, raised by validation and turned into a response."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = _error_body(message, type_, param, code)
+
+    def response(self) -> web.Response:
+        """The JSON error response."""
+        return _json_response(self.body, status=self.status)
+
+
+@dataclass
+class _Form:
+    """A parsed multipart body: text fields (repeatable) and file parts."""
+
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    files: list[RecordedFile] = field(default_factory=list)
+
+    def text(self, name: str) -> str | None:
+        """The first value of a text field, or ``None``."""
+        values = self.fields.get(name)
+        return values[0] if values else None
+
+    def texts(self, name: str) -> list[str]:
+        """Every value of a text field."""
+        return list(self.fields.get(name, []))
+
+    def file(self, *names: str) -> list[RecordedFile]:
+        """File parts sent under any of ``names``, in order."""
+        return [f for f in self.files if f.name in names]
+
+    def recorded_body(self) -> dict[str, object]:
+        """Text fields as recorded: a single value as ``str``, repeated ones as a list."""
+        return {k: v[0] if len(v) == 1 else list(v) for k, v in self.fields.items()}
+
+
+@dataclass(frozen=True)
+class _ToneRegion:
+    """A stretch of sound between silences, heard as one word."""
+
+    start: float
+    end: float
+    frequency: float
+
+    @property
+    def word(self) -> str:
+        """``tone<Hz>``, the frequency rounded to the nearest 10 Hz."""
+        return f"tone{round(self.frequency / 10) * 10}"
+
+
+@dataclass(frozen=True)
+class _ImageModel:
+    """What one image model accepts."""
+
+    name: str
+    sizes: tuple[str, ...]
+    qualities: tuple[str, ...]
+    default_quality: str
+    max_prompt: int
+    max_n: int
+    gpt_image: bool
+    edits: bool
+
+
+_IMAGE_MODELS: Final[dict[str, _ImageModel]] = {
+    m.name: m
+    for m in (
+        _ImageModel(
+            "gpt-image-1", _GPT_IMAGE_SIZES, _GPT_IMAGE_QUALITIES, "auto", 32000, 10, True, True
+        ),
+        _ImageModel(
+            "gpt-image-1-mini",
+            _GPT_IMAGE_SIZES,
+            _GPT_IMAGE_QUALITIES,
+            "auto",
+            32000,
+            10,
+            True,
+            True,
+        ),
+        _ImageModel(
+            "dall-e-3",
+            ("1024x1024", "1792x1024", "1024x1792"),
+            ("standard", "hd"),
+            "standard",
+            4000,
+            1,
+            False,
+            False,
+        ),
+        _ImageModel(
+            "dall-e-2",
+            ("256x256", "512x512", "1024x1024"),
+            ("standard",),
+            "standard",
+            1000,
+            10,
+            False,
+            True,
+        ),
+    )
+}
+_DEFAULT_IMAGE_MODEL: Final = "dall-e-2"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -197,8 +534,8 @@ def _parts_text(content: object, *, join: str = "\n") -> str:
     return ""
 
 
-def _last_user_text(api: str, body: dict[str, object]) -> str:
-    """Text of the last user message of a Responses or Chat request body."""
+def _last_user_message(api: str, body: dict[str, object]) -> object:
+    """The last user message (a string input or a message dict) of a request body."""
     if api == "responses":
         items = body.get("input")
         if isinstance(items, str):
@@ -206,15 +543,33 @@ def _last_user_text(api: str, body: dict[str, object]) -> str:
     else:
         items = body.get("messages")
     if not isinstance(items, list):
-        return ""
+        return None
     for item in reversed(items):
         if (
             isinstance(item, dict)
             and item.get("role") == "user"
             and item.get("type", "message") == "message"
         ):
-            return _parts_text(item.get("content"))
+            return item
+    return None
+
+
+def _last_user_text(api: str, body: dict[str, object]) -> str:
+    """Text of the last user message of a Responses or Chat request body."""
+    message = _last_user_message(api, body)
+    if isinstance(message, str):
+        return message
+    if isinstance(message, dict):
+        return _parts_text(message.get("content"))
     return ""
+
+
+def _echo(text: str, images: int) -> str:
+    """The default reply: ``Echo: <text>``, plus ``[N images]`` when the message had any."""
+    if not images:
+        return f"Echo: {text}"
+    note = f"[{images} image{'' if images == 1 else 's'}]"
+    return f"Echo: {text} {note}" if text else f"Echo: {note}"
 
 
 def _input_chars(api: str, body: dict[str, object]) -> int:
@@ -310,6 +665,506 @@ class _SSEWriter:
             await self._response.write(data)
 
 
+# --------------------------------------------------------------------------- API errors
+
+
+def _supported(values: Sequence[str]) -> str:
+    quoted = [f"'{v}'" for v in values]
+    if len(quoted) <= 2:
+        return " and ".join(quoted)
+    return ", ".join(quoted[:-1]) + ", and " + quoted[-1]
+
+
+def _missing(param: str) -> _ApiError:
+    return _ApiError(
+        400,
+        f"Missing required parameter: '{param}'.",
+        param=param,
+        code="missing_required_parameter",
+    )
+
+
+def _invalid_value(param: str, value: object, supported: Sequence[str]) -> _ApiError:
+    return _ApiError(
+        400,
+        f"Invalid value: '{value}'. Supported values are: {_supported(supported)}.",
+        param=param,
+        code="invalid_value",
+    )
+
+
+def _invalid_type(param: str, expected: str, value: object) -> _ApiError:
+    got = "a string" if isinstance(value, str) else type(value).__name__
+    return _ApiError(
+        400,
+        f"Invalid type for '{param}': expected {expected}, but got {got} instead.",
+        param=param,
+        code="invalid_type",
+    )
+
+
+def _unknown_parameter(param: str) -> _ApiError:
+    return _ApiError(400, f"Unknown parameter: '{param}'.", param=param, code="unknown_parameter")
+
+
+def _unsupported_parameter(param: str) -> _ApiError:
+    return _ApiError(
+        400,
+        f"Unsupported parameter: '{param}' is not supported with this model.",
+        param=param,
+        code="unsupported_parameter",
+    )
+
+
+def _model_not_found(model: str) -> _ApiError:
+    return _ApiError(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        code="model_not_found",
+    )
+
+
+def _string_length(param: str, value: str, limit: int) -> None:
+    """Reject an empty string or one longer than ``limit`` characters, as the API does."""
+    if not value:
+        raise _ApiError(
+            400,
+            f"Invalid '{param}': empty string. Expected a string with minimum length 1, "
+            "but got an empty string instead.",
+            param=param,
+            code="empty_string",
+        )
+    if len(value) > limit:
+        raise _ApiError(
+            400,
+            f"Invalid '{param}': string too long. Expected a string with maximum length "
+            f"{limit}, but got a string with length {len(value)} instead.",
+            param=param,
+            code="string_above_max_length",
+        )
+
+
+def _number_in_range(param: str, value: object, low: float, high: float) -> float:
+    """A JSON or form number within ``[low, high]``, else the API's range error."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise _invalid_type(param, "a decimal", value) from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        raise _invalid_type(param, "a decimal", value)
+    if number > high:
+        raise _ApiError(
+            400,
+            f"Invalid '{param}': decimal above maximum value. Expected a value <= "
+            f"{_format_seconds(high)}, but got {_format_seconds(number)} instead.",
+            param=param,
+            code="decimal_above_max_value",
+        )
+    if number < low:
+        raise _ApiError(
+            400,
+            f"Invalid '{param}': decimal below minimum value. Expected a value >= "
+            f"{_format_seconds(low)}, but got {_format_seconds(number)} instead.",
+            param=param,
+            code="decimal_below_min_value",
+        )
+    return number
+
+
+def _integer_in_range(param: str, value: object, low: int, high: int) -> int:
+    """A JSON or form integer within ``[low, high]``, else the API's range error."""
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise _invalid_type(param, "an integer", value)
+    if number > high:
+        raise _ApiError(
+            400,
+            f"Invalid '{param}': integer above maximum value. Expected a value <= {high}, "
+            f"but got {number} instead.",
+            param=param,
+            code="integer_above_max_value",
+        )
+    if number < low:
+        raise _ApiError(
+            400,
+            f"Invalid '{param}': integer below minimum value. Expected a value >= {low}, "
+            f"but got {number} instead.",
+            param=param,
+            code="integer_below_min_value",
+        )
+    return number
+
+
+def _optional_str(body: dict[str, object], param: str) -> str | None:
+    value = body.get(param)
+    if value is None or isinstance(value, str):
+        return value
+    raise _invalid_type(param, "a string", value)
+
+
+# --------------------------------------------------------------------------- audio
+
+
+@functools.cache
+def _ffmpeg() -> str:
+    """The ffmpeg executable bundled with ``imageio-ffmpeg``."""
+    module = importlib.import_module("imageio_ffmpeg")
+    return str(module.get_ffmpeg_exe())
+
+
+def _decode_audio(data: bytes, extension: str) -> bytes | None:
+    """Decode to 16 kHz mono s16le PCM with ffmpeg; ``None`` when ffmpeg cannot.
+
+    Blocking: run it in a worker thread.
+    """
+    with tempfile.TemporaryDirectory(prefix="fake-openai-") as tmp:
+        source = Path(tmp) / f"upload.{extension}"
+        source.write_bytes(data)
+        command = [
+            _ffmpeg(),
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            str(source),
+            "-vn",
+            "-ac",
+            "1",
+            "-ar",
+            str(_PCM_RATE),
+            "-f",
+            "s16le",
+            "pipe:1",
+        ]
+        done = subprocess.run(command, capture_output=True, check=False, timeout=300)
+    return done.stdout if done.returncode == 0 else None
+
+
+def _pcm_samples(pcm: bytes) -> array[int]:
+    samples = array("h")
+    samples.frombytes(pcm[: len(pcm) - len(pcm) % 2])
+    if sys.byteorder == "big":
+        samples.byteswap()
+    return samples
+
+
+def _sound_runs(windows: list[int]) -> list[tuple[int, int]]:
+    """Consecutive window indexes grouped as ``(first, last + 1)`` runs."""
+    runs: list[tuple[int, int]] = []
+    for index in windows:
+        if runs and runs[-1][1] == index:
+            runs[-1] = (runs[-1][0], index + 1)
+        else:
+            runs.append((index, index + 1))
+    return runs
+
+
+def _frequency(samples: array[int], windows: list[int]) -> float:
+    """Pitch by zero crossings (with hysteresis) over the loud windows of a region.
+
+    Half periods are counted between the first and the last crossing of each run, so the
+    partly silent windows at a sound's edges do not skew the estimate.
+    """
+    half_periods = 0
+    span = 0
+    for first, last in _sound_runs(windows):
+        run = samples[first * _RMS_WINDOW : last * _RMS_WINDOW]
+        if not run:
+            continue
+        rms = math.sqrt(sum(map(operator.mul, run, run)) / len(run))
+        threshold = 0.2 * rms
+        state = 0
+        crossings = 0
+        first_at = last_at = 0
+        for position, sample in enumerate(run):
+            if sample > threshold:
+                if state < 0:
+                    crossings += 1
+                    last_at = position
+                    if crossings == 1:
+                        first_at = position
+                state = 1
+            elif sample < -threshold:
+                if state > 0:
+                    crossings += 1
+                    last_at = position
+                    if crossings == 1:
+                        first_at = position
+                state = -1
+        if crossings >= 2:
+            half_periods += crossings - 1
+            span += last_at - first_at
+    return _PCM_RATE * half_periods / (2 * span) if span else 0.0
+
+
+def _tone_regions(pcm: bytes) -> tuple[float, list[_ToneRegion]]:
+    """Duration and the sounds between silences (RMS over 20 ms windows below -40 dBFS
+    for at least 300 ms), each with its pitch."""
+    samples = _pcm_samples(pcm)
+    duration = len(samples) / _PCM_RATE
+    loud: list[bool] = []
+    for start in range(0, len(samples), _RMS_WINDOW):
+        chunk = samples[start : start + _RMS_WINDOW]
+        loud.append(sum(map(operator.mul, chunk, chunk)) >= _SILENCE_RMS**2 * len(chunk))
+    groups: list[list[int]] = []
+    silent_run = _MIN_SILENCE_WINDOWS
+    for index, is_loud in enumerate(loud):
+        if not is_loud:
+            silent_run += 1
+            continue
+        if silent_run >= _MIN_SILENCE_WINDOWS:
+            groups.append([])
+        groups[-1].append(index)
+        silent_run = 0
+    regions = [
+        _ToneRegion(
+            start=round(windows[0] * _RMS_WINDOW / _PCM_RATE, 2),
+            end=round(min((windows[-1] + 1) * _RMS_WINDOW, len(samples)) / _PCM_RATE, 2),
+            frequency=_frequency(samples, windows),
+        )
+        for windows in groups
+        if len(windows) >= _MIN_SOUND_WINDOWS
+    ]
+    return duration, regions
+
+
+def _synthesize_speech(frequency: int, seconds: float, response_format: str) -> bytes:
+    """A sine tone encoded with ffmpeg. Blocking: run it in a worker thread."""
+    codec = _SPEECH_FORMATS[response_format][1]
+    with tempfile.TemporaryDirectory(prefix="fake-openai-") as tmp:
+        target = Path(tmp) / f"speech.{response_format}"
+        command = [
+            _ffmpeg(),
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency={frequency}:sample_rate={_SPEECH_RATE}:duration={seconds:.3f}",
+            "-ac",
+            "1",
+            *codec,
+            "-y",
+            str(target),
+        ]
+        subprocess.run(command, capture_output=True, check=True, timeout=300)
+        return target.read_bytes()
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def _subtitles(segments: list[tuple[float, float, str]], *, vtt: bool) -> str:
+    blocks: list[str] = []
+    for index, (start, end, text) in enumerate(segments, start=1):
+        if vtt:
+            blocks.append(f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n{text}\n")
+        else:
+            blocks.append(f"{index}\n{_timestamp(start, ',')} --> {_timestamp(end, ',')}\n{text}\n")
+    body = "\n".join(blocks)
+    return f"WEBVTT\n\n{body}" if vtt else body
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _vision_tokens(width: int, height: int, detail: str) -> int:
+    """OpenAI's rule: fit in 2048x2048, shortest side to 768, then 170 per 512 px tile + 85."""
+    if detail == "low":
+        return 85
+    w, h = float(width), float(height)
+    if max(w, h) > 2048:
+        scale = 2048 / max(w, h)
+        w, h = w * scale, h * scale
+    if min(w, h) > 768:
+        scale = 768 / min(w, h)
+        w, h = w * scale, h * scale
+    return 85 + 170 * math.ceil(w / 512) * math.ceil(h / 512)
+
+
+def _open_image(data: bytes) -> Image.Image | None:
+    """The fully decoded image, or ``None`` when Pillow cannot read it."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception:  # any decoder failure means "not an image"
+        return None
+    return image
+
+
+def _size_tuple(size: str) -> tuple[int, int]:
+    width, _, height = size.partition("x")
+    return int(width), int(height)
+
+
+def _draw_picture(size: str, seed: str, fmt: str, *, transparent: bool = False) -> bytes:
+    """A gradient picture whose colour depends on ``seed``. Blocking (Pillow)."""
+    width, height = _size_tuple(size)
+    digest = hashlib.sha256(seed.encode()).digest()
+    ramp = Image.linear_gradient("L").resize((width, height))
+    red = Image.new("L", (width, height), digest[0])
+    blue = Image.new("L", (width, height), digest[1])
+    picture = Image.merge("RGB", (red, ramp, blue))
+    if transparent:
+        picture.putalpha(ramp)
+    return _encode_picture(picture, fmt)
+
+
+def _encode_picture(picture: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        picture.convert("RGB").save(buffer, "JPEG", quality=85)
+    elif fmt == "PNG":
+        picture.save(buffer, "PNG", compress_level=1)
+    else:
+        picture.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def _edit_picture(source: bytes, size: str, fmt: str) -> bytes:
+    """The first input image, colours inverted, resized to ``size``. Blocking (Pillow)."""
+    with Image.open(io.BytesIO(source)) as image:
+        rgba = image.convert("RGBA")
+    red, green, blue, alpha = rgba.split()
+    inverted = ImageOps.invert(Image.merge("RGB", (red, green, blue)))
+    inverted.putalpha(alpha)
+    return _encode_picture(inverted.resize(_size_tuple(size)), fmt)
+
+
+def _auto_edit_size(width: int, height: int) -> str:
+    """The standard GPT image size closest to the input's aspect ratio."""
+    if width > height * 1.2:
+        return "1536x1024"
+    if height > width * 1.2:
+        return "1024x1536"
+    return "1024x1024"
+
+
+def _image_ref(api: str, part: object) -> tuple[object, object] | None:
+    """``(url, detail)`` of an image part (``input_image`` or ``image_url``), else ``None``."""
+    if not isinstance(part, dict):
+        return None
+    if api == "responses" and part.get("type") == "input_image":
+        if part.get("image_url") is None and isinstance(part.get("file_id"), str):
+            raise _ApiError(
+                404, f"No such File object: {part['file_id']}", param="file_id", code=None
+            )
+        return part.get("image_url"), part.get("detail", "auto")
+    if api == "chat" and part.get("type") == "image_url":
+        image_url = part.get("image_url")
+        if isinstance(image_url, dict):
+            return image_url.get("url"), image_url.get("detail", "auto")
+        return image_url, "auto"
+    return None
+
+
+def _message_images(api: str, item: object) -> list[tuple[object, object]]:
+    """Image parts of one input item or message (content parts, tool output parts)."""
+    if not isinstance(item, dict):
+        return []
+    refs: list[tuple[object, object]] = []
+    for key in ("content", "output"):
+        parts = item.get(key)
+        if isinstance(parts, list):
+            refs.extend(ref for ref in (_image_ref(api, p) for p in parts) if ref is not None)
+    return refs
+
+
+def _request_images(api: str, body: dict[str, object]) -> list[tuple[object, object]]:
+    items = body.get("input" if api == "responses" else "messages")
+    if not isinstance(items, list):
+        return []
+    return [ref for item in items for ref in _message_images(api, item)]
+
+
+def _inspect_images(api: str, body: dict[str, object]) -> list[SeenImage]:
+    """Validate and decode every image of a model request, as the API would.
+
+    Blocking (base64 and Pillow): run it in a worker thread.
+    """
+    param = "input" if api == "responses" else "messages"
+    payloads: list[tuple[str, str, str]] = []
+    total = 0
+    for url, detail in _request_images(api, body):
+        if not isinstance(url, str):
+            raise _invalid_type("image_url", "a string", url)
+        if re.match(r"https?://", url, re.IGNORECASE):
+            raise _ApiError(
+                400, f"Error while downloading {url}.", param="url", code="invalid_image_url"
+            )
+        match = _DATA_URL_RE.match(url)
+        if match is None:
+            raise _ApiError(
+                400,
+                "Invalid image URL. Expected a base64-encoded data URL with an image MIME type "
+                "(e.g. 'data:image/png;base64,aW1nIGJ5dGVzIGhlcmU=') or an http(s) URL.",
+                param=param,
+                code="invalid_value",
+            )
+        mime = match["mime"].lower()
+        if not mime.startswith("image/"):
+            raise _ApiError(
+                400,
+                "Invalid image URL. Expected a base64-encoded data URL with an image MIME type "
+                f"(e.g. 'data:image/png;base64,aW1nIGJ5dGVzIGhlcmU='), but got unsupported MIME "
+                f"type '{mime}'.",
+                param=param,
+                code="invalid_value",
+            )
+        if detail not in _VISION_DETAILS:
+            raise _invalid_value("detail", detail, _VISION_DETAILS)
+        total += len(url)
+        payloads.append((url[match.end() :], str(detail), mime))
+    if total > VISION_PAYLOAD_LIMIT:
+        raise _ApiError(
+            400,
+            f"Total size of images in the request ({total} bytes) exceeds the limit of "
+            f"{VISION_PAYLOAD_LIMIT} bytes (50 MB).",
+            param=param,
+            code="image_payload_too_large",
+        )
+    seen: list[SeenImage] = []
+    for payload, detail, _ in payloads:
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise _ApiError(
+                400, _INVALID_IMAGE_MESSAGE, param=param, code="invalid_image_format"
+            ) from None
+        image = _open_image(data)
+        if image is None:
+            raise _ApiError(400, _INVALID_IMAGE_MESSAGE, param=param, code="invalid_image_format")
+        if image.format not in _VISION_FORMATS or getattr(image, "is_animated", False):
+            raise _ApiError(
+                400, _UNSUPPORTED_IMAGE_MESSAGE, param=param, code="invalid_image_format"
+            )
+        width, height = image.size
+        seen.append(
+            SeenImage(
+                mime=Image.MIME.get(image.format, "image/" + image.format.lower()),
+                width=width,
+                height=height,
+                detail=detail,
+                tokens=_vision_tokens(width, height, detail),
+            )
+        )
+    return seen
+
+
 # --------------------------------------------------------------------------- server
 
 
@@ -321,10 +1176,22 @@ class FakeOpenAI:
     function-call arguments and tool outputs; output tokens are
     ``ceil(len(text) / 4)`` plus ``ceil(len(arguments_json) / 4)`` per tool call.
     Tool call ids are ``call_1``, ``call_2``, ... (counter cleared by :meth:`reset`).
+    Each image of a model request adds its vision tokens (see :class:`SeenImage`).
+
+    Transcription "hears" the audio: each sound between silences of 300 ms or more
+    becomes the word ``tone<Hz>`` (pitch by zero crossings, rounded to 10 Hz), so
+    ``440 Hz, silence, 660 Hz`` is transcribed ``"tone440 tone660"`` and pure silence
+    ``""``.  Speech answers a sine tone of ``len(input) / speech_chars_per_second /
+    speed`` seconds (at least 0.3 s) whose pitch steps through 220, 330, ... 990 Hz
+    with each speech request, so joined chunks stay distinguishable.
 
     Attributes:
         requests: every request received, in order (header names lower-cased).
         context_limits: per-model context windows (also listed by ``GET /v1/models``).
+        transcriptions: every successful transcription, in order.
+        speeches: every successful speech request, in order.
+        images: every successful image generation or edit, in order.
+        speech_chars_per_second: characters of ``input`` spoken per second at speed 1.
     """
 
     def __init__(
@@ -340,12 +1207,20 @@ class FakeOpenAI:
         ``context_limits`` maps model names to their context window: requests whose
         estimated input tokens exceed it fail with ``context_length_exceeded``.
         ``default_reply`` computes the answer from the last user text when no
-        script is queued (default ``"Echo: <text>"``).
+        script is queued (default ``"Echo: <text>"``, followed by ``" [N images]"``
+        when that message carried images).
         """
         self.api_key = api_key
         self.context_limits: dict[str, int] = dict(context_limits or {})
         self.default_reply = default_reply
         self.requests: list[RecordedRequest] = []
+        self.transcriptions: list[TranscriptionRecord] = []
+        self.speeches: list[SpeechRecord] = []
+        self.images: list[ImageRecord] = []
+        self.speech_chars_per_second = 15.0
+        self._transcripts: deque[str] = deque()
+        self._pictures: dict[str, tuple[str, bytes]] = {}
+        self._speech_counter = 0
         self._requested_port = port
         self._port: int | None = None
         self._lock = threading.Lock()
@@ -410,10 +1285,15 @@ class FakeOpenAI:
 
     async def _astart(self) -> None:
         self._stopping = asyncio.Event()
-        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
+        app = web.Application(middlewares=[self._middleware], client_max_size=_CLIENT_MAX_SIZE)
         app.on_response_prepare.append(self._on_response_prepare)
         app.router.add_post(RESPONSES_PATH, self._handle_responses)
         app.router.add_post(CHAT_PATH, self._handle_chat)
+        app.router.add_post(TRANSCRIPTIONS_PATH, self._handle_transcriptions)
+        app.router.add_post(SPEECH_PATH, self._handle_speech)
+        app.router.add_post(IMAGE_GENERATIONS_PATH, self._handle_image_generations)
+        app.router.add_post(IMAGE_EDITS_PATH, self._handle_image_edits)
+        app.router.add_get(FAKE_IMAGES_PATH + "/{name}", self._handle_picture)
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_get("/v1/models/{model}", self._handle_model)
         app.router.add_route("*", "/{tail:.*}", self._handle_not_found)
@@ -442,17 +1322,48 @@ class FakeOpenAI:
         with self._lock:
             self._queue.extend(scripts)
 
+    def enqueue_transcript(self, *texts: str) -> None:
+        """Queue transcripts (FIFO); each successful transcription returns the next one
+        instead of what it heard (the audio is still decoded and validated)."""
+        with self._lock:
+            self._transcripts.extend(texts)
+
     def reset(self) -> None:
-        """Clear queued scripts, recorded requests and the ``call_N`` id counter."""
+        """Clear queued scripts and transcripts, every record and the id counters."""
         with self._lock:
             self._queue.clear()
+            self._transcripts.clear()
             self.requests.clear()
+            self.transcriptions.clear()
+            self.speeches.clear()
+            self.images.clear()
+            self._pictures.clear()
             self._call_counter = 0
+            self._speech_counter = 0
 
     def model_requests(self) -> list[RecordedRequest]:
         """Recorded ``/v1/responses`` and ``/v1/chat/completions`` requests, in order."""
         with self._lock:
             return [r for r in self.requests if r.path in MODEL_PATHS]
+
+    def images_seen(self, request: RecordedRequest | None = None) -> list[SeenImage]:
+        """Images that reached a model: of one recorded request, or of all of them in order."""
+        if request is not None:
+            return list(request.images)
+        with self._lock:
+            return [image for r in self.requests for image in r.images]
+
+    def all_request_text(self) -> str:
+        """Every recorded request as text (request line, headers, JSON body or form fields
+        and file names), for asserting that something never reached OpenAI."""
+        with self._lock:
+            return "\n\n".join(r.as_text() for r in self.requests)
+
+    @property
+    def pending_transcripts(self) -> int:
+        """Number of queued transcripts."""
+        with self._lock:
+            return len(self._transcripts)
 
     @property
     def pending(self) -> int:
@@ -475,23 +1386,44 @@ class FakeOpenAI:
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         request[_REQUEST_ID_KEY] = _hex_id("req_", 16)
         body: dict[str, object] | None = None
-        raw = await request.read() if request.body_exists else b""
-        if raw:
-            try:
-                parsed = json.loads(raw)
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict):
-                body = parsed
+        form: _Form | None = None
+        too_large: _ApiError | None = None
+        try:
+            if request.content_type == "multipart/form-data":
+                form = await self._read_form(request)
+            else:
+                raw = await request.read() if request.body_exists else b""
+                if raw:
+                    try:
+                        parsed = json.loads(raw)
+                    except ValueError:
+                        parsed = None
+                    if isinstance(parsed, dict):
+                        body = parsed
+        except web.HTTPRequestEntityTooLarge:
+            read = request.content_length or _CLIENT_MAX_SIZE + 1
+            too_large = _ApiError(
+                413,
+                f"Maximum content size limit ({_CLIENT_MAX_SIZE}) exceeded ({read} bytes read)",
+                type_="server_error",
+            )
         request[_BODY_KEY] = body
+        request[_FORM_KEY] = form
         record = RecordedRequest(
             method=request.method,
             path=request.path,
             headers={k.lower(): v for k, v in request.headers.items()},
-            body=body,
+            body=form.recorded_body() if form is not None else body,
+            query=request.query_string,
+            files=tuple(form.files) if form is not None else (),
         )
+        request[_RECORD_KEY] = record
         with self._lock:
             self.requests.append(record)
+        if too_large is not None:
+            return too_large.response()
+        if request.path.startswith(FAKE_FILES_PREFIX):
+            return await handler(request)  # served like a CDN: no API key
         auth = request.headers.get("Authorization")
         if auth != f"Bearer {self.api_key}":
             if not auth or not auth.startswith("Bearer ") or not auth[7:].strip():
@@ -505,6 +1437,39 @@ class FakeOpenAI:
                 _error_body(message, "invalid_request_error", code="invalid_api_key"), status=401
             )
         return await handler(request)
+
+    @staticmethod
+    async def _read_form(request: web.Request) -> _Form | None:
+        """Parse a multipart body (``None`` if malformed); too-large parts raise 413."""
+        form = _Form()
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    await part.release()
+                    continue
+                data = await part.read(decode=False)
+                name = part.name or ""
+                if part.filename is None:
+                    charset = part.get_charset(default="utf-8")
+                    form.fields.setdefault(name, []).append(data.decode(charset, "replace"))
+                    continue
+                form.files.append(
+                    RecordedFile(
+                        name=name,
+                        filename=part.filename,
+                        content_type=part.headers.get(
+                            hdrs.CONTENT_TYPE, "application/octet-stream"
+                        ),
+                        size=len(data),
+                        data=bytes(data),
+                    )
+                )
+        except web.HTTPRequestEntityTooLarge:
+            raise
+        except Exception:  # a malformed body is recorded as having no form
+            return None
+        return form
 
     async def _on_response_prepare(
         self, request: web.Request, response: web.StreamResponse
@@ -587,7 +1552,13 @@ class FakeOpenAI:
                 status=400,
             )
 
-        input_tokens = _tokens(_input_chars(api, body))
+        try:
+            has_images = bool(_request_images(api, body))
+            seen = await asyncio.to_thread(_inspect_images, api, body) if has_images else []
+        except _ApiError as error:
+            return error.response()
+        request[_RECORD_KEY].images.extend(seen)
+        input_tokens = _tokens(_input_chars(api, body)) + sum(i.tokens for i in seen)
         limit = self.context_limits.get(model)
         if limit is not None and input_tokens > limit:
             return self._context_error(api, limit, input_tokens)
@@ -632,10 +1603,11 @@ class FakeOpenAI:
     ) -> _Plan:
         if script is None:
             user_text = _last_user_text(api, body)
+            images = len(_message_images(api, _last_user_message(api, body)))
             text = (
                 self.default_reply(user_text)
                 if self.default_reply is not None
-                else f"Echo: {user_text}"
+                else _echo(user_text, images)
             )
             script = Scripted(text=text)
         calls = [
@@ -1106,6 +2078,504 @@ class FakeOpenAI:
             )
         sse.add_raw("[DONE]")
         await sse.flush()
+
+    # ------------------------------------------------------------------ audio: transcriptions
+
+    async def _handle_transcriptions(self, request: web.Request) -> web.Response:
+        try:
+            return await self._transcribe(request[_FORM_KEY])
+        except _ApiError as error:
+            return error.response()
+
+    async def _transcribe(self, form: _Form | None) -> web.Response:
+        if form is None:
+            raise _missing("model")
+        uploads = form.file("file")
+        upload = uploads[0] if uploads else None
+        if upload is not None and upload.size > AUDIO_UPLOAD_LIMIT:
+            raise _ApiError(
+                413,
+                f"Maximum content size limit ({AUDIO_UPLOAD_LIMIT}) exceeded "
+                f"({upload.size} bytes read)",
+                type_="server_error",
+            )
+        model = form.text("model")
+        if not model:
+            raise _missing("model")
+        if upload is None:
+            raise _missing("file")
+        if model not in _TRANSCRIPTION_MODELS:
+            raise _model_not_found(model)
+        response_format = form.text("response_format") or "json"
+        if response_format not in _TRANSCRIPTION_FORMATS:
+            raise _invalid_value("response_format", response_format, _TRANSCRIPTION_FORMATS)
+        if model != _WHISPER and response_format not in ("json", "text"):
+            raise _ApiError(
+                400,
+                f"response_format '{response_format}' is not compatible with model '{model}'. "
+                "Use 'json' or 'text' instead.",
+                param="response_format",
+                code="unsupported_value",
+            )
+        language = form.text("language")
+        if language is not None and not re.fullmatch(r"[a-z]{2}", language):
+            raise _ApiError(
+                400,
+                f"Invalid language '{language}'. Language parameter must be specified in "
+                "ISO-639-1 format.",
+                param="language",
+                code="invalid_language_format",
+            )
+        temperature = form.text("temperature")
+        if temperature is not None:
+            _number_in_range("temperature", temperature, 0.0, 1.0)
+        filename = upload.filename or ""
+        extension = filename.rpartition(".")[2].lower() if "." in filename else ""
+        if extension not in AUDIO_EXTENSIONS:
+            raise _ApiError(
+                400, f"Invalid file format. Supported formats: {list(AUDIO_EXTENSIONS)}"
+            )
+
+        pcm = await asyncio.to_thread(_decode_audio, upload.data, extension)
+        if pcm is None:
+            raise _ApiError(400, _CORRUPTED_AUDIO_MESSAGE, param="file", code="invalid_value")
+        duration, regions = await asyncio.to_thread(_tone_regions, pcm)
+        if duration < _MIN_AUDIO_SECONDS:
+            raise _ApiError(
+                400,
+                f"Audio file is too short. Minimum audio length is {_MIN_AUDIO_SECONDS} seconds.",
+                param="file",
+                code="audio_too_short",
+            )
+        with self._lock:
+            scripted = self._transcripts.popleft() if self._transcripts else None
+        if scripted is not None:
+            segments = [(0.0, round(duration, 2), scripted)] if scripted else []
+        else:
+            segments = [(r.start, r.end, r.word) for r in regions]
+        text = scripted if scripted is not None else " ".join(r.word for r in regions)
+        with self._lock:
+            self.transcriptions.append(TranscriptionRecord(model, filename, duration, text))
+
+        if response_format == "text":
+            return web.Response(text=text + "\n", content_type="text/plain")
+        if response_format in ("srt", "vtt"):
+            vtt = response_format == "vtt"
+            return web.Response(
+                text=_subtitles(segments, vtt=vtt), content_type="text/vtt" if vtt else "text/plain"
+            )
+        if model != _WHISPER:
+            audio_tokens = math.ceil(duration * _AUDIO_TOKENS_PER_SECOND)
+            text_tokens = _tokens(len(form.text("prompt") or ""))
+            output_tokens = _tokens(len(text))
+            usage: dict[str, object] = {
+                "type": "tokens",
+                "input_tokens": audio_tokens + text_tokens,
+                "input_token_details": {"audio_tokens": audio_tokens, "text_tokens": text_tokens},
+                "output_tokens": output_tokens,
+                "total_tokens": audio_tokens + text_tokens + output_tokens,
+            }
+            return _json_response({"text": text, "usage": usage})
+        usage = {"type": "duration", "seconds": math.ceil(duration)}
+        if response_format == "json":
+            return _json_response({"text": text, "usage": usage})
+        verbose: dict[str, object] = {
+            "task": "transcribe",
+            "language": _LANGUAGE_NAMES.get(language or "en", language or "english"),
+            "duration": round(duration, 2),
+            "text": text,
+            "segments": [
+                {
+                    "id": index,
+                    "seek": 0,
+                    "start": start,
+                    "end": end,
+                    "text": f" {words}",
+                    "tokens": list(range(50364, 50364 + len(words.split()))),
+                    "temperature": 0.0,
+                    "avg_logprob": -0.2,
+                    "compression_ratio": 1.0,
+                    "no_speech_prob": 0.01,
+                }
+                for index, (start, end, words) in enumerate(segments)
+            ],
+            "usage": usage,
+        }
+        if "word" in form.texts("timestamp_granularities[]"):
+            verbose["words"] = [
+                {"word": word, "start": start, "end": end}
+                for start, end, words in segments
+                for word in words.split()
+            ]
+        return _json_response(verbose)
+
+    # ------------------------------------------------------------------ audio: speech
+
+    async def _handle_speech(self, request: web.Request) -> web.Response:
+        body = request[_BODY_KEY]
+        if body is None:
+            return _json_response(
+                _error_body(_BAD_JSON_MESSAGE, "invalid_request_error"), status=400
+            )
+        try:
+            return await self._speak(body)
+        except _ApiError as error:
+            return error.response()
+
+    async def _speak(self, body: dict[str, object]) -> web.Response:
+        model = _optional_str(body, "model")
+        if not model:
+            raise _missing("model")
+        if model not in _SPEECH_MODELS:
+            raise _model_not_found(model)
+        text = _optional_str(body, "input")
+        if text is None:
+            raise _missing("input")
+        _string_length("input", text, SPEECH_INPUT_LIMIT)
+        voice = body.get("voice")
+        if voice is None:
+            raise _missing("voice")
+        if voice not in VOICES:
+            raise _invalid_value("voice", voice, VOICES)
+        response_format = _optional_str(body, "response_format") or "mp3"
+        if response_format not in _SPEECH_FORMATS:
+            raise _invalid_value("response_format", response_format, tuple(_SPEECH_FORMATS))
+        speed = body.get("speed")
+        rate = 1.0 if speed is None else _number_in_range("speed", speed, 0.25, 4.0)
+        if body.get("instructions") and model.startswith("tts-1"):
+            raise _unsupported_parameter("instructions")
+        stream_format = body.get("stream_format")
+        if stream_format not in (None, "audio"):
+            if stream_format != "sse":
+                raise _invalid_value("stream_format", stream_format, ("sse", "audio"))
+            raise _ApiError(
+                400,
+                f"stream_format 'sse' is not supported for {model} by this fake.",
+                param="stream_format",
+                code="unsupported_value",
+            )
+        seconds = round(
+            max(_MIN_SPEECH_SECONDS, len(text) / self.speech_chars_per_second / rate), 3
+        )
+        with self._lock:
+            frequency = 220 + 110 * (self._speech_counter % 8)
+            self._speech_counter += 1
+        audio = await asyncio.to_thread(_synthesize_speech, frequency, seconds, response_format)
+        with self._lock:
+            self.speeches.append(SpeechRecord(model, str(voice), response_format, text, seconds))
+        return web.Response(body=audio, content_type=_SPEECH_FORMATS[response_format][0])
+
+    # ------------------------------------------------------------------ images
+
+    def _image_model(self, value: object, *, edits: bool) -> _ImageModel:
+        if value is None or value == "":
+            return _IMAGE_MODELS[_DEFAULT_IMAGE_MODEL]
+        if not isinstance(value, str):
+            raise _invalid_type("model", "a string", value)
+        spec = _IMAGE_MODELS.get(value)
+        if spec is None:
+            raise _model_not_found(value)
+        if edits and not spec.edits:
+            raise _ApiError(
+                400,
+                f"Invalid value: '{value}'. Value must be 'dall-e-2' or a GPT image model.",
+                param="model",
+                code="invalid_value",
+            )
+        return spec
+
+    def _image_options(
+        self, spec: _ImageModel, options: dict[str, object]
+    ) -> tuple[str, str, int, str | None]:
+        """Validate the options shared by generations and edits.
+
+        Returns ``(size, quality, n, response_format)`` with ``auto`` left unresolved.
+        """
+        response_format = options.get("response_format")
+        if spec.gpt_image:
+            if response_format is not None:
+                raise _unknown_parameter("response_format")
+        else:
+            for name in _GPT_IMAGE_ONLY:
+                if options.get(name) is not None:
+                    raise _unknown_parameter(name)
+            if response_format is not None and response_format not in ("url", "b64_json"):
+                raise _invalid_value("response_format", response_format, ("url", "b64_json"))
+        n_value = options.get("n")
+        n = 1 if n_value is None else _integer_in_range("n", n_value, 1, spec.max_n)
+        size = options.get("size") or ("auto" if spec.gpt_image else "1024x1024")
+        if size not in spec.sizes:
+            raise _invalid_value("size", size, spec.sizes)
+        quality = options.get("quality") or spec.default_quality
+        if quality not in spec.qualities:
+            raise _invalid_value("quality", quality, spec.qualities)
+        style = options.get("style")
+        if style is not None:
+            if spec.name != "dall-e-3":
+                raise _unknown_parameter("style")
+            if style not in ("vivid", "natural"):
+                raise _invalid_value("style", style, ("vivid", "natural"))
+        if spec.gpt_image:
+            output_format = options.get("output_format") or "png"
+            if output_format not in _GPT_IMAGE_FORMATS:
+                raise _invalid_value("output_format", output_format, tuple(_GPT_IMAGE_FORMATS))
+            background = options.get("background") or "auto"
+            if background not in ("transparent", "opaque", "auto"):
+                raise _invalid_value("background", background, ("transparent", "opaque", "auto"))
+            if background == "transparent" and output_format == "jpeg":
+                raise _ApiError(
+                    400,
+                    "Transparent background is not supported for the jpeg output format. "
+                    "Use png or webp.",
+                    param="background",
+                    code="invalid_value",
+                )
+        return str(size), str(quality), n, None if response_format is None else str(response_format)
+
+    @staticmethod
+    def _check_prompt(spec: _ImageModel, prompt: object, request_id: str) -> str:
+        if prompt is None:
+            raise _missing("prompt")
+        if not isinstance(prompt, str):
+            raise _invalid_type("prompt", "a string", prompt)
+        _string_length("prompt", prompt, spec.max_prompt)
+        if _FORBIDDEN_RE.search(prompt):
+            if spec.gpt_image:
+                raise _ApiError(
+                    400,
+                    _GPT_IMAGE_SAFETY_MESSAGE.format(request_id=request_id),
+                    type_="image_generation_user_error",
+                    code="moderation_blocked",
+                )
+            raise _ApiError(
+                400,
+                _DALL_E_SAFETY_MESSAGE,
+                type_="image_generation_user_error",
+                code="content_policy_violation",
+            )
+        return prompt
+
+    def _store_picture(self, request: web.Request, data: bytes, extension: str) -> str:
+        """Keep a picture to serve under ``/v1/_fake/images/`` and return its URL."""
+        name = f"img-{secrets.token_hex(12)}.{extension}"
+        with self._lock:
+            self._pictures[name] = (f"image/{extension}", data)
+        return f"http://127.0.0.1:{self.port}{FAKE_IMAGES_PATH}/{name}"
+
+    def _images_answer(
+        self,
+        request: web.Request,
+        spec: _ImageModel,
+        pictures: list[bytes],
+        options: dict[str, object],
+        *,
+        size: str,
+        quality: str,
+        response_format: str | None,
+        prompt: str,
+        input_image_tokens: int = 0,
+    ) -> web.Response:
+        answer: dict[str, object] = {"created": int(time.time())}
+        items: list[dict[str, object]] = []
+        for picture in pictures:
+            item: dict[str, object] = {}
+            if spec.gpt_image or response_format == "b64_json":
+                item["b64_json"] = base64.b64encode(picture).decode()
+            else:
+                item["url"] = self._store_picture(request, picture, "png")
+            if spec.name == "dall-e-3":
+                item["revised_prompt"] = f"A detailed picture of: {prompt}"
+            items.append(item)
+        answer["data"] = items
+        if spec.gpt_image:
+            background = options.get("background") or "auto"
+            text_tokens = _tokens(len(prompt))
+            output_tokens = len(pictures) * _IMAGE_OUTPUT_TOKENS[quality][size]
+            answer.update(
+                {
+                    "background": "transparent" if background == "transparent" else "opaque",
+                    "output_format": options.get("output_format") or "png",
+                    "quality": quality,
+                    "size": size,
+                    "usage": {
+                        "input_tokens": text_tokens + input_image_tokens,
+                        "input_tokens_details": {
+                            "text_tokens": text_tokens,
+                            "image_tokens": input_image_tokens,
+                        },
+                        "output_tokens": output_tokens,
+                        "output_tokens_details": {"image_tokens": output_tokens, "text_tokens": 0},
+                        "total_tokens": text_tokens + input_image_tokens + output_tokens,
+                    },
+                }
+            )
+        return _json_response(answer)
+
+    async def _handle_image_generations(self, request: web.Request) -> web.Response:
+        body = request[_BODY_KEY]
+        if body is None:
+            return _json_response(
+                _error_body(_BAD_JSON_MESSAGE, "invalid_request_error"), status=400
+            )
+        try:
+            return await self._generate_images(request, body)
+        except _ApiError as error:
+            return error.response()
+
+    async def _generate_images(self, request: web.Request, body: dict[str, object]) -> web.Response:
+        if body.get("prompt") is None:
+            raise _missing("prompt")
+        spec = self._image_model(body.get("model"), edits=False)
+        size, quality, n, response_format = self._image_options(spec, body)
+        prompt = self._check_prompt(spec, body.get("prompt"), request[_REQUEST_ID_KEY])
+        if spec.gpt_image:
+            size = "1024x1024" if size == "auto" else size
+            quality = "high" if quality == "auto" else quality
+        fmt = (
+            _GPT_IMAGE_FORMATS[str(body.get("output_format") or "png")] if spec.gpt_image else "PNG"
+        )
+        transparent = body.get("background") == "transparent"
+        pictures = [
+            await asyncio.to_thread(
+                _draw_picture, size, f"{prompt}#{index}", fmt, transparent=transparent
+            )
+            for index in range(n)
+        ]
+        with self._lock:
+            self.images.append(ImageRecord("generations", spec.name, prompt, size, quality))
+        return self._images_answer(
+            request,
+            spec,
+            pictures,
+            body,
+            size=size,
+            quality=quality,
+            response_format=response_format,
+            prompt=prompt,
+        )
+
+    async def _handle_image_edits(self, request: web.Request) -> web.Response:
+        try:
+            return await self._edit_images(request, request[_FORM_KEY])
+        except _ApiError as error:
+            return error.response()
+
+    async def _edit_images(self, request: web.Request, form: _Form | None) -> web.Response:
+        if form is None:
+            raise _missing("image")
+        uploads = form.file("image", "image[]")
+        if not uploads:
+            raise _missing("image")
+        if form.text("prompt") is None:
+            raise _missing("prompt")
+        spec = self._image_model(form.text("model"), edits=True)
+        options: dict[str, object] = {
+            k: v[0] for k, v in form.fields.items() if v and k not in ("model", "prompt")
+        }
+        size, quality, n, response_format = self._image_options(spec, options)
+        prompt = self._check_prompt(spec, form.text("prompt"), request[_REQUEST_ID_KEY])
+        sizes = await asyncio.to_thread(self._check_edit_inputs, spec, uploads, form.file("mask"))
+        if spec.gpt_image:
+            size = _auto_edit_size(*sizes[0]) if size == "auto" else size
+            quality = "high" if quality == "auto" else quality
+        fmt = (
+            _GPT_IMAGE_FORMATS[str(options.get("output_format") or "png")]
+            if spec.gpt_image
+            else "PNG"
+        )
+        pictures = [
+            await asyncio.to_thread(_edit_picture, uploads[0].data, size, fmt) for _ in range(n)
+        ]
+        image_tokens = sum(_vision_tokens(w, h, "high") for w, h in sizes)
+        with self._lock:
+            self.images.append(ImageRecord("edits", spec.name, prompt, size, quality))
+        return self._images_answer(
+            request,
+            spec,
+            pictures,
+            options,
+            size=size,
+            quality=quality,
+            response_format=response_format,
+            prompt=prompt,
+            input_image_tokens=image_tokens if spec.gpt_image else 0,
+        )
+
+    @staticmethod
+    def _check_edit_inputs(
+        spec: _ImageModel, uploads: list[RecordedFile], masks: list[RecordedFile]
+    ) -> list[tuple[int, int]]:
+        """Validate the input images (and mask) as the API does; returns their sizes.
+
+        Blocking (Pillow): run it in a worker thread.
+        """
+        limit = _GPT_IMAGE_MAX_INPUTS if spec.gpt_image else 1
+        if len(uploads) > limit:
+            raise _ApiError(
+                400,
+                f"Invalid 'image': too many images. Expected at most {limit} for {spec.name}, "
+                f"but got {len(uploads)}.",
+                param="image",
+                code="invalid_value",
+            )
+        sizes: list[tuple[int, int]] = []
+        for number, upload in enumerate(uploads, start=1):
+            bad = _ApiError(
+                400,
+                f"Invalid image file or mode for image {number}, please check your image file.",
+                param="image",
+                code="invalid_image_file",
+            )
+            image = _open_image(upload.data)
+            if image is None:
+                raise bad
+            if spec.gpt_image:
+                if (
+                    image.format not in _GPT_IMAGE_EDIT_FORMATS
+                    or upload.size >= _GPT_IMAGE_EDIT_LIMIT
+                ):
+                    raise bad
+            else:
+                if (
+                    image.format != "PNG"
+                    or upload.size >= _DALL_E_2_EDIT_LIMIT
+                    or image.width != image.height
+                ):
+                    raise bad
+                if image.mode not in _DALL_E_2_EDIT_MODES:
+                    raise _ApiError(
+                        400,
+                        f"Invalid input image - format must be in {list(_DALL_E_2_EDIT_MODES)}, "
+                        f"got {image.mode}.",
+                        param="image",
+                        code="invalid_image_file",
+                    )
+            sizes.append(image.size)
+        for mask_upload in masks[:1]:
+            mask = _open_image(mask_upload.data)
+            if mask is None or mask.format != "PNG":
+                raise _ApiError(
+                    400,
+                    "Invalid mask image file, please check your mask file.",
+                    param="mask",
+                    code="invalid_image_file",
+                )
+            if mask.size != sizes[0]:
+                raise _ApiError(
+                    400,
+                    "Invalid mask image - mask size must match the size of the image.",
+                    param="mask",
+                    code="invalid_value",
+                )
+        return sizes
+
+    async def _handle_picture(self, request: web.Request) -> web.Response:
+        with self._lock:
+            stored = self._pictures.get(request.match_info["name"])
+        if stored is None:
+            return await self._handle_not_found(request)
+        content_type, data = stored
+        return web.Response(body=data, content_type=content_type)
 
 
 # --------------------------------------------------------------------------- standalone
