@@ -232,7 +232,13 @@ def _operator() -> Caller:
 
 async def _chat(settings: Settings, user: str | None) -> None:
     async with bootstrap(settings) as app:
-        await ConsoleChannel(app.engine, user=user, access=app.access).run()
+        await ConsoleChannel(
+            app.engine,
+            user=user,
+            access=app.access,
+            media_dir=settings.media_dir,
+            max_file_bytes=settings.max_file_mb * 1024 * 1024,
+        ).run()
 
 
 if __name__ == "__main__":

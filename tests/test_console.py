@@ -372,3 +372,43 @@ def test_access_rules_from_the_shell(env: dict[str, str], tmp_path: Path) -> Non
     assert cleared.stdout.strip().startswith("telegram:42 has no rule now")
     assert "telegram:42" not in after.stdout and "slack:U0BEN12345: allow" in after.stdout
     assert nameless.returncode == 2 and "name a user" in nameless.stderr
+
+
+def test_pictures_and_voice_by_path_and_replies_saved_as_files(
+    env: dict[str, str], tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    from tests.make_audio import corrupt_audio, opus_head, tone_segments
+    from tests.make_images import png
+
+    (tmp_path / "my photo.png").write_bytes(png(320, 240))
+    (tmp_path / "note.ogg").write_bytes(tone_segments([(440, 1.0), (0, 0.6), (660, 1.0)]))
+    (tmp_path / "broken.ogg").write_bytes(corrupt_audio())
+    script = "\n".join(
+        [
+            '"my photo.png" what\'s in it?',
+            "note.ogg",
+            "broken.ogg",
+            "missing.png is just text",
+            "/image a red bicycle",
+            "/edit add a bell",
+            "/voice on",
+            "say hello",
+        ]
+    )
+    result = chat(env | {"SWITCHBOARD_MEDIA_DIR": str(tmp_path / "out")}, tmp_path, script + "\n")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Echo: what's in it? [1 image]"
+    assert lines[1:3] == ["(heard) tone440 tone660", "Echo: tone440 tone660"]
+    assert lines[3].startswith("! I couldn't read that audio")
+    assert lines[4] == "Echo: missing.png is just text"
+    assert lines[5].startswith("[picture saved to ") and lines[6].startswith("[picture saved")
+    assert lines[7].startswith("Spoken replies are on")
+    assert lines[8] == "Echo: say hello"
+    assert lines[9].startswith("[voice reply (") and len(lines) == 10
+    pictures = sorted((tmp_path / "out").glob("picture-*.png"))
+    voices = list((tmp_path / "out").glob("voice-*.ogg"))
+    assert len(pictures) == 2 and all(p.read_bytes().startswith(b"\x89PNG") for p in pictures)
+    assert len(voices) == 1 and opus_head(voices[0].read_bytes())[0] == 1
+    assert [i.endpoint for i in fake_openai.images] == ["generations", "edits"]
