@@ -53,10 +53,12 @@ async def bootstrap(
     *,
     clock: Clock | None = None,
     wrap_gateway: Callable[[LLMGateway], LLMGateway] | None = None,
+    wrap_media: Callable[[MediaKit], MediaKit] | None = None,
 ) -> AsyncIterator[App]:
     """Build the application for ``settings``; everything is closed on exit.
 
-    ``wrap_gateway`` decorates the model gateway (tracing, timing in the benchmarks).
+    ``wrap_gateway`` and ``wrap_media`` decorate the model gateway and the media ports
+    (tracing, timing in the benchmarks).
     """
     settings.require("OPENAI_API_KEY")
     registry = load_registry(settings.models_file, settings.modes_file)
@@ -107,7 +109,12 @@ async def bootstrap(
             ),
         )
         media = MediaSteps(
-            kit, media_options, prices, clock=clock, timezone=settings.zone, budgets=budgets
+            wrap_media(kit) if wrap_media else kit,
+            media_options,
+            prices,
+            clock=clock,
+            timezone=settings.zone,
+            budgets=budgets,
         )
         store = SqlConversationStore(database)
         access = AccessPolicy(settings.allowed_users, settings.admins)

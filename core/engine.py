@@ -202,9 +202,8 @@ class Engine:
         await self._in_slot(message, sink, self._converse)
 
     async def draw_image(self, message: IncomingMessage, sink: ReplySink) -> None:
-        """``/image`` and ``/edit``: draw ``message.text``, or edit the picture attached to
-        the message (else the newest one in the conversation) when it has one or ``edit``
-        is asked; the picture arrives as an ``ImageReady`` event."""
+        """``/image``: draw what ``message.text`` describes; the picture arrives as an
+        ``ImageReady`` event, and the request and picture are kept in the conversation."""
         await self._drawing(message, sink, edit=False)
 
     async def edit_image(self, message: IncomingMessage, sink: ReplySink) -> None:
@@ -418,7 +417,11 @@ class Engine:
             audio = [a for a in message.attachments if a.is_audio and not a.is_image]
             pictures = [a for a in message.attachments if a.is_image]
             if audio:
-                heard, usage = await self.media.hear(audio, state.charge)
+                try:
+                    heard = await self.media.hear(audio, state.charge, usage)
+                except BaseException:
+                    state.usage.extend(usage)  # calls that returned were paid for
+                    raise
                 await state.sink.emit(Transcribed(heard))
                 text = f"{text}\n\n{heard}" if text else heard
             if pictures:
@@ -429,9 +432,7 @@ class Engine:
                 state.counter = self._counters.for_encoding(state.model.encoding)
                 if not text:
                     text = (
-                        "What is in this picture?"
-                        if len(pictures) == 1
-                        else ("What is in these pictures?")
+                        f"What is in {'this picture' if len(pictures) == 1 else 'these pictures'}?"
                     )
         if len(text) > self._options.max_message_chars:
             raise UserInputError(
@@ -524,13 +525,16 @@ class Engine:
     async def _speak(self, state: _TurnState) -> None:
         """Also say the reply aloud (``/voice on``); a failure here costs only the voice."""
         assert self.media is not None
+        usage: list[UsageRecord] = []
         try:
-            note, usage = await self.media.speak(state.text, state.charge)
+            note = await self.media.speak(state.text, state.charge, usage)
         except SwitchboardError as exc:
             log.warning("speaking the reply in %s failed: %s", state.conversation.key, exc)
             await state.sink.emit(Notice(f"I couldn't say that aloud: {user_message(exc)}"))
             return
-        await asyncio.shield(self.store.record_usage(usage))
+        finally:
+            # Shielded: what was spoken was paid for, even if the reply is stopped now.
+            await asyncio.shield(self.store.record_usage(usage))
         await state.sink.emit(VoiceReady(note))
 
     async def _generate(self, mode: ModeSpec, state: _TurnState) -> None:

@@ -101,45 +101,47 @@ class MediaSteps:
         self._calls = asyncio.Semaphore(PARALLEL_CALLS)
 
     async def hear(
-        self, audio: Sequence[Attachment], charge: Charge
-    ) -> tuple[str, list[UsageRecord]]:
+        self, audio: Sequence[Attachment], charge: Charge, usage: list[UsageRecord]
+    ) -> str:
         """Transcribe voice notes and audio files, in order; long audio is split on silence
-        by the converter and its parts' transcripts are joined."""
+        by the converter and its parts' transcripts are joined. A usage row is appended to
+        ``usage`` as each call returns, so calls made before a failure are still charged."""
         model = self.options.transcription.id
+        per_minute = self._prices.transcription_per_minute.get(model, 0)
         texts: list[str] = []
-        usage: list[UsageRecord] = []
         for attachment in audio:
             prepared = await self._kit.converter.for_transcription(
                 attachment.data, attachment.filename
             )
             estimate = self._prices.transcription_cost(model, prepared.seconds)
-            records: list[UsageRecord] = []
-            async with self._reserved(charge.payer, estimate) as settle:
-                transcripts = await asyncio.gather(
-                    *(self._transcribe(part, model) for part in prepared.parts)
+
+            async def transcribe(part: AudioPart, bill: _Bill) -> Transcript:
+                transcript = await self._transcribe(part, model)
+                seconds = transcript.billed_seconds or part.seconds
+                record = UsageRecord(
+                    user_id=charge.user_id,
+                    conversation_id=charge.conversation_id,
+                    kind="transcription",
+                    model=model,
+                    units=round(seconds * 1000),
+                    unit="audio_ms",
+                    cost_micros=self._prices.transcription_cost(model, seconds),
+                    prices={"per_minute": per_minute},
+                    request_id=transcript.request_id,
                 )
-                for part, transcript in zip(prepared.parts, transcripts, strict=True):
-                    seconds = transcript.billed_seconds or part.seconds
-                    records.append(
-                        UsageRecord(
-                            user_id=charge.user_id,
-                            conversation_id=charge.conversation_id,
-                            kind="transcription",
-                            model=model,
-                            units=round(seconds * 1000),
-                            unit="audio_ms",
-                            cost_micros=self._prices.transcription_cost(model, seconds),
-                            prices={"per_minute": self._prices.transcription_per_minute[model]},
-                            request_id=transcript.request_id,
-                        )
-                    )
-                settle(sum(r.cost_micros for r in records))
-            usage.extend(records)
+                bill.add(record.cost_micros)
+                usage.append(record)
+                return transcript
+
+            async with self._reserved(charge.payer, estimate) as bill:
+                transcripts = await asyncio.gather(
+                    *(transcribe(part, bill) for part in prepared.parts)
+                )
             texts.extend(t.text for t in transcripts if t.text)
         heard = " ".join(texts).strip()
         if not heard:
             raise UnsupportedMedia("I couldn't hear any words in that audio.")
-        return heard, usage
+        return heard
 
     async def see(self, pictures: Sequence[Attachment]) -> Seen:
         """Pictures in a format and size the model takes, and small copies for history."""
@@ -167,7 +169,7 @@ class MediaSteps:
             raise UserInputError(f"{spec.title or spec.id} cannot edit pictures.")
         size, quality = self.options.image_size, self.options.image_quality
         price = self._prices.image_price(spec.id, size, quality)
-        async with self._reserved(charge.payer, price.micros) as settle:
+        async with self._reserved(charge.payer, price.micros) as bill:
             if source is None:
                 picture = await self._kit.images.generate(
                     prompt, model=spec.id, size=size, quality=quality
@@ -177,7 +179,7 @@ class MediaSteps:
                 picture = await self._kit.images.edit(
                     upload, prompt, model=spec.id, size=size, quality=quality
                 )
-            settle(price.micros)
+            bill.add(price.micros)
         kept = await asyncio.to_thread(history_copy, picture.image)
         record = UsageRecord(
             user_id=charge.user_id,
@@ -192,22 +194,20 @@ class MediaSteps:
         )
         return picture, kept, record
 
-    async def speak(self, text: str, charge: Charge) -> tuple[VoiceNote, list[UsageRecord]]:
-        """Speak a reply: chunks within the speech API's limit, joined into one voice note."""
+    async def speak(self, text: str, charge: Charge, usage: list[UsageRecord]) -> VoiceNote:
+        """Speak a reply: chunks within the speech API's limit, joined into one voice note.
+        A usage row is appended to ``usage`` as each chunk is spoken."""
         spec = self.options.speech
         limit = min(spec.max_input_chars, self._kit.speech.max_input_chars)
         chunks = speech_chunks(speakable(text), limit)
         if not chunks:
             raise UserInputError("There is nothing to say aloud in that reply.")
-        characters = sum(len(c) for c in chunks)
-        estimate = self._prices.speech_cost(spec.id, characters)
-        async with self._reserved(charge.payer, estimate) as settle:
-            spoken = await asyncio.gather(*(self._speak(chunk) for chunk in chunks))
-            settle(estimate)
-        note = await self._kit.converter.voice_note([s.data for s in spoken])
-        per_million = self._prices.speech_per_million_chars[spec.id]
-        records = [
-            UsageRecord(
+        per_million = self._prices.speech_per_million_chars.get(spec.id, 0)
+        estimate = self._prices.speech_cost(spec.id, sum(len(c) for c in chunks))
+
+        async def say(chunk: str, bill: _Bill) -> Speech:
+            speech = await self._speak(chunk)
+            record = UsageRecord(
                 user_id=charge.user_id,
                 conversation_id=charge.conversation_id,
                 kind="speech",
@@ -218,9 +218,13 @@ class MediaSteps:
                 prices={"per_1m_characters": per_million},
                 request_id=speech.request_id,
             )
-            for chunk, speech in zip(chunks, spoken, strict=True)
-        ]
-        return note, records
+            bill.add(record.cost_micros)
+            usage.append(record)
+            return speech
+
+        async with self._reserved(charge.payer, estimate) as bill:
+            spoken = await asyncio.gather(*(say(chunk, bill) for chunk in chunks))
+        return await self._kit.converter.voice_note([s.data for s in spoken])
 
     async def _transcribe(self, part: AudioPart, model: str) -> Transcript:
         async with self._calls:
@@ -234,33 +238,32 @@ class MediaSteps:
             )
 
     @asynccontextmanager
-    async def _reserved(self, payer: Payer, estimate: int) -> AsyncIterator[_Settle]:
-        """Hold ``estimate`` for the block; it settles to what the block reports, or is
-        released if the block fails before reporting."""
-        settle = _Settle()
+    async def _reserved(self, payer: Payer, estimate: int) -> AsyncIterator[_Bill]:
+        """Hold ``estimate`` for the block, then settle to what the block's calls cost (all
+        that returned, even if another failed); nothing spent releases the reservation."""
+        bill = _Bill()
         if self._budgets is None:
-            yield settle
+            yield bill
             return
         reservation = await self._budgets.reserve(payer, estimate, self._now(), self._timezone)
         try:
-            yield settle
+            yield bill
         finally:
-            if settle.cost is None:
-                await asyncio.shield(self._budgets.release(reservation))
-            else:
-                await asyncio.shield(self._budgets.settle(reservation, settle.cost))
+            # Shielded: a /cancel arriving now must not leave the estimate held.
+            await asyncio.shield(self._budgets.settle(reservation, bill.cost))
 
     def _now(self) -> datetime:
         return self._clock.now()
 
 
-class _Settle:
-    """What a reserved block reports as its real cost."""
+class _Bill:
+    """What the calls of a reserved block cost, added up as they return."""
 
-    cost: int | None = None
+    def __init__(self) -> None:
+        self.cost = 0
 
-    def __call__(self, cost: int) -> None:
-        self.cost = cost
+    def add(self, cost: int) -> None:
+        self.cost += cost
 
 
 _FENCE = re.compile(r"```.*?(?:```|\Z)", re.S)
