@@ -11,18 +11,23 @@ import asyncio
 import bisect
 import logging
 import math
-import operator
 import os
 import shutil
-import sys
 import tempfile
-from array import array
+import warnings
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 import imageio_ffmpeg  # type: ignore[import-untyped]
+
+with warnings.catch_warnings():
+    # pydub imports audioop (deprecated since Python 3.11) and warns at import when no
+    # ffmpeg is on PATH; it is only used on raw PCM here, and ffmpeg is found below.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore", RuntimeWarning)
+    from pydub import AudioSegment, silence
 
 from core.errors import ConfigError, MediaTooLarge, UnsupportedMedia
 from core.media import AUDIO_SUFFIXES, AudioPart, PreparedAudio, VoiceNote
@@ -50,9 +55,9 @@ _VOICE_NOTE_OPUS = ("-ac", "1", "-ar", "48000", "-c:a", "libopus", "-b:a", "32k"
 _OPUS_COMMON = ("-application", "voip", "-map_metadata", "-1", "-f", "ogg", "pipe:1")
 _GRANULE_RATE = 48_000  # Ogg/Opus granule positions count 48 kHz samples, whatever the rate
 _PCM_RATE = 16_000
-_WINDOW = 160  # samples in 10 ms of PCM, the step of the loudness analysis
-_PAUSE_WINDOWS = 30  # a cut goes in the middle of 300 ms of quiet
-_SILENCE_ENERGY = _WINDOW * 328**2  # a window's sum of squares at -40 dBFS
+_STEP_MS = 10  # the step of the loudness analysis
+_PAUSE_MS = 300  # a cut goes in the middle of at least 300 ms of quiet
+_SILENCE_DBFS = -40
 _SEARCH_SECONDS = 30.0  # how far back from the size limit to look for a pause
 _HEADER_BYTES = 1024  # a part's Opus headers, with room for ffmpeg paging a little differently
 _MIN_UPLOAD_BYTES = 32 * 1024
@@ -127,10 +132,8 @@ class FfmpegAudio:
             ogg = await self._run(
                 folder,
                 *_untrusted_input(source),
-                "-map",
-                "0:a:0",
-                "-t",
-                f"{self._max_seconds + 1:g}",  # just enough to tell it is too long
+                # A second over the limit is all it takes to tell a file is too long.
+                *("-map", "0:a:0", "-t", f"{self._max_seconds + 1:.3f}"),
                 *_TRANSCRIPTION_OPUS,
                 *_OPUS_COMMON,
             )
@@ -295,29 +298,28 @@ def _interpolate(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
 
 
 def _quietest_pause(pcm: bytes) -> float | None:
-    """Seconds into ``pcm`` (16 kHz mono s16le) of the middle of its quietest 300 ms, the
-    latest of equals; ``None`` when no 300 ms are all under -40 dBFS."""
-    samples = array("h")
-    samples.frombytes(pcm[: len(pcm) - len(pcm) % 2])
-    if sys.byteorder == "big":
-        samples.byteswap()
-    energies = [
-        sum(map(operator.mul, window, window))
-        for window in (
-            samples[start : start + _WINDOW]
-            for start in range(0, len(samples) - _WINDOW + 1, _WINDOW)
-        )
-    ]
-    loudest = [
-        max(energies[first : first + _PAUSE_WINDOWS])
-        for first in range(len(energies) - _PAUSE_WINDOWS + 1)
-    ]
-    if not loudest:
+    """Seconds into ``pcm`` (16 kHz mono s16le) of the middle of its quietest pause: of the
+    stretches of at least 300 ms under -40 dBFS (found with pydub, in 10 ms steps), the
+    quietest, the latest of equals; ``None`` when there is none."""
+    audio = AudioSegment(
+        data=pcm[: len(pcm) - len(pcm) % 2], sample_width=2, frame_rate=_PCM_RATE, channels=1
+    )
+    pauses = silence.detect_silence(
+        audio,
+        min_silence_len=_PAUSE_MS,
+        silence_thresh=_SILENCE_DBFS,
+        seek_step=_STEP_MS,
+    )
+    if not pauses:
         return None
-    best = min(range(len(loudest)), key=lambda first: (loudest[first], -first))
-    if loudest[best] > _SILENCE_ENERGY:
-        return None
-    return (best + _PAUSE_WINDOWS / 2) * _WINDOW / _PCM_RATE
+
+    def loudness(pause: list[int]) -> float:
+        start, end = pause
+        middle = (start + end) // 2
+        return float(audio[middle - _PAUSE_MS // 2 : middle + _PAUSE_MS // 2].rms)
+
+    start, end = min(reversed(pauses), key=loudness)
+    return float(start + end) / 2 / 1000
 
 
 @asynccontextmanager

@@ -44,7 +44,7 @@ COMMANDS: dict[str, str] = {
     "mode": "Show or choose the assistant's mode: /mode [name]",
     "model": "Show or choose the model: /model [name]",
     "image": "Draw a picture: /image <description>",
-    "edit": "Change a picture: send or reply to it with /edit <what to change>",
+    "edit": "Change a picture: /edit <what to change> (with or after the picture)",
     "voice": "Also hear my replies: /voice on|off",
     "usage": "Your spending and what is left of your budget",
     "quota": "Admins: /quota set|show|reset <who> … (budgets)",

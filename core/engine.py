@@ -329,18 +329,21 @@ class Engine:
         return mode, self.registry.model(conversation.model or mode.model)
 
     async def _inherit_choices(self, conversation: Conversation) -> Conversation:
-        """A new thread starts with the mode and model chosen for its place (a Slack channel,
-        a Telegram forum's general chat), so ``/mode`` there applies to new threads."""
-        if conversation.mode is not None or conversation.model is not None:
+        """A new thread starts with the mode, model and spoken-reply choice made for its
+        place (a Slack channel, a Telegram forum's general chat), so ``/mode`` or
+        ``/voice on`` there applies to new threads."""
+        if conversation.mode is not None or conversation.model is not None or conversation.voice:
             return conversation
         place = await self.store.find_active(replace(conversation.key, thread=""))
-        if place is None or (place.mode is None and place.model is None):
+        if place is None or (place.mode is None and place.model is None and not place.voice):
             return conversation
         if place.mode is not None:
             await self.store.set_mode(conversation.id, place.mode)
         if place.model is not None:
             await self.store.set_model(conversation.id, place.model)
-        return replace(conversation, mode=place.mode, model=place.model)
+        if place.voice:
+            await self.store.set_voice(conversation.id, True)
+        return replace(conversation, mode=place.mode, model=place.model, voice=place.voice)
 
     def _check(self, message: IncomingMessage, *, need_text: bool = True) -> None:
         wait = self._rate.wait_needed(message.sender.principal)

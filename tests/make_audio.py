@@ -4,6 +4,7 @@ that decode and measure what the code under test produced."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import subprocess
@@ -13,13 +14,14 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
-import imageio_ffmpeg
+import imageio_ffmpeg  # type: ignore[import-untyped]
 
 FFMPEG: str = imageio_ffmpeg.get_ffmpeg_exe()
 RATE = 16_000  # the rate of the PCM that ``decode`` returns
 # Pauses are not digital zero but faint white noise (about -65 dBFS), like a quiet room.
 _PAUSE = "anoisesrc=color=white:amplitude=0.001:seed=7:sample_rate=48000:duration={seconds}"
 _TONE = "sine=frequency={frequency}:sample_rate=48000:duration={seconds}"
+_PCM = ("-ac", "1", "-ar", str(RATE), "-f", "s16le", "pipe:1")
 _ENCODERS = {
     "ogg": ("-c:a", "libopus", "-b:a", "32k", "-application", "voip", "-f", "ogg"),
     "mp3": ("-c:a", "libmp3lame", "-b:a", "64k", "-f", "mp3"),
@@ -64,7 +66,9 @@ def corrupt_audio() -> bytes:
 @cache
 def empty_audio() -> bytes:
     """A valid WAV file holding no samples at all."""
-    return _ffmpeg("-f", "lavfi", "-i", "aevalsrc=0:sample_rate=48000:duration=0", *_ENCODERS["wav"])
+    return _ffmpeg(
+        "-f", "lavfi", "-i", "aevalsrc=0:sample_rate=48000:duration=0", *_ENCODERS["wav"]
+    )
 
 
 @cache
@@ -82,8 +86,7 @@ def decode(data: bytes) -> array[int]:
         source = Path(folder) / "input"
         source.write_bytes(data)
         result = subprocess.run(
-            [FFMPEG, "-nostdin", "-v", "error", "-i", str(source)]
-            + ["-ac", "1", "-ar", str(RATE), "-f", "s16le", "pipe:1"],
+            [FFMPEG, "-nostdin", "-v", "error", "-i", str(source), *_PCM],
             capture_output=True,
             check=True,
         )
@@ -110,7 +113,7 @@ def dbfs(samples: Sequence[int]) -> float:
 
 def frequency(samples: Sequence[int]) -> float:
     """The pitch of a pure tone, from how often it crosses zero."""
-    crossings = sum(1 for a, b in zip(samples, samples[1:]) if (a < 0) != (b < 0))
+    crossings = sum(1 for a, b in itertools.pairwise(samples) if (a < 0) != (b < 0))
     return crossings / 2 / (len(samples) / RATE)
 
 

@@ -346,3 +346,15 @@ def test_data_urls_carry_the_picture_bytes() -> None:
     prefix, encoded = image.data_url.split(",", 1)
     assert prefix == "data:image/png;base64"
     assert base64.b64decode(encoded) == b"\x89PNG-bytes"
+
+
+async def test_voice_chosen_for_a_channel_applies_to_its_new_threads(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    channel = ConversationKey("slack", place="C1", scope="T1")
+    thread = ConversationKey("slack", place="C1", scope="T1", thread="171.000")
+    async with make_app() as app:
+        await app.engine.set_voice(channel, True)
+        sink = await send(app, "hello in a thread", key=thread)
+        assert await app.engine.voice_enabled(thread)
+    assert of_type(sink, VoiceReady)

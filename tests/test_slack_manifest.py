@@ -50,5 +50,8 @@ def test_scopes_are_exactly_what_the_events_and_replies_need() -> None:
     scopes = data["oauth_config"]["scopes"]["bot"]
 
     assert set(events) == set(EVENT_SCOPES)
-    assert sorted(scopes) == sorted({*EVENT_SCOPES.values(), "chat:write", "commands"})
+    # Replies, slash commands, and files: downloading what users send, uploading pictures
+    # and spoken replies.
+    used = {"chat:write", "commands", "files:read", "files:write"}
+    assert sorted(scopes) == sorted({*EVENT_SCOPES.values(), *used})
     assert data["features"]["app_home"]["messages_tab_enabled"] is True  # DMs reach the bot

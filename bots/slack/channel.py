@@ -3,6 +3,11 @@ over HTTP at ``/slack/events`` or, when ``SLACK_APP_TOKEN`` is set, over Socket 
 
 Every request is acknowledged at once; the work runs afterwards in tracked tasks that
 shutdown waits for ("ack fast, work lazily").
+
+``/image`` and ``/edit`` run as turns of the conversation the command's place stands for (the
+DM, or the channel as a whole, whose new threads take its mode and model): the picture is
+posted there at the top level, and a later ``/edit`` in the same place finds it, or the
+newest picture sent in the DM.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -32,16 +38,33 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.pacing import FloodControl, FloodLimits
-from bots.slack.events import CHANNEL, SlackPlace, SlackTurn, command_key, translate, user_ref
+from bots.slack.events import (
+    CHANNEL,
+    SlackPlace,
+    SlackTurn,
+    command_key,
+    plain_text,
+    translate,
+    user_ref,
+)
+from bots.slack.files import SlackFiles
 from bots.slack.render import escape
-from bots.slack.reply import NativeStreaming, SlackReply
+from bots.slack.reply import NativeStreaming, SlackReply, SlashTurnReply
 from bots.slack.retry import retry_handlers
 from core.access import AccessPolicy
 from core.accounting import Caller
-from core.commands import COMMANDS, Command, CommandReply, parse_command, run_command
+from core.commands import (
+    COMMANDS,
+    TURN_COMMANDS,
+    Command,
+    CommandReply,
+    parse_command,
+    run_command,
+)
 from core.engine import Engine
-from core.errors import ConfigError
-from core.messages import ConversationKey
+from core.errors import ConfigError, UserInputError, user_message
+from core.events import ReplyFailed
+from core.messages import ConversationKey, IncomingMessage
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +80,8 @@ REFUSAL = (
     "Sorry, this assistant is only available to approved users. "
     "Ask an admin to add you (your id: {user_id})."
 )
+# What the user sees at once (ephemerally) while a slash command's picture is being made.
+WORKING = {"image": "🎨 Drawing…", "edit": "🎨 Editing the picture…"}
 
 Next = Callable[[], Awaitable[BoltResponse]]
 Headers = dict[str, str | Sequence[str]]
@@ -92,6 +117,7 @@ class SlackChannel:
             base_url=settings.slack_api_url,
             retry_handlers=retry_handlers(self._flood),
         )
+        self._files = SlackFiles(self.client, max_bytes=settings.max_file_mb * 1024 * 1024)
         secret = settings.slack_signing_secret
         self._identity = _Identity()
         self._verifier = SignatureVerifier(secret.get_secret_value()) if secret else None
@@ -124,6 +150,12 @@ class SlackChannel:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then finish or cleanly stop the replies in flight."""
+        try:
+            await self._serve(stop)
+        finally:
+            await self._files.close()
+
+    async def _serve(self, stop: asyncio.Event) -> None:
         try:
             identity = await self.client.auth_test()
         except SlackApiError as exc:
@@ -283,14 +315,23 @@ class SlackChannel:
     async def _answer(self, turn: SlackTurn) -> None:
         if turn.follow_up and not await self._engine.has_conversation(turn.message.key):
             return  # a thread the bot was never asked into
-        # Recognised before the reply starts, so a redelivery never shows a thinking note.
-        if turn.event_id and not await self._engine.first_delivery(CHANNEL, turn.event_id):
-            log.info("dropping redelivered event %s", turn.event_id)
+        # Recognised before the reply starts (and files are fetched), so a redelivery never
+        # shows a thinking note or downloads anything.
+        delivery = turn.delivery_id
+        if delivery and not await self._engine.first_delivery(CHANNEL, delivery):
+            log.info("dropping redelivered event %s", delivery)
             return
         reply = SlackReply(self.client, turn.place, self._flood, self._streaming)
         await reply.start()
         try:
-            await self._engine.answer_message(turn.message, reply)
+            message = turn.message
+            if turn.files:
+                try:
+                    message = replace(message, attachments=await self._files.fetch(turn.files))
+                except UserInputError as exc:
+                    await reply.emit(ReplyFailed(user_message(exc)))
+                    return
+            await self._engine.answer_message(message, reply)
         finally:
             await reply.close()
 
@@ -301,8 +342,35 @@ class SlackChannel:
         respond: AsyncRespond,
         context: AsyncBoltContext,
     ) -> None:
+        name = str(command.get("command", "")).removeprefix("/").lower()
+        if name in TURN_COMMANDS:
+            await ack(text=WORKING[name], response_type="ephemeral")
+            self._spawn(self._draw(command, respond, context))
+            return
         await ack()
         self._spawn(self._run_command(command, respond, context))
+
+    async def _draw(
+        self, payload: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+    ) -> None:
+        """``/image`` or ``/edit``: a turn whose picture is posted where it was typed."""
+        text = f"{payload.get('command', '')} {payload.get('text', '')}".strip()
+        command = parse_command(text)
+        if command is None:
+            return
+        team, channel = _team(context), str(payload.get("channel_id", ""))
+        user = str(payload.get("user_id", ""))
+        key = command_key(team, channel)
+        message = IncomingMessage(key, user_ref(user), plain_text(command.args))
+
+        async def tell(text: str) -> None:
+            await respond(**_response(CommandReply(text)))
+
+        sink = SlashTurnReply(self.client, SlackPlace(team, channel, user), self._flood, tell)
+        if command.name == "edit":
+            await self._engine.edit_image(message, sink)
+        else:
+            await self._engine.draw_image(message, sink)
 
     async def _run_command(
         self, payload: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext

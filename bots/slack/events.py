@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bots.slack.files import SlackFile, files_of
 from core.messages import ConversationKey, IncomingMessage, UserRef
 
 CHANNEL = "slack"
@@ -36,12 +37,18 @@ class SlackPlace:
 @dataclass(frozen=True, slots=True)
 class SlackTurn:
     """A user message the bot may answer; a ``follow_up`` (a thread reply without a
-    mention) is answered only if the thread is one of the bot's conversations."""
+    mention) is answered only if the thread is one of the bot's conversations.
+
+    ``delivery_id`` recognises a delivery seen before: the envelope's event id, or for a
+    mention the message itself (Slack sends it as an ``app_mention`` and, with files, also
+    as a ``message``). ``files`` are still to be fetched into the message's attachments.
+    """
 
     message: IncomingMessage
     place: SlackPlace
     follow_up: bool = False
-    event_id: str | None = None
+    delivery_id: str | None = None
+    files: tuple[SlackFile, ...] = ()
 
 
 def conversation_key(team: str, channel: str, thread_ts: str | None = None) -> ConversationKey:
@@ -64,7 +71,10 @@ def translate(
     event: dict[str, Any], *, team: str, bot_user_id: str, event_id: str | None = None
 ) -> SlackTurn | None:
     """The turn an ``app_mention`` or ``message`` event asks for, or None to ignore it;
-    ``event_id`` (the envelope's) is kept to recognise a redelivered event."""
+    ``event_id`` (the envelope's) is kept to recognise a redelivered event.
+
+    Files count like text: in a DM, with a mention, or in a thread the bot takes part in.
+    """
     user = event.get("user")
     channel = event.get("channel")
     ts = event.get("ts")
@@ -83,22 +93,28 @@ def translate(
     mention = f"<@{bot_user_id}>"
     sender = user_ref(user)
     text = plain_text(raw.replace(mention, " ")).strip()
-    if event.get("type") == "app_mention":
+    files = files_of(event)
+    kind = event.get("type")
+    mentioned = kind == "app_mention" or (
+        # Slack does not always send the app_mention of a message that shares files.
+        kind == "message" and event.get("channel_type") != "im" and bool(files) and mention in raw
+    )
+    if mentioned:
         root = thread or ts
         key = conversation_key(team, channel, root)
-        return SlackTurn(
-            _message(key, sender, text, ts), SlackPlace(team, channel, user, root), False, event_id
-        )
-    if event.get("type") != "message":
+        place = SlackPlace(team, channel, user, root)
+        message = _message(key, sender, text, ts)
+        return SlackTurn(message, place, False, f"message:{channel}:{ts}", files)
+    if kind != "message":
         return None
     if event.get("channel_type") == "im":
         key = conversation_key(team, channel)
         place = SlackPlace(team, channel, user, thread)
-        return SlackTurn(_message(key, sender, text, ts), place, False, event_id)
+        return SlackTurn(_message(key, sender, text, ts), place, False, event_id, files)
     if thread and mention not in raw:  # a mention arrives again as an app_mention event
         key = conversation_key(team, channel, thread)
         place = SlackPlace(team, channel, user, thread)
-        return SlackTurn(_message(key, sender, text, ts), place, True, event_id)
+        return SlackTurn(_message(key, sender, text, ts), place, True, event_id, files)
     return None
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "SECTION_TEXT_LIMIT",
     "escape",
     "fallback_text",
+    "literal",
     "message_blocks",
     "mrkdwn_chunks",
     "plain_chunks",
@@ -80,6 +81,12 @@ _MIN_LIMIT = 16
 def escape(text: str) -> str:
     """Escape text (a user's message, a transcript) for mrkdwn: ``&``, ``<`` and ``>`` only."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def literal(text: str) -> str:
+    """Plain text (a picture's caption, a transcript's notification line) for a field Slack
+    reads as mrkdwn: escaped, with mass mentions kept quiet."""
+    return _quiet(escape(text))
 
 
 def to_mrkdwn(markdown: str) -> str:

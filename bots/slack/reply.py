@@ -5,6 +5,9 @@ While the model writes, the reply grows either through Slack's native streaming
 it) or through ``chat.update`` calls, paced per channel; a "thinking" status or note shows
 until text arrives. The finished reply is then rendered by our mrkdwn renderer into blocks,
 split over as many messages as needed, with a plain-text fallback if Slack rejects them.
+
+What is not text goes apart, in the same place: the transcript of the user's audio (before
+the answer), drawn pictures and the spoken reply (uploaded files) and notices.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,19 +26,28 @@ from bots.pacing import FloodControl, ProgressFlusher
 from bots.slack.events import SlackPlace
 from bots.slack.render import (
     MESSAGE_TEXT_LIMIT,
+    SECTION_TEXT_LIMIT,
     escape,
     fallback_text,
+    literal,
     message_blocks,
     plain_chunks,
 )
+from bots.slack.uploads import upload_file, upload_picture
 from core.events import (
+    ImageReady,
+    Notice,
     ReplyEvent,
     ReplyFailed,
     ReplyFinished,
     TextDelta,
     ToolFinished,
     ToolStarted,
+    Transcribed,
+    VoiceReady,
 )
+from core.media import GeneratedImage, VoiceNote
+from core.media_steps import speech_chunks
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +73,9 @@ _NO_STREAMING = frozenset(
 )
 STREAM_TEXT_LIMIT = 11_000  # below the 12,000 characters one streamed message may hold
 THINKING_STATUS = "is thinking…"
+TRANSCRIPT_MARK = "🎙 "
+VOICE_TITLE = "Spoken reply"
+UPLOAD_FAILED = "I made the {what}, but Slack did not take the upload."
 
 
 @dataclass
@@ -103,9 +118,15 @@ class SlackReply:
     _native: bool = False
     _stream_ts: str | None = None
     _streamed: int = 0  # characters of the text already appended to the stream
+    _status_line: bool = False  # the thread's assistant status line is set
+    _pictures: int = 0
+    _finished: bool = False
 
     def __post_init__(self) -> None:
-        self._progress = ProgressFlusher(
+        self._progress = self._new_progress()
+
+    def _new_progress(self) -> ProgressFlusher:
+        return ProgressFlusher(
             self.flood,
             self.place.channel,
             group=False,
@@ -141,6 +162,7 @@ class SlackReply:
         except SlackApiError as exc:
             log.info("no status line in %s: %s", self.place.channel, _error(exc))
             return False
+        self._status_line = bool(status)
         return True
 
     async def emit(self, event: ReplyEvent) -> None:
@@ -161,6 +183,15 @@ class SlackReply:
             await self._finish(event.text + (STOPPED_NOTE if event.cancelled else ""))
         elif isinstance(event, ReplyFailed):
             await self._finish(event.partial_text, failure=event.message)
+        elif isinstance(event, Transcribed):
+            await self._aside(lambda note: self._show_transcript(event.text, note))
+        elif isinstance(event, ImageReady):
+            self._pictures += 1
+            await self._aside(lambda note: self._show_picture(event.image, event.caption, note))
+        elif isinstance(event, VoiceReady):
+            await self._upload_voice(event.note)
+        elif isinstance(event, Notice):
+            await self._note(event.text)
 
     async def show(self, markdown: str) -> None:
         """Show a finished Markdown text at once (a refusal, a notice), paced like a reply."""
@@ -177,6 +208,87 @@ class SlackReply:
 
     def _schedule_flush(self) -> None:
         self._progress.schedule()
+
+    async def _aside(self, show: Callable[[list[_Part]], Awaitable[None]]) -> None:
+        """Show something apart from the text (a transcript, a picture) so that the text
+        follows it: while no text is shown yet, the thinking note stops and is handed to
+        ``show`` (to reuse or remove), and starts again afterwards."""
+        if self._text or self._stream_ts is not None or self._finished:
+            await show([])
+            return
+        await self.close()
+        self._status = ""
+        note, self.parts = self.parts, []
+        try:
+            await show(note)
+        finally:
+            self._progress = self._new_progress()
+            self._thinking = asyncio.create_task(self._think())
+
+    async def _show_transcript(self, text: str, note: Sequence[_Part]) -> None:
+        """The words heard, literally (``rich_text`` shows no markup and pings no one), in as
+        many messages as needed; the thinking note becomes the first."""
+        chunks = speech_chunks(text, SECTION_TEXT_LIMIT - len(TRANSCRIPT_MARK)) or [text]
+        try:
+            await self._post_apart([_transcript(chunk) for chunk in chunks], reuse=note)
+        except SlackApiError as exc:
+            if _error(exc) not in _REJECTED:
+                raise
+            log.warning("Slack rejected the transcript blocks (%s); sending text", _error(exc))
+            plain = [Payload(literal(TRANSCRIPT_MARK + chunk)) for chunk in chunks]
+            await self._post_apart(plain, reuse=note)
+
+    async def _show_picture(
+        self, image: GeneratedImage, caption: str | None, note: Sequence[_Part]
+    ) -> None:
+        """Upload a drawn picture, with the prompt the API used as its comment."""
+        await self._delete(note)
+        if not await upload_picture(self.client, self.flood, self.place, image, caption):
+            await self._note(UPLOAD_FAILED.format(what="picture"))
+
+    async def _upload_voice(self, note: VoiceNote) -> None:
+        uploaded = await upload_file(
+            self.client,
+            self.flood,
+            self.place,
+            data=note.data,
+            filename=note.filename,
+            title=VOICE_TITLE,
+        )
+        if not uploaded:
+            await self._note(UPLOAD_FAILED.format(what="spoken reply"))
+
+    async def _note(self, text: str) -> None:
+        """A short message apart from the reply (plain text: nothing Slack could reject)."""
+        await self._post_apart([Payload(literal(text))])
+
+    async def _post_apart(self, payloads: Sequence[Payload], reuse: Sequence[_Part] = ()) -> None:
+        """Post messages that are not part of the reply's text (updating ``reuse`` first,
+        deleting what is left of it). Slack's refusal to take the blocks is raised; other
+        failures only logged, as the reply goes on without them."""
+        channel = self.place.channel
+        try:
+            for index, payload in enumerate(payloads):
+                await self.flood.acquire(channel, group=False)
+                blocks = list(payload.blocks) if payload.blocks else None
+                if index < len(reuse):
+                    await self.client.chat_update(
+                        channel=channel, ts=reuse[index].ts, text=payload.text, blocks=blocks or []
+                    )
+                else:
+                    await self.client.chat_postMessage(
+                        channel=channel,
+                        thread_ts=self.place.thread_ts,
+                        text=payload.text,
+                        blocks=blocks,
+                        unfurl_links=False,
+                        unfurl_media=False,
+                    )
+        except SlackApiError as exc:
+            if _error(exc) in _REJECTED:
+                raise
+            log.warning("posting in %s failed: %s", channel, _error(exc))
+        await self._delete(reuse[len(payloads) :])
 
     async def _flush_once(self) -> bool:
         """Make one progress call; False when there is nothing more to do for now."""
@@ -259,11 +371,15 @@ class SlackReply:
         return _payloads(markdown)
 
     async def _finish(self, text: str, *, failure: str | None = None) -> None:
+        self._finished = True
         await self.close()
         await self._stop_stream()
         markdown = text if text.strip() else ""
         if failure is not None:
             markdown = f"{markdown}\n\n⚠️ {failure}" if markdown else f"⚠️ {failure}"
+        elif not markdown and self._pictures:
+            await self._clear_thinking()  # the picture was the answer
+            return
         elif not markdown:
             markdown = "_(no answer)_"
         if not self._plain:
@@ -278,6 +394,13 @@ class SlackReply:
         if failure is not None:
             plain.append(f"⚠️ {escape(failure)}")
         await self._deliver([Payload(chunk) for chunk in plain or ["(no answer)"]])
+
+    async def _clear_thinking(self) -> None:
+        """Take away what still says the bot is thinking: the note, the status line."""
+        await self._delete(self.parts)
+        self.parts.clear()
+        if self._status_line:
+            await self._set_status("")
 
     async def _deliver(self, payloads: Sequence[Payload]) -> None:
         """Make the channel show exactly ``payloads``: update what differs, post what is
@@ -335,6 +458,32 @@ class SlackReply:
                 await self.client.chat_delete(channel=self.place.channel, ts=part.ts)
 
 
+@dataclass
+class SlashTurnReply:
+    """A ``ReplySink`` for a turn typed as a slash command (``/image``, ``/edit``): the
+    picture goes to ``place`` for everyone to see; failures and notes go only to the user
+    who typed the command, through ``tell`` (the command's ephemeral response)."""
+
+    client: AsyncWebClient
+    place: SlackPlace
+    flood: FloodControl
+    tell: Callable[[str], Awaitable[None]]
+
+    async def emit(self, event: ReplyEvent) -> None:
+        """Show one reply event."""
+        if isinstance(event, ImageReady):
+            if not await upload_picture(
+                self.client, self.flood, self.place, event.image, event.caption
+            ):
+                await self.tell(UPLOAD_FAILED.format(what="picture"))
+        elif isinstance(event, ReplyFailed):
+            await self.tell(f"⚠️ {event.message}")
+        elif isinstance(event, ReplyFinished) and event.cancelled:
+            await self.tell("Stopped.")
+        elif isinstance(event, Notice):
+            await self.tell(event.text)
+
+
 def _payloads(markdown: str) -> list[Payload]:
     messages = message_blocks(markdown)
     summary = fallback_text(markdown)
@@ -342,6 +491,16 @@ def _payloads(markdown: str) -> list[Payload]:
         Payload(summary if index == 0 else "(continued)", tuple(blocks))
         for index, blocks in enumerate(messages)
     ]
+
+
+def _transcript(chunk: str) -> Payload:
+    """A message showing (part of) a transcript in italics, as literal text."""
+    section = [
+        {"type": "text", "text": TRANSCRIPT_MARK},
+        {"type": "text", "text": chunk, "style": {"italic": True}},
+    ]
+    block = {"type": "rich_text", "elements": [{"type": "rich_text_section", "elements": section}]}
+    return Payload(literal(TRANSCRIPT_MARK + chunk), (block,))
 
 
 def _error(exc: SlackApiError) -> str:

@@ -1,14 +1,27 @@
 """The Telegram channel: python-telegram-bot's Application with Switchboard's handlers,
-run by long polling or, when ``TELEGRAM_WEBHOOK_URL`` is set, as a webhook server."""
+run by long polling or, when ``TELEGRAM_WEBHOOK_URL`` is set, as a webhook server.
+
+Text, photos (albums as one message), image files, voice notes, audio files and video notes
+become core turns; ``/image`` and ``/edit`` (as commands or photo captions) draw; every other
+command runs through ``core.commands``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from urllib.parse import urlparse
 
-from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram import (
+    Bot,
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+)
+from telegram.constants import ChatAction
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -22,16 +35,27 @@ from telegram.ext import (
 )
 
 from bots.pacing import FloodControl, FloodLimits
+from bots.telegram.albums import AlbumCollector
+from bots.telegram.files import MEGABYTE, TelegramFile, download_all, file_of, picture_of
 from bots.telegram.render import escape
 from bots.telegram.reply import TelegramReply
 from bots.telegram.transport import TolerantUpdatesRequest
 from bots.telegram.typing import TypingIndicators
-from bots.telegram.updates import CHANNEL, conversation_key, incoming, place_of, user_ref
+from bots.telegram.updates import (
+    CHANNEL,
+    addressed_text,
+    conversation_key,
+    is_group,
+    place_of,
+    user_ref,
+)
 from core.access import AccessPolicy
 from core.accounting import Caller
-from core.commands import COMMANDS, CommandReply, parse_command, run_command
+from core.commands import COMMANDS, TURN_COMMANDS, CommandReply, parse_command, run_command
 from core.engine import Engine
-from core.errors import ConfigError
+from core.errors import ConfigError, SwitchboardError, user_message
+from core.events import ReplyFailed, ReplySink
+from core.messages import IncomingMessage
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,8 +66,12 @@ REFUSAL = (
     "Sorry, this assistant is only available to approved users. "
     "Ask an admin to add you (your id: {user_id})."
 )
+RESTARTING = "I'm restarting right now. Please send that again in a minute."
+MEDIA = filters.PHOTO | filters.VOICE | filters.AUDIO | filters.VIDEO_NOTE | filters.Document.ALL
+"""The messages with a file the bot may take (other files in them are refused politely)."""
 
 Context = ContextTypes.DEFAULT_TYPE
+Turn = Callable[[IncomingMessage, ReplySink], Awaitable[None]]
 
 
 class TelegramChannel:
@@ -80,6 +108,10 @@ class TelegramChannel:
         self._grace = shutdown_grace
         self._refused: set[int] = set()
         self._typing = TypingIndicators(self.application.bot)
+        self._albums = AlbumCollector()
+        self._max_bytes = settings.max_file_mb * MEGABYTE
+        self._busy: set[asyncio.Task[object]] = set()
+        self._closing = False
         self._register_handlers()
 
     def _register_handlers(self) -> None:
@@ -89,6 +121,7 @@ class TelegramChannel:
         app.add_handler(TypeHandler(Update, self._gate), group=-1)
         app.add_handler(CommandHandler(list(COMMANDS), self._command))
         app.add_handler(CallbackQueryHandler(self._choice))
+        app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & MEDIA, self._media))
         app.add_handler(
             MessageHandler(filters.UpdateType.MESSAGE & filters.TEXT & ~filters.COMMAND, self._text)
         )
@@ -132,10 +165,20 @@ class TelegramChannel:
             await app.stop()
 
     async def _drain(self) -> None:
-        """Give replies in flight a moment to finish, then stop them (their text is kept)."""
+        """Give replies in flight a moment to finish, then stop them (their text is kept).
+
+        Albums being gathered are answered with the parts that arrived; files still being
+        fetched when the grace ends get a "send it again" reply instead of a late answer.
+        """
+        gathering = self._albums.flush()
+        if gathering:
+            log.info("stopping: answering %d album(s) with the parts received", gathering)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._grace):
+                while self._busy:
+                    await asyncio.wait(set(self._busy))
                 await self._engine.wait_idle()
+        self._closing = True
         stopped = self._engine.cancel_all()
         if stopped:
             log.info("stopped %d replies in flight for shutdown", stopped)
@@ -151,7 +194,7 @@ class TelegramChannel:
             return
         addressed = update.message is not None and (
             update.message.chat.type == "private"
-            or incoming(update.message, context.bot.bot) is not None
+            or addressed_text(update.message, context.bot.bot) is not None
         )
         if addressed and user.id not in self._refused and update.message is not None:
             # Logged and answered once per user; their group chatter is simply not for us.
@@ -165,15 +208,92 @@ class TelegramChannel:
         message = update.message
         if message is None:
             return
-        request = incoming(message, context.bot.bot)
-        if request is None:
+        text = addressed_text(message, context.bot.bot)
+        if text is None:
             return
-        reply = TelegramReply(context.bot, place_of(message), self._flood, self._typing)
-        await reply.start()
+        await self._turn(message, context.bot, text, (), self._engine.answer_message)
+
+    async def _media(self, update: Update, context: Context) -> None:
+        """A message with a file: a photo of an album waits for the album's other parts."""
+        message = update.message
+        if message is None:
+            return
+        async with self._tracked():
+            parts = [message]
+            if message.media_group_id is not None:
+                gathered = await self._albums.collect(message)
+                if gathered is None:
+                    return  # the album's first part answers for all of them
+                parts = gathered
+            await self._answer_files(parts, context.bot)
+
+    async def _answer_files(self, parts: Sequence[Message], bot: Bot) -> None:
+        """Answer one message, or one album, with its files; the caption is the question
+        (a command in it runs with the pictures)."""
+        captioned = next((part for part in parts if part.caption), parts[0])
+        if captioned.caption and parse_command(captioned.caption, bot.username) is not None:
+            pictures = [p for p in map(picture_of, parts) if p is not None]
+            await self._run_command(
+                captioned, captioned.caption, bot, known=None, pictures=pictures
+            )
+            return
+        texts = {part.message_id: addressed_text(part, bot.bot) for part in parts}
+        if all(text is None for text in texts.values()):
+            return  # group chatter with pictures, not for us
+        lead = captioned if texts[captioned.message_id] is not None else None
+        lead = lead or next(part for part in parts if texts[part.message_id] is not None)
+        files = [file for file in map(file_of, parts) if file is not None]
+        await self._turn(
+            lead, bot, texts[lead.message_id] or "", files, self._engine.answer_message
+        )
+
+    async def _turn(
+        self,
+        message: Message,
+        bot: Bot,
+        text: str,
+        files: Sequence[TelegramFile],
+        run: Turn,
+        *,
+        action: str = ChatAction.TYPING,
+    ) -> None:
+        """Fetch ``files`` and run one core turn for ``message``, shown as it streams."""
+        user = message.from_user
+        if user is None:
+            return
+        reply = TelegramReply(bot, place_of(message), self._flood, self._typing)
+        await reply.start(action)
         try:
-            await self._engine.answer_message(request, reply)
+            try:
+                attachments = await download_all(bot, files, self._max_bytes)
+            except SwitchboardError as exc:
+                await reply.emit(ReplyFailed(user_message(exc)))
+                return
+            if self._closing:
+                await reply.emit(ReplyFailed(RESTARTING))
+                return
+            request = IncomingMessage(
+                conversation_key(message),
+                user_ref(user),
+                text,
+                platform_message_id=str(message.message_id),
+                attachments=attachments,
+            )
+            await run(request, reply)
         finally:
             await reply.close()
+
+    @contextlib.asynccontextmanager
+    async def _tracked(self) -> AsyncIterator[None]:
+        """Mark the current handler as working on files, so shutdown waits for it."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._busy.add(task)
+        try:
+            yield
+        finally:
+            if task is not None:
+                self._busy.discard(task)
 
     async def _command(self, update: Update, context: Context) -> None:
         await self._answer_command(update, context, known=True)
@@ -185,20 +305,54 @@ class TelegramChannel:
         message = update.message
         if message is None or message.text is None:
             return
-        command = parse_command(message.text, context.bot.username)
+        # /edit in reply to a picture edits that picture.
+        replied = picture_of(message.reply_to_message)
+        async with self._tracked():
+            await self._run_command(
+                message,
+                message.text,
+                context.bot,
+                known=known,
+                pictures=[replied] if replied is not None else [],
+            )
+
+    async def _run_command(
+        self,
+        message: Message,
+        text: str,
+        bot: Bot,
+        *,
+        known: bool | None,
+        pictures: Sequence[TelegramFile],
+    ) -> None:
+        """Run the command in ``text`` (a message or a caption); ``known`` None: look it up."""
+        command = parse_command(text, bot.username)
         if command is None:
             return
-        addressed = "@" in message.text.split()[0]
-        if not known and message.chat.type != "private" and not addressed:
+        if known is None:
+            known = command.name in COMMANDS
+        addressed = "@" in text.split(maxsplit=1)[0]
+        if not known and is_group(message.chat) and not addressed:
             return  # in groups, unknown commands are likely meant for another bot
+        if command.name in TURN_COMMANDS and command.args:
+            edit = command.name == "edit"
+            await self._turn(
+                message,
+                bot,
+                command.args,
+                pictures[:1] if edit else (),
+                self._engine.edit_image if edit else self._engine.draw_image,
+                action=ChatAction.UPLOAD_PHOTO,
+            )
+            return
         answer = await run_command(
-            self._engine, conversation_key(message), command, caller=self._caller(update)
+            self._engine, conversation_key(message), command, caller=self._caller(message)
         )
-        reply = TelegramReply(context.bot, place_of(message), self._flood)
+        reply = TelegramReply(bot, place_of(message), self._flood)
         await reply.show(escape(answer.text), _keyboard(answer))
 
-    def _caller(self, update: Update) -> Caller | None:
-        user = update.effective_user
+    def _caller(self, source: Update | Message) -> Caller | None:
+        user = source.effective_user if isinstance(source, Update) else source.from_user
         if user is None:
             return None
         ref = user_ref(user)

@@ -25,7 +25,9 @@ __all__ = [
     "escape",
     "html_chunks",
     "plain_chunks",
+    "split_html",
     "to_html",
+    "truncate",
     "visible_length",
 ]
 
@@ -80,6 +82,31 @@ def plain_chunks(markdown: str, limit: int = TELEGRAM_TEXT_LIMIT) -> list[str]:
     return [
         _visible_text(chunk) for chunk in _split(_Renderer(plain=True).document(markdown), limit)
     ]
+
+
+def split_html(html_text: str, limit: int = TELEGRAM_TEXT_LIMIT) -> list[str]:
+    """Cut ready-made Telegram HTML (an escaped transcript in a tag) into messages by the
+    rules of :func:`html_chunks`."""
+    return _split(html_text, limit)
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` shortened with "…" to at most ``limit`` UTF-16 units (a caption's limit),
+    cut at a space when one is near the end."""
+    if _utf16_length(text) <= limit:
+        return text
+    kept: list[str] = []
+    used = 1  # the ellipsis
+    for char in text:
+        used += _units(char)
+        if used > limit:
+            break
+        kept.append(char)
+    cut = "".join(kept)
+    space = cut.rfind(" ")
+    if space >= len(cut) * 0.8:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
 
 
 def visible_length(html_text: str) -> int:

@@ -1,16 +1,19 @@
 """Showing one reply in a Telegram chat: progressive edits within the flood limits, then the
-final, well-formatted message(s), with a plain-text fallback if Telegram rejects the HTML."""
+final, well-formatted message(s), with a plain-text fallback if Telegram rejects the HTML;
+the transcript of a voice note before the answer, drawn pictures as photos and spoken
+replies as voice notes, all paced like the text."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from telegram import Bot, InlineKeyboardMarkup, Message, ReplyParameters
-from telegram.constants import ParseMode
+from telegram import Bot, InlineKeyboardMarkup, InputFile, Message, ReplyParameters
+from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
 from bots.pacing import FloodControl, ProgressFlusher
@@ -19,22 +22,35 @@ from bots.telegram.render import (
     escape,
     html_chunks,
     plain_chunks,
+    split_html,
+    truncate,
     visible_length,
 )
 from bots.telegram.typing import TypingIndicators
 from core.events import (
+    ImageReady,
+    Notice,
     ReplyEvent,
     ReplyFailed,
     ReplyFinished,
     TextDelta,
     ToolFinished,
     ToolStarted,
+    Transcribed,
+    VoiceReady,
 )
+from core.media import GeneratedImage, VoiceNote
 
 log = logging.getLogger(__name__)
 
 FINAL_ATTEMPTS = 5
 STOPPED_NOTE = "\n\n*(stopped)*"  # Markdown, rendered and split with the reply itself
+CAPTION_LIMIT = 1024  # UTF-16 units of a photo's caption
+TRANSCRIPT_MESSAGES = 3  # a longer transcript is shortened: the answer matters more
+TRANSCRIPT_MARK = "🎙 "
+NOTICE_MARK = "\u2139\ufe0f "  # the "information" emoji
+PHOTO_FAILED = "I drew the picture, but Telegram would not take it."
+VOICE_FAILED = "I couldn't send the spoken reply here."
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,8 @@ class ChatPlace:
     group: bool
     thread_id: int | None = None
     reply_to: int | None = None
+    message_id: int | None = None
+    """The user's message being answered (a voice note's transcript replies to it)."""
 
 
 @dataclass
@@ -66,6 +84,7 @@ class TelegramReply:
     _status: str = ""
     _progress: ProgressFlusher = field(init=False)
     _typing_shown: bool = False
+    _media_sent: bool = False
 
     def __post_init__(self) -> None:
         self._progress = ProgressFlusher(
@@ -76,10 +95,11 @@ class TelegramReply:
             started=lambda: bool(self.parts),
         )
 
-    async def start(self) -> None:
-        """Show the typing indicator (from half a second on) until text arrives."""
+    async def start(self, action: str = ChatAction.TYPING) -> None:
+        """Show the typing indicator (or ``action``, e.g. uploading a photo) from half a
+        second on, until something is shown."""
         if self.typing is not None:
-            self.typing.waiting(self._typing_place)
+            self.typing.waiting(self._typing_place, action)
             self._typing_shown = True
 
     @property
@@ -102,10 +122,18 @@ class TelegramReply:
             self._schedule_flush()
         elif isinstance(event, ToolFinished):
             self._status = ""
+        elif isinstance(event, Transcribed):
+            await self._show_transcript(event.text)
+        elif isinstance(event, ImageReady):
+            await self._send_picture(event.image, event.caption)
         elif isinstance(event, ReplyFinished):
             await self._finish(event.text + (STOPPED_NOTE if event.cancelled else ""))
         elif isinstance(event, ReplyFailed):
             await self._finish(event.partial_text, failure=event.message)
+        elif isinstance(event, VoiceReady):
+            await self._send_voice(event.note)
+        elif isinstance(event, Notice):
+            await self._notify(event.text)
 
     async def show(self, html: str, markup: InlineKeyboardMarkup | None = None) -> None:
         """Show a finished HTML text (a command's answer) at once, paced like any reply;
@@ -169,7 +197,7 @@ class TelegramReply:
         chunks = html_chunks(text) if text.strip() else []
         if failure is not None:
             chunks.append(f"⚠️ {escape(failure)}")
-        elif not chunks:
+        elif not chunks and not self._media_sent:
             chunks = ["<i>(no answer)</i>"]
         try:
             await self._deliver(chunks, ParseMode.HTML)
@@ -180,7 +208,115 @@ class TelegramReply:
             plain = plain_chunks(text) if text.strip() else []
             if failure is not None:
                 plain.append(f"⚠️ {failure}")
-            await self._deliver(plain or ["(no answer)"], None)
+            await self._deliver(plain or ([] if self._media_sent else ["(no answer)"]), None)
+
+    async def _show_transcript(self, text: str) -> None:
+        """What was heard, escaped and in italics, as its own message(s) replying to the
+        voice note; it does not end the typing indicator, the answer is still coming."""
+        room = TELEGRAM_TEXT_LIMIT - len(" …")
+        pieces = split_html(f"{TRANSCRIPT_MARK}<i>{escape(text.strip())}</i>", room)
+        if len(pieces) > TRANSCRIPT_MESSAGES:
+            pieces = pieces[:TRANSCRIPT_MESSAGES]
+            pieces[-1] = pieces[-1].removesuffix("</i>") + " …</i>"
+        for index, html in enumerate(pieces):
+            quoted = self.place.message_id if index == 0 else None
+            try:
+                await self._paced(
+                    functools.partial(
+                        self.bot.send_message,
+                        self.place.chat_id,
+                        html,
+                        parse_mode=ParseMode.HTML,
+                        message_thread_id=self.place.thread_id,
+                        reply_parameters=_replying_to(quoted),
+                    )
+                )
+            except TelegramError as exc:
+                # The answer matters more than the transcript: carry on without it.
+                log.warning("showing a transcript in chat %s failed: %s", self.place.chat_id, exc)
+                return
+
+    async def _send_picture(self, picture: GeneratedImage, caption: str | None) -> None:
+        """A drawn picture as a photo, with the prompt the image API used as its caption;
+        as a file if Telegram refuses it as a photo, as a note if it refuses both."""
+        image = picture.image
+        html = escape(truncate(caption.strip(), CAPTION_LIMIT)) if caption else None
+        filename = "picture" + image.suffix
+        reply = _replying_to(self.place.reply_to)
+        try:
+            try:
+                await self._paced(
+                    lambda: self.bot.send_photo(
+                        self.place.chat_id,
+                        InputFile(image.data, filename=filename),
+                        caption=html,
+                        parse_mode=ParseMode.HTML if html else None,
+                        message_thread_id=self.place.thread_id,
+                        reply_parameters=reply,
+                    )
+                )
+            except BadRequest as exc:
+                log.info("Telegram refused a picture as a photo (%s); sending a file", exc)
+                await self._paced(
+                    lambda: self.bot.send_document(
+                        self.place.chat_id,
+                        InputFile(image.data, filename=filename),
+                        caption=html,
+                        parse_mode=ParseMode.HTML if html else None,
+                        message_thread_id=self.place.thread_id,
+                        reply_parameters=reply,
+                    )
+                )
+        except TelegramError as exc:
+            log.warning("sending a picture to chat %s failed: %s", self.place.chat_id, exc)
+            await self._notify(PHOTO_FAILED)
+        self._media_sent = True
+        self._stop_typing()
+
+    async def _send_voice(self, note: VoiceNote) -> None:
+        """The spoken reply as a voice note (OGG/Opus) with its duration."""
+        try:
+            await self._paced(
+                lambda: self.bot.send_voice(
+                    self.place.chat_id,
+                    InputFile(note.data, filename=note.filename),
+                    duration=max(1, round(note.seconds)),
+                    message_thread_id=self.place.thread_id,
+                    reply_parameters=_replying_to(self.place.reply_to),
+                )
+            )
+        except TelegramError as exc:
+            # e.g. the user does not accept voice messages: the text answer is there.
+            log.warning("sending a voice note to chat %s failed: %s", self.place.chat_id, exc)
+            await self._notify(VOICE_FAILED)
+        self._media_sent = True
+
+    async def _notify(self, text: str) -> None:
+        """A short note apart from the reply."""
+        try:
+            await self._paced(
+                lambda: self.bot.send_message(
+                    self.place.chat_id,
+                    NOTICE_MARK + escape(text),
+                    parse_mode=ParseMode.HTML,
+                    message_thread_id=self.place.thread_id,
+                    reply_parameters=_replying_to(self.place.reply_to),
+                )
+            )
+        except TelegramError as exc:
+            log.warning("sending a note to chat %s failed: %s", self.place.chat_id, exc)
+
+    async def _paced(self, call: Callable[[], Awaitable[Message]]) -> Message:
+        """Make one send within the flood limits, waiting out 429s like the final text."""
+        for attempt in range(FINAL_ATTEMPTS):
+            await self.flood.acquire(self.place.chat_id, group=self.place.group)
+            try:
+                return await call()
+            except RetryAfter as exc:
+                self.flood.blocked(self.place.chat_id, _seconds(exc.retry_after))
+                if attempt == FINAL_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _deliver(
         self,
@@ -261,6 +397,12 @@ class TelegramReply:
             if "not modified" not in str(exc).lower():
                 raise
         part.html = html
+
+
+def _replying_to(message_id: int | None) -> ReplyParameters | None:
+    if message_id is None:
+        return None
+    return ReplyParameters(message_id, allow_sending_without_reply=True)
 
 
 def _seconds(value: int | dt.timedelta) -> float:

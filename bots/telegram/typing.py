@@ -2,7 +2,8 @@
 
 Telegram shows the indicator for five seconds per call. A reply that shows text within half
 a second needs none; several replies queued in one chat share one indicator, instead of
-each sending its own calls.
+each sending its own calls. A reply that will be a picture shows "sending a photo" instead;
+the newest reply to start in a chat chooses what the shared indicator says.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ class TypingIndicators:
         self._every = every
         self._waiting: dict[Place, int] = {}
         self._loops: dict[Place, asyncio.Task[None]] = {}
+        self._actions: dict[Place, str] = {}
 
-    def waiting(self, place: Place) -> None:
-        """A reply in ``place`` has started and shows no text yet."""
+    def waiting(self, place: Place, action: str = ChatAction.TYPING) -> None:
+        """A reply in ``place`` has started and shows nothing yet; ``action`` is what the
+        indicator says (a ``ChatAction``)."""
         self._waiting[place] = self._waiting.get(place, 0) + 1
+        self._actions[place] = action
         if place not in self._loops:
             self._loops[place] = asyncio.create_task(self._loop(place))
 
@@ -46,6 +50,7 @@ class TypingIndicators:
             self._waiting[place] = left
             return
         self._waiting.pop(place, None)
+        self._actions.pop(place, None)
         loop = self._loops.pop(place, None)
         if loop is not None:
             loop.cancel()
@@ -56,6 +61,8 @@ class TypingIndicators:
         while True:
             with contextlib.suppress(TelegramError):
                 await self._bot.send_chat_action(
-                    chat_id, ChatAction.TYPING, message_thread_id=thread_id
+                    chat_id,
+                    self._actions.get(place, ChatAction.TYPING),
+                    message_thread_id=thread_id,
                 )
             await asyncio.sleep(self._every)

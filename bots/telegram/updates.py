@@ -1,5 +1,5 @@
-"""Translating Telegram updates into the core's neutral messages, and deciding which
-messages in groups are meant for the bot."""
+"""Translating Telegram updates into the core's neutral keys and users, and deciding which
+messages (texts, and files with their captions) in groups are meant for the bot."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from telegram import Chat, Message, MessageEntity, User
 from telegram.constants import ChatType
 
 from bots.telegram.reply import ChatPlace
-from core.messages import ConversationKey, IncomingMessage, UserRef
+from core.messages import ConversationKey, UserRef
 
 CHANNEL = "telegram"
 
@@ -36,27 +36,47 @@ def place_of(message: Message) -> ChatPlace:
         group=group,
         thread_id=message.message_thread_id if message.is_topic_message else None,
         reply_to=message.message_id if group else None,
+        message_id=message.message_id,
+    )
+
+
+def has_media(message: Message) -> bool:
+    """Whether ``message`` carries a file the bot may take (photo, voice, audio, document,
+    video note)."""
+    return bool(
+        message.photo or message.voice or message.audio or message.document or message.video_note
     )
 
 
 def addressed_text(message: Message, bot: User) -> str | None:
-    """The text of ``message`` if it is for the bot, without the @mention; else None.
+    """The text (or caption) of ``message`` if it is for the bot, without the @mention;
+    else None. A file without a caption has the text "".
 
-    Private chats: every text message. Groups: when the bot is @mentioned or the message
-    replies to one of the bot's own messages.
+    Private chats: every text message and file. Groups: when the bot is @mentioned or the
+    message replies to one of the bot's own messages.
     """
-    text = message.text
-    if text is None or message.chat.type == ChatType.CHANNEL:
+    caption = message.text is None
+    text = message.caption if caption else message.text
+    if text is None:
+        if not has_media(message):
+            return None
+        text = ""
+    if message.chat.type == ChatType.CHANNEL:
         return None
     if message.chat.type == ChatType.PRIVATE:
         return text
     mention = f"@{bot.username}".lower() if bot.username else None
     mentioned = False
     if mention:
-        for entity, value in message.parse_entities([MessageEntity.MENTION]).items():
+        entities = (
+            message.parse_caption_entities([MessageEntity.MENTION])
+            if caption
+            else message.parse_entities([MessageEntity.MENTION])
+        )
+        for value in entities.values():
             if value.lower() == mention:
                 mentioned = True
-                text = text.replace(message.parse_entity(entity), "", 1)
+                text = text.replace(value, "", 1)
     replied = message.reply_to_message
     topic_opening = message.is_topic_message and (
         replied is not None and replied.message_id == message.message_thread_id
@@ -69,16 +89,3 @@ def addressed_text(message: Message, bot: User) -> str | None:
     if not (mentioned or replying_to_bot):
         return None
     return text.strip()
-
-
-def incoming(message: Message, bot: User) -> IncomingMessage | None:
-    """The core message for a Telegram message addressed to the bot, or None."""
-    text = addressed_text(message, bot)
-    if text is None or message.from_user is None:
-        return None
-    return IncomingMessage(
-        conversation_key(message),
-        user_ref(message.from_user),
-        text,
-        platform_message_id=str(message.message_id),
-    )

@@ -56,7 +56,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Final, NamedTuple
 
-from aiohttp import BodyPartReader, hdrs, web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from PIL import Image, ImageOps
 
@@ -1440,36 +1440,16 @@ class FakeOpenAI:
 
     @staticmethod
     async def _read_form(request: web.Request) -> _Form | None:
-        """Parse a multipart body (``None`` if malformed); too-large parts raise 413."""
-        form = _Form()
-        try:
-            reader = await request.multipart()
-            while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader):
-                    await part.release()
-                    continue
-                data = await part.read(decode=False)
-                name = part.name or ""
-                if part.filename is None:
-                    charset = part.get_charset(default="utf-8")
-                    form.fields.setdefault(name, []).append(data.decode(charset, "replace"))
-                    continue
-                form.files.append(
-                    RecordedFile(
-                        name=name,
-                        filename=part.filename,
-                        content_type=part.headers.get(
-                            hdrs.CONTENT_TYPE, "application/octet-stream"
-                        ),
-                        size=len(data),
-                        data=bytes(data),
-                    )
-                )
-        except web.HTTPRequestEntityTooLarge:
-            raise
-        except Exception:  # a malformed body is recorded as having no form
+        """Parse a multipart body (``None`` if malformed); too-large bodies raise 413.
+
+        The whole body is read, then split on its boundary here: aiohttp's streaming part
+        reader warns (deprecated ``unread_data``) when a boundary straddles two chunks.
+        """
+        raw = await request.read()
+        match = re.search(r'boundary="?([^";]+)"?', request.headers.get(hdrs.CONTENT_TYPE, ""))
+        if match is None:
             return None
-        return form
+        return _parse_form(raw, match.group(1).encode("latin-1"))
 
     async def _on_response_prepare(
         self, request: web.Request, response: web.StreamResponse
@@ -2579,6 +2559,48 @@ class FakeOpenAI:
 
 
 # --------------------------------------------------------------------------- standalone
+
+
+def _parse_form(raw: bytes, boundary: bytes) -> _Form | None:
+    """The fields and files of a ``multipart/form-data`` body, or None if it is malformed."""
+    delimiter = b"--" + boundary
+    sections = raw.split(delimiter)
+    if len(sections) < 3 or not sections[-1].startswith(b"--"):
+        return None
+    form = _Form()
+    for section in sections[1:-1]:
+        if not section.startswith(b"\r\n") or not section.endswith(b"\r\n"):
+            return None
+        head, separator, content = section[2:-2].partition(b"\r\n\r\n")
+        if not separator:
+            return None
+        headers: dict[str, str] = {}
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        disposition = headers.get("content-disposition", "")
+        name = _disposition_param(disposition, "name") or ""
+        filename = _disposition_param(disposition, "filename")
+        if filename is None:
+            form.fields.setdefault(name, []).append(content.decode("utf-8", "replace"))
+            continue
+        form.files.append(
+            RecordedFile(
+                name=name,
+                filename=filename,
+                content_type=headers.get("content-type", "application/octet-stream"),
+                size=len(content),
+                data=bytes(content),
+            )
+        )
+    return form
+
+
+def _disposition_param(disposition: str, key: str) -> str | None:
+    match = re.search(rf'(?:^|;)\s*{key}="((?:[^"\\]|\\.)*)"', disposition)
+    if match is None:
+        match = re.search(rf"(?:^|;)\s*{key}=([^;\s]+)", disposition)
+    return match.group(1).replace('\\"', '"') if match else None
 
 
 def _parse_limit(value: str) -> tuple[str, int]:

@@ -59,6 +59,7 @@ from aiohttp import web
 from tests.fakes.background import BackgroundLoop
 
 __all__ = [
+    "Download",
     "FakeSlack",
     "RecordedCall",
     "ResponsePost",
@@ -239,6 +240,17 @@ class UploadedFile:
     initial_comment: str | None
     alt_txt: str | None
     snippet_type: str | None
+
+
+@dataclass(frozen=True)
+class Download:
+    """One request for a hosted file's ``url_private``/``url_private_download``."""
+
+    file_id: str
+    path: str
+    authorized: bool
+    """Whether it carried the bot token (else it was sent to the sign-in page)."""
+    time: float
 
 
 @dataclass(frozen=True)
@@ -560,6 +572,7 @@ class FakeSlack:
         rate_limited_by_method: the same, per method.
         responses: accepted ``response_url`` posts.
         uploads: files completed through the v2 upload flow.
+        downloads: requests for hosted files (``url_private``/``url_private_download``).
         socket_acks: Socket Mode acknowledgements received.
         max_streamed_text: total markdown one streamed message may hold.
         stream_ttl: seconds a streamed message stays in the streaming state.
@@ -612,6 +625,7 @@ class FakeSlack:
         self.rate_limited_by_method: Counter[str] = Counter()
         self.responses: list[ResponsePost] = []
         self.uploads: list[UploadedFile] = []
+        self.downloads: list[Download] = []
         self.socket_acks: list[SocketAck] = []
         self._requested_port = port
         self._port: int | None = None
@@ -1499,7 +1513,10 @@ class FakeSlack:
         team_file = request.match_info["team_file"]
         file_id = team_file.rsplit("-", 1)[-1]
         header = request.headers.get("Authorization", "")
-        if header != f"Bearer {self.bot_token}":
+        authorized = header == f"Bearer {self.bot_token}"
+        with self._lock:
+            self.downloads.append(Download(file_id, request.path, authorized, time.time()))
+        if not authorized:
             target = f"{self.url}/signin?" + urlencode({"redir": request.path_qs})
             raise web.HTTPFound(target)
         with self._lock:
@@ -1821,14 +1838,39 @@ class FakeSlack:
         return self._message_event(message)
 
     def mention(
-        self, user: str, text: str, *, channel: str = "C0GENERAL", thread_ts: str | None = None
+        self,
+        user: str,
+        text: str,
+        *,
+        channel: str = "C0GENERAL",
+        thread_ts: str | None = None,
+        files: list[JSONDict] | None = None,
     ) -> JSONDict:
-        """An ``app_mention``; ``<@BOT>`` is put in front of ``text`` unless it mentions it."""
+        """An ``app_mention``; ``<@BOT>`` is put in front of ``text`` unless it mentions it.
+
+        ``files`` (from :meth:`add_file`) are shared with the message: the event lists
+        them, and the recorded message is a ``file_share`` (see :meth:`message_event_of`).
+        """
         tag = f"<@{self.bot_user_id}>"
         if tag not in text:
             text = f"{tag} {text}"
-        message = self._record_user_message(user, text, channel, thread_ts)
-        return self._message_event(message, "app_mention")
+        message = self._record_user_message(
+            user, text, channel, thread_ts, subtype="file_share" if files else None, files=files
+        )
+        event = self._message_event(message, "app_mention")
+        event.pop("subtype", None)  # an app_mention lists the files but has no subtype
+        return event
+
+    def message_event_of(self, event: JSONDict) -> JSONDict:
+        """The ``message`` event Slack also sends for the message of ``event`` (say an
+        ``app_mention``) to apps subscribed to ``message.channels`` and the like."""
+        channel, ts = str(event.get("channel")), event.get("ts")
+        with self._lock:
+            try:
+                message = self._find(channel, ts)
+            except _ApiError:
+                raise ValueError(f"no message {ts} in {channel}") from None
+        return self._message_event(message)
 
     def channel_message(
         self, user: str, text: str, *, channel: str, thread_ts: str | None = None

@@ -598,7 +598,12 @@ def _ogg_duration(content: bytes) -> int | None:
 
 
 def _file_path_for(kind: str, number: int, content: bytes, file_name: str | None) -> str:
-    folder = {"photo": "photos", "voice": "voice", "audio": "music"}.get(kind, "documents")
+    folder = {
+        "photo": "photos",
+        "voice": "voice",
+        "audio": "music",
+        "video_note": "video_notes",
+    }.get(kind, "documents")
     if file_name and "." in file_name:
         extension = file_name.rsplit(".", 1)[1].lower()
     elif content.startswith(b"OggS"):
@@ -770,7 +775,9 @@ class FakeTelegram:
 
     Use ``with FakeTelegram() as fake`` (or :meth:`start`/:meth:`stop`), point
     python-telegram-bot at ``f"{fake.url}/bot"`` and ``f"{fake.url}/file/bot"``, drive it
-    with :meth:`private_message`, :meth:`group_message`, :meth:`callback_query` and
+    with :meth:`private_message`, :meth:`group_message`, the media builders
+    (:meth:`photo_message` with albums, :meth:`voice_message`, :meth:`audio_message`,
+    :meth:`video_note_message`, :meth:`document_message`), :meth:`callback_query` and
     :meth:`push_update`, and inspect :attr:`calls`, :meth:`chat` and :attr:`rate_limited`.
     All public methods are safe to call from any thread.
 
@@ -1049,17 +1056,24 @@ class FakeTelegram:
         caption: str | None = None,
         thread_id: int | None = None,
         reply_to: int | None = None,
+        reply_to_bot: bool = False,
+        media_group_id: str | None = None,
+        file_size: int | None = None,
     ) -> JSONDict:
         """Push a user's photo (registered for getFile) in a chat; returns the Update.
 
         Like Telegram, ``photo`` lists sizes smallest first; both sizes download the bytes
-        given here.
+        given here.  Photos sharing a ``media_group_id`` form an album (one update each,
+        usually only one with a caption).  ``file_size`` overrides the size reported (and
+        checked by getFile) for the largest size.  A caption gets Telegram's entities.
         """
         width, height = _image_size(content) or (512, 512)
         thumb_scale = min(1.0, 90 / max(width, height, 1))
         sizes = []
         for scale in (thumb_scale, 1.0):
             stored = self._store_file(content, "photo", None)
+            if scale == 1.0 and file_size is not None:
+                stored.size = file_size
             sizes.append(
                 {
                     "file_id": stored.file_id,
@@ -1069,10 +1083,11 @@ class FakeTelegram:
                     "height": max(1, round(height * scale)),
                 }
             )
-        message = self._media_message(chat_id, user_id, thread_id, reply_to)
+        message = self._media_message(chat_id, user_id, thread_id, reply_to, reply_to_bot)
         message["photo"] = sizes
-        if caption:
-            message["caption"] = caption
+        if media_group_id is not None:
+            message["media_group_id"] = media_group_id
+        self._set_caption(message, caption)
         return self._push_message(message)
 
     def voice_message(
@@ -1084,13 +1099,18 @@ class FakeTelegram:
         duration: int | None = None,
         thread_id: int | None = None,
         reply_to: int | None = None,
+        reply_to_bot: bool = False,
+        file_size: int | None = None,
     ) -> JSONDict:
         """Push a user's voice note (registered for getFile) in a chat; returns the Update.
 
-        ``duration`` defaults to the Ogg/Opus length of ``content`` (or 1 second).
+        ``duration`` defaults to the Ogg/Opus length of ``content`` (or 1 second);
+        ``file_size`` overrides the size reported (and checked by getFile).
         """
         stored = self._store_file(content, "voice", None)
-        message = self._media_message(chat_id, user_id, thread_id, reply_to)
+        if file_size is not None:
+            stored.size = file_size
+        message = self._media_message(chat_id, user_id, thread_id, reply_to, reply_to_bot)
         message["voice"] = {
             "file_id": stored.file_id,
             "file_unique_id": stored.file_unique_id,
@@ -1110,10 +1130,17 @@ class FakeTelegram:
         user_id: int | None = None,
         caption: str | None = None,
         thread_id: int | None = None,
+        reply_to: int | None = None,
+        file_size: int | None = None,
     ) -> JSONDict:
-        """Push a user's file (registered for getFile) in a chat; returns the Update."""
+        """Push a user's file (registered for getFile) in a chat; returns the Update.
+
+        ``file_size`` overrides the size reported (and checked by getFile).
+        """
         stored = self._store_file(content, "document", file_name)
-        message = self._media_message(chat_id, user_id, thread_id, None)
+        if file_size is not None:
+            stored.size = file_size
+        message = self._media_message(chat_id, user_id, thread_id, reply_to)
         message["document"] = {
             "file_id": stored.file_id,
             "file_unique_id": stored.file_unique_id,
@@ -1123,8 +1150,55 @@ class FakeTelegram:
             or mimetypes.guess_type(file_name)[0]
             or "application/octet-stream",
         }
-        if caption:
-            message["caption"] = caption
+        self._set_caption(message, caption)
+        return self._push_message(message)
+
+    def audio_message(
+        self,
+        chat_id: int,
+        content: bytes,
+        *,
+        file_name: str,
+        duration: int = 1,
+        mime_type: str | None = None,
+        user_id: int | None = None,
+        caption: str | None = None,
+        thread_id: int | None = None,
+    ) -> JSONDict:
+        """Push a user's music file (``audio``, registered for getFile); returns the Update."""
+        stored = self._store_file(content, "audio", file_name)
+        message = self._media_message(chat_id, user_id, thread_id, None)
+        message["audio"] = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_size": stored.size,
+            "duration": duration,
+            "file_name": file_name,
+            "mime_type": mime_type or mimetypes.guess_type(file_name)[0] or "audio/mpeg",
+        }
+        self._set_caption(message, caption)
+        return self._push_message(message)
+
+    def video_note_message(
+        self,
+        chat_id: int,
+        content: bytes,
+        *,
+        duration: int = 1,
+        length: int = 240,
+        user_id: int | None = None,
+        thread_id: int | None = None,
+    ) -> JSONDict:
+        """Push a user's round video note (registered for getFile); returns the Update."""
+        stored = self._store_file(content, "video_note", None)
+        message = self._media_message(chat_id, user_id, thread_id, None)
+        message["video_note"] = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_size": stored.size,
+            "duration": duration,
+            "length": length,
+        }
         return self._push_message(message)
 
     def callback_query(self, chat_id: int, message_id: int, data: str, *, user_id: int) -> JSONDict:
@@ -1336,7 +1410,12 @@ class FakeTelegram:
         return data
 
     def _media_message(
-        self, chat_id: int, user_id: int | None, thread_id: int | None, reply_to: int | None
+        self,
+        chat_id: int,
+        user_id: int | None,
+        thread_id: int | None,
+        reply_to: int | None,
+        reply_to_bot: bool = False,
     ) -> JSONDict:
         with self._lock:
             chat = self._chat(chat_id)
@@ -1344,8 +1423,23 @@ class FakeTelegram:
             if thread_id is not None:
                 chat.is_forum = True
             return self._user_message(
-                chat, uid, None, reply_to=reply_to, thread_id=thread_id, reply_to_bot=False
+                chat,
+                uid,
+                None,
+                reply_to=reply_to,
+                thread_id=thread_id,
+                reply_to_bot=reply_to_bot,
             )
+
+    @staticmethod
+    def _set_caption(message: JSONDict, caption: str | None) -> None:
+        """A media message's caption with the entities Telegram detects in it."""
+        if not caption:
+            return
+        message["caption"] = caption
+        found = _auto_entities(caption)
+        if found:
+            message["caption_entities"] = found
 
     def _push_message(self, message: JSONDict) -> JSONDict:
         update: JSONDict = {"message": message}
