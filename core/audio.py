@@ -126,6 +126,15 @@ class FfmpegAudio:
             raise UnsupportedMedia(EMPTY)
         stem = PurePath(filename).stem or "audio"
         suffix = PurePath(filename).suffix.lower()
+        if len(data) <= self._max_upload_bytes:
+            as_is = await asyncio.to_thread(_whole_opus_stream, data)
+            if as_is is not None:
+                # Already Ogg/Opus (a Telegram voice note): the API takes it as it is.
+                _check_not_empty(as_is.seconds)
+                self._check_duration(as_is.seconds)
+                return PreparedAudio(
+                    (AudioPart(data, f"{stem}.ogg", as_is.seconds),), as_is.seconds
+                )
         async with _workspace() as folder:
             source = "input" + (suffix if suffix in AUDIO_SUFFIXES else "")
             await asyncio.to_thread((folder / source).write_bytes, data)
@@ -139,10 +148,7 @@ class FfmpegAudio:
             )
             pages = await asyncio.to_thread(_OggPages.read, ogg)
             _check_not_empty(pages.seconds)
-            if pages.seconds > self._max_seconds:
-                raise MediaTooLarge(
-                    f"That recording is too long; the limit is {_duration(self._max_seconds)}."
-                )
+            self._check_duration(pages.seconds)
             if len(ogg) <= self._max_upload_bytes:
                 return PreparedAudio((AudioPart(ogg, f"{stem}.ogg", pages.seconds),), pages.seconds)
             await asyncio.to_thread((folder / "converted.ogg").write_bytes, ogg)
@@ -150,6 +156,12 @@ class FfmpegAudio:
             parts = await self._cut(folder, "converted.ogg", cuts, stem)
         log.debug("split %.1f s of audio into %d parts", pages.seconds, len(parts))
         return PreparedAudio(parts, pages.seconds)
+
+    def _check_duration(self, seconds: float) -> None:
+        if seconds > self._max_seconds:
+            raise MediaTooLarge(
+                f"That recording is too long; the limit is {_duration(self._max_seconds)}."
+            )
 
     async def voice_note(self, parts: Sequence[bytes]) -> VoiceNote:
         """Join ``parts`` (any audio ffmpeg reads, Ogg/Opus from the speech API) in order into
@@ -283,6 +295,28 @@ class _OggPages:
     def time_at(self, offset: float) -> float:
         """About which second of audio the stream holds at byte ``offset``."""
         return _interpolate(offset, self.offsets, self.times)
+
+
+def _whole_opus_stream(data: bytes) -> _OggPages | None:
+    """The page index of ``data`` if it is one well-formed Ogg/Opus stream from its first
+    byte to its last (page after page, one serial number, Opus headers first), else None.
+    Anything else, or anything broken, goes through ffmpeg, which judges it."""
+    if not data.startswith(b"OggS") or data.find(b"OpusHead", 0, 128) != 27 + data[26]:
+        return None
+    serial = data[14:18]
+    position = 0
+    while position < len(data):
+        if not data.startswith(b"OggS", position) or position + 27 > len(data):
+            return None
+        count = data[position + 26]
+        size = 27 + count + sum(data[position + 27 : position + 27 + count])
+        if data[position + 4] != 0 or data[position + 14 : position + 18] != serial:
+            return None
+        position += size
+    if position != len(data):
+        return None
+    pages = _OggPages.read(data)
+    return pages if pages.times else None
 
 
 def _interpolate(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from core.budgets import BudgetLedger, Payer
 from core.clock import Clock
-from core.errors import UnsupportedMedia, UserInputError
+from core.errors import UnsupportedMedia, UpstreamRejected, UserInputError
 from core.images import for_edit, history_copy, prepare_image
 from core.media import (
     Attachment,
@@ -228,7 +228,14 @@ class MediaSteps:
 
     async def _transcribe(self, part: AudioPart, model: str) -> Transcript:
         async with self._calls:
-            return await self._kit.transcriber.transcribe(part, model=model)
+            try:
+                return await self._kit.transcriber.transcribe(part, model=model)
+            except UpstreamRejected as exc:
+                # The API refused the file itself (corrupt, unsupported): say so plainly.
+                raise UnsupportedMedia(
+                    "The transcription service could not read that audio. Please send it "
+                    "again as a voice note or a common audio file (OGG, MP3, M4A, WAV)."
+                ) from exc
 
     async def _speak(self, chunk: str) -> Speech:
         async with self._calls:

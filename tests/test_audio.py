@@ -57,14 +57,40 @@ def ffmpeg_children() -> list[int]:
     return children
 
 
-async def test_voice_note_becomes_one_part_of_mono_16khz_opus(workspaces: Path) -> None:
-    prepared = await FfmpegAudio(FFMPEG).for_transcription(make_audio.voice_note(6.0), "v.oga")
+async def test_an_opus_voice_note_goes_up_as_it_is(workspaces: Path) -> None:
+    note = make_audio.voice_note(6.0)
 
-    assert len(prepared.parts) == 1
-    part = prepared.parts[0]
+    prepared = await FfmpegAudio(FFMPEG).for_transcription(note, "v.oga")
+
+    [part] = prepared.parts
+    assert part.data == note  # Ogg/Opus already: no conversion
     assert part.filename == "v.ogg"
     assert part.seconds == pytest.approx(6.0, abs=0.1)
     assert prepared.seconds == part.seconds
+    assert leftovers(workspaces) == []
+
+
+async def test_a_broken_or_truncated_opus_stream_is_left_to_ffmpeg(workspaces: Path) -> None:
+    note = make_audio.voice_note(6.0)
+    truncated = note[: len(note) - 700]  # cut inside a page
+
+    prepared = await FfmpegAudio(FFMPEG).for_transcription(truncated, "v.ogg")
+
+    [part] = prepared.parts
+    assert part.data != truncated
+    assert opus_head(part.data) == (1, 16_000)  # re-encoded from what ffmpeg could read
+    assert len(decode(part.data)) / RATE == pytest.approx(part.seconds, abs=0.05)
+    assert part.seconds < 6.0
+
+
+async def test_other_audio_becomes_one_part_of_mono_16khz_opus(workspaces: Path) -> None:
+    prepared = await FfmpegAudio(FFMPEG).for_transcription(
+        make_audio.voice_note(6.0, "mp3"), "v.mp3"
+    )
+
+    [part] = prepared.parts
+    assert part.filename == "v.ogg"
+    assert part.seconds == pytest.approx(6.0, abs=0.1)
     assert opus_head(part.data) == (1, 16_000)
     assert len(decode(part.data)) / RATE == pytest.approx(6.0, abs=0.1)
     assert leftovers(workspaces) == []
@@ -244,7 +270,7 @@ async def test_conversion_does_not_block_the_event_loop() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 async def test_at_most_concurrency_ffmpeg_processes_run() -> None:
     audio = FfmpegAudio(FFMPEG, concurrency=1)
-    data = make_audio.voice_note(30.0)
+    data = make_audio.voice_note(30.0, "mp3")
     seen: list[int] = []
 
     async def watch() -> None:
@@ -253,7 +279,7 @@ async def test_at_most_concurrency_ffmpeg_processes_run() -> None:
             await asyncio.sleep(0.002)
 
     watching = asyncio.create_task(watch())
-    await asyncio.gather(*(audio.for_transcription(data, "v.ogg") for _ in range(3)))
+    await asyncio.gather(*(audio.for_transcription(data, "v.mp3") for _ in range(3)))
     watching.cancel()
 
     assert max(seen) == 1
@@ -262,7 +288,7 @@ async def test_at_most_concurrency_ffmpeg_processes_run() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 async def test_cancelling_kills_ffmpeg_and_removes_files(workspaces: Path) -> None:
     task = asyncio.create_task(
-        FfmpegAudio(FFMPEG).for_transcription(make_audio.voice_note(120.0), "long.ogg")
+        FfmpegAudio(FFMPEG).for_transcription(make_audio.voice_note(120.0, "mp3"), "long.mp3")
     )
     deadline = time.monotonic() + 5
     while not ffmpeg_children():
