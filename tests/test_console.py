@@ -412,3 +412,41 @@ def test_pictures_and_voice_by_path_and_replies_saved_as_files(
     assert len(pictures) == 2 and all(p.read_bytes().startswith(b"\x89PNG") for p in pictures)
     assert len(voices) == 1 and opus_head(voices[0].read_bytes())[0] == 1
     assert [i.endpoint for i in fake_openai.images] == ["generations", "edits"]
+
+
+def test_several_pictures_in_one_line_and_long_audio_split_in_order(
+    env: dict[str, str], tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    from tests.make_audio import tone_segments
+    from tests.make_images import jpeg, png
+
+    models = tmp_path / "models.toml"
+    models.write_text(
+        '[transcription_models."gpt-4o-mini-transcribe"]\nmax_upload_bytes = 40000\n',
+        encoding="utf-8",
+    )
+    tones = [300, 400, 500, 600, 700, 800, 900, 1000]
+    (tmp_path / "lecture.mp3").write_bytes(
+        tone_segments([s for hz in tones for s in ((float(hz), 3.0), (0.0, 0.8))], "mp3")
+    )
+    (tmp_path / "a.png").write_bytes(png(200, 100))
+    (tmp_path / "b.jpg").write_bytes(jpeg(100, 200))
+    result = chat(
+        env | {"SWITCHBOARD_MODELS_FILE": str(models)},
+        tmp_path,
+        "a.png b.jpg which is taller?\nlecture.mp3\n",
+    )
+
+    assert result.returncode == 0, result.stderr
+    expected = " ".join(f"tone{hz}" for hz in tones)
+    assert result.stdout.splitlines() == [
+        "Echo: which is taller? [2 images]",
+        f"(heard) {expected}",
+        f"Echo: {expected}",
+    ]
+    first = fake_openai.model_requests()[0]
+    assert [(s.width, s.height) for s in fake_openai.images_seen(first)] == [
+        (200, 100),
+        (100, 200),
+    ]
+    assert len(fake_openai.transcriptions) >= 2

@@ -10,6 +10,7 @@ import json
 import math
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -469,3 +470,30 @@ async def test_files_in_threads_the_bot_is_not_in_are_left_alone(
         await asyncio.sleep(0.5)
     assert slack.downloads == [] and fake_openai.requests == []
     assert bot_messages(slack, GENERAL) == []
+
+
+async def test_long_audio_is_split_and_its_transcripts_joined_in_order(
+    make_app: AppFactory, slack: FakeSlack, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    models = tmp_path / "models.toml"
+    models.write_text(
+        '[transcription_models."gpt-4o-mini-transcribe"]\nmax_upload_bytes = 40000\n',
+        encoding="utf-8",
+    )
+    tones = [300, 400, 500, 600, 700, 800, 900, 1000]
+    recording = tone_segments(
+        [segment for hz in tones for segment in ((float(hz), 3.0), (0.0, 0.8))], "m4a"
+    )
+    hosted = slack.add_file("meeting.m4a", recording, "audio/mp4", user=ADA)
+    expected = " ".join(f"tone{hz}" for hz in tones)
+    dm = slack.dm_channel(ADA)
+    async with running(make_app, slack, SWITCHBOARD_MODELS_FILE=str(models)) as bot:
+        await slack.deliver_event(bot.url, slack.dm(ADA, "", files=[hosted]))
+        await eventually(
+            lambda: any(f"Echo: {expected}" in section_texts(m) for m in bot_messages(slack, dm))
+        )
+    transcript, answer = bot_messages(slack, dm)
+    assert expected in shown(transcript)
+    assert section_texts(answer) == f"Echo: {expected}"
+    assert len(fake_openai.transcriptions) >= 2  # it went up in parts
+    assert_nothing_leaked(fake_openai, slack)

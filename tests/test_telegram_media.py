@@ -8,6 +8,7 @@ import asyncio
 import io
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from PIL import Image, ImageStat
@@ -375,3 +376,26 @@ async def test_long_transcripts_and_captions_fit_telegrams_limits(
     assert photo.kind == "photo" and len(photo.text) <= 1024 and photo.text.endswith("…")
     assert photo.text.startswith("a very long prompt & more")
     assert notice.text == "\u2139\ufe0f I couldn't say that aloud: <too long>"  # no "(no answer)"
+
+
+async def test_long_audio_is_split_and_its_transcripts_joined_in_order(
+    make_app: AppFactory, telegram: FakeTelegram, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    models = tmp_path / "models.toml"
+    models.write_text(
+        '[transcription_models."gpt-4o-mini-transcribe"]\nmax_upload_bytes = 40000\n',
+        encoding="utf-8",
+    )
+    tones = [300, 400, 500, 600, 700, 800, 900, 1000]
+    recording = make_audio.tone_segments(
+        [segment for hz in tones for segment in ((float(hz), 3.0), (0.0, 0.8))], "mp3"
+    )
+    expected = " ".join(f"tone{hz}" for hz in tones)
+    async with running(make_app, telegram, SWITCHBOARD_MODELS_FILE=str(models)):
+        telegram.audio_message(USER, recording, file_name="lecture.mp3", mime_type="audio/mpeg")
+        await eventually(lambda: said(telegram, USER, f"Echo: {expected}"))
+    transcript, answer = telegram.chat(USER)
+    assert transcript.text == f"🎙 {expected}"
+    assert answer.text == f"Echo: {expected}"
+    assert len(fake_openai.transcriptions) >= 2  # it went up in parts
+    assert_nothing_leaked(fake_openai, telegram)
