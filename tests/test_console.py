@@ -450,3 +450,26 @@ def test_several_pictures_in_one_line_and_long_audio_split_in_order(
         (100, 200),
     ]
     assert len(fake_openai.transcriptions) >= 2
+
+
+def test_bad_pictures_and_oversize_files_by_path_get_one_clear_line(
+    env: dict[str, str], tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    from tests.make_images import corrupt
+
+    (tmp_path / "broken.png").write_bytes(corrupt())
+    (tmp_path / "huge.wav").write_bytes(b"\0" * (1024 * 1024 + 1))
+    result = chat(
+        env | {"SWITCHBOARD_MAX_FILE_MB": "1"},
+        tmp_path,
+        "broken.png what is it?\nhuge.wav\nstill here?\n",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "! I couldn't read that picture. Please send a PNG, JPEG, WebP, GIF, HEIC, BMP or "
+        "TIFF image.",
+        "! huge.wav is too large; the limit is 1 MB.",
+        "Echo: still here?",
+    ]
+    assert len(fake_openai.model_requests()) == 1
