@@ -30,7 +30,7 @@ from bench.common import percentile, table
 from core.budgets import Budget, BudgetExceeded, Payer, Scope
 from core.database import create_engine, upgrade
 from core.periods import Period
-from core.sql_budgets import SqlBudgetLedger
+from core.sql_budgets import SqlBudgetLedger, budget_ledger
 
 ZONE = ZoneInfo("Europe/Berlin")
 TURNS = 3_000
@@ -43,7 +43,7 @@ async def sqlite_overhead(database: Path) -> list[list[object]]:
     await upgrade(url)
     engine = create_engine(url)
     try:
-        ledger = SqlBudgetLedger(engine)
+        ledger = budget_ledger(engine)
         await _budgets(ledger, users=1000)
         payer = Payer("telegram:7", "telegram::-100:")
         timings: list[float] = []

@@ -26,7 +26,7 @@ from core.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscriber
 from core.prices import PriceTable, load_prices
 from core.registry import Registry, load_registry
 from core.settings import Settings
-from core.sql_budgets import SqlBudgetLedger
+from core.sql_budgets import budget_ledger
 from core.sql_store import SqlConversationStore
 from core.tokens import TokenCounters
 from core.tools import ToolRegistry, load_tool_modules
@@ -91,7 +91,7 @@ async def bootstrap(
             attempts=settings.openai_max_retries, backoff=settings.openai_backoff_seconds
         )
         gateway: LLMGateway = OpenAIGateway(client, retry)
-        budgets = SqlBudgetLedger(database)
+        budgets = budget_ledger(database)
         kit = MediaKit(
             converter=FfmpegAudio(
                 ffmpeg, max_upload_bytes=media_options.transcription.max_upload_bytes

@@ -5,6 +5,7 @@ processes would) on one database."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ import pytest
 from core.budgets import Budget, BudgetExceeded, BudgetLedger, Payer, Scope
 from core.database import upgrade
 from core.periods import Period
-from core.sql_budgets import SqlBudgetLedger
+from core.sql_budgets import SqlBudgetLedger, budget_ledger
 from tests.conftest import engine_for
 from tests.fakes.memory_budgets import InMemoryBudgetLedger
 
@@ -42,7 +43,10 @@ async def ledgers(ledger_kind: str, database_url: str) -> AsyncIterator[list[Bud
     await upgrade(database_url)
     async with AsyncExitStack() as stack:
         engines = [await stack.enter_async_context(engine_for(database_url)) for _ in range(2)]
-        yield [SqlBudgetLedger(engine) for engine in engines]
+        if ledger_kind == "sqlite-portable":
+            yield [SqlBudgetLedger(engine) for engine in engines]
+        else:
+            yield [budget_ledger(engine) for engine in engines]
 
 
 @pytest.fixture
@@ -52,9 +56,14 @@ def ledger(ledgers: list[BudgetLedger]) -> BudgetLedger:
 
 every_ledger = pytest.mark.parametrize(
     ("ledger_kind", "database_url"),
-    [("memory", "sqlite"), ("sqlite", "sqlite"), ("postgresql", "postgresql")],
+    [
+        ("memory", "sqlite"),
+        ("sqlite", "sqlite"),
+        ("sqlite-portable", "sqlite"),
+        ("postgresql", "postgresql"),
+    ],
     indirect=True,
-    ids=["memory", "sqlite", "postgresql"],
+    ids=["memory", "sqlite", "sqlite-portable", "postgresql"],
 )
 
 
@@ -95,6 +104,21 @@ class TestBudgetLedgerContract:
         assert (held.spent_micros, held.reserved_micros) == (0, 300_000)
         assert (after.spent_micros, after.reserved_micros) == (250_001, 0)
         assert after.left_micros == 749_999
+
+    async def test_a_reservation_cancelled_midway_holds_nothing(self, ledger: BudgetLedger) -> None:
+        await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, DOLLAR))
+        await ledger.set_budget(Budget(Scope.PLACE, ADA.place, Period.DAILY, DOLLAR))
+
+        for pause in range(4):  # cancelled at different points of its work
+            reserving = asyncio.create_task(ledger.reserve(ADA, 300_000, NOW, UTC_ZONE))
+            for _ in range(pause):
+                await asyncio.sleep(0)
+            reserving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ledger.release(await reserving)  # finished before the cancel: undo it
+        statuses = await ledger.status(ADA, NOW, UTC_ZONE)
+
+        assert [s.reserved_micros for s in statuses] == [0, 0]
 
     async def test_over_budget_holds_nothing_anywhere(self, ledger: BudgetLedger) -> None:
         await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, DOLLAR))
