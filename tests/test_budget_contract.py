@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
@@ -236,3 +237,75 @@ class TestBudgetLedgerContract:
         place = next(s for s in statuses if s.budget.scope is Scope.PLACE)
         assert place.spent_micros - place.budget.limit_micros < estimate
         assert all(s.reserved_micros == 0 for s in statuses)
+
+
+# --------------------------------------------------------------------- several processes
+
+_WORKER = """
+import asyncio, sys
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+from core.budgets import BudgetExceeded, Payer
+from core.database import create_engine
+from core.sql_budgets import budget_ledger
+
+async def main(url: str, estimate: int, calls: int) -> None:
+    engine = create_engine(url)
+    ledger = budget_ledger(engine)
+    payer = Payer("telegram:42", "telegram::1001:")
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+    async def attempt() -> bool:
+        try:
+            reservation = await ledger.reserve(payer, estimate, now, ZoneInfo("UTC"))
+        except BudgetExceeded:
+            return False
+        await asyncio.sleep(0.005)  # the call is under way while others try
+        await ledger.settle(reservation, estimate)
+        return True
+
+    print("ready", flush=True)
+    sys.stdin.readline()  # every process starts at once
+    granted = await asyncio.gather(*(attempt() for _ in range(calls)))
+    print(sum(granted), flush=True)
+    await engine.dispose()
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+"""
+
+
+async def test_several_processes_overspend_by_at_most_one_estimate(database_url: str) -> None:
+    """Four OS processes, each with its own engine and 25 calls at once, on one budget."""
+    await upgrade(database_url)
+    async with engine_for(database_url) as engine:
+        ledger = budget_ledger(engine)
+        limit, estimate = 100_000, 3_000
+        await ledger.set_budget(Budget(Scope.PLACE, ADA.place, Period.DAILY, limit))
+        workers = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _WORKER,
+                database_url,
+                str(estimate),
+                "25",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            for _ in range(4)
+        ]
+        for worker in workers:
+            assert worker.stdout is not None
+            assert await asyncio.wait_for(worker.stdout.readline(), 60) == b"ready\n"
+        outputs = await asyncio.gather(
+            *(asyncio.wait_for(w.communicate(b"go\n"), 120) for w in workers)
+        )
+        granted = sum(int(out.strip()) for out, _ in outputs)
+        [place] = await ledger.status(ADA, NOW, UTC_ZONE)
+
+    assert all(w.returncode == 0 for w in workers)
+    # 100,000 / 3,000: 33 calls stay under the limit, and one more may take it past.
+    assert granted == 34
+    assert place.spent_micros == granted * estimate
+    assert place.spent_micros - limit < estimate
+    assert place.reserved_micros == 0
