@@ -169,4 +169,6 @@ class BudgetLedger(Protocol):
         """Each budget that applies to ``payer``, with this window's spending."""
 
     async def reset_spending(self, scope: Scope, subject: str, now: datetime, tz: ZoneInfo) -> int:
-        """Forget what a user or place spent in the current windows; returns counters reset."""
+        """Forget what a user or place spent in the current windows, and any estimate still
+        held there (left by a process that died mid-call); returns the counters reset.
+        Calls settling afterwards still add their cost."""

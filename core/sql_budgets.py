@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     delete,
     or_,
     select,
@@ -71,7 +72,11 @@ _SETTLE = (
     update(_counters)
     .where(_COUNTER_KEY)
     .values(
-        reserved_micros=_counters.c.reserved_micros - bindparam("amount"),
+        # Never below zero: a reset may have dropped the estimate already.
+        reserved_micros=case(
+            (_counters.c.reserved_micros < bindparam("amount"), 0),
+            else_=_counters.c.reserved_micros - bindparam("amount"),
+        ),
         spent_micros=_counters.c.spent_micros + bindparam("actual"),
     )
 )
@@ -221,7 +226,8 @@ class SqlBudgetLedger:
         return statuses
 
     async def reset_spending(self, scope: Scope, subject: str, now: datetime, tz: ZoneInfo) -> int:
-        """Forget what a user or place spent in the current windows."""
+        """Forget what a user or place spent, and any estimate still held (a crashed
+        process's), in the current windows."""
         current = or_(
             *(
                 and_(
@@ -235,7 +241,7 @@ class SqlBudgetLedger:
             result = await connection.execute(
                 update(_counters)
                 .where(_counters.c.scope == scope.value, _counters.c.subject == subject, current)
-                .values(spent_micros=0)
+                .values(spent_micros=0, reserved_micros=0)
             )
         return int(result.rowcount or 0)
 
@@ -299,7 +305,7 @@ _SQLITE_CLAIM = (
     "RETURNING scope, subject, period"
 )
 _SQLITE_SETTLE = (
-    "UPDATE budget_counters SET reserved_micros = reserved_micros - ?, "
+    "UPDATE budget_counters SET reserved_micros = MAX(reserved_micros - ?, 0), "
     "spent_micros = spent_micros + ? "
     "WHERE scope = ? AND subject = ? AND period = ? AND window_start = ?"
 )

@@ -200,6 +200,24 @@ class TestBudgetLedgerContract:
         assert (status.spent_micros, status.left_micros) == (0, 1_000)
         assert yesterday.spent_micros == 1_000  # only the current window was reset
 
+    async def test_a_reset_also_drops_estimates_left_held_and_later_settlements_still_count(
+        self, ledger: BudgetLedger
+    ) -> None:
+        await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.TOTAL, 10_000))
+        # A process died mid-call: its estimate stays held and would block the budget.
+        await ledger.reserve(ADA, 6_000, NOW, UTC_ZONE)
+        in_flight = await ledger.reserve(ADA, 4_000, NOW, UTC_ZONE)
+        with pytest.raises(BudgetExceeded):
+            await ledger.reserve(ADA, 1_000, NOW, UTC_ZONE)
+
+        await ledger.reset_spending(Scope.USER, ADA.user, NOW, UTC_ZONE)
+        await ledger.settle(in_flight, 400)  # the call under way when the admin reset
+        [status] = await ledger.status(ADA, NOW, UTC_ZONE)
+        again = await ledger.reserve(ADA, 1_000, NOW, UTC_ZONE)
+
+        assert (status.spent_micros, status.reserved_micros) == (400, 0)
+        assert again.amount == 1_000
+
     async def test_windows_follow_the_configured_timezone(self, ledger: BudgetLedger) -> None:
         tokyo = ZoneInfo("Asia/Tokyo")  # midnight there is 15:00 UTC
         await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, 1_000))

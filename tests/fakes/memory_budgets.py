@@ -70,7 +70,8 @@ class InMemoryBudgetLedger:
         async with self._lock:
             for claim in reservation.claims:
                 key = _key(claim)
-                self._reserved[key] = self._reserved.get(key, 0) - reservation.amount
+                # Never below zero: a reset may have dropped the estimate already.
+                self._reserved[key] = max(self._reserved.get(key, 0) - reservation.amount, 0)
                 self._spent[key] = self._spent.get(key, 0) + actual
 
     async def release(self, reservation: Reservation) -> None:
@@ -92,13 +93,15 @@ class InMemoryBudgetLedger:
             ]
 
     async def reset_spending(self, scope: Scope, subject: str, now: datetime, tz: ZoneInfo) -> int:
-        """Forget what a user or place spent in the current windows."""
+        """Forget what a user or place spent, and any estimate still held, in the current
+        windows."""
         async with self._lock:
             reset = 0
             for period in Period:
                 key = (scope, subject, period, window(period, now, tz).start)
                 if key in self._spent:
                     self._spent[key] = 0
+                    self._reserved[key] = 0
                     reset += 1
             return reset
 
