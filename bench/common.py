@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+import contextvars
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
+from core.llm import LLMEvent, LLMGateway, LLMRequest
+
 API_KEY = "sk-bench"
+
+UPSTREAM: contextvars.ContextVar[list[float]] = contextvars.ContextVar("upstream")
+"""The seconds the current turn spent waiting for the API, appended by the timing wrappers;
+set a fresh list before each turn."""
+
+
+class TimedGateway:
+    """Wraps the real gateway and adds the time spent in model calls to ``UPSTREAM``."""
+
+    def __init__(self, inner: LLMGateway) -> None:
+        self._inner = inner
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
+        spent = UPSTREAM.get()
+        iterator = self._inner.stream(request).__aiter__()
+        while True:
+            began = time.perf_counter()
+            try:
+                event = await iterator.__anext__()
+            except StopAsyncIteration:
+                spent.append(time.perf_counter() - began)
+                return
+            spent.append(time.perf_counter() - began)
+            yield event
 
 
 @contextmanager

@@ -12,47 +12,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextvars
 import gc
 import random
 import sqlite3
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import API_KEY, fake_openai_process, percentile, table
+from bench.common import API_KEY, UPSTREAM, TimedGateway, fake_openai_process, percentile, table
 from bots.bootstrap import bootstrap
 from core.database import upgrade
 from core.events import ReplyEvent, ReplyFailed
-from core.llm import LLMEvent, LLMGateway, LLMRequest
 from core.messages import ConversationKey, IncomingMessage, UserRef
 from core.settings import load_settings
 
 CONVERSATION_HISTORY = 100  # messages already stored in each benchmarked conversation
 CONVERSATIONS = 100  # conversations the turns are spread over
-_upstream: contextvars.ContextVar[list[float]] = contextvars.ContextVar("upstream")
-
-
-class TimedGateway:
-    """Wraps the real gateway and adds the time spent in model calls to the current turn."""
-
-    def __init__(self, inner: LLMGateway) -> None:
-        self._inner = inner
-
-    async def stream(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
-        spent = _upstream.get()
-        iterator = self._inner.stream(request).__aiter__()
-        while True:
-            began = time.perf_counter()
-            try:
-                event = await iterator.__anext__()
-            except StopAsyncIteration:
-                spent.append(time.perf_counter() - began)
-                break
-            spent.append(time.perf_counter() - began)
-            yield event
 
 
 class NullSink:
@@ -141,7 +117,7 @@ async def run_turns(
             key = ConversationKey("bench", place=f"c{index % CONVERSATIONS + 1}")
             user = UserRef("bench", f"u{index % CONVERSATIONS}")
             spent: list[float] = []
-            _upstream.set(spent)
+            UPSTREAM.set(spent)
             sink = NullSink()
             started = time.perf_counter()
             await engine.answer_message(IncomingMessage(key, user, f"question {index}"), sink)

@@ -18,48 +18,24 @@ no other conversation delayed by more than 20 ms.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
-from bench.common import API_KEY, fake_openai_process, percentile, table
+from bench.common import API_KEY, UPSTREAM, TimedGateway, fake_openai_process, percentile, table
 from bots.bootstrap import bootstrap
 from core.events import ReplyEvent, ReplyFailed
-from core.llm import LLMEvent, LLMGateway, LLMRequest
 from core.media import Attachment, AudioPart, Transcriber, Transcript
 from core.messages import ConversationKey, IncomingMessage, UserRef
 from core.settings import load_settings
 from tests.make_audio import speech_like, tone_segments
 
 RUNS = 20
-_waited: contextvars.ContextVar[list[float]] = contextvars.ContextVar("waited")
-
-
-class TimedGateway:
-    """The real gateway; time spent waiting for it is added to the current turn's."""
-
-    def __init__(self, inner: LLMGateway) -> None:
-        self._inner = inner
-
-    async def stream(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
-        waited = _waited.get()
-        iterator = self._inner.stream(request).__aiter__()
-        while True:
-            began = time.perf_counter()
-            try:
-                event = await iterator.__anext__()
-            except StopAsyncIteration:
-                waited.append(time.perf_counter() - began)
-                return
-            waited.append(time.perf_counter() - began)
-            yield event
 
 
 class TimedTranscriber:
-    """The real transcriber; its calls count as API time of the current turn."""
+    """The real transcriber; its calls count as API time of the current turn (``UPSTREAM``)."""
 
     def __init__(self, inner: Transcriber) -> None:
         self._inner = inner
@@ -69,7 +45,7 @@ class TimedTranscriber:
         try:
             return await self._inner.transcribe(part, model=model)
         finally:
-            _waited.get().append(time.perf_counter() - began)
+            UPSTREAM.get().append(time.perf_counter() - began)
 
 
 class Sink:
@@ -129,7 +105,7 @@ async def measure(base_url: str, database: Path) -> tuple[list[list[object]], li
             index: int, audio: bytes, name: str = "voice.ogg"
         ) -> tuple[float, float]:
             waited: list[float] = []
-            _waited.set(waited)
+            UPSTREAM.set(waited)
             key = ConversationKey("bench", place=f"voice{index}")
             message = IncomingMessage(
                 key,

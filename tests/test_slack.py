@@ -565,3 +565,42 @@ async def test_quota_and_usage_slash_commands_for_admins_and_others(
     assert "weekly (yours): $0.00 of $0.50 spent" in answers[3]["text"]
     assert all(a["response_type"] == "ephemeral" for a in answers)
     assert [(b.subject, b.limit_micros) for b in budgets] == [(f"slack:{BEN}", 500_000)]
+
+
+async def test_admins_block_and_allow_users_with_slash_commands(
+    make_app: AppFactory, slack: FakeSlack, fake_openai: FakeOpenAI
+) -> None:
+    boss = "U0BOSS"
+    dm = slack.dm_channel(BEN)
+    async with running(make_app, slack, SWITCHBOARD_ADMINS=f"slack:{boss}") as bot:
+        await slack.slash_command(
+            bot.url, "/block", f"<@{ADA}|ada>", user_id=BEN, channel_id=GENERAL
+        )
+        await eventually(lambda: len(slack.responses) == 1)
+        await slack.slash_command(
+            bot.url, "/block", f"<@{BEN}|ben>", user_id=boss, channel_id=GENERAL
+        )
+        await eventually(lambda: len(slack.responses) == 2)
+        await slack.slash_command(
+            bot.url, "/block", "'; DROP TABLE users; --", user_id=boss, channel_id=GENERAL
+        )
+        await eventually(lambda: len(slack.responses) == 3)
+        await slack.deliver_event(bot.url, slack.dm(BEN, "am I blocked?"))
+        await eventually(lambda: any(m.is_bot for m in slack.messages(dm)))
+        await slack.slash_command(
+            bot.url, "/allow", f"<@{BEN}|ben>", user_id=boss, channel_id=GENERAL
+        )
+        await eventually(lambda: len(slack.responses) == 4)
+        await slack.deliver_event(bot.url, slack.dm(BEN, "and now?"))
+        await eventually(replied(slack, dm, "Echo: and now?"))
+        rules = await bot.app.engine.store.access_rules()
+    answers = [r.payload["text"] for r in slack.responses]
+    assert answers[0] == "Only admins can do that."
+    assert answers[1] == f"slack:{BEN} is blocked: the bot will not answer them."
+    assert answers[2].startswith("Usage: /allow &lt;who&gt;")  # escaped for mrkdwn
+    assert answers[3] == f"slack:{BEN} may use the bot now."
+    assert all(r.payload["response_type"] == "ephemeral" for r in slack.responses)
+    refusal = next(m for m in slack.messages(dm) if m.is_bot)
+    assert "only available to approved users" in refusal.text
+    assert rules == {f"slack:{BEN}": "allow"}
+    assert len(fake_openai.model_requests()) == 1  # the blocked message never reached it

@@ -243,30 +243,25 @@ class TelegramReply:
         html = escape(truncate(caption.strip(), CAPTION_LIMIT)) if caption else None
         filename = "picture" + image.suffix
         reply = _replying_to(self.place.reply_to)
+        sends = (self.bot.send_photo, self.bot.send_document)
         try:
-            try:
-                await self._paced(
-                    lambda: self.bot.send_photo(
-                        self.place.chat_id,
-                        InputFile(image.data, filename=filename),
-                        caption=html,
-                        parse_mode=ParseMode.HTML if html else None,
-                        message_thread_id=self.place.thread_id,
-                        reply_parameters=reply,
+            for send in sends:
+                try:
+                    await self._paced(
+                        lambda send=send: send(  # type: ignore[misc]
+                            self.place.chat_id,
+                            InputFile(image.data, filename=filename),
+                            caption=html,
+                            parse_mode=ParseMode.HTML if html else None,
+                            message_thread_id=self.place.thread_id,
+                            reply_parameters=reply,
+                        )
                     )
-                )
-            except BadRequest as exc:
-                log.info("Telegram refused a picture as a photo (%s); sending a file", exc)
-                await self._paced(
-                    lambda: self.bot.send_document(
-                        self.place.chat_id,
-                        InputFile(image.data, filename=filename),
-                        caption=html,
-                        parse_mode=ParseMode.HTML if html else None,
-                        message_thread_id=self.place.thread_id,
-                        reply_parameters=reply,
-                    )
-                )
+                    break
+                except BadRequest as exc:
+                    if send is sends[-1]:
+                        raise
+                    log.info("Telegram refused a picture as a photo (%s); sending a file", exc)
         except TelegramError as exc:
             log.warning("sending a picture to chat %s failed: %s", self.place.chat_id, exc)
             await self._notify(PHOTO_FAILED)
