@@ -174,6 +174,7 @@ def media_options_of(settings: Settings, registry: Registry, prices: PriceTable)
         speech=speech,
         voice=voice,
         speed=settings.speech_speed,
+        max_picture_bytes=settings.max_file_mb * 1024 * 1024,
     )
 
 

@@ -50,6 +50,7 @@ class MediaOptions:
     speech: SpeechModelSpec
     voice: str
     speed: float = 1.0
+    max_picture_bytes: int = 20 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,14 @@ class MediaSteps:
     async def see(self, pictures: Sequence[Attachment]) -> Seen:
         """Pictures in a format and size the model takes, and small copies for history."""
         full = tuple(
-            await asyncio.gather(*(asyncio.to_thread(prepare_image, p.data) for p in pictures))
+            await asyncio.gather(
+                *(
+                    asyncio.to_thread(
+                        prepare_image, p.data, max_input_bytes=self.options.max_picture_bytes
+                    )
+                    for p in pictures
+                )
+            )
         )
         kept = tuple(await asyncio.gather(*(asyncio.to_thread(history_copy, i) for i in full)))
         return Seen(full, kept)

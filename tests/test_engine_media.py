@@ -358,3 +358,19 @@ async def test_voice_chosen_for_a_channel_applies_to_its_new_threads(
         sink = await send(app, "hello in a thread", key=thread)
         assert await app.engine.voice_enabled(thread)
     assert of_type(sink, VoiceReady)
+
+
+async def test_the_picture_size_limit_follows_the_file_setting(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    from tests.make_images import noisy_png
+
+    big = noisy_png(800, 800)
+    assert 1024 * 1024 < len(big) < 20 * 1024 * 1024
+    async with make_app(SWITCHBOARD_MAX_FILE_MB=1) as app:
+        small_limit = await send(app, "what is this", picture_file(big))
+    async with make_app() as app:
+        default_limit = await send(app, "what is this", picture_file(big))
+    assert isinstance(small_limit.final, ReplyFailed)
+    assert "the limit is 1 MB" in small_limit.final.message
+    assert isinstance(default_limit.final, ReplyFinished)
