@@ -73,6 +73,9 @@ log = logging.getLogger(__name__)
 HISTORY_PAGE = 64
 IMAGE_TOKENS = 800
 """Context tokens counted per picture: about what a high-detail image costs the model."""
+MAX_IMAGE_TOKENS = 4_000
+"""Input tokens a picture may cost at most (OpenAI's patch-based mini models bill up to about
+3,800), so a budget reservation stays an upper bound."""
 HISTORY_PICTURE_TURNS = 3
 """How many of the newest turns with pictures show them to the model, this one included
 (earlier turns as the small copies history keeps; older ones as text only)."""
@@ -412,7 +415,7 @@ class Engine:
 
     async def _converse(self, message: IncomingMessage, state: _TurnState) -> None:
         """A chat turn: hear and see what was attached, store the message, answer it."""
-        text = message.text.strip()
+        text = message.text if message.text.strip() else ""
         usage: list[UsageRecord] = []
         seen = Seen((), ())
         if message.attachments:
@@ -426,7 +429,7 @@ class Engine:
                     state.usage.extend(usage)  # calls that returned were paid for
                     raise
                 await state.sink.emit(Transcribed(heard))
-                text = f"{text}\n\n{heard}" if text else heard
+                text = f"{text.strip()}\n\n{heard}" if text else heard
             if pictures:
                 seen = await self.media.see(pictures)
                 state.model = self.registry.vision_model(state.model)
@@ -728,9 +731,12 @@ class Engine:
 
 def _upper_bound(request: LLMRequest, counter: TokenCounter) -> Usage:
     """A call's usage at most: its prompt as counted here (the estimating counter errs
-    high), all uncached, and the longest answer the model may give."""
+    high, and every picture at the most one can cost), all uncached, and the longest answer
+    the model may give."""
     prompt = counter.count(request.instructions) + sum(
-        counter.count(item.text if isinstance(item, ChatTurn) else str(item))
+        counter.count(item.text) + MAX_IMAGE_TOKENS * len(item.images)
+        if isinstance(item, ChatTurn)
+        else counter.count(str(item))
         for item in request.items
     )
     prompt += sum(counter.count(str(tool.parameters)) for tool in request.tools)
@@ -740,6 +746,8 @@ def _upper_bound(request: LLMRequest, counter: TokenCounter) -> Usage:
 def _estimate(request: LLMRequest, counter: TokenCounter, text: str) -> Usage:
     """Usage counted locally when the API reported none (a stream cut short)."""
     prompt = counter.count(request.instructions) + sum(
-        counter.count(item.text) for item in request.items if isinstance(item, ChatTurn)
+        counter.count(item.text) + IMAGE_TOKENS * len(item.images)
+        for item in request.items
+        if isinstance(item, ChatTurn)
     )
     return Usage(prompt, 0, counter.count(text))
