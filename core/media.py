@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
@@ -44,16 +44,26 @@ class Attachment:
     @property
     def is_image(self) -> bool:
         """Whether the platform or the name says this is a picture."""
-        if self.mime_type:
-            return self.mime_type.startswith("image/")
-        return _suffix(self.filename) in IMAGE_SUFFIXES
+        return media_kind(self.filename, self.mime_type) == "image"
 
     @property
     def is_audio(self) -> bool:
         """Whether the platform or the name says this is sound (video notes included)."""
-        if self.mime_type:
-            return self.mime_type.startswith(("audio/", "video/"))
-        return _suffix(self.filename) in AUDIO_SUFFIXES
+        return media_kind(self.filename, self.mime_type) == "audio"
+
+
+def media_kind(filename: str, mime_type: str | None) -> Literal["image", "audio"] | None:
+    """What the core makes of a file of this name and type, before downloading it: a
+    picture, sound (video included: its sound track), or neither. The platform's type wins
+    over the name's suffix."""
+    if mime_type:
+        if mime_type.startswith("image/"):
+            return "image"
+        return "audio" if mime_type.startswith(("audio/", "video/")) else None
+    suffix = _suffix(filename)
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    return "audio" if suffix in AUDIO_SUFFIXES else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from core.errors import MediaTooLarge, UnsupportedMedia
-from core.media import Attachment
+from core.media import Attachment, media_kind
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,7 @@ class SlackFile:
     @property
     def wanted(self) -> bool:
         """Whether the core takes this kind of file (a picture or sound)."""
-        probe = Attachment(b"", self.name, self.mime_type)
-        return probe.is_image or probe.is_audio
+        return media_kind(self.name, self.mime_type) is not None
 
 
 def files_of(event: Mapping[str, Any]) -> tuple[SlackFile, ...]:

@@ -17,7 +17,7 @@ from telegram import Bot, Message
 from telegram.error import BadRequest, TelegramError
 
 from core.errors import MediaTooLarge, UnsupportedMedia, UserInputError
-from core.media import Attachment
+from core.media import Attachment, media_kind
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +39,12 @@ class TelegramFile:
     @property
     def is_image(self) -> bool:
         """Whether the core would take this file as a picture."""
-        return self._probe.is_image
+        return media_kind(self.filename, self.mime_type) == "image"
 
     @property
     def is_media(self) -> bool:
         """Whether the core can do anything with this file (a picture or sound)."""
-        probe = self._probe
-        return probe.is_image or probe.is_audio
-
-    @property
-    def _probe(self) -> Attachment:
-        # The core's own rules, applied to the name and type alone.
-        return Attachment(b"", self.filename, self.mime_type)
+        return media_kind(self.filename, self.mime_type) is not None
 
 
 def file_of(message: Message) -> TelegramFile | None:
