@@ -82,6 +82,7 @@ HISTORY_PICTURE_TURNS = 3
 DRAW_TOOL = "generate_image"
 """The image tool the engine itself provides, when a mode lists it and images are set up."""
 ENGINE_TOOLS = frozenset({DRAW_TOOL})
+RESTARTING = "I'm restarting and couldn't answer that. Please send it again in a moment."
 
 _DRAW_SCHEMA = ToolSchema(
     name=DRAW_TOOL,
@@ -188,6 +189,7 @@ class Engine:
         self._turns: dict[ConversationKey, _Turn] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        self._stopping = False
 
     async def answer_message(self, message: IncomingMessage, sink: ReplySink) -> None:
         """Answer ``message``, emitting reply events to ``sink``; never raises for bad input
@@ -254,6 +256,10 @@ class Engine:
         slot.users += 1
         try:
             async with slot.lock:
+                if self._stopping:
+                    # Queued behind a reply that shutdown stopped: don't start a new one.
+                    await sink.emit(ReplyFailed(RESTARTING))
+                    return
                 await self._run_turn(message, sink, body)
         finally:
             slot.users -= 1
@@ -278,7 +284,9 @@ class Engine:
         )
 
     def cancel_all(self) -> int:
-        """Stop every reply in progress (at shutdown); returns how many were stopped."""
+        """Stop every reply in progress, and refuse the messages still waiting for their
+        conversation's turn (at shutdown); returns how many replies were stopped."""
+        self._stopping = True
         return sum(self.cancel(key) for key in list(self._turns))
 
     async def first_delivery(self, source: str, event_id: str) -> bool:

@@ -434,6 +434,27 @@ async def test_cancel_while_waiting_for_the_first_token(
     assert sink.final == ReplyFinished("", cancelled=True)
 
 
+async def test_shutdown_stops_the_reply_and_refuses_those_waiting_behind_it(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.enqueue(Scripted(text="never", hang=True))
+    async with make_app() as app:
+        running, waiting = RecordingSink(), RecordingSink()
+        first = asyncio.create_task(app.engine.answer_message(message("hang"), running))
+        for _ in range(200):
+            if app.engine.is_busy(KEY) and fake_openai.model_requests():
+                break
+            await asyncio.sleep(0.01)
+        second = asyncio.create_task(app.engine.answer_message(message("queued"), waiting))
+        await asyncio.sleep(0.05)  # the second waits for the conversation's turn
+
+        assert app.engine.cancel_all() == 1
+        await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert running.final == ReplyFinished("", cancelled=True)
+    assert isinstance(waiting.final, ReplyFailed) and "restarting" in waiting.final.message
+    assert len(fake_openai.model_requests()) == 1  # the queued message never reached it
+
+
 async def test_cancel_with_nothing_running(make_app: AppFactory) -> None:
     async with make_app() as app:
         assert not app.engine.cancel(KEY)
