@@ -283,7 +283,8 @@ class _Bill:
 
 _FENCE = re.compile(r"```.*?(?:```|\Z)", re.S)
 _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_MARKS = re.compile(r"[*_~`#>|]+")
+_EMPHASIS = re.compile(r"[*~`]+|(?<!\w)_+|_+(?!\w)")  # snake_case words keep their "_"
+_STRUCTURE = re.compile(r"[#>|]+")
 _SPACE = re.compile(r"[ \t]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 
@@ -293,7 +294,8 @@ def speakable(markdown: str) -> str:
     words, formatting marks dropped."""
     text = _FENCE.sub(" (code shown in the message) ", markdown)
     text = _LINK.sub(r"\1", text)
-    text = _MARKS.sub(" ", text)
+    text = _EMPHASIS.sub("", text)
+    text = _STRUCTURE.sub(" ", text)
     lines = (_SPACE.sub(" ", line).strip() for line in text.splitlines())
     return "\n".join(line for line in lines if line)
 

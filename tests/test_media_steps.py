@@ -10,7 +10,7 @@ from core.media_steps import speakable, speech_chunks
 
 def test_speakable_reads_words_not_markup() -> None:
     markdown = (
-        "# Plan\n\n**Bold** and _italic_ with `code`.\n\n"
+        "# Plan\n\n**Bold** and _italic_ with `code` and snake_case.\n\n"
         "```python\nprint('hi')\n```\n\n"
         "See [the docs](https://example.com/docs) | a table |\n> quoted"
     )
@@ -19,7 +19,7 @@ def test_speakable_reads_words_not_markup() -> None:
 
     assert spoken.splitlines() == [
         "Plan",
-        "Bold and italic with code .",
+        "Bold and italic with code and snake_case.",
         "(code shown in the message)",
         "See the docs a table",
         "quoted",
