@@ -50,7 +50,7 @@ import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -1289,10 +1289,14 @@ class FakeOpenAI:
         app.on_response_prepare.append(self._on_response_prepare)
         app.router.add_post(RESPONSES_PATH, self._handle_responses)
         app.router.add_post(CHAT_PATH, self._handle_chat)
-        app.router.add_post(TRANSCRIPTIONS_PATH, self._handle_transcriptions)
-        app.router.add_post(SPEECH_PATH, self._handle_speech)
-        app.router.add_post(IMAGE_GENERATIONS_PATH, self._handle_image_generations)
-        app.router.add_post(IMAGE_EDITS_PATH, self._handle_image_edits)
+        media_routes: dict[str, Callable[[web.Request], Awaitable[web.Response]]] = {
+            TRANSCRIPTIONS_PATH: lambda r: self._transcribe(r[_FORM_KEY]),
+            SPEECH_PATH: lambda r: self._speak(_json_body(r)),
+            IMAGE_GENERATIONS_PATH: lambda r: self._generate_images(r, _json_body(r)),
+            IMAGE_EDITS_PATH: lambda r: self._edit_images(r, r[_FORM_KEY]),
+        }
+        for path, work in media_routes.items():
+            app.router.add_post(path, _answering_api_errors(work))
         app.router.add_get(FAKE_IMAGES_PATH + "/{name}", self._handle_picture)
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_get("/v1/models/{model}", self._handle_model)
@@ -2061,12 +2065,6 @@ class FakeOpenAI:
 
     # ------------------------------------------------------------------ audio: transcriptions
 
-    async def _handle_transcriptions(self, request: web.Request) -> web.Response:
-        try:
-            return await self._transcribe(request[_FORM_KEY])
-        except _ApiError as error:
-            return error.response()
-
     async def _transcribe(self, form: _Form | None) -> web.Response:
         if form is None:
             raise _missing("model")
@@ -2190,17 +2188,6 @@ class FakeOpenAI:
         return _json_response(verbose)
 
     # ------------------------------------------------------------------ audio: speech
-
-    async def _handle_speech(self, request: web.Request) -> web.Response:
-        body = request[_BODY_KEY]
-        if body is None:
-            return _json_response(
-                _error_body(_BAD_JSON_MESSAGE, "invalid_request_error"), status=400
-            )
-        try:
-            return await self._speak(body)
-        except _ApiError as error:
-            return error.response()
 
     async def _speak(self, body: dict[str, object]) -> web.Response:
         model = _optional_str(body, "model")
@@ -2391,17 +2378,6 @@ class FakeOpenAI:
             )
         return _json_response(answer)
 
-    async def _handle_image_generations(self, request: web.Request) -> web.Response:
-        body = request[_BODY_KEY]
-        if body is None:
-            return _json_response(
-                _error_body(_BAD_JSON_MESSAGE, "invalid_request_error"), status=400
-            )
-        try:
-            return await self._generate_images(request, body)
-        except _ApiError as error:
-            return error.response()
-
     async def _generate_images(self, request: web.Request, body: dict[str, object]) -> web.Response:
         if body.get("prompt") is None:
             raise _missing("prompt")
@@ -2433,12 +2409,6 @@ class FakeOpenAI:
             response_format=response_format,
             prompt=prompt,
         )
-
-    async def _handle_image_edits(self, request: web.Request) -> web.Response:
-        try:
-            return await self._edit_images(request, request[_FORM_KEY])
-        except _ApiError as error:
-            return error.response()
 
     async def _edit_images(self, request: web.Request, form: _Form | None) -> web.Response:
         if form is None:
@@ -2559,6 +2529,26 @@ class FakeOpenAI:
 
 
 # --------------------------------------------------------------------------- standalone
+
+
+def _answering_api_errors(work: Callable[[web.Request], Awaitable[web.Response]]) -> Handler:
+    """A route handler that answers an ``_ApiError`` raised by ``work`` as the API would."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            return await work(request)
+        except _ApiError as error:
+            return error.response()
+
+    return handle
+
+
+def _json_body(request: web.Request) -> dict[str, object]:
+    """The request's JSON object, or the API's 400 for a body that is not one."""
+    body = request[_BODY_KEY]
+    if body is None:
+        raise _ApiError(400, _BAD_JSON_MESSAGE)
+    return body
 
 
 def _parse_form(raw: bytes, boundary: bytes) -> _Form | None:
