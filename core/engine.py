@@ -479,7 +479,7 @@ class Engine:
         if edit:
             pictures = [a for a in message.attachments if a.is_image]
             if pictures:
-                source = (await self.media.see(pictures[:1])).full[0]
+                source = await self.media.picture(pictures[0])
             else:
                 source = await self.store.latest_image(state.conversation.id)
             if source is None:

@@ -144,18 +144,15 @@ class MediaSteps:
             raise UnsupportedMedia("I couldn't hear any words in that audio.")
         return heard
 
+    async def picture(self, attachment: Attachment) -> PreparedImage:
+        """One picture in a format and size the API takes (converted off the event loop)."""
+        return await asyncio.to_thread(
+            prepare_image, attachment.data, max_input_bytes=self.options.max_picture_bytes
+        )
+
     async def see(self, pictures: Sequence[Attachment]) -> Seen:
         """Pictures in a format and size the model takes, and small copies for history."""
-        full = tuple(
-            await asyncio.gather(
-                *(
-                    asyncio.to_thread(
-                        prepare_image, p.data, max_input_bytes=self.options.max_picture_bytes
-                    )
-                    for p in pictures
-                )
-            )
-        )
+        full = tuple(await asyncio.gather(*(self.picture(p) for p in pictures)))
         kept = tuple(await asyncio.gather(*(asyncio.to_thread(history_copy, i) for i in full)))
         return Seen(full, kept)
 
