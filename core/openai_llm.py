@@ -94,18 +94,9 @@ class OpenAIGateway:
                 error = translate(exc)
             except UpstreamError as exc:
                 error = exc
-            retryable = isinstance(error, RateLimited | UpstreamUnavailable)
-            if started or not retryable or attempt >= self._retry.attempts:
+            delay = None if started else retry_delay(self._retry, error, attempt, "model call")
+            if delay is None:
                 raise error
-            hint = error.retry_after if isinstance(error, RateLimited) else None
-            delay = self._retry.delay(attempt, hint)
-            log.warning(
-                "model call failed (%s, request %s); retry %d in %.2fs",
-                type(error).__name__,
-                error.request_id,
-                attempt + 1,
-                delay,
-            )
             attempt += 1
             await self._sleep(delay)
 
@@ -321,6 +312,23 @@ def _stream_error(code: str | None, message: str, request_id: str | None) -> Ups
     if code in (None, "server_error"):
         return UpstreamUnavailable(message, request_id=request_id)
     return UpstreamRejected(message, request_id=request_id)
+
+
+def retry_delay(policy: RetryPolicy, error: UpstreamError, attempt: int, what: str) -> float | None:
+    """Seconds to wait before retry number ``attempt`` (from 0) after ``error``, logged; None
+    when it is not retried: not a 429 or 5xx, ``insufficient_quota``, or no attempts left."""
+    if not isinstance(error, RateLimited | UpstreamUnavailable) or attempt >= policy.attempts:
+        return None
+    delay = policy.delay(attempt, error.retry_after if isinstance(error, RateLimited) else None)
+    log.warning(
+        "%s failed (%s, request %s); retry %d in %.2fs",
+        what,
+        type(error).__name__,
+        error.request_id,
+        attempt + 1,
+        delay,
+    )
+    return delay
 
 
 def translate(exc: openai.OpenAIError) -> UpstreamError:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -18,11 +17,9 @@ import openai
 from openai import AsyncOpenAI
 from PIL import Image
 
-from core.errors import RateLimited, UpstreamRejected, UpstreamUnavailable
+from core.errors import UpstreamRejected, UpstreamUnavailable
 from core.media import AudioPart, GeneratedImage, PreparedImage, Speech, Transcript
-from core.openai_llm import RetryPolicy, translate
-
-log = logging.getLogger(__name__)
+from core.openai_llm import RetryPolicy, retry_delay, translate
 
 _T = TypeVar("_T")
 
@@ -43,19 +40,9 @@ class _Retrying:
                 return await make()
             except openai.OpenAIError as exc:
                 error = translate(exc)
-            retryable = isinstance(error, RateLimited | UpstreamUnavailable)
-            if not retryable or attempt >= self._retry.attempts:
+            delay = retry_delay(self._retry, error, attempt, what)
+            if delay is None:
                 raise error
-            hint = error.retry_after if isinstance(error, RateLimited) else None
-            delay = self._retry.delay(attempt, hint)
-            log.warning(
-                "%s failed (%s, request %s); retry %d in %.2fs",
-                what,
-                type(error).__name__,
-                error.request_id,
-                attempt + 1,
-                delay,
-            )
             attempt += 1
             await self._sleep(delay)
 
