@@ -32,7 +32,7 @@ import aiohttp
 from aiohttp import web
 
 from bench.common import API_KEY, fake_openai_process, fake_process, percentile, table
-from bots.bootstrap import App, bootstrap
+from bots.bootstrap import App, bootstrap, run_loop
 from bots.slack.channel import SlackChannel
 from core.access import AccessPolicy
 from core.settings import load_settings
@@ -295,12 +295,12 @@ def _final(slack: FakeSlack, place: tuple[str, str | None]) -> str:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        acks = asyncio.run(acknowledgements(Path(tmp)))
+        acks = run_loop(acknowledgements(Path(tmp)))
         print(f"{EVENTS} DM events at once, then {REDELIVERED} redelivered at once")
         print(
             table(["deliveries", "count", "200 OK", "ack p50 ms", "ack p99 ms", "ack max ms"], acks)
         )
-        stream = asyncio.run(streaming(Path(tmp)))
+        stream = run_loop(streaming(Path(tmp)))
         print(
             f"\n{DMS + THREADS} replies of 3,000 characters streaming at once under Slack's limits"
         )

@@ -811,9 +811,32 @@ def test_standalone_server_prints_its_url() -> None:
             )
             with urllib.request.urlopen(request, timeout=5) as response:
                 assert json.load(response)["message"]["text"] == "bench"
+            burst = urllib.request.Request(
+                f"{url}/_fake/private_messages",
+                data=json.dumps(
+                    [{"chat_id": 6, "text": "one"}, {"chat_id": 7, "text": "two"}]
+                ).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(burst, timeout=5) as response:
+                assert len(json.load(response)["update_ids"]) == 2
             with urllib.request.urlopen(f"{url}/bot123456:TEST-token/getUpdates", timeout=5) as r:
                 body = json.load(r)
-            assert [u["message"]["text"] for u in body["result"]] == ["bench"]
+            assert [u["message"]["text"] for u in body["result"]] == ["bench", "one", "two"]
+            # Counting calls, and waiting (here in vain, for a short while) for more of them.
+            started = time.monotonic()
+            waited = f"{url}/_fake/calls?method=sendMessage&at_least=1&timeout=0.3"
+            with urllib.request.urlopen(waited, timeout=5) as response:
+                assert json.load(response) == {"getUpdates": 1}
+            assert time.monotonic() - started >= 0.3
+            sent = urllib.request.Request(
+                f"{url}/bot123456:TEST-token/sendMessage",
+                data=json.dumps({"chat_id": 6, "text": "hi"}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            urllib.request.urlopen(sent, timeout=5).close()
+            with urllib.request.urlopen(waited, timeout=5) as response:
+                assert json.load(response) == {"getUpdates": 1, "sendMessage": 1}
         finally:
             process.terminate()
         assert process.wait(timeout=10) == 0

@@ -39,7 +39,7 @@ from bots.telegram.albums import AlbumCollector
 from bots.telegram.files import MEGABYTE, TelegramFile, download_all, file_of, picture_of
 from bots.telegram.render import escape
 from bots.telegram.reply import TelegramReply
-from bots.telegram.transport import TolerantUpdatesRequest
+from bots.telegram.transport import AiohttpRequest, TolerantUpdatesRequest
 from bots.telegram.typing import TypingIndicators
 from bots.telegram.updates import (
     CHANNEL,
@@ -94,6 +94,7 @@ class TelegramChannel:
             ApplicationBuilder()
             .token(settings.telegram_bot_token.get_secret_value())
             .concurrent_updates(True)
+            .request(AiohttpRequest())
             .get_updates_request(TolerantUpdatesRequest())
         )
         if settings.telegram_base_url:

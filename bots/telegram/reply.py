@@ -85,6 +85,7 @@ class TelegramReply:
     _progress: ProgressFlusher = field(init=False)
     _typing_shown: bool = False
     _media_sent: bool = False
+    _rendered: tuple[str, list[str]] = ("", [])
 
     def __post_init__(self) -> None:
         self._progress = ProgressFlusher(
@@ -182,7 +183,7 @@ class TelegramReply:
         return True
 
     def _progress_chunks(self) -> list[str]:
-        chunks = html_chunks(self._text) if self._text.strip() else []
+        chunks = self._chunks(self._text)
         if not self._status:
             return chunks
         if (
@@ -192,9 +193,16 @@ class TelegramReply:
             return [*chunks[:-1], f"{chunks[-1]}\n\n{self._status}"]
         return [*chunks, self._status]
 
+    def _chunks(self, text: str) -> list[str]:
+        """``text`` as HTML messages; the last rendering is kept, since the final text is
+        usually what the last progress call already showed."""
+        if self._rendered[0] != text:
+            self._rendered = (text, html_chunks(text) if text.strip() else [])
+        return list(self._rendered[1])
+
     async def _finish(self, text: str, *, failure: str | None = None) -> None:
         await self.close()
-        chunks = html_chunks(text) if text.strip() else []
+        chunks = self._chunks(text)
         if failure is not None:
             chunks.append(f"⚠️ {escape(failure)}")
         elif not chunks and not self._media_sent:

@@ -34,7 +34,7 @@ import signal
 import struct
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from types import FrameType, TracebackType
@@ -830,6 +830,7 @@ class FakeTelegram:
         self.global_per_second = global_per_second
         self.strict_html_entities = strict_html_entities
         self.calls: list[RecordedCall] = []
+        self._call_counts: Counter[str] = Counter()
         self.rate_limited: list[tuple[str, int | str]] = []
         self._requested_port = port
         self._port: int | None = None
@@ -912,7 +913,9 @@ class FakeTelegram:
         app.router.add_get("/file/bot{token}/{path:.+}", self._handle_download)
         app.router.add_post("/_fake/update", self._handle_fake_update)
         app.router.add_post("/_fake/private_message", self._handle_fake_private_message)
+        app.router.add_post("/_fake/private_messages", self._handle_fake_private_messages)
         app.router.add_get("/_fake/chat/{chat_id}", self._handle_fake_chat)
+        app.router.add_get("/_fake/calls", self._handle_fake_calls)
         app.router.add_route("*", "/{tail:.*}", self._handle_not_found)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -1541,6 +1544,7 @@ class FakeTelegram:
         method = entry[0] if entry else raw_method
         with self._lock:
             self.calls.append(RecordedCall(method, {**params, **files}, time.time()))
+            self._call_counts[method] += 1
         if not _TOKEN_RE.match(token):
             return self._error(_ApiError(404, "Not Found"))
         if token != self.token:
@@ -1596,6 +1600,26 @@ class FakeTelegram:
             int(body["chat_id"]), str(body["text"]), user_id=body.get("user_id")
         )
         return web.json_response(update)
+
+    async def _handle_fake_private_messages(self, request: web.Request) -> web.Response:
+        """Many private messages at once (a load generator's burst), in the order given."""
+        body = await request.json()
+        ids = [self.private_message(int(m["chat_id"]), str(m["text"]))["update_id"] for m in body]
+        return web.json_response({"update_ids": ids})
+
+    async def _handle_fake_calls(self, request: web.Request) -> web.Response:
+        """How many calls each Bot API method has received; with ``method`` and
+        ``at_least``, answered once that method has had that many calls (or after
+        ``timeout`` seconds, 60 by default), so a load generator need not poll."""
+        method = request.query.get("method")
+        at_least = int(request.query.get("at_least", "0"))
+        deadline = time.monotonic() + float(request.query.get("timeout", "60"))
+        while True:
+            with self._lock:
+                counts = Counter(self._call_counts)
+            if method is None or counts[method] >= at_least or time.monotonic() > deadline:
+                return web.json_response(dict(counts))
+            await asyncio.sleep(0.005)
 
     async def _handle_fake_chat(self, request: web.Request) -> web.Response:
         messages = self.chat(int(request.match_info["chat_id"]))
