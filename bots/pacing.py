@@ -100,10 +100,10 @@ class ProgressFlusher:
     showing the latest state; calls the limits do not allow now are skipped, never queued.
 
     ``flush_once`` makes one call and returns False when there is nothing more to do for
-    now; ``started`` says whether the reply already shows something (then calls are
-    optional and yield to required ones). A call under way is never cancelled: the platform
-    may have made the message already, and the reply must continue in it, so ``close``
-    waits for it.
+    now; ``started`` says whether the reply already shows something: until it does, the call
+    that shows it is required and waits its turn; after, calls are optional and yield to
+    required ones. A call under way is never cancelled: the platform may have made the
+    message already, and the reply must continue in it, so ``close`` waits for it.
     """
 
     def __init__(
@@ -145,14 +145,17 @@ class ProgressFlusher:
 
     async def _run(self) -> None:
         while not self._closed:
-            delay = self._flood.ready_in(self._place)
-            if delay > 0:
-                await asyncio.sleep(delay)
-                continue
-            optional = self._started()
-            if not self._flood.try_acquire(self._place, group=self._group, optional=optional):
-                await asyncio.sleep(0.05)
-                continue
+            if not self._started():
+                # The first message is required: it waits its turn, and edits give way to it.
+                await self._flood.acquire(self._place, group=self._group)
+            else:
+                delay = self._flood.ready_in(self._place)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                    continue
+                if not self._flood.try_acquire(self._place, group=self._group, optional=True):
+                    await asyncio.sleep(0.05)
+                    continue
             self._calling = True
             try:
                 if not await self._flush_once():

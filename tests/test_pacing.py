@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bots.pacing import PRUNE_AT, FloodControl, FloodLimits
+from bots.pacing import PRUNE_AT, FloodControl, FloodLimits, ProgressFlusher
 
 
 class ManualClock:
@@ -96,3 +96,49 @@ async def test_progress_edits_yield_to_waiting_required_calls() -> None:
     assert not flood.try_acquire(3, group=False, optional=True)  # a final is waiting
     await asyncio.wait_for(waiting, 2)
     assert not flood.try_acquire(3, group=False, optional=True)  # limit used by the final
+
+
+async def test_first_messages_go_before_other_chats_progress_edits() -> None:
+    """Chats still waiting for their first message are not starved by chats whose replies
+    already show and keep editing them: every slot goes to a first message until none waits."""
+    flood = FloodControl(FloodLimits(0.0, 0.0, 20))
+    loop = asyncio.get_running_loop()
+    calls: list[tuple[str, int, float]] = []
+
+    def editing(chat: int) -> ProgressFlusher:
+        async def edit() -> bool:
+            calls.append(("edit", chat, loop.time()))
+            return True  # always more to show
+
+        return ProgressFlusher(flood, chat, group=False, flush_once=edit, started=lambda: True)
+
+    def starting(chat: int) -> ProgressFlusher:
+        shown: list[bool] = []
+
+        async def first() -> bool:
+            calls.append(("first", chat, loop.time()))
+            shown.append(True)
+            return False
+
+        return ProgressFlusher(
+            flood, chat, group=False, flush_once=first, started=lambda: bool(shown)
+        )
+
+    editors = [editing(chat) for chat in range(20)]
+    for flusher in editors:
+        flusher.schedule()
+    await asyncio.sleep(1.2)  # the overall limit is now used up by edits
+    assert {kind for kind, _, _ in calls} == {"edit"}
+    newcomers = [starting(chat) for chat in range(100, 110)]
+    for flusher in newcomers:
+        flusher.schedule()
+    await asyncio.sleep(0.01)  # each newcomer is now waiting for a slot
+    since = loop.time()
+    await asyncio.sleep(1.5)
+    for flusher in editors + newcomers:
+        await flusher.close()
+    later = [(kind, chat) for kind, chat, at in calls if at >= since]
+    firsts = [chat for kind, chat in later if kind == "first"]
+    assert sorted(firsts) == list(range(100, 110))
+    assert [kind for kind, _ in later[:10]] == ["first"] * 10
+    assert "edit" in {kind for kind, _ in later[10:]}  # edits resume afterwards
