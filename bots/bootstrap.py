@@ -27,7 +27,7 @@ from core.prices import PriceTable, load_prices
 from core.registry import Registry, load_registry
 from core.settings import Settings
 from core.sql_budgets import budget_ledger
-from core.sql_store import SqlConversationStore
+from core.sql_store import conversation_store
 from core.tokens import TokenCounters
 from core.tools import ToolRegistry, load_tool_modules
 
@@ -117,7 +117,7 @@ async def bootstrap(
             timezone=settings.zone,
             budgets=budgets,
         )
-        store = SqlConversationStore(database)
+        store = conversation_store(database)
         access = AccessPolicy(settings.allowed_users, settings.admins)
         engine = Engine(
             store=store,

@@ -102,6 +102,7 @@ class OpenAIGateway:
 
     async def _responses(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
         params: dict[str, Any] = {
+            "model": request.model.id,
             "instructions": request.instructions,
             "input": [_responses_item(item) for item in request.items],
             "store": False,
@@ -122,8 +123,10 @@ class OpenAIGateway:
         text: list[str] = []
         calls: list[ToolCall] = []
         usage: Usage | None = None
+        # Everything but ``stream`` goes as extra_body: the SDK then has nothing to transform
+        # (its type-driven transform of even the model name costs more than the request).
         async with self._client.responses.with_streaming_response.create(
-            model=request.model.id, stream=True, extra_body=params
+            stream=True, extra_body=params
         ) as response:
             request_id = response.request_id
             async for event in _sse_data(response):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
@@ -46,6 +46,7 @@ from core.budgets import (
     claims_for,
     exceeded_message,
 )
+from core.database import in_sqlite_connection, sqlite_transaction
 from core.periods import Period, window
 from core.sql_models import BudgetCounterRow, BudgetRow
 
@@ -349,7 +350,7 @@ class SqliteBudgetLedger(SqlBudgetLedger):
                 ]
                 params += [c.limit_micros, amount]
             values = ", ".join(["(?, ?, ?, ?, ?, 0, ?)"] * len(claims))
-            with _transaction(connection):
+            with sqlite_transaction(connection):
                 held = connection.execute(_SQLITE_CLAIM.format(rows=values), params).fetchall()
                 raised = {(row[0], row[1], row[2]) for row in held}
                 refused = next(
@@ -392,21 +393,13 @@ class SqliteBudgetLedger(SqlBudgetLedger):
         ]
 
         def settle(connection: sqlite3.Connection) -> None:
-            with _transaction(connection):
+            with sqlite_transaction(connection):
                 connection.executemany(_SQLITE_SETTLE, params)
 
         await self._in_connection(settle)
 
     async def _in_connection(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work`` on the pooled connection, in the aiosqlite thread that owns it.
-
-        aiosqlite has no public call for this; ``_execute`` queues a function to its
-        thread, as SQLAlchemy's own aiosqlite adapter does to set isolation levels.
-        """
-        async with self._engine.connect() as connection:
-            raw: Any = (await connection.get_raw_connection()).driver_connection
-            result: _T = await raw._execute(work, raw._conn)
-            return result
+        return await in_sqlite_connection(self._engine, work)
 
 
 class _Refused(Exception):
@@ -415,17 +408,6 @@ class _Refused(Exception):
     def __init__(self, claim: Claim) -> None:
         super().__init__(claim.scope.value)
         self.claim = claim
-
-
-@contextlib.contextmanager
-def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
-    """Commit what the block wrote, or roll it back if the block raised."""
-    try:
-        yield
-    except BaseException:
-        connection.rollback()
-        raise
-    connection.commit()
 
 
 def budget_ledger(engine: AsyncEngine) -> SqlBudgetLedger:

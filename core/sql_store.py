@@ -6,14 +6,18 @@ the ORM's bookkeeping was most of their cost (see bench/RESULTS.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import JSON, Column, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from core.database import in_sqlite_connection, sqlite_transaction
 from core.media import PreparedImage
 from core.messages import (
     Conversation,
@@ -40,6 +44,10 @@ _messages = cast(Table, MessageRow.__table__)
 _conversations = cast(Table, ConversationRow.__table__)
 _usage_rows = cast(Table, UsageRow.__table__)
 _images = cast(Table, MessageImageRow.__table__)
+_events = cast(Table, ProcessedEventRow.__table__)
+_T = TypeVar("_T")
+# How SQLAlchemy's SQLite dialect stores a DateTime (timezone dropped; ours are UTC).
+SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 _MESSAGE_COLUMNS = (
     MessageRow.id,
@@ -188,18 +196,7 @@ class SqlConversationStore:
         created_at = datetime.now(UTC)
         async with self._engine.begin() as connection:
             result = await connection.execute(
-                _INSERT_MESSAGE,
-                {
-                    "conversation_id": conversation_id,
-                    "role": message.role.value,
-                    "text": message.text,
-                    "parts": message.meta,
-                    "token_count": message.token_count,
-                    "image_count": len(message.images),
-                    "author_id": message.author_id,
-                    "platform_message_id": message.platform_message_id,
-                    "created_at": created_at,
-                },
+                _INSERT_MESSAGE, _message_values(conversation_id, message, created_at)
             )
             message_id = int(result.scalar_one())
             if message.images:
@@ -220,16 +217,7 @@ class SqlConversationStore:
                 )
             if usage:
                 await connection.execute(_INSERT_USAGE, [_usage_values(r) for r in usage])
-        return StoredMessage(
-            id=message_id,
-            conversation_id=conversation_id,
-            role=message.role,
-            text=message.text,
-            token_count=message.token_count,
-            created_at=created_at,
-            platform_message_id=message.platform_message_id,
-            image_count=len(message.images),
-        )
+        return _stored(message_id, conversation_id, message, created_at)
 
     async def record_usage(self, usage: Sequence[UsageRecord]) -> None:
         """Store usage rows that belong to no new message."""
@@ -438,6 +426,37 @@ def _image(row: Any) -> PreparedImage:
     return PreparedImage(bytes(row.data), row.mime_type, row.width, row.height)
 
 
+def _message_values(
+    conversation_id: int, message: NewMessage, created_at: datetime
+) -> dict[str, Any]:
+    return {
+        "conversation_id": conversation_id,
+        "role": message.role.value,
+        "text": message.text,
+        "parts": message.meta,
+        "token_count": message.token_count,
+        "image_count": len(message.images),
+        "author_id": message.author_id,
+        "platform_message_id": message.platform_message_id,
+        "created_at": created_at,
+    }
+
+
+def _stored(
+    message_id: int, conversation_id: int, message: NewMessage, created_at: datetime
+) -> StoredMessage:
+    return StoredMessage(
+        id=message_id,
+        conversation_id=conversation_id,
+        role=message.role,
+        text=message.text,
+        token_count=message.token_count,
+        created_at=created_at,
+        platform_message_id=message.platform_message_id,
+        image_count=len(message.images),
+    )
+
+
 def _usage_values(record: UsageRecord) -> dict[str, Any]:
     return {
         "user_id": record.user_id,
@@ -454,3 +473,97 @@ def _usage_values(record: UsageRecord) -> dict[str, Any]:
         "request_id": record.request_id,
         "created_at": datetime.now(UTC),
     }
+
+
+class SqliteConversationStore(SqlConversationStore):
+    """The store on SQLite: the writes every turn makes (claiming the update, appending
+    the two messages and the usage) run as one function in the connection's own thread.
+
+    With SQLite's single pooled connection, a write through SQLAlchemy holds the connection
+    over several hand-offs between the event loop and aiosqlite's thread (cursor, execute,
+    fetch, commit); under load each hand-off waits for a turn of a busy event loop, and
+    the connection, not the CPU, limits the turns per second. One hop holds it for one
+    hand-off. The rows written are the same as the portable store's (the contract suite
+    runs on both).
+    """
+
+    async def claim_event(self, source: str, event_id: str) -> bool:
+        """True the first time an event id is seen, False for a redelivery."""
+        row = {"source": source, "event_id": event_id, "created_at": datetime.now(UTC)}
+
+        def claim(connection: sqlite3.Connection) -> bool:
+            with sqlite_transaction(connection):
+                inserted = _sqlite_insert(connection, _events, [row], ignore_conflict=True)
+                return inserted.rowcount > 0
+
+        return await self._write(claim)
+
+    async def add_message(
+        self,
+        conversation_id: int,
+        message: NewMessage,
+        usage: Sequence[UsageRecord] = (),
+    ) -> StoredMessage:
+        """Append ``message`` and its usage rows in one transaction (messages with
+        pictures take the portable path)."""
+        if message.images:
+            return await super().add_message(conversation_id, message, usage)
+        created_at = datetime.now(UTC)
+        values = _message_values(conversation_id, message, created_at)
+        usage_values = [_usage_values(record) for record in usage]
+
+        def append(connection: sqlite3.Connection) -> int:
+            with sqlite_transaction(connection):
+                inserted = _sqlite_insert(connection, _messages, [values])
+                if usage_values:
+                    _sqlite_insert(connection, _usage_rows, usage_values)
+                assert inserted.lastrowid is not None
+                return inserted.lastrowid
+
+        message_id = await self._write(append)
+        return _stored(message_id, conversation_id, message, created_at)
+
+    async def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in the connection's thread; a broken reference raises SQLAlchemy's
+        ``IntegrityError``, as on the portable path."""
+        try:
+            return await in_sqlite_connection(self._engine, work)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(None, None, exc) from exc
+
+
+def conversation_store(engine: AsyncEngine) -> SqlConversationStore:
+    """The store for ``engine``'s database: the SQLite one, or the portable one."""
+    if engine.dialect.name == "sqlite":
+        return SqliteConversationStore(engine)
+    return SqlConversationStore(engine)
+
+
+def _sqlite_insert(
+    connection: sqlite3.Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    ignore_conflict: bool = False,
+) -> sqlite3.Cursor:
+    """Insert ``rows`` (dicts with the same keys) into ``table``, stored as SQLAlchemy
+    stores them on SQLite: JSON as its text, times as ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    names = list(rows[0])
+    columns = [table.c[name] for name in names]
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(names)}) "
+        f"VALUES ({', '.join('?' for _ in names)})"
+        + (" ON CONFLICT DO NOTHING" if ignore_conflict else "")
+    )
+    params = [tuple(_sqlite_value(column, row[column.name]) for column in columns) for row in rows]
+    if len(params) == 1:
+        return connection.execute(sql, params[0])
+    return connection.executemany(sql, params)
+
+
+def _sqlite_value(column: Column[Any], value: object) -> object:
+    if isinstance(column.type, JSON):
+        return json.dumps(value)
+    if isinstance(value, datetime):
+        return value.strftime(SQLITE_TIME)
+    return value

@@ -21,7 +21,7 @@ from core.database import upgrade
 from core.media import PreparedImage
 from core.messages import ConversationKey, NewMessage, Role, StoredMessage, UserRef
 from core.sql_models import ConversationRow, UserRow
-from core.sql_store import SqlConversationStore
+from core.sql_store import SqlConversationStore, conversation_store
 from core.store import ConversationStore, UsageRecord
 from tests.conftest import engine_for
 from tests.fakes.memory_store import InMemoryConversationStore
@@ -98,7 +98,12 @@ async def backend(store_kind: str, database_url: str) -> AsyncIterator[Backend]:
         async def user_names(user: UserRef) -> Names:
             return await read_user_names(engine, user)
 
-        yield Backend(SqlConversationStore(engine), user_names)
+        store = (
+            SqlConversationStore(engine)
+            if store_kind == "portable-sqlite"
+            else conversation_store(engine)
+        )
+        yield Backend(store, user_names)
 
 
 @pytest.fixture
@@ -108,12 +113,18 @@ def store(backend: Backend) -> ConversationStore:
 
 
 # The memory kind is paired with the SQLite ``database_url`` (a path nothing opens) so that
-# it runs once; the SQL kinds take the conftest database of their own dialect.
+# it runs once; the SQL kinds take the conftest database of their own dialect. "sqlite" is
+# the store SQLite gets (SqliteConversationStore), "portable-sqlite" the portable one on it.
 every_store = pytest.mark.parametrize(
     ("store_kind", "database_url"),
-    [("memory", "sqlite"), ("sqlite", "sqlite"), ("postgresql", "postgresql")],
+    [
+        ("memory", "sqlite"),
+        ("sqlite", "sqlite"),
+        ("portable-sqlite", "sqlite"),
+        ("postgresql", "postgresql"),
+    ],
     indirect=True,
-    ids=["memory", "sqlite", "postgresql"],
+    ids=["memory", "sqlite", "portable-sqlite", "postgresql"],
 )
 
 
@@ -531,7 +542,7 @@ class TestConversationStoreContract:
 async def test_two_processes_share_one_active_conversation(database_url: str) -> None:
     await upgrade(database_url)
     async with engine_for(database_url) as one_engine, engine_for(database_url) as two_engine:
-        one, two = SqlConversationStore(one_engine), SqlConversationStore(two_engine)
+        one, two = conversation_store(one_engine), conversation_store(two_engine)
         results = await asyncio.gather(
             *((one if i % 2 else two).active_conversation(KEY) for i in range(CONCURRENCY))
         )
@@ -543,7 +554,7 @@ async def test_two_processes_share_one_active_conversation(database_url: str) ->
 async def test_two_processes_claim_an_event_once(database_url: str) -> None:
     await upgrade(database_url)
     async with engine_for(database_url) as one_engine, engine_for(database_url) as two_engine:
-        one, two = SqlConversationStore(one_engine), SqlConversationStore(two_engine)
+        one, two = conversation_store(one_engine), conversation_store(two_engine)
         claims = await asyncio.gather(
             *((one if i % 2 else two).claim_event("telegram", "77") for i in range(CONCURRENCY))
         )
@@ -554,7 +565,7 @@ async def test_two_processes_claim_an_event_once(database_url: str) -> None:
 async def test_two_processes_share_one_user(database_url: str) -> None:
     await upgrade(database_url)
     async with engine_for(database_url) as one_engine, engine_for(database_url) as two_engine:
-        one, two = SqlConversationStore(one_engine), SqlConversationStore(two_engine)
+        one, two = conversation_store(one_engine), conversation_store(two_engine)
         ids = await asyncio.gather(
             *((one if i % 2 else two).ensure_user(ALICE) for i in range(CONCURRENCY))
         )
@@ -565,7 +576,7 @@ async def test_two_processes_share_one_user(database_url: str) -> None:
 async def test_a_restarted_store_sees_everything_stored_before(database_url: str) -> None:
     await upgrade(database_url)
     async with engine_for(database_url) as engine:
-        before = SqlConversationStore(engine)
+        before = conversation_store(engine)  # on SQLite, the one-hop writes
         user = await before.ensure_user(ALICE)
         old = await before.active_conversation(KEY)
         old_messages = [await before.add_message(old.id, message("first"))]
