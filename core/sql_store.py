@@ -47,7 +47,7 @@ _images = cast(Table, MessageImageRow.__table__)
 _events = cast(Table, ProcessedEventRow.__table__)
 _T = TypeVar("_T")
 # How SQLAlchemy's SQLite dialect stores a DateTime (timezone dropped; ours are UTC).
-SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 _MESSAGE_COLUMNS = (
     MessageRow.id,
@@ -565,5 +565,5 @@ def _sqlite_value(column: Column[Any], value: object) -> object:
     if isinstance(column.type, JSON):
         return json.dumps(value)
     if isinstance(value, datetime):
-        return value.strftime(SQLITE_TIME)
+        return value.strftime(_SQLITE_TIME)
     return value
