@@ -132,3 +132,28 @@ async def test_an_uninitialised_or_shut_down_transport_refuses_to_send() -> None
         await request.do_request("http://127.0.0.1:9/botx/getMe", "POST")
     await request.initialize()  # it can be started again, as python-telegram-bot may do
     await request.shutdown()
+
+
+async def test_the_proxy_from_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY applies, as it did with python-telegram-bot's httpx transport."""
+    seen: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        seen.append(str(request.url))
+        return web.json_response({"ok": True, "result": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{runner.addresses[0][1]}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        async with unchecked_bot("http://api.telegram.invalid", AiohttpRequest()) as bot:
+            assert await bot.delete_webhook() is True
+    finally:
+        await runner.cleanup()
+    assert seen == ["http://api.telegram.invalid/bot123:abc/deleteWebhook"]

@@ -66,7 +66,8 @@ class AiohttpRequest(BaseRequest):
     async def initialize(self) -> None:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._limit)
-            self._session = aiohttp.ClientSession(connector=connector)
+            # trust_env: HTTP(S)_PROXY and NO_PROXY apply, as they did with httpx.
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=True)
 
     @override
     async def shutdown(self) -> None:
