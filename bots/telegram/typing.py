@@ -1,9 +1,10 @@
 """The "typing…" indicator: one loop per chat (and topic), however many replies wait there.
 
-Telegram shows the indicator for five seconds per call. A reply that shows text within half
-a second needs none; several replies queued in one chat share one indicator, instead of
-each sending its own calls. A reply that will be a picture shows "sending a photo" instead;
-the newest reply to start in a chat chooses what the shared indicator says.
+Telegram shows the indicator for five seconds per call, or until the bot's next message
+arrives. A reply that shows text within half a second needs none; several replies queued in
+one chat share one indicator, instead of each sending its own calls. A reply that will be a
+picture shows "sending a photo" instead; the newest reply to start in a chat chooses what
+the shared indicator says.
 """
 
 from __future__ import annotations
@@ -44,16 +45,22 @@ class TypingIndicators:
             self._loops[place] = asyncio.create_task(self._loop(place))
 
     def done(self, place: Place) -> None:
-        """That reply now shows text, or ended."""
+        """That reply now shows text, or ended.
+
+        Its message clears the indicator in Telegram's clients, so when other replies there
+        still wait, the indicator starts over: shown again half a second on, not at the
+        loop's next tick up to four seconds later.
+        """
         left = self._waiting.get(place, 0) - 1
-        if left > 0:
-            self._waiting[place] = left
-            return
-        self._waiting.pop(place, None)
-        self._actions.pop(place, None)
         loop = self._loops.pop(place, None)
         if loop is not None:
             loop.cancel()
+        if left > 0:
+            self._waiting[place] = left
+            self._loops[place] = asyncio.create_task(self._loop(place))
+            return
+        self._waiting.pop(place, None)
+        self._actions.pop(place, None)
 
     async def _loop(self, place: Place) -> None:
         chat_id, thread_id = place
