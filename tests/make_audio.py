@@ -52,6 +52,29 @@ def speech_like(seconds: float, *, first_frequency: float = 300.0) -> tuple[Segm
     return tuple(segments)
 
 
+# A "lecture" too large for one transcription upload under ``small_upload_models``: eight
+# 3 s tones, each followed by a pause to split at. The fake hears each tone as "tone<Hz>".
+LECTURE_TONES = (300, 400, 500, 600, 700, 800, 900, 1000)
+LECTURE_TRANSCRIPT = " ".join(f"tone{hz}" for hz in LECTURE_TONES)
+LECTURE_SECONDS = len(LECTURE_TONES) * (3.0 + 0.8)
+
+
+def lecture(fmt: str = "ogg") -> bytes:
+    """The lecture recording as ``fmt``."""
+    return tone_segments([s for hz in LECTURE_TONES for s in ((float(hz), 3.0), (0.0, 0.8))], fmt)
+
+
+def small_upload_models(directory: Path) -> Path:
+    """A models file (``SWITCHBOARD_MODELS_FILE``) whose transcription model takes uploads
+    of at most 40 kB, so that the lecture has to be split."""
+    models = directory / "models.toml"
+    models.write_text(
+        '[transcription_models."gpt-4o-mini-transcribe"]\nmax_upload_bytes = 40000\n',
+        encoding="utf-8",
+    )
+    return models
+
+
 def voice_note(seconds: float, fmt: str = "ogg") -> bytes:
     """A speech-like recording of ``seconds`` (see ``speech_like``)."""
     return tone_segments(speech_like(seconds), fmt)

@@ -417,18 +417,11 @@ def test_pictures_and_voice_by_path_and_replies_saved_as_files(
 def test_several_pictures_in_one_line_and_long_audio_split_in_order(
     env: dict[str, str], tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
-    from tests.make_audio import tone_segments
+    from tests.make_audio import LECTURE_TRANSCRIPT, lecture, small_upload_models
     from tests.make_images import jpeg, png
 
-    models = tmp_path / "models.toml"
-    models.write_text(
-        '[transcription_models."gpt-4o-mini-transcribe"]\nmax_upload_bytes = 40000\n',
-        encoding="utf-8",
-    )
-    tones = [300, 400, 500, 600, 700, 800, 900, 1000]
-    (tmp_path / "lecture.mp3").write_bytes(
-        tone_segments([s for hz in tones for s in ((float(hz), 3.0), (0.0, 0.8))], "mp3")
-    )
+    models = small_upload_models(tmp_path)
+    (tmp_path / "lecture.mp3").write_bytes(lecture("mp3"))
     (tmp_path / "a.png").write_bytes(png(200, 100))
     (tmp_path / "b.jpg").write_bytes(jpeg(100, 200))
     result = chat(
@@ -438,7 +431,7 @@ def test_several_pictures_in_one_line_and_long_audio_split_in_order(
     )
 
     assert result.returncode == 0, result.stderr
-    expected = " ".join(f"tone{hz}" for hz in tones)
+    expected = LECTURE_TRANSCRIPT
     assert result.stdout.splitlines() == [
         "Echo: which is taller? [2 images]",
         f"(heard) {expected}",

@@ -26,7 +26,15 @@ from core.sql_models import MessageImageRow
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.sinks import RecordingSink
-from tests.make_audio import corrupt_audio, opus_head, tone_segments
+from tests.make_audio import (
+    LECTURE_SECONDS,
+    LECTURE_TRANSCRIPT,
+    corrupt_audio,
+    lecture,
+    opus_head,
+    small_upload_models,
+    tone_segments,
+)
 from tests.make_images import bmp, corrupt, jpeg, png
 
 KEY = ConversationKey("telegram", place="1001")
@@ -180,26 +188,17 @@ async def test_a_voice_note_is_transcribed_shown_answered_and_charged(
 async def test_long_audio_is_split_on_silence_and_the_transcripts_joined_in_order(
     make_app: AppFactory, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
-    models = tmp_path / "models.toml"
-    models.write_text(
-        '[transcription_models."gpt-4o-mini-transcribe"]\nmax_upload_bytes = 40000\n',
-        encoding="utf-8",
-    )
-    tones = [300, 400, 500, 600, 700, 800, 900, 1000]
-    segments: list[tuple[float, float]] = []
-    for frequency in tones:
-        segments += [(frequency, 3.0), (0, 0.8)]
+    models = small_upload_models(tmp_path)
     async with make_app(SWITCHBOARD_MODELS_FILE=str(models)) as app:
-        sink = await send(app, "", Attachment(tone_segments(segments), "long.ogg", "audio/ogg"))
+        sink = await send(app, "", Attachment(lecture(), "long.ogg", "audio/ogg"))
         conversation = await app.engine.store.active_conversation(KEY)
         usage = await app.engine.store.usage(conversation.id)
-    expected = " ".join(f"tone{f}" for f in tones)
-    assert sink.events[0] == Transcribed(expected)
+    assert sink.events[0] == Transcribed(LECTURE_TRANSCRIPT)
     assert len(fake_openai.transcriptions) >= 2
     rows = [u for u in usage if u.kind == "transcription"]
     assert len(rows) == len(fake_openai.transcriptions)
     seconds = sum(r.units for r in rows) / 1000
-    assert seconds == pytest.approx(sum(s for _, s in segments), abs=0.3)
+    assert seconds == pytest.approx(LECTURE_SECONDS, abs=0.3)
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,14 @@ from core.events import ReplyFinished, TextDelta, Transcribed
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.slack_server import FakeSlack, SentMessage, UploadedFile
-from tests.make_audio import corrupt_audio, opus_head, tone_segments
+from tests.make_audio import (
+    LECTURE_TRANSCRIPT,
+    corrupt_audio,
+    lecture,
+    opus_head,
+    small_upload_models,
+    tone_segments,
+)
 from tests.make_images import jpeg_with_exif_orientation, noisy_png, png
 from tests.test_slack import FAST, bot_messages, eventually, free_port, running, section_texts
 
@@ -475,17 +482,9 @@ async def test_files_in_threads_the_bot_is_not_in_are_left_alone(
 async def test_long_audio_is_split_and_its_transcripts_joined_in_order(
     make_app: AppFactory, slack: FakeSlack, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
-    models = tmp_path / "models.toml"
-    models.write_text(
-        '[transcription_models."gpt-4o-mini-transcribe"]\nmax_upload_bytes = 40000\n',
-        encoding="utf-8",
-    )
-    tones = [300, 400, 500, 600, 700, 800, 900, 1000]
-    recording = tone_segments(
-        [segment for hz in tones for segment in ((float(hz), 3.0), (0.0, 0.8))], "m4a"
-    )
-    hosted = slack.add_file("meeting.m4a", recording, "audio/mp4", user=ADA)
-    expected = " ".join(f"tone{hz}" for hz in tones)
+    models = small_upload_models(tmp_path)
+    hosted = slack.add_file("meeting.m4a", lecture("m4a"), "audio/mp4", user=ADA)
+    expected = LECTURE_TRANSCRIPT
     dm = slack.dm_channel(ADA)
     async with running(make_app, slack, SWITCHBOARD_MODELS_FILE=str(models)) as bot:
         await slack.deliver_event(bot.url, slack.dm(ADA, "", files=[hosted]))

@@ -381,16 +381,9 @@ async def test_long_transcripts_and_captions_fit_telegrams_limits(
 async def test_long_audio_is_split_and_its_transcripts_joined_in_order(
     make_app: AppFactory, telegram: FakeTelegram, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
-    models = tmp_path / "models.toml"
-    models.write_text(
-        '[transcription_models."gpt-4o-mini-transcribe"]\nmax_upload_bytes = 40000\n',
-        encoding="utf-8",
-    )
-    tones = [300, 400, 500, 600, 700, 800, 900, 1000]
-    recording = make_audio.tone_segments(
-        [segment for hz in tones for segment in ((float(hz), 3.0), (0.0, 0.8))], "mp3"
-    )
-    expected = " ".join(f"tone{hz}" for hz in tones)
+    models = make_audio.small_upload_models(tmp_path)
+    recording = make_audio.lecture("mp3")
+    expected = make_audio.LECTURE_TRANSCRIPT
     async with running(make_app, telegram, SWITCHBOARD_MODELS_FILE=str(models)):
         telegram.audio_message(USER, recording, file_name="lecture.mp3", mime_type="audio/mpeg")
         await eventually(lambda: said(telegram, USER, f"Echo: {expected}"))
