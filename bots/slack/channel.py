@@ -354,8 +354,7 @@ class SlackChannel:
         self, payload: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
     ) -> None:
         """``/image`` or ``/edit``: a turn whose picture is posted where it was typed."""
-        text = f"{payload.get('command', '')} {payload.get('text', '')}".strip()
-        command = parse_command(text)
+        command = _slash_command(payload)
         if command is None:
             return
         team, channel = _team(context), str(payload.get("channel_id", ""))
@@ -375,8 +374,7 @@ class SlackChannel:
     async def _run_command(
         self, payload: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
     ) -> None:
-        text = f"{payload.get('command', '')} {payload.get('text', '')}".strip()
-        command = parse_command(text)
+        command = _slash_command(payload)
         if command is None:
             return
         key = command_key(_team(context), str(payload.get("channel_id", "")))
@@ -501,6 +499,11 @@ def _response(answer: CommandReply) -> dict[str, Any]:
 
 def _direct(key: ConversationKey) -> bool:
     return key.place.startswith("D")
+
+
+def _slash_command(payload: dict[str, Any]) -> Command | None:
+    """The command a slash-command payload carries (None if it parses as none)."""
+    return parse_command(f"{payload.get('command', '')} {payload.get('text', '')}".strip())
 
 
 def _team(context: AsyncBoltContext) -> str:
