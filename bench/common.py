@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
-from core.llm import LLMEvent, LLMGateway, LLMRequest
+from core.models.llm import LLMEvent, LLMGateway, LLMRequest
 
 API_KEY = "sk-bench"
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from bench.common import API_KEY, UPSTREAM, TimedGateway, fake_openai_process, percentile, table
 from bots.bootstrap import bootstrap
-from core.database import upgrade
-from core.events import ReplyEvent, ReplyFailed
-from core.messages import ConversationKey, IncomingMessage, UserRef
+from core.conversation.events import ReplyEvent, ReplyFailed
+from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
 from core.settings import load_settings
+from core.storage.database import upgrade
 
 CONVERSATION_HISTORY = 100  # messages already stored in each benchmarked conversation
 CONVERSATIONS = 100  # conversations the turns are spread over

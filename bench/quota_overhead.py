@@ -27,10 +27,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.common import percentile, table
-from core.budgets import Budget, BudgetExceeded, Payer, Scope
-from core.database import create_engine, upgrade
-from core.periods import Period
-from core.sql_budgets import SqlBudgetLedger, budget_ledger
+from core.money.budgets import Budget, BudgetExceeded, Payer, Scope
+from core.money.periods import Period
+from core.money.sql_ledger import SqlBudgetLedger, budget_ledger
+from core.storage.database import create_engine, upgrade
 
 ZONE = ZoneInfo("Europe/Berlin")
 TURNS = 3_000

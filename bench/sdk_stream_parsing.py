@@ -1,5 +1,5 @@
 """Benchmark: CPU per streamed model call, the openai SDK's typed events against reading the
-same stream as plain JSON (what ``core.openai_llm`` does), with a 100-item context.
+same stream as plain JSON (what ``core.models.openai_gateway`` does), with a 100-item context.
 
     python -m bench.sdk_stream_parsing
 """

@@ -34,7 +34,7 @@ from aiohttp import web
 from bench.common import API_KEY, fake_openai_process, fake_process, percentile, table
 from bots.bootstrap import App, bootstrap, run_loop
 from bots.slack.channel import SlackChannel
-from core.access import AccessPolicy
+from core.access.policy import AccessPolicy
 from core.settings import load_settings
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.slack_server import FakeSlack, SentMessage, sign

@@ -29,7 +29,7 @@ from bench.common import API_KEY, fake_openai_process, fake_process, percentile,
 from bots.bootstrap import App, bootstrap, run_loop
 from bots.pacing import FloodControl, FloodLimits
 from bots.telegram.channel import TelegramChannel
-from core.access import AccessPolicy
+from core.access.policy import AccessPolicy
 from core.settings import load_settings
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.telegram_server import FakeTelegram

@@ -26,13 +26,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.common import percentile, table
-from core.audio import FfmpegAudio, find_ffmpeg
+from core.media.ffmpeg_audio import FfmpegAudio, find_ffmpeg
 from tests.make_audio import voice_note
 
 RUNS = 20
 WARM_UP = 2
 STALL_ROUNDS = 5
-# The conversion FfmpegAudio runs (core.audio), as one plain command line.
+# The conversion FfmpegAudio runs (core.media.ffmpeg_audio), as one plain command line.
 CONVERT = (
     *("-nostdin", "-hide_banner", "-loglevel", "error"),
     *("-map", "0:a:0", "-ac", "1", "-ar", "16000", "-c:a", "libopus", "-b:a", "24k"),

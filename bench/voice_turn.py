@@ -25,9 +25,9 @@ from pathlib import Path
 
 from bench.common import API_KEY, UPSTREAM, TimedGateway, fake_openai_process, percentile, table
 from bots.bootstrap import bootstrap
-from core.events import ReplyEvent, ReplyFailed
-from core.media import Attachment, AudioPart, Transcriber, Transcript
-from core.messages import ConversationKey, IncomingMessage, UserRef
+from core.conversation.events import ReplyEvent, ReplyFailed
+from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
+from core.media.ports import Attachment, AudioPart, Transcriber, Transcript
 from core.settings import load_settings
 from tests.make_audio import speech_like, tone_segments
 

@@ -11,25 +11,25 @@ from typing import Any, TypeVar
 from openai import AsyncOpenAI, DefaultAioHttpClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.access import AccessPolicy, kept_fresh
-from core.audio import FfmpegAudio, find_ffmpeg
-from core.budgets import BudgetLedger
-from core.builtin_tools import builtin_tools
+from core.access.policy import AccessPolicy, kept_fresh
 from core.clock import Clock, SystemClock
-from core.database import create_engine, upgrade
-from core.engine import ENGINE_TOOLS, Engine, EngineOptions
+from core.conversation.engine import ENGINE_TOOLS, Engine, EngineOptions
+from core.conversation.tokens import TokenCounters
 from core.errors import ConfigError
-from core.llm import LLMGateway
-from core.media_steps import MediaKit, MediaOptions, MediaSteps
-from core.openai_llm import OpenAIGateway, RetryPolicy
-from core.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscriber
-from core.prices import PriceTable, load_prices
-from core.registry import Registry, load_registry
+from core.media.ffmpeg_audio import FfmpegAudio, find_ffmpeg
+from core.media.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscriber
+from core.media.steps import MediaKit, MediaOptions, MediaSteps
+from core.models.llm import LLMGateway
+from core.models.openai_gateway import OpenAIGateway, RetryPolicy
+from core.models.registry import Registry, load_registry
+from core.money.budgets import BudgetLedger
+from core.money.prices import PriceTable, load_prices
+from core.money.sql_ledger import budget_ledger
 from core.settings import Settings
-from core.sql_budgets import budget_ledger
-from core.sql_store import conversation_store
-from core.tokens import TokenCounters
-from core.tools import ToolRegistry, load_tool_modules
+from core.storage.database import create_engine, upgrade
+from core.storage.sql_store import conversation_store
+from core.tools.builtin import builtin_tools
+from core.tools.toolbox import ToolRegistry, load_tool_modules
 
 _Spec = TypeVar("_Spec")
 

@@ -19,7 +19,11 @@ from bots.bootstrap import App, bootstrap, run_loop, secrets_of
 from bots.console import ConsoleChannel
 from bots.slack.channel import SlackChannel
 from bots.telegram.channel import TelegramChannel
-from core.accounting import (
+from core.access.quota_args import QuotaSyntaxError, parse_quota
+from core.conversation.messages import ConversationKey, UserRef
+from core.errors import ConfigError
+from core.logs import configure_logging
+from core.money.accounting import (
     ACCESS_GRAMMAR,
     SHELL,
     Accounts,
@@ -30,14 +34,10 @@ from core.accounting import (
     clear_access,
     quota,
 )
-from core.database import check, upgrade
-from core.errors import ConfigError
-from core.logs import configure_logging
-from core.messages import ConversationKey, UserRef
-from core.money import format_usd
-from core.periods import Period, window
-from core.quota_args import QuotaSyntaxError, parse_quota
+from core.money.money import format_usd
+from core.money.periods import Period, window
 from core.settings import Settings, load_settings
+from core.storage.database import check, upgrade
 
 USAGE_ROWS = 10_000
 SHELL_KEY = ConversationKey(SHELL, place="shell")

@@ -21,11 +21,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from core.access import AccessPolicy
-from core.accounting import Caller
-from core.commands import TURN_COMMANDS, Command, parse_command, run_command
-from core.engine import Engine
-from core.events import (
+from core.access.policy import AccessPolicy
+from core.conversation.commands import TURN_COMMANDS, Command, parse_command, run_command
+from core.conversation.engine import Engine
+from core.conversation.events import (
     ImageReady,
     Notice,
     ReplyEvent,
@@ -37,8 +36,9 @@ from core.events import (
     Transcribed,
     VoiceReady,
 )
-from core.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, Attachment
-from core.messages import ConversationKey, IncomingMessage, UserRef
+from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
+from core.media.ports import AUDIO_SUFFIXES, IMAGE_SUFFIXES, Attachment
+from core.money.accounting import Caller
 
 CHANNEL = "console"
 

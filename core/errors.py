@@ -2,10 +2,10 @@
 
 SwitchboardError
 ├── ConfigError            a setting or data file is missing or malformed
-│   └── PriceMissing       (core.prices) no price for a billable unit
+│   └── PriceMissing       (core.money.prices) no price for a billable unit
 ├── UserInputError         the user's message or command cannot be acted on
 │   ├── UnknownChoice      an unknown mode or model name
-│   ├── BudgetExceeded     (core.budgets) a budget is used up: no API call is made
+│   ├── BudgetExceeded     (core.money.budgets) a budget is used up: no API call is made
 │   ├── UnsupportedMedia   a picture or sound that cannot be read (corrupt, empty, unknown)
 │   └── MediaTooLarge      a file over a platform's or the API's size limit
 ├── ToolError              a tool failed; its message goes back to the model

@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from core.database import create_engine
-from core.sql_models import Base
+from core.storage.database import create_engine
+from core.storage.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

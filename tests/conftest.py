@@ -15,8 +15,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bots.bootstrap import App, bootstrap
-from core.database import create_engine
 from core.settings import Settings, load_settings
+from core.storage.database import create_engine
 from tests.fakes.openai_server import FakeOpenAI
 
 API_KEY = "sk-test-0123456789abcdef"

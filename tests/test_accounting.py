@@ -8,12 +8,12 @@ import logging
 import pytest
 
 from bots.bootstrap import App
-from core.accounting import Caller
-from core.budgets import Budget, Scope
-from core.commands import CommandReply, parse_command, run_command
-from core.events import ReplyFailed, ReplyFinished
-from core.messages import ConversationKey, IncomingMessage, UserRef
-from core.periods import Period
+from core.conversation.commands import CommandReply, parse_command, run_command
+from core.conversation.events import ReplyFailed, ReplyFinished
+from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
+from core.money.accounting import Caller
+from core.money.budgets import Budget, Scope
+from core.money.periods import Period
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.sinks import RecordingSink
@@ -86,7 +86,7 @@ async def test_non_admins_are_refused_and_the_attempt_is_logged(
 ) -> None:
     alice = Caller(ALICE)
     async with make_app() as app:
-        with caplog.at_level(logging.WARNING, logger="core.accounting"):
+        with caplog.at_level(logging.WARNING, logger="core.money.accounting"):
             quota = await command(app, "/quota set default 100 daily", alice)
             usage_of_others = await command(app, "/usage all", alice)
         assert app.engine.budgets is not None
@@ -195,7 +195,7 @@ async def test_access_commands_are_for_admins_and_check_their_arguments(
 ) -> None:
     alice = Caller(ALICE)
     async with make_app(SWITCHBOARD_ADMINS="telegram:1") as app:
-        with caplog.at_level(logging.WARNING, logger="core.accounting"):
+        with caplog.at_level(logging.WARNING, logger="core.money.accounting"):
             refused = await command(app, "/block 1", alice)
         admin_block = await command(app, "/block 1")
         nonsense = await command(app, "/block <script>alert(1)</script>")

@@ -14,7 +14,8 @@ from pathlib import Path
 import imageio_ffmpeg  # type: ignore[import-untyped]
 import pytest
 
-from core.audio import (
+from core.errors import ConfigError, MediaTooLarge, UnsupportedMedia
+from core.media.ffmpeg_audio import (
     EMPTY,
     NO_SOUND,
     SPEECH_UNREADABLE,
@@ -22,7 +23,6 @@ from core.audio import (
     FfmpegAudio,
     find_ffmpeg,
 )
-from core.errors import ConfigError, MediaTooLarge, UnsupportedMedia
 from tests import make_audio
 from tests.make_audio import FFMPEG, RATE, dbfs, decode, frequency, opus_head, tone_segments
 

@@ -14,10 +14,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from core.budgets import Budget, BudgetExceeded, BudgetLedger, Payer, Scope
-from core.database import upgrade
-from core.periods import Period
-from core.sql_budgets import SqlBudgetLedger, budget_ledger
+from core.money.budgets import Budget, BudgetExceeded, BudgetLedger, Payer, Scope
+from core.money.periods import Period
+from core.money.sql_ledger import SqlBudgetLedger, budget_ledger
+from core.storage.database import upgrade
 from tests.conftest import engine_for
 from tests.fakes.memory_budgets import InMemoryBudgetLedger
 
@@ -263,9 +263,9 @@ _WORKER = """
 import asyncio, sys
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
-from core.budgets import BudgetExceeded, Payer
-from core.database import create_engine
-from core.sql_budgets import budget_ledger
+from core.money.budgets import BudgetExceeded, Payer
+from core.storage.database import create_engine
+from core.money.sql_ledger import budget_ledger
 
 async def main(url: str, estimate: int, calls: int) -> None:
     engine = create_engine(url)

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-from core.calculator import MAX_EXPRESSION, evaluate
 from core.errors import ToolError
+from core.tools.calculator import MAX_EXPRESSION, evaluate
 
 
 @pytest.mark.parametrize(
@@ -138,7 +138,7 @@ def outcome_in_subprocess(expression: str) -> str:
     the test run with it. Returns the error class name, or ``value``."""
     script = textwrap.dedent(
         f"""
-        from core.calculator import evaluate
+        from core.tools.calculator import evaluate
         try:
             evaluate({expression!r})
         except Exception as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.commands import Command, parse_command
+from core.conversation.commands import Command, parse_command
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,10 @@ import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from core.context import fit_history
-from core.llm import ChatTurn
-from core.messages import Role, StoredMessage
-from core.tokens import MESSAGE_OVERHEAD
+from core.conversation.context import fit_history
+from core.conversation.messages import Role, StoredMessage
+from core.conversation.tokens import MESSAGE_OVERHEAD
+from core.models.llm import ChatTurn
 
 WHEN = datetime(2024, 1, 1, tzinfo=UTC)
 

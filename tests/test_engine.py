@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from bots.bootstrap import App
-from core.budgets import Budget, Payer, Scope
-from core.events import ReplyFailed, ReplyFinished, ToolFinished, ToolStarted
-from core.llm import Usage
-from core.messages import ConversationKey, IncomingMessage, NewMessage, Role, UserRef
-from core.periods import Period
-from core.pricing import token_cost
+from core.conversation.events import ReplyFailed, ReplyFinished, ToolFinished, ToolStarted
+from core.conversation.messages import ConversationKey, IncomingMessage, NewMessage, Role, UserRef
+from core.models.llm import Usage
+from core.money.budgets import Budget, Payer, Scope
+from core.money.periods import Period
+from core.money.pricing import token_cost
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI, RecordedRequest, Scripted
 from tests.fakes.sinks import RecordingSink
@@ -327,7 +327,7 @@ def write_operator_tools(tmp_path: Path) -> tuple[Path, Path]:
         textwrap.dedent(
             '''
             import asyncio
-            from core.tools import tool
+            from core.tools.toolbox import tool
 
             _arrived = []
             _both = asyncio.Event()

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bots.bootstrap import App
-from core.events import (
+from core.conversation.events import (
     ImageReady,
     ReplyFailed,
     ReplyFinished,
@@ -19,10 +19,10 @@ from core.events import (
     Transcribed,
     VoiceReady,
 )
-from core.media import Attachment
-from core.messages import ConversationKey, IncomingMessage, UserRef
-from core.prices import load_prices
-from core.sql_models import MessageImageRow
+from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
+from core.media.ports import Attachment
+from core.money.prices import load_prices
+from core.storage.schema import MessageImageRow
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.sinks import RecordingSink
@@ -280,8 +280,8 @@ async def test_the_model_can_draw_with_the_image_tool(
 async def test_an_image_over_budget_is_refused_without_calling_the_api(
     make_app: AppFactory, fake_openai: FakeOpenAI
 ) -> None:
-    from core.budgets import Budget, Scope
-    from core.periods import Period
+    from core.money.budgets import Budget, Scope
+    from core.money.periods import Period
 
     async with make_app() as app:
         assert app.engine.budgets is not None
@@ -323,7 +323,7 @@ async def test_voice_on_speaks_long_replies_in_chunks_as_one_voice_note(
 async def test_voice_off_by_default_and_voice_command_toggles(
     make_app: AppFactory, fake_openai: FakeOpenAI
 ) -> None:
-    from core.commands import parse_command, run_command
+    from core.conversation.commands import parse_command, run_command
 
     async with make_app() as app:
         quiet = await send(app, "hello")
@@ -339,7 +339,7 @@ async def test_voice_off_by_default_and_voice_command_toggles(
 
 
 def test_data_urls_carry_the_picture_bytes() -> None:
-    from core.media import PreparedImage
+    from core.media.ports import PreparedImage
 
     image = PreparedImage(b"\x89PNG-bytes", "image/png", 1, 1)
     prefix, encoded = image.data_url.split(",", 1)

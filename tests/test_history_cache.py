@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from core.history import HistoryCache
-from core.messages import Role, StoredMessage
-from core.tokens import MESSAGE_OVERHEAD
+from core.conversation.history import HistoryCache
+from core.conversation.messages import Role, StoredMessage
+from core.conversation.tokens import MESSAGE_OVERHEAD
 
 
 def stored(message_id: int, conversation_id: int = 1, tokens: int = 10) -> StoredMessage:

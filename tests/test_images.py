@@ -1,5 +1,5 @@
-"""``core.images`` on real files: what passes through untouched, what is converted and how,
-and how broken, hostile and oversized pictures are turned away."""
+"""``core.media.pillow_images`` on real files: what passes through untouched, what is converted
+and how, and how broken, hostile and oversized pictures are turned away."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from core.errors import MediaTooLarge, UnsupportedMedia, user_message
-from core.images import for_edit, history_copy, prepare_image
-from core.media import PreparedImage
+from core.media.pillow_images import for_edit, history_copy, prepare_image
+from core.media.ports import PreparedImage
 from tests import make_images
 
 UNREADABLE = (

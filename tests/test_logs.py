@@ -140,7 +140,7 @@ def test_configure_logging_redacts_every_logger(root_logging: logging.Logger) ->
     try:
         raise RuntimeError(SECRET)
     except RuntimeError:
-        logging.getLogger("core.engine").exception("turn failed")
+        logging.getLogger("core.conversation.engine").exception("turn failed")
 
     output = buffer.getvalue()
     assert SECRET not in output

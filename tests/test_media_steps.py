@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.media_steps import speakable, speech_chunks
+from core.media.steps import speakable, speech_chunks
 
 
 def test_speakable_reads_words_not_markup() -> None:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import UserInputError, user_message
-from core.money import MAX_USD_MICROS, MICROS_PER_DOLLAR, AmountError, format_usd, parse_usd
+from core.money.money import MAX_USD_MICROS, MICROS_PER_DOLLAR, AmountError, format_usd, parse_usd
 
 PROPERTY = settings(max_examples=300, deadline=None)
 

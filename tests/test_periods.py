@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.periods import EPOCH, Period, Window, describe_reset, window
+from core.money.periods import EPOCH, Period, Window, describe_reset, window
 
 TICK = timedelta(microseconds=1)
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError
-from core.prices import ImagePrice, PriceMissing, PriceTable, load_prices
+from core.money.prices import ImagePrice, PriceMissing, PriceTable, load_prices
 
 GPT_IMAGE_SIZES = ("1024x1024", "1024x1536", "1536x1024", "auto")
 GPT_IMAGE_QUALITIES = ("low", "medium", "high")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.llm import Usage
-from core.pricing import price_sheet, token_cost
-from core.registry import TokenPrices
+from core.models.llm import Usage
+from core.models.registry import TokenPrices
+from core.money.pricing import price_sheet, token_cost
 
 # $2.00 input, $0.50 cached input, $8.00 output per 1M tokens.
 PRICES = TokenPrices.model_validate({"input": "2.00", "cached_input": "0.50", "output": "8.00"})

@@ -8,10 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.errors import UserInputError, user_message
-from core.money import AmountError, format_usd
-from core.periods import Period
-from core.quota_args import (
+from core.access.quota_args import (
     GRAMMAR,
     MAX_ARGS_LENGTH,
     QuotaReset,
@@ -21,6 +18,9 @@ from core.quota_args import (
     Who,
     parse_quota,
 )
+from core.errors import UserInputError, user_message
+from core.money.money import AmountError, format_usd
+from core.money.periods import Period
 
 PROPERTY = settings(max_examples=300, deadline=None)
 CHANNELS = ["telegram", "slack", "console"]

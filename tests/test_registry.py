@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from core.builtin_tools import builtin_tools
-from core.engine import ENGINE_TOOLS
+from core.conversation.engine import ENGINE_TOOLS
 from core.errors import ConfigError, UnknownChoice
-from core.prices import load_prices
-from core.registry import Registry, load_registry
+from core.models.registry import Registry, load_registry
+from core.money.prices import load_prices
+from core.tools.builtin import builtin_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from bots.slack.events import SlackPlace, plain_text, translate
-from core.messages import ConversationKey
+from core.conversation.messages import ConversationKey
 
 BOT = "U0BOT"
 TEAM = "T0FAKE"

@@ -10,7 +10,7 @@ import yaml
 
 import bots.slack
 from bots.slack.channel import EVENTS_PATH
-from core.commands import COMMANDS
+from core.conversation.commands import COMMANDS
 
 MANIFEST = Path(bots.slack.__file__).parent / "manifest.yaml"
 # The scope each subscribed event needs (Slack's event reference).

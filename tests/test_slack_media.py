@@ -22,7 +22,7 @@ from bots.pacing import FloodControl
 from bots.slack.events import SlackPlace, conversation_key
 from bots.slack.files import is_slack_url
 from bots.slack.reply import SlackReply
-from core.events import ReplyFinished, TextDelta, Transcribed
+from core.conversation.events import ReplyFinished, TextDelta, Transcribed
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.slack_server import FakeSlack, SentMessage, UploadedFile

@@ -17,12 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.database import upgrade
-from core.media import PreparedImage
-from core.messages import ConversationKey, NewMessage, Role, StoredMessage, UserRef
-from core.sql_models import ConversationRow, UserRow
-from core.sql_store import SqlConversationStore, conversation_store
-from core.store import ConversationStore, UsageRecord
+from core.conversation.messages import ConversationKey, NewMessage, Role, StoredMessage, UserRef
+from core.conversation.store import ConversationStore, UsageRecord
+from core.media.ports import PreparedImage
+from core.storage.database import upgrade
+from core.storage.schema import ConversationRow, UserRow
+from core.storage.sql_store import SqlConversationStore, conversation_store
 from tests.conftest import engine_for
 from tests.fakes.memory_store import InMemoryConversationStore
 

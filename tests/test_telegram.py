@@ -16,10 +16,10 @@ from bots.pacing import FloodControl, FloodLimits
 from bots.telegram.channel import TelegramChannel
 from bots.telegram.reply import ChatPlace, TelegramReply
 from bots.telegram.typing import TypingIndicators
-from core.access import AccessPolicy
+from core.access.policy import AccessPolicy
+from core.conversation.events import ReplyFinished, TextDelta, ToolStarted
+from core.conversation.messages import ConversationKey
 from core.errors import ConfigError
-from core.events import ReplyFinished, TextDelta, ToolStarted
-from core.messages import ConversationKey
 from tests.conftest import API_KEY, AppFactory
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.telegram_server import FakeTelegram, SentMessage
@@ -329,7 +329,7 @@ async def test_plain_text_fallback_when_telegram_rejects_the_html(
 
 
 def test_a_webhook_needs_a_secret(make_settings: Callable[..., object]) -> None:
-    from core.engine import Engine  # noqa: F401 - only the settings check runs
+    from core.conversation.engine import Engine  # noqa: F401 - only the settings check runs
 
     settings = make_settings(
         TELEGRAM_BOT_TOKEN="1:x", TELEGRAM_WEBHOOK_URL="https://bot.example.com/hook"

@@ -16,8 +16,8 @@ from telegram import Bot
 
 from bots.pacing import FloodControl, FloodLimits
 from bots.telegram.reply import ChatPlace, TelegramReply
-from core.events import ImageReady, Notice, ReplyFinished, Transcribed
-from core.media import GeneratedImage, PreparedImage
+from core.conversation.events import ImageReady, Notice, ReplyFinished, Transcribed
+from core.media.ports import GeneratedImage, PreparedImage
 from tests import make_audio, make_images
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI

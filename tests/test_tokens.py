@@ -12,7 +12,7 @@ import pytest
 import tiktoken.load
 import tiktoken_ext.openai_public  # type: ignore[import-untyped]
 
-from core.tokens import EstimatingCounter, TokenCounters, tiktoken_cache_file
+from core.conversation.tokens import EstimatingCounter, TokenCounters, tiktoken_cache_file
 
 ENGLISH = (
     "Switchboard puts OpenAI models where people already talk. The quick brown fox jumps "

@@ -17,10 +17,10 @@ from typing import Annotated, Literal
 import pytest
 from pydantic import Field
 
-from core.builtin_tools import builtin_tools
 from core.errors import ConfigError, ToolError
-from core.llm import ToolCall, ToolOutput
-from core.tools import MAX_TOOL_OUTPUT, Tool, ToolRegistry, load_tool_modules, tool
+from core.models.llm import ToolCall, ToolOutput
+from core.tools.builtin import builtin_tools
+from core.tools.toolbox import MAX_TOOL_OUTPUT, Tool, ToolRegistry, load_tool_modules, tool
 
 
 class FixedClock:
@@ -279,7 +279,7 @@ async def test_output_is_truncated_to_the_limit() -> None:
 # --- operator tool modules ----------------------------------------------------------------
 
 OPERATOR_MODULE = '''
-from core.tools import tool
+from core.tools.toolbox import tool
 
 
 @tool

@@ -51,9 +51,8 @@ from bots.slack.files import SlackFiles
 from bots.slack.render import escape
 from bots.slack.reply import NativeStreaming, SlackReply, SlashTurnReply
 from bots.slack.retry import retry_handlers
-from core.access import AccessPolicy
-from core.accounting import Caller
-from core.commands import (
+from core.access.policy import AccessPolicy
+from core.conversation.commands import (
     COMMANDS,
     TURN_COMMANDS,
     Command,
@@ -61,10 +60,11 @@ from core.commands import (
     parse_command,
     run_command,
 )
-from core.engine import Engine
+from core.conversation.engine import Engine
+from core.conversation.events import ReplyFailed
+from core.conversation.messages import ConversationKey, IncomingMessage
 from core.errors import ConfigError, UserInputError, user_message
-from core.events import ReplyFailed
-from core.messages import ConversationKey, IncomingMessage
+from core.money.accounting import Caller
 from core.settings import Settings
 
 log = logging.getLogger(__name__)

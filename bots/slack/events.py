@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bots.slack.files import SlackFile, files_of
-from core.messages import ConversationKey, IncomingMessage, UserRef
+from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
 
 CHANNEL = "slack"
 # Plain messages, messages with files, and thread replies also sent to the channel; the

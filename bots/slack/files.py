@@ -20,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from core.errors import MediaTooLarge, UnsupportedMedia
-from core.media import Attachment, media_kind
+from core.media.ports import Attachment, media_kind
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from bots.slack.render import (
     plain_chunks,
 )
 from bots.slack.uploads import upload_file, upload_picture
-from core.events import (
+from core.conversation.events import (
     ImageReady,
     Notice,
     ReplyEvent,
@@ -46,8 +46,8 @@ from core.events import (
     Transcribed,
     VoiceReady,
 )
-from core.media import GeneratedImage, VoiceNote
-from core.media_steps import speech_chunks
+from core.media.ports import GeneratedImage, VoiceNote
+from core.media.steps import speech_chunks
 
 log = logging.getLogger(__name__)
 

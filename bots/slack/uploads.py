@@ -12,7 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.pacing import FloodControl
 from bots.slack.events import SlackPlace
 from bots.slack.render import literal
-from core.media import GeneratedImage
+from core.media.ports import GeneratedImage
 
 log = logging.getLogger(__name__)
 

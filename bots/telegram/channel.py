@@ -3,7 +3,7 @@ run by long polling or, when ``TELEGRAM_WEBHOOK_URL`` is set, as a webhook serve
 
 Text, photos (albums as one message), image files, voice notes, audio files and video notes
 become core turns; ``/image`` and ``/edit`` (as commands or photo captions) draw; every other
-command runs through ``core.commands``."""
+command runs through ``core.conversation.commands``."""
 
 from __future__ import annotations
 
@@ -49,13 +49,19 @@ from bots.telegram.updates import (
     place_of,
     user_ref,
 )
-from core.access import AccessPolicy
-from core.accounting import Caller
-from core.commands import COMMANDS, TURN_COMMANDS, CommandReply, parse_command, run_command
-from core.engine import Engine
+from core.access.policy import AccessPolicy
+from core.conversation.commands import (
+    COMMANDS,
+    TURN_COMMANDS,
+    CommandReply,
+    parse_command,
+    run_command,
+)
+from core.conversation.engine import Engine
+from core.conversation.events import ReplyFailed, ReplySink
+from core.conversation.messages import IncomingMessage
 from core.errors import ConfigError, SwitchboardError, user_message
-from core.events import ReplyFailed, ReplySink
-from core.messages import IncomingMessage
+from core.money.accounting import Caller
 from core.settings import Settings
 
 log = logging.getLogger(__name__)

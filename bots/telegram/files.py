@@ -17,7 +17,7 @@ from telegram import Bot, Message
 from telegram.error import BadRequest, TelegramError
 
 from core.errors import MediaTooLarge, UnsupportedMedia, UserInputError
-from core.media import Attachment, media_kind
+from core.media.ports import Attachment, media_kind
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from bots.telegram.render import (
     visible_length,
 )
 from bots.telegram.typing import TypingIndicators
-from core.events import (
+from core.conversation.events import (
     ImageReady,
     Notice,
     ReplyEvent,
@@ -39,7 +39,7 @@ from core.events import (
     Transcribed,
     VoiceReady,
 )
-from core.media import GeneratedImage, VoiceNote
+from core.media.ports import GeneratedImage, VoiceNote
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from telegram import Chat, Message, MessageEntity, User
 from telegram.constants import ChatType
 
 from bots.telegram.reply import ChatPlace
-from core.messages import ConversationKey, UserRef
+from core.conversation.messages import ConversationKey, UserRef
 
 CHANNEL = "telegram"
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from core.budgets import (
+from core.money.budgets import (
     Budget,
     BudgetExceeded,
     BudgetStatus,
@@ -19,7 +19,7 @@ from core.budgets import (
     claims_for,
     exceeded_message,
 )
-from core.periods import Period, window
+from core.money.periods import Period, window
 
 CounterKey = tuple[Scope, str, Period, datetime]
 

@@ -14,9 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core.clock import Clock, SystemClock
-from core.media import PreparedImage
-from core.messages import Conversation, ConversationKey, NewMessage, StoredMessage, UserRef
-from core.store import Spend, UsageRecord
+from core.conversation.messages import (
+    Conversation,
+    ConversationKey,
+    NewMessage,
+    StoredMessage,
+    UserRef,
+)
+from core.conversation.store import Spend, UsageRecord
+from core.media.ports import PreparedImage
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from core.events import ReplyEvent, ReplyFailed, ReplyFinished, TextDelta, ToolFinished, ToolStarted
+from core.conversation.events import (
+    ReplyEvent,
+    ReplyFailed,
+    ReplyFinished,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+)
 
 
 class RecordingSink:

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from core.budgets import BudgetLedger, Payer
 from core.clock import Clock
+from core.conversation.store import UsageRecord
 from core.errors import UnsupportedMedia, UpstreamRejected, UserInputError
-from core.images import for_edit, history_copy, prepare_image
-from core.media import (
+from core.media.pillow_images import for_edit, history_copy, prepare_image
+from core.media.ports import (
     Attachment,
     AudioConverter,
     AudioPart,
@@ -32,9 +32,9 @@ from core.media import (
     Transcript,
     VoiceNote,
 )
-from core.prices import PriceTable
-from core.registry import ImageModelSpec, SpeechModelSpec, TranscriptionModelSpec
-from core.store import UsageRecord
+from core.models.registry import ImageModelSpec, SpeechModelSpec, TranscriptionModelSpec
+from core.money.budgets import BudgetLedger, Payer
+from core.money.prices import PriceTable
 
 PARALLEL_CALLS = 4
 

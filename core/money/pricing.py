@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from core.llm import Usage
-from core.registry import TokenPrices
+from core.models.llm import Usage
+from core.models.registry import TokenPrices
 
 PER_MILLION = 1_000_000
 

@@ -1,5 +1,5 @@
 """Transcription, speech and image generation on the official ``openai`` SDK, with the same
-retries and error translation as the model gateway (``core.openai_llm``).
+retries and error translation as the model gateway (``core.models.openai_gateway``).
 
 Nothing here sends a platform URL: audio and pictures go up as bytes, and pictures come back
 as inline base64, never as a link to fetch.
@@ -18,8 +18,8 @@ from openai import AsyncOpenAI
 from PIL import Image
 
 from core.errors import UpstreamRejected, UpstreamUnavailable
-from core.media import AudioPart, GeneratedImage, PreparedImage, Speech, Transcript
-from core.openai_llm import RetryPolicy, retry_delay, translate
+from core.media.ports import AudioPart, GeneratedImage, PreparedImage, Speech, Transcript
+from core.models.openai_gateway import RetryPolicy, retry_delay, translate
 
 _T = TypeVar("_T")
 

@@ -22,7 +22,7 @@ from core.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from core.llm import (
+from core.models.llm import (
     ChatTurn,
     Completion,
     ContextItem,

@@ -15,18 +15,10 @@ from datetime import datetime
 from math import ceil
 from zoneinfo import ZoneInfo
 
-from core.access import AccessPolicy
-from core.budgets import BudgetLedger, Payer, Reservation
+from core.access.policy import AccessPolicy
 from core.clock import Clock
-from core.context import fit_history
-from core.errors import (
-    ContextTooLong,
-    SwitchboardError,
-    UpstreamUnavailable,
-    UserInputError,
-    user_message,
-)
-from core.events import (
+from core.conversation.context import fit_history
+from core.conversation.events import (
     ImageReady,
     Notice,
     ReplyFailed,
@@ -38,8 +30,28 @@ from core.events import (
     Transcribed,
     VoiceReady,
 )
-from core.history import HistoryCache
-from core.llm import (
+from core.conversation.history import HistoryCache
+from core.conversation.messages import (
+    Conversation,
+    ConversationKey,
+    IncomingMessage,
+    NewMessage,
+    Role,
+    StoredMessage,
+)
+from core.conversation.ratelimit import MessageRateLimit
+from core.conversation.store import ConversationStore, UsageRecord
+from core.conversation.tokens import MESSAGE_OVERHEAD, TokenCounter, TokenCounters
+from core.errors import (
+    ContextTooLong,
+    SwitchboardError,
+    UpstreamUnavailable,
+    UserInputError,
+    user_message,
+)
+from core.media.ports import PreparedImage
+from core.media.steps import Charge, MediaSteps, Seen
+from core.models.llm import (
     ChatTurn,
     Completion,
     ContextItem,
@@ -51,22 +63,10 @@ from core.llm import (
     ToolSchema,
     Usage,
 )
-from core.media import PreparedImage
-from core.media_steps import Charge, MediaSteps, Seen
-from core.messages import (
-    Conversation,
-    ConversationKey,
-    IncomingMessage,
-    NewMessage,
-    Role,
-    StoredMessage,
-)
-from core.pricing import price_sheet, token_cost
-from core.ratelimit import MessageRateLimit
-from core.registry import ModelSpec, ModeSpec, Registry
-from core.store import ConversationStore, UsageRecord
-from core.tokens import MESSAGE_OVERHEAD, TokenCounter, TokenCounters
-from core.tools import ToolRegistry
+from core.models.registry import ModelSpec, ModeSpec, Registry
+from core.money.budgets import BudgetLedger, Payer, Reservation
+from core.money.pricing import price_sheet, token_cost
+from core.tools.toolbox import ToolRegistry
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from core.conversation.messages import ConversationKey, UserRef
 from core.errors import UserInputError
-from core.messages import ConversationKey, UserRef
-from core.money import format_usd
-from core.periods import Period, Window, describe_reset, window
+from core.money.money import format_usd
+from core.money.periods import Period, Window, describe_reset, window
 
 
 class Scope(enum.StrEnum):

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from core.messages import UserRef
+from core.conversation.messages import UserRef
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from core.media import PreparedImage
-from core.messages import Conversation, ConversationKey, NewMessage, StoredMessage, UserRef
+from core.conversation.messages import (
+    Conversation,
+    ConversationKey,
+    NewMessage,
+    StoredMessage,
+    UserRef,
+)
+from core.media.ports import PreparedImage
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from core.budgets import (
+from core.money.budgets import (
     Budget,
     BudgetExceeded,
     BudgetStatus,
@@ -46,9 +46,9 @@ from core.budgets import (
     claims_for,
     exceeded_message,
 )
-from core.database import in_sqlite_connection, sqlite_transaction
-from core.periods import Period, window
-from core.sql_models import BudgetCounterRow, BudgetRow
+from core.money.periods import Period, window
+from core.storage.database import in_sqlite_connection, sqlite_transaction
+from core.storage.schema import BudgetCounterRow, BudgetRow
 
 _T = TypeVar("_T")
 _budgets = cast(Table, BudgetRow.__table__)

@@ -114,8 +114,9 @@ class AccessRuleRow(Base):
 
 
 class MessageImageRow(Base):
-    """A picture sent in a message, kept as a small copy (``core.images.history_copy``) so
-    that history stays bounded however many turns follow."""
+    """A picture sent in a message, kept as a small copy
+    (``core.media.pillow_images.history_copy``) so that history stays
+    bounded however many turns follow."""
 
     __tablename__ = "message_images"
 

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from core.media import PreparedImage
-from core.registry import ModelSpec
+from core.media.ports import PreparedImage
+from core.models.registry import ModelSpec
 
 
 @dataclass(frozen=True, slots=True)

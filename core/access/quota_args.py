@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from core.errors import UserInputError
-from core.money import AmountError, parse_usd
-from core.periods import Period
+from core.money.money import AmountError, parse_usd
+from core.money.periods import Period
 
 MAX_ARGS_LENGTH = 200
 # The Bot API promises at most 52 significant bits for a user id.

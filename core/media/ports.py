@@ -1,6 +1,7 @@
 """Images and audio as the core sees them, and the ports that prepare, transcribe, speak
-and draw them. Implementations: ``core.images`` (Pillow), ``core.audio`` (ffmpeg + pydub),
-``core.openai_media`` (the OpenAI audio and image APIs)."""
+and draw them. Implementations: ``core.media.pillow_images`` (Pillow),
+``core.media.ffmpeg_audio`` (ffmpeg + pydub),
+``core.media.openai_media`` (the OpenAI audio and image APIs)."""
 
 from __future__ import annotations
 

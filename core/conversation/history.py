@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from core.messages import StoredMessage
-from core.tokens import MESSAGE_OVERHEAD
+from core.conversation.messages import StoredMessage
+from core.conversation.tokens import MESSAGE_OVERHEAD
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any, get_type_hints, overload
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from core.errors import ConfigError, ToolError
-from core.llm import ToolCall, ToolOutput, ToolSchema
+from core.models.llm import ToolCall, ToolOutput, ToolSchema
 
 log = logging.getLogger(__name__)
 

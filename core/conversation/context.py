@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from core.llm import ChatTurn
-from core.messages import StoredMessage
-from core.tokens import MESSAGE_OVERHEAD
+from core.conversation.messages import StoredMessage
+from core.conversation.tokens import MESSAGE_OVERHEAD
+from core.models.llm import ChatTurn
 
 
 def fit_history(newest_first: Iterable[StoredMessage], budget: int) -> tuple[list[ChatTurn], int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.media import GeneratedImage, VoiceNote
+from core.media.ports import GeneratedImage, VoiceNote
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ with warnings.catch_warnings():
     from pydub import AudioSegment, silence
 
 from core.errors import ConfigError, MediaTooLarge, UnsupportedMedia
-from core.media import AUDIO_SUFFIXES, AudioPart, PreparedAudio, VoiceNote
+from core.media.ports import AUDIO_SUFFIXES, AudioPart, PreparedAudio, VoiceNote
 
 log = logging.getLogger(__name__)
 

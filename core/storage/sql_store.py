@@ -17,9 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from core.database import in_sqlite_connection, sqlite_transaction
-from core.media import PreparedImage
-from core.messages import (
+from core.conversation.messages import (
     Conversation,
     ConversationKey,
     NewMessage,
@@ -27,7 +25,10 @@ from core.messages import (
     StoredMessage,
     UserRef,
 )
-from core.sql_models import (
+from core.conversation.store import Spend, UsageRecord
+from core.media.ports import PreparedImage
+from core.storage.database import in_sqlite_connection, sqlite_transaction
+from core.storage.schema import (
     AccessRuleRow,
     ConversationRow,
     MessageImageRow,
@@ -36,7 +37,6 @@ from core.sql_models import (
     UsageRow,
     UserRow,
 )
-from core.store import Spend, UsageRecord
 
 USER_CACHE_SIZE = 10_000
 

@@ -7,10 +7,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field
 
-from core.calculator import evaluate
 from core.clock import Clock
 from core.errors import ToolError
-from core.tools import Tool, tool
+from core.tools.calculator import evaluate
+from core.tools.toolbox import Tool, tool
 
 
 def builtin_tools(clock: Clock) -> list[Tool]:

@@ -9,12 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from core.access import ALLOW, BLOCK, AccessPolicy
-from core.budgets import Budget, BudgetLedger, BudgetStatus, Payer, Scope, place_of
-from core.messages import ConversationKey, UserRef
-from core.money import format_usd
-from core.periods import Period, describe_reset, window
-from core.quota_args import (
+from core.access.policy import ALLOW, BLOCK, AccessPolicy
+from core.access.quota_args import (
     GRAMMAR,
     QuotaReset,
     QuotaSet,
@@ -23,7 +19,11 @@ from core.quota_args import (
     Who,
     parse_quota,
 )
-from core.store import ConversationStore, Spend
+from core.conversation.messages import ConversationKey, UserRef
+from core.conversation.store import ConversationStore, Spend
+from core.money.budgets import Budget, BudgetLedger, BudgetStatus, Payer, Scope, place_of
+from core.money.money import format_usd
+from core.money.periods import Period, describe_reset, window
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.accounting import Accounts, Caller, allow, block, quota, usage
-from core.engine import Engine
+from core.conversation.engine import Engine
+from core.conversation.messages import ConversationKey
 from core.errors import UnknownChoice, UserInputError
-from core.messages import ConversationKey
+from core.money.accounting import Accounts, Caller, allow, block, quota, usage
 
 MAX_ARGUMENT = 200
 

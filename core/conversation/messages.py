@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote
 
-from core.media import Attachment, PreparedImage
+from core.media.ports import Attachment, PreparedImage
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import pillow_heif
 from PIL import ExifTags, Image, ImageChops, ImageFile, ImageOps
 
 from core.errors import MediaTooLarge, UnsupportedMedia
-from core.media import PreparedImage
+from core.media.ports import PreparedImage
 
 _UNREADABLE = (
     "I couldn't read that picture. Please send a PNG, JPEG, WebP, GIF, HEIC, BMP or TIFF image."

@@ -1,0 +1,1 @@
+"""Access: who may use the bot and who administers it, and the arguments of admin commands."""

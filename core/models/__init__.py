@@ -1,0 +1,1 @@
+"""Models: the LLM gateway port, the registry of models and modes, and the OpenAI gateway."""

@@ -1,0 +1,1 @@
+"""Storage: the database engine and migrations, the SQL schema and the SQL conversation store."""

@@ -1,0 +1,1 @@
+"""Tools: the function-calling toolbox and the built-in tools."""
