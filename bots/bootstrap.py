@@ -18,6 +18,7 @@ from core.conversation.tokens import TokenCounters
 from core.errors import ConfigError
 from core.media.ffmpeg_audio import FfmpegAudio, find_ffmpeg
 from core.media.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscriber
+from core.media.pillow_images import PillowPictures
 from core.media.steps import MediaKit, MediaOptions, MediaSteps
 from core.models.llm import LLMGateway
 from core.models.openai_gateway import OpenAIGateway, RetryPolicy
@@ -94,6 +95,7 @@ async def bootstrap(
         gateway: LLMGateway = OpenAIGateway(client, retry)
         budgets = budget_ledger(database)
         kit = MediaKit(
+            pictures=PillowPictures(),
             converter=FfmpegAudio(
                 ffmpeg, max_upload_bytes=media_options.transcription.max_upload_bytes
             ),

@@ -119,6 +119,19 @@ def for_edit(image: PreparedImage, *, max_bytes: int = 4 * _MEGABYTE) -> Prepare
 
 
 @functools.cache
+class PillowPictures:
+    """``PictureProcessor`` with Pillow (HEIC through pillow-heif)."""
+
+    def prepare(self, data: bytes, *, max_input_bytes: int) -> PreparedImage:
+        return prepare_image(data, max_input_bytes=max_input_bytes)
+
+    def history_copy(self, image: PreparedImage) -> PreparedImage:
+        return history_copy(image)
+
+    def for_edit(self, image: PreparedImage) -> PreparedImage:
+        return for_edit(image)
+
+
 def _register_heif_opener() -> None:
     """Teach Pillow to open HEIC/HEIF, once (the registration is global to Pillow)."""
     pillow_heif.register_heif_opener()

@@ -140,6 +140,22 @@ class GeneratedImage:
     request_id: str | None = None
 
 
+class PictureProcessor(Protocol):
+    """Checks and converts pictures (blocking work: callers run it in a thread)."""
+
+    def prepare(self, data: bytes, *, max_input_bytes: int) -> PreparedImage:
+        """A picture the user sent, in a format and size OpenAI vision takes."""
+        ...
+
+    def history_copy(self, image: PreparedImage) -> PreparedImage:
+        """A small copy of ``image`` to keep in conversation history."""
+        ...
+
+    def for_edit(self, image: PreparedImage) -> PreparedImage:
+        """``image`` as the image edit API wants it."""
+        ...
+
+
 class AudioConverter(Protocol):
     """Converts audio with ffmpeg, off the event loop."""
 

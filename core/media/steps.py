@@ -18,13 +18,13 @@ from zoneinfo import ZoneInfo
 from core.clock import Clock
 from core.conversation.store import UsageRecord
 from core.errors import UnsupportedMedia, UpstreamRejected, UserInputError
-from core.media.pillow_images import for_edit, history_copy, prepare_image
 from core.media.ports import (
     Attachment,
     AudioConverter,
     AudioPart,
     GeneratedImage,
     ImageGenerator,
+    PictureProcessor,
     PreparedImage,
     Speech,
     SpeechSynthesizer,
@@ -57,6 +57,7 @@ class MediaOptions:
 class MediaKit:
     """The media ports: conversion and the three APIs."""
 
+    pictures: PictureProcessor
     converter: AudioConverter
     transcriber: Transcriber
     speech: SpeechSynthesizer
@@ -147,13 +148,19 @@ class MediaSteps:
     async def picture(self, attachment: Attachment) -> PreparedImage:
         """One picture in a format and size the API takes (converted off the event loop)."""
         return await asyncio.to_thread(
-            prepare_image, attachment.data, max_input_bytes=self.options.max_picture_bytes
+            self._kit.pictures.prepare,
+            attachment.data,
+            max_input_bytes=self.options.max_picture_bytes,
         )
 
     async def see(self, pictures: Sequence[Attachment]) -> Seen:
         """Pictures in a format and size the model takes, and small copies for history."""
         full = tuple(await asyncio.gather(*(self.picture(p) for p in pictures)))
-        kept = tuple(await asyncio.gather(*(asyncio.to_thread(history_copy, i) for i in full)))
+        kept = tuple(
+            await asyncio.gather(
+                *(asyncio.to_thread(self._kit.pictures.history_copy, i) for i in full)
+            )
+        )
         return Seen(full, kept)
 
     async def draw(
@@ -180,12 +187,12 @@ class MediaSteps:
                     prompt, model=spec.id, size=size, quality=quality
                 )
             else:
-                upload = await asyncio.to_thread(for_edit, source)
+                upload = await asyncio.to_thread(self._kit.pictures.for_edit, source)
                 picture = await self._kit.images.edit(
                     upload, prompt, model=spec.id, size=size, quality=quality
                 )
             bill.add(price.micros)
-        kept = await asyncio.to_thread(history_copy, picture.image)
+        kept = await asyncio.to_thread(self._kit.pictures.history_copy, picture.image)
         record = UsageRecord(
             user_id=charge.user_id,
             conversation_id=charge.conversation_id,
