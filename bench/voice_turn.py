@@ -115,7 +115,7 @@ async def measure(base_url: str, database: Path) -> tuple[list[list[object]], li
             )
             sink = Sink()
             started = time.perf_counter()
-            await app.engine.answer_message(message, sink)
+            await app.assistant.answer_message(message, sink)
             total = time.perf_counter() - started
             if sink.failed:
                 raise RuntimeError(sink.failed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,10 +12,22 @@ from typing import Any, TypeVar
 from openai import AsyncOpenAI, DefaultAioHttpClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bots.console import ConsoleNames
+from bots.slack.names import SlackNames
+from bots.telegram.names import TelegramNames
+from core.access.names import UserDirectory
 from core.access.policy import AccessPolicy, kept_fresh
 from core.clock import Clock, SystemClock
-from core.conversation.engine import ENGINE_TOOLS, Engine, EngineOptions
+from core.conversation.assistant import Assistant, AssistantOptions
+from core.conversation.channel import Outbox
+from core.conversation.choices import ConversationChoices
+from core.conversation.commands import Commands
+from core.conversation.context import ContextBuilder
+from core.conversation.pipeline import InboundPipeline
+from core.conversation.ratelimit import MessageRateLimit
+from core.conversation.store import ConversationStore
 from core.conversation.tokens import TokenCounters
+from core.conversation.turns import TurnRunner
 from core.errors import ConfigError
 from core.media.ffmpeg_audio import FfmpegAudio, find_ffmpeg
 from core.media.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscriber
@@ -24,28 +37,92 @@ from core.models.llm import LLMGateway
 from core.models.openai_gateway import OpenAIGateway, RetryPolicy
 from core.models.registry import Registry, load_registry
 from core.money.budgets import BudgetLedger
+from core.money.metering import Meter
 from core.money.prices import PriceTable, load_prices
 from core.money.sql_ledger import budget_ledger
 from core.settings import Settings
 from core.storage.database import create_engine, upgrade
 from core.storage.sql_store import conversation_store
 from core.tools.builtin import builtin_tools
+from core.tools.drawing import drawing_tool
 from core.tools.toolbox import ToolRegistry, load_tool_modules
 
 _Spec = TypeVar("_Spec")
 
 
 @dataclass(frozen=True)
+class Storage:
+    """The database and what lives in it: enough for the shell's admin commands, which
+    need no API key."""
+
+    settings: Settings
+    database: AsyncEngine
+    store: ConversationStore
+    budgets: BudgetLedger
+    access: AccessPolicy
+    clock: Clock
+    names: UserDirectory
+
+
+@asynccontextmanager
+async def open_storage(settings: Settings, *, clock: Clock | None = None) -> AsyncIterator[Storage]:
+    """Open the database (migrated unless ``SWITCHBOARD_AUTO_MIGRATE=false``), its store,
+    the budget ledger and the access rules; closed on exit."""
+    names = user_directory()
+    access = AccessPolicy(
+        names.principals(settings.allowed_users, "SWITCHBOARD_ALLOWED_USERS"),
+        names.principals(settings.admins, "SWITCHBOARD_ADMINS"),
+    )
+    database = create_engine(settings.database_url)
+    try:
+        if settings.auto_migrate:
+            await upgrade(settings.database_url)
+        store = conversation_store(database)
+        async with kept_fresh(access, store):
+            yield Storage(
+                settings,
+                database,
+                store,
+                budget_ledger(database),
+                access,
+                clock or SystemClock(),
+                names,
+            )
+    finally:
+        await database.dispose()
+
+
+def user_directory() -> UserDirectory:
+    """How every channel names its users (none of it needs the channel's library)."""
+    return UserDirectory([TelegramNames(), SlackNames(), ConsoleNames()])
+
+
+@dataclass(frozen=True)
 class App:
-    """Everything a channel needs, built from one ``Settings``."""
+    """Everything the channels need, built from one ``Settings``: the inbound pipeline
+    they hand events to, the outbox through which the core reaches them, and the pieces
+    behind both."""
 
     settings: Settings
     registry: Registry
-    engine: Engine
-    database: AsyncEngine
-    budgets: BudgetLedger
+    storage: Storage
     prices: PriceTable
-    access: AccessPolicy
+    turns: TurnRunner
+    choices: ConversationChoices
+    assistant: Assistant
+    commands: Commands
+    pipeline: InboundPipeline
+    outbox: Outbox
+
+    @property
+    def store(self) -> ConversationStore:
+        """The conversation store."""
+        return self.storage.store
+
+    @property
+    def access(self) -> AccessPolicy:
+        """Who may use the bot and who administers it."""
+        return self.storage.access
 
 
 @asynccontextmanager
@@ -64,18 +141,9 @@ async def bootstrap(
     settings.require("OPENAI_API_KEY")
     registry = load_registry(settings.models_file, settings.modes_file)
     prices = load_prices(settings.prices_file)
-    clock = clock or SystemClock()
-    tools = ToolRegistry(
-        [*builtin_tools(clock), *load_tool_modules(settings.tool_modules)],
-        timeout=settings.tool_timeout_seconds,
-    )
-    for mode in registry.modes.values():
-        missing = sorted(set(mode.tools) - set(tools.names()) - ENGINE_TOOLS)
-        if missing:
-            raise ConfigError(f"mode {mode.id!r} names unknown tools: {', '.join(missing)}")
     media_options = media_options_of(settings, registry, prices)
     ffmpeg = find_ffmpeg(settings.ffmpeg)
-    database = create_engine(settings.database_url)
+    operator_tools = load_tool_modules(settings.tool_modules)
     assert settings.openai_api_key is not None
     client = AsyncOpenAI(
         api_key=settings.openai_api_key.get_secret_value(),
@@ -85,65 +153,94 @@ async def bootstrap(
         http_client=DefaultAioHttpClient(),
     )
     try:
-        if settings.auto_migrate:
-            await upgrade(settings.database_url)
-        counters = TokenCounters()
-        await asyncio.to_thread(counters.preload, {m.encoding for m in registry.models.values()})
-        retry = RetryPolicy(
-            attempts=settings.openai_max_retries, backoff=settings.openai_backoff_seconds
-        )
-        gateway: LLMGateway = OpenAIGateway(client, retry)
-        budgets = budget_ledger(database)
-        kit = MediaKit(
-            pictures=PillowPictures(),
-            converter=FfmpegAudio(
-                ffmpeg, max_upload_bytes=media_options.transcription.max_upload_bytes
-            ),
-            transcriber=OpenAITranscriber(client, retry),
-            speech=OpenAISpeech(
-                client, retry, max_input_chars=media_options.speech.max_input_chars
-            ),
-            images=OpenAIImages(
-                client,
-                retry,
-                ask_for_b64=frozenset(
-                    name for name, spec in registry.media.images.items() if spec.ask_for_b64
+        async with open_storage(settings, clock=clock) as storage:
+            clock = storage.clock
+            counters = TokenCounters()
+            await asyncio.to_thread(
+                counters.preload, {m.encoding for m in registry.models.values()}
+            )
+            retry = RetryPolicy(
+                attempts=settings.openai_max_retries, backoff=settings.openai_backoff_seconds
+            )
+            gateway: LLMGateway = OpenAIGateway(client, retry)
+            kit = MediaKit(
+                pictures=PillowPictures(),
+                converter=FfmpegAudio(
+                    ffmpeg, max_upload_bytes=media_options.transcription.max_upload_bytes
                 ),
-            ),
-        )
-        media = MediaSteps(
-            wrap_media(kit) if wrap_media else kit,
-            media_options,
-            prices,
-            clock=clock,
-            timezone=settings.zone,
-            budgets=budgets,
-        )
-        store = conversation_store(database)
-        access = AccessPolicy(settings.allowed_users, settings.admins)
-        engine = Engine(
-            store=store,
-            gateway=wrap_gateway(gateway) if wrap_gateway else gateway,
-            registry=registry,
-            tools=tools,
-            clock=clock,
-            counters=counters,
-            options=EngineOptions(
-                tool_rounds=settings.tool_rounds,
-                max_message_chars=settings.max_message_chars,
-                context_tokens=settings.context_tokens,
+                transcriber=OpenAITranscriber(client, retry),
+                speech=OpenAISpeech(
+                    client, retry, max_input_chars=media_options.speech.max_input_chars
+                ),
+                images=OpenAIImages(
+                    client,
+                    retry,
+                    ask_for_b64=frozenset(
+                        name for name, spec in registry.media.images.items() if spec.ask_for_b64
+                    ),
+                ),
+            )
+            meter = Meter(storage.budgets, clock, settings.zone)
+            media = MediaSteps(wrap_media(kit) if wrap_media else kit, media_options, prices, meter)
+            tools = ToolRegistry(
+                [*builtin_tools(clock), drawing_tool(media), *operator_tools],
+                timeout=settings.tool_timeout_seconds,
+            )
+            for mode in registry.modes.values():
+                missing = sorted(set(mode.tools) - set(tools.names()))
+                if missing:
+                    raise ConfigError(f"mode {mode.id!r} names unknown tools: {', '.join(missing)}")
+            store = storage.store
+            turns = TurnRunner()
+            choices = ConversationChoices(store, registry, turns, can_speak=True)
+            assistant = Assistant(
+                store=store,
+                gateway=wrap_gateway(gateway) if wrap_gateway else gateway,
+                choices=choices,
+                context=ContextBuilder(store, context_tokens=settings.context_tokens),
+                tools=tools,
+                meter=meter,
+                media=media,
+                turns=turns,
+                clock=clock,
+                counters=counters,
+                options=AssistantOptions(
+                    tool_rounds=settings.tool_rounds, max_message_chars=settings.max_message_chars
+                ),
+            )
+            commands = Commands(
+                choices=choices,
+                turns=turns,
+                store=store,
+                ledger=storage.budgets,
+                access=storage.access,
+                names=storage.names,
+                clock=clock,
                 timezone=settings.zone,
-                messages_per_minute=settings.messages_per_minute,
-            ),
-            budgets=budgets,
-            media=media,
-            access=access,
-        )
-        async with kept_fresh(access, store):
-            yield App(settings, registry, engine, database, budgets, prices, access)
+            )
+            pipeline = InboundPipeline(
+                store=store,
+                access=storage.access,
+                rate=MessageRateLimit(settings.messages_per_minute, time.monotonic),
+                commands=commands,
+                assistant=assistant,
+                choices=choices,
+                turns=turns,
+            )
+            yield App(
+                settings,
+                registry,
+                storage,
+                prices,
+                turns,
+                choices,
+                assistant,
+                commands,
+                pipeline,
+                Outbox(store),
+            )
     finally:
         await client.close()
-        await database.dispose()
 
 
 def media_options_of(settings: Settings, registry: Registry, prices: PriceTable) -> MediaOptions:

@@ -12,21 +12,25 @@ from __future__ import annotations
 import asyncio
 import getpass
 import io
+import itertools
 import mimetypes
+import re
 import shlex
 import signal
 import sys
 import threading
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from core.access.policy import AccessPolicy
-from core.conversation.commands import TURN_COMMANDS, Command, parse_command, run_command
-from core.conversation.engine import Engine
+from core.conversation.channel import OutgoingFile, Reply
+from core.conversation.commands import Commands, parse_command
 from core.conversation.events import (
+    CommandAnswered,
     ImageReady,
     Notice,
+    Refused,
     ReplyEvent,
     ReplyFailed,
     ReplyFinished,
@@ -37,15 +41,34 @@ from core.conversation.events import (
     VoiceReady,
 )
 from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
+from core.conversation.pipeline import Activity, Delivery, InboundPipeline
+from core.conversation.turns import TurnRunner
 from core.media.ports import AUDIO_SUFFIXES, IMAGE_SUFFIXES, Attachment
-from core.money.accounting import Caller
 
 CHANNEL = "console"
+SHUTDOWN_GRACE_SECONDS = 10.0
+_LOGIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
+
+
+class ConsoleNames:
+    """``UserNames`` for the console: a user is a login name, written ``console:<login>``
+    (a bare word is taken as an @username elsewhere, so the console has no syntax of its own)."""
+
+    channel = CHANNEL
+    hint = "use <channel>:<id>, like console:alice, or an @username."
+
+    def user_id(self, word: str) -> str | None:
+        """The console has no bare form: ``console:<login>`` is read by the directory."""
+        return None
+
+    def valid_id(self, user_id: str) -> bool:
+        """A login name."""
+        return _LOGIN.fullmatch(user_id) is not None
 
 
 class ConsoleSink:
-    """Writes reply events to a terminal: text as it streams, tool activity on stderr,
-    pictures and voice notes as files in ``media_dir``."""
+    """A ``Reply`` in a terminal: text as it streams, tool activity on stderr, pictures
+    and voice notes as files in ``media_dir``."""
 
     def __init__(self, out: TextIO, err: TextIO, media_dir: Path | None = None) -> None:
         self._out = out
@@ -53,9 +76,20 @@ class ConsoleSink:
         self._media_dir = media_dir or Path("switchboard-media")
         self._streamed = False
 
+    async def start(self) -> None:
+        """Nothing to show before the first words."""
+
+    async def close(self) -> None:
+        """Everything was written as it came."""
+        self._out.flush()
+
     async def emit(self, event: ReplyEvent) -> None:
         """Show one event."""
-        if isinstance(event, TextDelta):
+        if isinstance(event, CommandAnswered | Refused):
+            text = event.reply.text if isinstance(event, CommandAnswered) else event.text
+            self._out.write(f"{text}\n")
+            self._out.flush()
+        elif isinstance(event, TextDelta):
             self._streamed = True
             self._out.write(event.text)
             self._out.flush()
@@ -87,6 +121,10 @@ class ConsoleSink:
         elif isinstance(event, ReplyFailed):
             self._out.write(("\n" if self._streamed else "") + f"! {event.message}\n")
             self._out.flush()
+
+    def save(self, kind: str, suffix: str, data: bytes) -> Path:
+        """Write ``data`` to a new file in the media folder; returns its path."""
+        return self._save(kind, suffix, data)
 
     def _save(self, kind: str, suffix: str, data: bytes) -> Path:
         self._media_dir.mkdir(parents=True, exist_ok=True)
@@ -126,31 +164,63 @@ def split_files(line: str) -> tuple[list[Path], str]:
 
 
 class ConsoleChannel:
-    """Reads lines from ``stdin`` and answers them through the engine."""
+    """Reads lines from ``stdin`` and hands them to the inbound pipeline; also the console's
+    outbound ``Channel`` (posts and files the core sends on its own are printed and saved)."""
+
+    name = CHANNEL
 
     def __init__(
         self,
-        engine: Engine,
+        pipeline: InboundPipeline,
+        commands: Commands,
+        turns: TurnRunner,
         *,
         stdin: TextIO = sys.stdin,
         stdout: TextIO = sys.stdout,
         stderr: TextIO = sys.stderr,
         user: str | None = None,
-        access: AccessPolicy | None = None,
         media_dir: Path | None = None,
         max_file_bytes: int = 20 * 1024 * 1024,
+        shutdown_grace: float = SHUTDOWN_GRACE_SECONDS,
     ) -> None:
-        self._engine = engine
+        self._pipeline = pipeline
+        self._commands = commands
+        self._turns = turns
         self._stdin = stdin
         self._out = stdout
         self._err = stderr
         name = user or getpass.getuser()
         self._user = UserRef(CHANNEL, name, username=name)
-        self._caller = Caller(self._user, (access or AccessPolicy()).is_admin(self._user))
         self._key = ConversationKey(CHANNEL, place=name)
         self._interactive = stdin.isatty()
         self._media_dir = media_dir
         self._max_file_bytes = max_file_bytes
+        self._grace = shutdown_grace
+        self._posted = itertools.count(1)
+
+    def reply(self, key: ConversationKey) -> Reply:
+        """A reply printed here (the console has one conversation per user)."""
+        return ConsoleSink(self._out, self._err, self._media_dir)
+
+    async def post(self, key: ConversationKey, markdown: str) -> str:
+        """Print ``markdown`` as a numbered message; returns its number."""
+        number = str(next(self._posted))
+        self._out.write(f"[#{number}] {markdown}\n")
+        self._out.flush()
+        return number
+
+    async def edit(self, key: ConversationKey, platform_message_id: str, markdown: str) -> None:
+        """A terminal cannot change what it printed: print the new text under its number."""
+        self._out.write(f"[#{platform_message_id} updated] {markdown}\n")
+        self._out.flush()
+
+    async def send_file(self, key: ConversationKey, file: OutgoingFile) -> str:
+        """Save ``file`` in the media folder and print where."""
+        sink = ConsoleSink(self._out, self._err, self._media_dir)
+        path = sink.save(Path(file.filename).stem or "file", Path(file.filename).suffix, file.data)
+        return await self.post(
+            key, f"[file saved to {path}]" + (f" {file.caption}" if file.caption else "")
+        )
 
     async def run(self) -> None:
         """Talk until end of input (Ctrl+D) or ``/quit``."""
@@ -173,6 +243,7 @@ class ConsoleChannel:
         finally:
             if self._interactive:
                 loop.remove_signal_handler(signal.SIGINT)
+            await self._pipeline.drain(CHANNEL, self._grace)
 
     def _read(self, loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]) -> None:
         self._prompt_threadsafe(loop)
@@ -181,14 +252,13 @@ class ConsoleChannel:
             command = parse_command(line.strip())
             if command is not None and command.name == "cancel":
                 # Run now rather than queued, so that it reaches the reply being written.
-                asyncio.run_coroutine_threadsafe(self._cancel(), loop)
+                loop.call_soon_threadsafe(self._cancel)
             if line.strip():
                 loop.call_soon_threadsafe(lines.put_nowait, line)
         loop.call_soon_threadsafe(lines.put_nowait, None)
 
-    async def _cancel(self) -> None:
-        reply = await run_command(self._engine, self._key, Command("cancel", ""))
-        self._out.write(f"{reply.text}\n")
+    def _cancel(self) -> None:
+        self._out.write(f"{self._commands.cancel(self._key).text}\n")
         self._out.flush()
 
     def _prompt(self) -> None:
@@ -201,27 +271,23 @@ class ConsoleChannel:
 
     async def _handle(self, line: str) -> None:
         command = parse_command(line.strip())
-        sink = ConsoleSink(self._out, self._err, self._media_dir)
-        if command is not None and command.name in TURN_COMMANDS:
-            files, prompt = split_files(command.args)
-            message = self._message(prompt, files)
-            if message is None:
-                return
-            draw = self._engine.edit_image if command.name == "edit" else self._engine.draw_image
-            await draw(message, sink)
+        text = command.args if command is not None else line
+        files, rest = split_files(text)
+        attachments = self._read_files(files)
+        if attachments is None:
             return
         if command is not None:
-            reply = await run_command(self._engine, self._key, command, caller=self._caller)
-            self._out.write(f"{reply.text}\n")
-            self._out.flush()
-            return
-        files, text = split_files(line)
-        message = self._message(text if files else line, files)
-        if message is not None:
-            await self._engine.answer_message(message, sink)
+            command = replace(command, args=rest if files else command.args)
+        message = IncomingMessage(
+            self._key, self._user, rest if files else line, attachments=attachments
+        )
+        await self._pipeline.handle(Delivery(message, self._open_reply, command=command))
 
-    def _message(self, text: str, files: list[Path]) -> IncomingMessage | None:
-        """The message with the files read in, or None (and a line said) if one cannot be."""
+    def _open_reply(self, activity: Activity) -> Reply:
+        return ConsoleSink(self._out, self._err, self._media_dir)
+
+    def _read_files(self, files: list[Path]) -> tuple[Attachment, ...] | None:
+        """The files read in, or None (and a line said) if one cannot be."""
         attachments: list[Attachment] = []
         for path in files:
             try:
@@ -236,8 +302,8 @@ class ConsoleChannel:
                 return None
             mime, _ = mimetypes.guess_type(path.name)
             attachments.append(Attachment(data, path.name, mime))
-        return IncomingMessage(self._key, self._user, text, attachments=tuple(attachments))
+        return tuple(attachments)
 
     def _interrupt(self) -> None:
-        if not self._engine.cancel(self._key):
+        if not self._turns.cancel(self._key):
             raise KeyboardInterrupt

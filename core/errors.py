@@ -9,6 +9,7 @@ SwitchboardError
 │   ├── UnsupportedMedia   a picture or sound that cannot be read (corrupt, empty, unknown)
 │   └── MediaTooLarge      a file over a platform's or the API's size limit
 ├── ToolError              a tool failed; its message goes back to the model
+├── ChannelUnavailable     a chat platform the core wants to post to is not reachable here
 └── UpstreamError          the model provider failed (vendor errors are translated to these)
     ├── RateLimited        429 without ``insufficient_quota``: retried with backoff
     ├── QuotaExhausted     the provider account is out of credit: never retried
@@ -46,6 +47,11 @@ class MediaTooLarge(UserInputError):
 
 class ToolError(SwitchboardError):
     """A tool failed; the message is fed back to the model as the tool's result."""
+
+
+class ChannelUnavailable(SwitchboardError):
+    """A chat platform the core wants to post to does not run in this process, or no
+    longer knows the message to edit."""
 
 
 class UpstreamError(SwitchboardError):

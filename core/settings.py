@@ -93,15 +93,11 @@ class Settings(BaseSettings):
             items = [str(item) for item in value]
         else:
             items = [item.strip() for item in str(value or "").split(",") if item.strip()]
+        # Each channel checks its own ids when the principals are used (core.access.names).
         for item in items:
-            channel, _, user_id = item.partition(":")
-            valid = (channel == "telegram" and user_id.isdigit()) or (
-                channel == "slack" and user_id.isalnum() and user_id.isupper()
-            )
-            if not valid:
-                raise ValueError(
-                    f"{item!r} is not telegram:<numeric user id> or slack:<user id like U123ABC>"
-                )
+            channel, colon, user_id = item.partition(":")
+            if not (channel and colon and user_id):
+                raise ValueError(f"{item!r} is not <channel>:<user id>, like telegram:123")
         return frozenset(items)
 
     @field_validator("tool_modules", mode="before")

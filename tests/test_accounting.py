@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from bots.bootstrap import App
-from core.conversation.commands import CommandReply, parse_command, run_command
-from core.conversation.events import ReplyFailed, ReplyFinished
+from core.conversation.commands import parse_command
+from core.conversation.events import CommandReply, ReplyFailed, ReplyFinished
 from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
 from core.money.accounting import Caller
 from core.money.budgets import Budget, Scope
@@ -27,13 +27,13 @@ BEN = UserRef("slack", "U0BEN", username="ben")
 async def command(app: App, text: str, caller: Caller = ADMIN) -> str:
     parsed = parse_command(text)
     assert parsed is not None
-    reply: CommandReply = await run_command(app.engine, CHAT, parsed, caller=caller)
+    reply: CommandReply = await app.commands.run(CHAT, parsed, caller=caller)
     return reply.text
 
 
 async def ask(app: App, user: UserRef, text: str, key: ConversationKey = CHAT) -> RecordingSink:
     sink = RecordingSink()
-    await app.engine.answer_message(IncomingMessage(key, user, text), sink)
+    await app.assistant.answer_message(IncomingMessage(key, user, text), sink)
     return sink
 
 
@@ -52,8 +52,7 @@ async def test_admins_set_show_and_reset_budgets_by_id_username_and_default(
         everything = await command(app, "/quota show")
         reset = await command(app, "/quota reset 42")
         answered = await ask(app, ALICE, "after the reset")
-        assert app.engine.budgets is not None
-        budgets = await app.engine.budgets.budgets()
+        budgets = await app.storage.budgets.budgets()
     assert by_name == "Budget set: @alice (telegram:42), $0.000001 daily."
     assert by_id == "Budget set: telegram:42, $2.50 monthly."
     assert default.startswith("Budget set: the default") and "$0.10 weekly" in default
@@ -75,8 +74,7 @@ async def test_slack_mentions_name_slack_users(make_app: AppFactory) -> None:
     slack_admin = Caller(UserRef("slack", "U0BOSS"), admin=True)
     async with make_app() as app:
         answer = await command(app, "/quota set <@U0BEN|ben> 3 daily", slack_admin)
-        assert app.engine.budgets is not None
-        [budget] = await app.engine.budgets.budgets()
+        [budget] = await app.storage.budgets.budgets()
     assert answer == "Budget set: slack:U0BEN, $3.00 daily."
     assert budget == Budget(Scope.USER, "slack:U0BEN", Period.DAILY, 3_000_000)
 
@@ -89,8 +87,7 @@ async def test_non_admins_are_refused_and_the_attempt_is_logged(
         with caplog.at_level(logging.WARNING, logger="core.money.accounting"):
             quota = await command(app, "/quota set default 100 daily", alice)
             usage_of_others = await command(app, "/usage all", alice)
-        assert app.engine.budgets is not None
-        budgets = await app.engine.budgets.budgets()
+        budgets = await app.storage.budgets.budgets()
     assert quota == "Only admins can do that."
     assert usage_of_others.startswith("Only admins can do that.")
     assert budgets == []
@@ -121,8 +118,7 @@ async def test_bad_quota_arguments_get_the_grammar_back(
 ) -> None:
     async with make_app() as app:
         answer = await command(app, f"/quota {arguments}")
-        assert app.engine.budgets is not None
-        budgets = await app.engine.budgets.budgets()
+        budgets = await app.storage.budgets.budgets()
     assert "/quota set <who> <usd> <daily|weekly|monthly|total>" in answer
     assert "Traceback" not in answer
     assert budgets == []
@@ -165,7 +161,7 @@ async def test_admins_allow_and_block_users_at_runtime(make_app: AppFactory) -> 
         blocked = await command(app, "/block @alice")
         allowed = await command(app, "/allow 77")
         listing = await command(app, "/allow")
-        rules = await app.engine.store.access_rules()
+        rules = await app.store.access_rules()
         alice_now, outsider_now = app.access.is_allowed(ALICE), app.access.is_allowed(outsider)
         lifted = await command(app, "/allow 42")
         alice_after = app.access.is_allowed(ALICE)
@@ -184,7 +180,7 @@ async def test_access_rules_survive_a_restart_and_reach_other_processes(
         await command(first, "/block 42")
         assert not first.access.is_allowed(ALICE)
         # The other process re-reads the rules periodically; here it is asked to at once.
-        second.access.apply(await second.engine.store.access_rules())
+        second.access.apply(await second.store.access_rules())
         assert not second.access.is_allowed(ALICE)
     async with make_app() as restarted:
         assert not restarted.access.is_allowed(ALICE)
@@ -201,7 +197,7 @@ async def test_access_commands_are_for_admins_and_check_their_arguments(
         nonsense = await command(app, "/block <script>alert(1)</script>")
         nobody = await command(app, "/allow @nobody_known")
         place = await command(app, "/block here")
-        rules = await app.engine.store.access_rules()
+        rules = await app.store.access_rules()
     assert refused == "Only admins can do that."
     assert "refused an access change for telegram:42" in caplog.text
     assert admin_block == "telegram:1 is an admin (SWITCHBOARD_ADMINS) and cannot be blocked."

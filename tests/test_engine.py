@@ -12,6 +12,7 @@ import pytest
 from bots.bootstrap import App
 from core.conversation.events import ReplyFailed, ReplyFinished, ToolFinished, ToolStarted
 from core.conversation.messages import ConversationKey, IncomingMessage, NewMessage, Role, UserRef
+from core.conversation.pipeline import Delivery
 from core.models.llm import Usage
 from core.money.budgets import Budget, Payer, Scope
 from core.money.periods import Period
@@ -33,8 +34,9 @@ def message(text: str, key: ConversationKey = KEY, event_id: str | None = None) 
 
 
 async def ask(app: App, text: str, key: ConversationKey = KEY) -> RecordingSink:
+    """Send ``text`` the way every channel does: through the inbound pipeline."""
     sink = RecordingSink()
-    await app.engine.answer_message(message(text, key), sink)
+    await app.pipeline.handle(Delivery(message(text, key), lambda _: sink))
     return sink
 
 
@@ -82,7 +84,7 @@ def api(request: pytest.FixtureRequest) -> str:
 
 
 async def use_api(app: App, api: str, key: ConversationKey = KEY) -> None:
-    await app.engine.set_model(key, API_MODELS[api])
+    await app.choices.set_model(key, API_MODELS[api])
 
 
 async def test_reply_streams_and_is_stored_with_usage(
@@ -101,13 +103,13 @@ async def test_reply_streams_and_is_stored_with_usage(
         [request] = fake_openai.model_requests()
         assert request.path == API_PATHS[api]
         assert request.body and request.body["stream"] is True
-        conversation = await app.engine.store.active_conversation(KEY)
-        stored = await app.engine.store.recent_messages(conversation.id, limit=10)
+        conversation = await app.store.active_conversation(KEY)
+        stored = await app.store.recent_messages(conversation.id, limit=10)
         assert [(m.role, m.text) for m in stored] == [
             (Role.ASSISTANT, "Hello there, my good friend!"),
             (Role.USER, "hi"),
         ]
-        [usage] = await app.engine.store.usage(conversation.id)
+        [usage] = await app.store.usage(conversation.id)
         model = app.registry.model(API_MODELS[api])
         assert (usage.input_tokens, usage.cached_input_tokens, usage.output_tokens) == (100, 20, 10)
         assert usage.cost_micros == token_cost(model.prices, Usage(100, 20, 10))
@@ -146,10 +148,10 @@ async def test_reset_starts_a_new_conversation_and_keeps_the_old(
 ) -> None:
     async with make_app() as app:
         await ask(app, "first topic")
-        old = await app.engine.store.active_conversation(KEY)
-        await app.engine.reset_conversation(KEY)
+        old = await app.store.active_conversation(KEY)
+        await app.choices.reset(KEY)
         await ask(app, "second topic")
-        assert len(await app.engine.store.recent_messages(old.id, limit=10)) == 2
+        assert len(await app.store.recent_messages(old.id, limit=10)) == 2
     assert sent_texts(fake_openai.model_requests()[-1]) == ["second topic"]
 
 
@@ -158,11 +160,11 @@ async def test_long_history_is_trimmed_to_the_budget(
 ) -> None:
     async with make_app(SWITCHBOARD_CONTEXT_TOKENS=3000) as app:
         await use_api(app, api)
-        conversation = await app.engine.store.active_conversation(KEY)
+        conversation = await app.store.active_conversation(KEY)
         for number in range(300):
             role = Role.USER if number % 2 == 0 else Role.ASSISTANT
             text = f"message {number:03d} " + "x" * 290
-            await app.engine.store.add_message(conversation.id, NewMessage(role, text, 100))
+            await app.store.add_message(conversation.id, NewMessage(role, text, 100))
         sink = await ask(app, "and now?")
     assert isinstance(sink.final, ReplyFinished)
     texts = sent_texts(fake_openai.model_requests()[0])
@@ -180,10 +182,10 @@ async def test_context_length_error_trims_and_retries_once(
 ) -> None:
     async with make_app() as app:
         await use_api(app, api)
-        conversation = await app.engine.store.active_conversation(KEY)
+        conversation = await app.store.active_conversation(KEY)
         for number in range(40):
             role = Role.USER if number % 2 == 0 else Role.ASSISTANT
-            await app.engine.store.add_message(
+            await app.store.add_message(
                 conversation.id, NewMessage(role, f"turn {number} " + "y" * 400, 10)
             )
         # Our stored counts say it all fits; the API counts ~4,000 tokens and allows 3,000.
@@ -242,8 +244,8 @@ async def test_server_errors_are_retried_then_reported_kindly(
     fake_openai.enqueue(*[Scripted(error="server_error")] * 3)
     async with make_app(SWITCHBOARD_OPENAI_MAX_RETRIES=2) as app:
         sink = await ask(app, "hello")
-        conversation = await app.engine.store.active_conversation(KEY)
-        stored = await app.engine.store.recent_messages(conversation.id, limit=5)
+        conversation = await app.store.active_conversation(KEY)
+        stored = await app.store.recent_messages(conversation.id, limit=5)
     assert sink.final == ReplyFailed(
         "The model service is not answering right now. Please try again shortly."
     )
@@ -399,19 +401,19 @@ async def test_cancel_stops_the_reply_and_keeps_what_was_written(
     async with make_app() as app:
         await use_api(app, api)
         sink = RecordingSink()
-        turn = asyncio.create_task(app.engine.answer_message(message("write a lot"), sink))
+        turn = asyncio.create_task(app.assistant.answer_message(message("write a lot"), sink))
         await asyncio.wait_for(sink.first_text.wait(), 5)
-        assert app.engine.is_busy(KEY)
-        assert app.engine.cancel(KEY)
+        assert app.turns.is_busy(KEY)
+        assert app.turns.cancel(KEY)
         await asyncio.wait_for(turn, 5)
         assert isinstance(sink.final, ReplyFinished) and sink.final.cancelled
         partial = sink.final.text
         assert partial and partial == "".join(sink.deltas) and len(partial) < len("word " * 200)
-        assert not app.engine.is_busy(KEY)
-        conversation = await app.engine.store.active_conversation(KEY)
-        [reply, _] = await app.engine.store.recent_messages(conversation.id, limit=2)
+        assert not app.turns.is_busy(KEY)
+        conversation = await app.store.active_conversation(KEY)
+        [reply, _] = await app.store.recent_messages(conversation.id, limit=2)
         assert reply.text == partial
-        [usage] = await app.engine.store.usage(conversation.id)
+        [usage] = await app.store.usage(conversation.id)
         assert usage.output_tokens > 0 and usage.cost_micros > 0  # charged by estimate
         # The conversation keeps working afterwards.
         follow_up = await ask(app, "thanks")
@@ -424,12 +426,12 @@ async def test_cancel_while_waiting_for_the_first_token(
     fake_openai.enqueue(Scripted(text="never", hang=True))
     async with make_app() as app:
         sink = RecordingSink()
-        turn = asyncio.create_task(app.engine.answer_message(message("hang"), sink))
+        turn = asyncio.create_task(app.assistant.answer_message(message("hang"), sink))
         for _ in range(200):
-            if app.engine.is_busy(KEY) and fake_openai.model_requests():
+            if app.turns.is_busy(KEY) and fake_openai.model_requests():
                 break
             await asyncio.sleep(0.01)
-        assert app.engine.cancel(KEY)
+        assert app.turns.cancel(KEY)
         await asyncio.wait_for(turn, 5)
     assert sink.final == ReplyFinished("", cancelled=True)
 
@@ -440,15 +442,15 @@ async def test_shutdown_stops_the_reply_and_refuses_those_waiting_behind_it(
     fake_openai.enqueue(Scripted(text="never", hang=True))
     async with make_app() as app:
         running, waiting = RecordingSink(), RecordingSink()
-        first = asyncio.create_task(app.engine.answer_message(message("hang"), running))
+        first = asyncio.create_task(app.assistant.answer_message(message("hang"), running))
         for _ in range(200):
-            if app.engine.is_busy(KEY) and fake_openai.model_requests():
+            if app.turns.is_busy(KEY) and fake_openai.model_requests():
                 break
             await asyncio.sleep(0.01)
-        second = asyncio.create_task(app.engine.answer_message(message("queued"), waiting))
+        second = asyncio.create_task(app.assistant.answer_message(message("queued"), waiting))
         await asyncio.sleep(0.05)  # the second waits for the conversation's turn
 
-        assert app.engine.cancel_all() == 1
+        assert app.turns.stop(KEY.channel) == 1
         await asyncio.wait_for(asyncio.gather(first, second), 5)
     assert running.final == ReplyFinished("", cancelled=True)
     assert isinstance(waiting.final, ReplyFailed) and "restarting" in waiting.final.message
@@ -457,7 +459,7 @@ async def test_shutdown_stops_the_reply_and_refuses_those_waiting_behind_it(
 
 async def test_cancel_with_nothing_running(make_app: AppFactory) -> None:
     async with make_app() as app:
-        assert not app.engine.cancel(KEY)
+        assert not app.turns.cancel(KEY)
 
 
 async def test_one_reply_at_a_time_per_conversation(
@@ -469,8 +471,8 @@ async def test_one_reply_at_a_time_per_conversation(
     async with make_app() as app:
         one, two = RecordingSink(), RecordingSink()
         await asyncio.gather(
-            app.engine.answer_message(message("first"), one),
-            app.engine.answer_message(message("second"), two),
+            app.assistant.answer_message(message("first"), one),
+            app.assistant.answer_message(message("second"), two),
         )
     assert one.final == ReplyFinished("first answer")
     assert two.final == ReplyFinished("second answer")
@@ -486,9 +488,9 @@ async def test_different_conversations_run_concurrently(
     other = ConversationKey("console", place="room-2")
     async with make_app() as app:
         a, b = RecordingSink(), RecordingSink()
-        first = asyncio.create_task(app.engine.answer_message(message("a"), a))
+        first = asyncio.create_task(app.assistant.answer_message(message("a"), a))
         await asyncio.wait_for(a.first_text.wait(), 5)
-        second = asyncio.create_task(app.engine.answer_message(message("b", other), b))
+        second = asyncio.create_task(app.assistant.answer_message(message("b", other), b))
         await asyncio.wait_for(b.first_text.wait(), 5)
         assert not first.done()  # b started streaming while a was still streaming
         await asyncio.gather(first, second)
@@ -510,8 +512,8 @@ async def test_huge_messages_are_refused_politely(
 ) -> None:
     async with make_app(SWITCHBOARD_MAX_MESSAGE_CHARS=1000) as app:
         sink = await ask(app, "z" * 5000)
-        conversation = await app.engine.store.active_conversation(KEY)
-        assert await app.engine.store.recent_messages(conversation.id, limit=5) == []
+        conversation = await app.store.active_conversation(KEY)
+        assert await app.store.recent_messages(conversation.id, limit=5) == []
     assert isinstance(sink.final, ReplyFailed)
     assert "5,000 characters" in sink.final.message and "1,000" in sink.final.message
     assert fake_openai.model_requests() == []
@@ -533,8 +535,9 @@ async def test_a_redelivered_event_is_answered_once(
 ) -> None:
     async with make_app() as app:
         first, again = RecordingSink(), RecordingSink()
-        await app.engine.answer_message(message("hello", event_id="evt-1"), first)
-        await app.engine.answer_message(message("hello", event_id="evt-1"), again)
+        for sink in (first, again):
+            delivery = Delivery(message("hello", event_id="evt-1"), lambda _, sink=sink: sink)
+            await app.pipeline.handle(delivery)
     assert first.final == ReplyFinished("Echo: hello")
     assert again.events == []
     assert len(fake_openai.model_requests()) == 1
@@ -545,7 +548,7 @@ async def test_mode_prompt_and_date_reach_the_model(
 ) -> None:
     async with make_app() as app:
         await use_api(app, api)
-        await app.engine.set_mode(KEY, "coder")
+        await app.choices.set_mode(KEY, "coder")
         await ask(app, "hi")
     body = fake_openai.model_requests()[0].body or {}
     if api == "responses":
@@ -568,15 +571,15 @@ async def test_new_threads_start_with_their_places_choices(
     older = ConversationKey("slack", place="C1", scope="T1", thread="170.000")
     async with make_app() as app:
         await ask(app, "before the choice", older)
-        await app.engine.set_mode(channel, "coder")
-        await app.engine.set_model(channel, "gpt-4o")
-        assert not await app.engine.has_conversation(thread)
+        await app.choices.set_mode(channel, "coder")
+        await app.choices.set_model(channel, "gpt-4o")
+        assert not await app.choices.has_conversation(thread)
         await ask(app, "in a new thread", thread)
-        assert await app.engine.has_conversation(thread)
-        new_mode, new_model = await app.engine.current_choices(thread)
-        old_mode, _ = await app.engine.current_choices(older)
-        await app.engine.set_mode(channel, "translator")
-        kept_mode, _ = await app.engine.current_choices(thread)
+        assert await app.choices.has_conversation(thread)
+        new_mode, new_model = await app.choices.current(thread)
+        old_mode, _ = await app.choices.current(older)
+        await app.choices.set_mode(channel, "translator")
+        kept_mode, _ = await app.choices.current(thread)
     assert (new_mode.id, new_model.id, old_mode.id, kept_mode.id) == (
         "coder",
         "gpt-4o",
@@ -597,12 +600,12 @@ async def test_cancel_place_stops_every_thread_of_a_channel(
     async with make_app() as app:
         sinks = [RecordingSink() for _ in range(3)]
         turns = [
-            asyncio.create_task(app.engine.answer_message(message("go", key), sink))
+            asyncio.create_task(app.assistant.answer_message(message("go", key), sink))
             for key, sink in zip([*threads, elsewhere], sinks, strict=True)
         ]
         for sink in sinks:
             await asyncio.wait_for(sink.first_text.wait(), 5)
-        assert app.engine.cancel_place(channel) == 2
+        assert app.turns.cancel_place(channel) == 2
         await asyncio.wait_for(asyncio.gather(*turns), 10)
     cancelled = [isinstance(s.final, ReplyFinished) and s.final.cancelled for s in sinks]
     assert cancelled == [True, True, False]
@@ -631,7 +634,7 @@ async def test_cached_history_follows_resets_and_long_conversations(
         for number in range(30):
             await ask(app, f"question {number:02d} " + "q" * 100)
         long_request = sent_texts(fake_openai.model_requests()[-1])
-        await app.engine.reset_conversation(KEY)
+        await app.choices.reset(KEY)
         await ask(app, "fresh start")
     # The budget keeps only the newest turns, contiguous and ending with the new question.
     numbers = [int(text[9:11]) for text in long_request if text.startswith("question")]
@@ -643,15 +646,14 @@ async def test_over_budget_no_call_is_made_and_the_user_is_told_when_it_resets(
     make_app: AppFactory, fake_openai: FakeOpenAI
 ) -> None:
     async with make_app() as app:
-        assert app.engine.budgets is not None
-        await app.engine.budgets.set_budget(Budget(Scope.USER, ADA.principal, Period.DAILY, 1))
+        await app.storage.budgets.set_budget(Budget(Scope.USER, ADA.principal, Period.DAILY, 1))
         first = await ask(app, "this one may go past the limit")
         second = await ask(app, "this one may not")
-        [status] = await app.engine.budgets.status(
-            Payer.of(ADA, KEY), app.engine.now(), app.engine.timezone
+        [status] = await app.storage.budgets.status(
+            Payer.of(ADA, KEY), app.storage.clock.now(), app.settings.zone
         )
-        conversation = await app.engine.store.active_conversation(KEY)
-        [usage] = await app.engine.store.usage(conversation.id)
+        conversation = await app.store.active_conversation(KEY)
+        [usage] = await app.store.usage(conversation.id)
     assert first.final == ReplyFinished("Echo: this one may go past the limit")
     assert isinstance(second.final, ReplyFailed)
     assert second.final.message.startswith("Your daily budget of $0.000001 is used up; it resets")
@@ -665,11 +667,10 @@ async def test_a_failed_call_releases_its_reservation(
 ) -> None:
     fake_openai.enqueue(*[Scripted(error="server_error")] * 4)
     async with make_app(SWITCHBOARD_OPENAI_MAX_RETRIES=1) as app:
-        assert app.engine.budgets is not None
-        await app.engine.budgets.set_budget(Budget(Scope.DEFAULT, "", Period.MONTHLY, 1_000_000))
+        await app.storage.budgets.set_budget(Budget(Scope.DEFAULT, "", Period.MONTHLY, 1_000_000))
         failed = await ask(app, "this fails upstream")
-        [status] = await app.engine.budgets.status(
-            Payer.of(ADA, KEY), app.engine.now(), app.engine.timezone
+        [status] = await app.storage.budgets.status(
+            Payer.of(ADA, KEY), app.storage.clock.now(), app.settings.zone
         )
     assert isinstance(failed.final, ReplyFailed)
     assert (status.spent_micros, status.reserved_micros) == (0, 0)
@@ -689,5 +690,5 @@ async def test_a_flood_of_messages_is_slowed_down(make_app: AppFactory) -> None:
 
 async def ask_as(app: App, user: UserRef, text: str) -> RecordingSink:
     sink = RecordingSink()
-    await app.engine.answer_message(IncomingMessage(KEY, user, text), sink)
+    await app.pipeline.handle(Delivery(IncomingMessage(KEY, user, text), lambda _: sink))
     return sink

@@ -46,7 +46,7 @@ async def send(
     app: App, text: str, *attachments: Attachment, key: ConversationKey = KEY
 ) -> RecordingSink:
     sink = RecordingSink()
-    await app.engine.answer_message(
+    await app.assistant.answer_message(
         IncomingMessage(key, ALICE, text, attachments=attachments), sink
     )
     return sink
@@ -57,7 +57,7 @@ async def draw(
 ) -> RecordingSink:
     sink = RecordingSink()
     message = IncomingMessage(KEY, ALICE, prompt, attachments=attachments)
-    await (app.engine.edit_image if edit else app.engine.draw_image)(message, sink)
+    await (app.assistant.edit_image if edit else app.assistant.draw_image)(message, sink)
     return sink
 
 
@@ -76,10 +76,8 @@ async def test_a_photo_question_reaches_a_vision_model_inline(
 ) -> None:
     async with make_app() as app:
         sink = await send(app, "what colour is this?", picture_file(png(640, 480)))
-        conversation = await app.engine.store.active_conversation(KEY)
-        user_turn, answer = reversed(
-            await app.engine.store.recent_messages(conversation.id, limit=2)
-        )
+        conversation = await app.store.active_conversation(KEY)
+        user_turn, answer = reversed(await app.store.recent_messages(conversation.id, limit=2))
     assert sink.final == ReplyFinished("Echo: what colour is this? [1 image]")
     [request] = fake_openai.model_requests()
     [seen] = fake_openai.images_seen(request)
@@ -115,7 +113,7 @@ async def test_history_keeps_pictures_small_and_shows_only_the_newest_few(
         for i in range(4):
             await send(app, f"picture {i}", picture_file(jpeg(2000, 1500), "p.jpg", "image/jpeg"))
         await send(app, "and now just text")
-        async with app.database.connect() as connection:
+        async with app.storage.database.connect() as connection:
             sizes = (await connection.execute(select(func.length(MessageImageRow.data)))).all()
     requests = fake_openai.model_requests()
     shown = [len(fake_openai.images_seen(r)) for r in requests]
@@ -137,7 +135,7 @@ async def test_a_model_that_cannot_see_hands_pictures_to_the_vision_model(
         encoding="utf-8",
     )
     async with make_app(SWITCHBOARD_MODELS_FILE=str(models)) as app:
-        await app.engine.set_model(KEY, "text-only")
+        await app.choices.set_model(KEY, "text-only")
         sink = await send(app, "look", picture_file(png(64, 64)))
         text = await send(app, "plain text again")
     assert isinstance(sink.final, ReplyFinished)
@@ -172,8 +170,8 @@ async def test_a_voice_note_is_transcribed_shown_answered_and_charged(
     note = tone_segments([(0, 0.3), (440, 1.0), (0, 0.6), (660, 1.0), (0, 0.3)])
     async with make_app(SWITCHBOARD_TRANSCRIPTION_MODEL="whisper-1") as app:
         sink = await send(app, "", Attachment(note, "voice.ogg", "audio/ogg"))
-        conversation = await app.engine.store.active_conversation(KEY)
-        usage = await app.engine.store.usage(conversation.id)
+        conversation = await app.store.active_conversation(KEY)
+        usage = await app.store.usage(conversation.id)
     assert sink.events[0] == Transcribed("tone440 tone660")
     assert sink.final == ReplyFinished("Echo: tone440 tone660")
     [heard] = fake_openai.transcriptions
@@ -191,8 +189,8 @@ async def test_long_audio_is_split_on_silence_and_the_transcripts_joined_in_orde
     models = small_upload_models(tmp_path)
     async with make_app(SWITCHBOARD_MODELS_FILE=str(models)) as app:
         sink = await send(app, "", Attachment(lecture(), "long.ogg", "audio/ogg"))
-        conversation = await app.engine.store.active_conversation(KEY)
-        usage = await app.engine.store.usage(conversation.id)
+        conversation = await app.store.active_conversation(KEY)
+        usage = await app.store.usage(conversation.id)
     assert sink.events[0] == Transcribed(LECTURE_TRANSCRIPT)
     assert len(fake_openai.transcriptions) >= 2
     rows = [u for u in usage if u.kind == "transcription"]
@@ -226,9 +224,9 @@ async def test_image_command_draws_shows_the_revised_prompt_and_charges(
 ) -> None:
     async with make_app(SWITCHBOARD_IMAGE_MODEL="dall-e-3", SWITCHBOARD_IMAGE_QUALITY="hd") as app:
         sink = await draw(app, "a lighthouse at dawn")
-        conversation = await app.engine.store.active_conversation(KEY)
-        usage = await app.engine.store.usage(conversation.id)
-        latest = await app.engine.store.latest_image(conversation.id)
+        conversation = await app.store.active_conversation(KEY)
+        usage = await app.store.usage(conversation.id)
+        latest = await app.store.latest_image(conversation.id)
     [ready] = of_type(sink, ImageReady)
     assert ready.caption == "A detailed picture of: a lighthouse at dawn"
     assert ready.image.image.data.startswith(b"\x89PNG")
@@ -268,8 +266,8 @@ async def test_the_model_can_draw_with_the_image_tool(
     )
     async with make_app() as app:
         sink = await send(app, "draw me a red bicycle")
-        conversation = await app.engine.store.active_conversation(KEY)
-        usage = await app.engine.store.usage(conversation.id)
+        conversation = await app.store.active_conversation(KEY)
+        usage = await app.store.usage(conversation.id)
     [ready] = of_type(sink, ImageReady)
     assert ready.image.image.data.startswith(b"\x89PNG")
     assert sink.final == ReplyFinished("Here is your bicycle.")
@@ -284,8 +282,7 @@ async def test_an_image_over_budget_is_refused_without_calling_the_api(
     from core.money.periods import Period
 
     async with make_app() as app:
-        assert app.engine.budgets is not None
-        await app.engine.budgets.set_budget(Budget(Scope.USER, ALICE.principal, Period.DAILY, 1))
+        await app.storage.budgets.set_budget(Budget(Scope.USER, ALICE.principal, Period.DAILY, 1))
         await send(app, "spend a little first")
         sink = await draw(app, "a castle")
     assert isinstance(sink.final, ReplyFailed) and "budget" in sink.final.message
@@ -299,10 +296,10 @@ async def test_voice_on_speaks_long_replies_in_chunks_as_one_voice_note(
     answer = "\n\n".join([paragraph] * 7)  # about 9,000 characters
     fake_openai.enqueue(Scripted(text=answer))
     async with make_app(SWITCHBOARD_SPEECH_VOICE="nova") as app:
-        await app.engine.set_voice(KEY, True)
+        await app.choices.set_voice(KEY, True)
         sink = await send(app, "tell me a lot")
-        conversation = await app.engine.store.active_conversation(KEY)
-        usage = await app.engine.store.usage(conversation.id)
+        conversation = await app.store.active_conversation(KEY)
+        usage = await app.store.usage(conversation.id)
     kinds = [type(e) for e in sink.events if not isinstance(e, TextDelta)]
     assert kinds == [ReplyFinished, VoiceReady]
     [voice] = of_type(sink, VoiceReady)
@@ -323,15 +320,15 @@ async def test_voice_on_speaks_long_replies_in_chunks_as_one_voice_note(
 async def test_voice_off_by_default_and_voice_command_toggles(
     make_app: AppFactory, fake_openai: FakeOpenAI
 ) -> None:
-    from core.conversation.commands import parse_command, run_command
+    from core.conversation.commands import parse_command
 
     async with make_app() as app:
         quiet = await send(app, "hello")
         command = parse_command("/voice on")
         assert command is not None
-        on = await run_command(app.engine, KEY, command)
+        on = await app.commands.run(KEY, command)
         spoken = await send(app, "hello again")
-        status = await run_command(app.engine, KEY, parse_command("/voice") or command)
+        status = await app.commands.run(KEY, parse_command("/voice") or command)
     assert not of_type(quiet, VoiceReady)
     assert on.text.startswith("Spoken replies are on")
     assert of_type(spoken, VoiceReady)
@@ -353,9 +350,9 @@ async def test_voice_chosen_for_a_channel_applies_to_its_new_threads(
     channel = ConversationKey("slack", place="C1", scope="T1")
     thread = ConversationKey("slack", place="C1", scope="T1", thread="171.000")
     async with make_app() as app:
-        await app.engine.set_voice(channel, True)
+        await app.choices.set_voice(channel, True)
         sink = await send(app, "hello in a thread", key=thread)
-        assert await app.engine.voice_enabled(thread)
+        assert await app.choices.voice_enabled(thread)
     assert of_type(sink, VoiceReady)
 
 

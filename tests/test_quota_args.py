@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bots.bootstrap import user_directory
 from core.access.quota_args import (
     GRAMMAR,
     MAX_ARGS_LENGTH,
@@ -23,6 +24,7 @@ from core.money.money import AmountError, format_usd
 from core.money.periods import Period
 
 PROPERTY = settings(max_examples=300, deadline=None)
+NAMES = user_directory()  # how each channel names its users, as the composition root has it
 CHANNELS = ["telegram", "slack", "console"]
 
 TELEGRAM_USER = Who("user", channel="telegram", user_id="123456789")
@@ -35,7 +37,7 @@ HERE = Who("here")
 def refusal(args: str, channel: str = "telegram") -> QuotaSyntaxError:
     """The error ``args`` raises, after checking the shape every refusal shares."""
     with pytest.raises(QuotaSyntaxError) as caught:
-        parse_quota(args, channel)
+        parse_quota(args, channel, NAMES)
     error = caught.value
     first, _, rest = str(error).partition("\n")
     assert first == error.problem
@@ -76,9 +78,9 @@ def refusal(args: str, channel: str = "telegram") -> QuotaSyntaxError:
     ],
 )
 def test_every_form_of_who(who: str, expected: Who) -> None:
-    assert parse_quota(f"show {who}", "telegram") == QuotaShow(expected)
-    assert parse_quota(f"reset {who}", "slack") == QuotaReset(expected)
-    assert parse_quota(f"set {who} 1 daily", "console") == QuotaSet(
+    assert parse_quota(f"show {who}", "telegram", NAMES) == QuotaShow(expected)
+    assert parse_quota(f"reset {who}", "slack", NAMES) == QuotaReset(expected)
+    assert parse_quota(f"set {who} 1 daily", "console", NAMES) == QuotaSet(
         expected, 1_000_000, Period.DAILY
     )
 
@@ -111,17 +113,17 @@ def test_every_form_of_who(who: str, expected: Who) -> None:
 )
 def test_accepted_commands(args: str, expected: object) -> None:
     for channel in CHANNELS:
-        assert parse_quota(args, channel) == expected
+        assert parse_quota(args, channel, NAMES) == expected
 
 
 def test_a_bare_number_is_a_telegram_user_wherever_it_is_typed() -> None:
-    assert parse_quota("show 42", "slack") == QuotaShow(
+    assert parse_quota("show 42", "slack", NAMES) == QuotaShow(
         Who("user", channel="telegram", user_id="42")
     )
 
 
 def test_the_slack_mention_name_is_not_kept() -> None:
-    command = parse_quota("show <@U012ABC|bob>", "slack")
+    command = parse_quota("show <@U012ABC|bob>", "slack", NAMES)
     assert isinstance(command, QuotaShow)
     assert command.who == Who("user", channel="slack", user_id="U012ABC")
     assert command.who is not None
@@ -208,7 +210,8 @@ def test_refusals(args: str, problem: str) -> None:
     [
         ("telegram", "numeric user id or @username"),
         ("slack", "mention them"),
-        ("console", "Slack member id"),
+        ("console", "<channel>:<id>"),
+        ("shell", "telegram:<id>"),
     ],
 )
 def test_the_hint_for_an_unknown_who_suits_the_channel(channel: str, hint: str) -> None:
@@ -267,7 +270,7 @@ def test_who_refuses_fields_that_do_not_fit_its_kind(fields: dict[str, Any], mes
 def test_set_reads_any_formatted_amount(
     who: str, micros: int, period: Period, channel: str
 ) -> None:
-    command = parse_quota(f"set {who} {format_usd(micros)} {period.upper()}", channel)
+    command = parse_quota(f"set {who} {format_usd(micros)} {period.upper()}", channel, NAMES)
     assert isinstance(command, QuotaSet)
     assert command.micros == micros
     assert command.period is period
@@ -277,7 +280,7 @@ def test_set_reads_any_formatted_amount(
 @given(args=st.text(max_size=MAX_ARGS_LENGTH + 20), channel=st.sampled_from(CHANNELS))
 def test_any_text_parses_or_is_refused_with_the_grammar(args: str, channel: str) -> None:
     try:
-        command = parse_quota(args, channel)
+        command = parse_quota(args, channel, NAMES)
     except QuotaSyntaxError as error:
         assert str(error).endswith(GRAMMAR)
         assert "\n" not in error.problem
@@ -296,7 +299,7 @@ def test_any_text_parses_or_is_refused_with_the_grammar(args: str, channel: str)
 def test_sequences_of_plausible_words_never_crash(words: list[str]) -> None:
     args = " ".join(words)
     try:
-        command = parse_quota(args, "telegram")
+        command = parse_quota(args, "telegram", NAMES)
     except QuotaSyntaxError as error:
         assert error.problem
     else:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from core.conversation.engine import ENGINE_TOOLS
 from core.errors import ConfigError, UnknownChoice
 from core.models.registry import Registry, load_registry
 from core.money.prices import load_prices
 from core.tools.builtin import builtin_tools
+from core.tools.drawing import DRAW_TOOL
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,7 @@ def test_every_shipped_model_names_its_api_and_limits(shipped: Registry) -> None
 
 
 def test_shipped_modes_only_use_builtin_tools_and_known_models(shipped: Registry) -> None:
-    builtin = {item.name for item in builtin_tools(FixedClock())} | ENGINE_TOOLS
+    builtin = {item.name for item in builtin_tools(FixedClock())} | {DRAW_TOOL}
     for mode in shipped.modes.values():
         assert mode.system_prompt.strip()
         assert set(mode.tools) <= builtin, mode.id

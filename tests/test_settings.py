@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from bots.bootstrap import user_directory
 from core.errors import ConfigError
 from core.settings import Settings, load_settings
 
@@ -66,7 +67,7 @@ MALFORMED: list[tuple[str, str]] = [
     ("SLACK_PORT", "70000"),
     ("TELEGRAM_WEBHOOK_PORT", "-1"),
     ("SWITCHBOARD_ADMINS", "bogus"),
-    ("SWITCHBOARD_ADMINS", "telegram:42,discord:7"),
+    ("SWITCHBOARD_ADMINS", "telegram:42,discord7"),
     ("SWITCHBOARD_ALLOWED_USERS", "telegram:"),
     ("SWITCHBOARD_LOG_LEVEL", "LOUD"),
     ("SWITCHBOARD_JOBS_POLL_SECONDS", "0"),
@@ -197,13 +198,36 @@ def test_admin_error_quotes_the_bad_entry(monkeypatch: pytest.MonkeyPatch) -> No
         load_settings(None)
 
 
-def test_telegram_admin_must_be_a_numeric_user_id(monkeypatch: pytest.MonkeyPatch) -> None:
-    # SPEC §3/§6: Telegram principals are numeric user ids; "@alice" would silently match
-    # nobody, so the operator's admin would never be recognised.
-    monkeypatch.setenv("SWITCHBOARD_ADMINS", "telegram:@alice")
+@pytest.mark.parametrize(
+    "admins",
+    [
+        # SPEC §3/§6: Telegram principals are numeric user ids; "@alice" would silently
+        # match nobody, so the operator's admin would never be recognised.
+        "telegram:@alice",
+        "telegram:0",
+        "slack:alice",
+        "console:not a login",
+        "discord:7",
+    ],
+)
+def test_each_channel_checks_its_own_principals(
+    monkeypatch: pytest.MonkeyPatch, admins: str
+) -> None:
+    # The composition root checks principals with the channels' own rules (bots.bootstrap).
+    monkeypatch.setenv("SWITCHBOARD_ADMINS", f"telegram:1,{admins}")
+    settings = load_settings(None)
 
     with pytest.raises(ConfigError, match=r"^SWITCHBOARD_ADMINS"):
-        load_settings(None)
+        user_directory().principals(settings.admins, "SWITCHBOARD_ADMINS")
+
+
+def test_principals_of_every_channel_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHBOARD_ADMINS", "telegram:123,slack:U012AB,console:alice")
+    settings = load_settings(None)
+
+    checked = user_directory().principals(settings.admins, "SWITCHBOARD_ADMINS")
+
+    assert checked == frozenset({"telegram:123", "slack:U012AB", "console:alice"})
 
 
 def test_admin_list_tolerates_blanks_and_spaces(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,9 +74,8 @@ async def running(
         **settings,
     }
     async with make_app(**values) as app:
-        access = app.access
         channel = SlackChannel(
-            app.engine, app.settings, access, flood=FloodControl(limits), shutdown_grace=1.0
+            app.pipeline, app.outbox, app.settings, flood=FloodControl(limits), shutdown_grace=1.0
         )
         stop = asyncio.Event()
         task = asyncio.create_task(channel.run(stop))
@@ -152,7 +151,7 @@ async def test_events_are_acknowledged_before_the_work_and_shutdown_stops_it_cle
         assert (status, body) == (200, "")
         await eventually(lambda: bool(fake_openai.model_requests()))
         key = conversation_key(slack.team_id, dm)
-        assert bot.app.engine.is_busy(key)
+        assert bot.app.turns.is_busy(key)
         await eventually(lambda: bool(bot_messages(slack, dm)))  # the thinking note
     # Leaving ``running`` stopped the channel: the reply in flight was stopped, not lost.
     [reply] = bot_messages(slack, dm)
@@ -184,8 +183,8 @@ async def test_a_mention_is_answered_in_its_thread_and_the_thread_continues(
         await slack.deliver_event(bot.url, other)
         await eventually(lambda: section_texts(slack.thread(GENERAL, root)[-1]) == "Echo: and 3+3?")
         key = conversation_key(slack.team_id, GENERAL, root)
-        conversation = await bot.app.engine.store.active_conversation(key)
-        stored = await bot.app.engine.store.recent_messages(conversation.id, limit=10)
+        conversation = await bot.app.store.active_conversation(key)
+        stored = await bot.app.store.recent_messages(conversation.id, limit=10)
     requests = fake_openai.model_requests()
     assert len(requests) == 2
     assert "humans talking" not in json.dumps([r.body for r in requests])
@@ -286,7 +285,7 @@ async def test_slash_commands_answer_ephemerally_with_buttons(
         await eventually(lambda: len(slack.responses) == 3)
         await slack.slash_command(bot.url, "/model", "no-such-model", user_id=ADA, channel_id=dm)
         await eventually(lambda: len(slack.responses) == 4)
-        mode, _ = await bot.app.engine.current_choices(conversation_key(slack.team_id, dm))
+        mode, _ = await bot.app.choices.current(conversation_key(slack.team_id, dm))
     assert status == 200
     assert body == ""  # acknowledged at once; the answer goes to the response_url
     help_answer = slack.responses[0].payload
@@ -312,7 +311,7 @@ async def test_channel_commands_set_choices_for_new_threads_and_cancel_them(
         await slack.deliver_event(bot.url, mention)
         await eventually(lambda: bool(fake_openai.model_requests()))
         await eventually(
-            lambda: bot.app.engine.is_busy(
+            lambda: bot.app.turns.is_busy(
                 conversation_key(slack.team_id, GENERAL, str(mention["ts"]))
             )
         )
@@ -555,8 +554,7 @@ async def test_quota_and_usage_slash_commands_for_admins_and_others(
         await eventually(lambda: len(slack.responses) == 3)
         await slack.slash_command(bot.url, "/usage", "", user_id=BEN, channel_id=GENERAL)
         await eventually(lambda: len(slack.responses) == 4)
-        assert bot.app.engine.budgets is not None
-        budgets = await bot.app.engine.budgets.budgets()
+        budgets = await bot.app.storage.budgets.budgets()
     answers = [r.payload for r in slack.responses]
     assert (set_status, set_body) == (200, "")
     assert answers[0]["text"] == f"Budget set: slack:{BEN}, $0.50 weekly."
@@ -593,7 +591,7 @@ async def test_admins_block_and_allow_users_with_slash_commands(
         await eventually(lambda: len(slack.responses) == 4)
         await slack.deliver_event(bot.url, slack.dm(BEN, "and now?"))
         await eventually(replied(slack, dm, "Echo: and now?"))
-        rules = await bot.app.engine.store.access_rules()
+        rules = await bot.app.store.access_rules()
     answers = [r.payload["text"] for r in slack.responses]
     assert answers[0] == "Only admins can do that."
     assert answers[1] == f"slack:{BEN} is blocked: the bot will not answer them."

@@ -258,8 +258,8 @@ async def test_edit_command_changes_the_picture_sent_in_that_dm(
         await slack.slash_command(bot.url, "/edit", "make it blue", user_id=ADA, channel_id=dm)
         await eventually(lambda: bool(uploads_in(slack, dm)))
         key = conversation_key(slack.team_id, dm)
-        conversation = await bot.app.engine.store.active_conversation(key)
-        stored = await bot.app.engine.store.recent_messages(conversation.id, limit=10)
+        conversation = await bot.app.store.active_conversation(key)
+        stored = await bot.app.store.recent_messages(conversation.id, limit=10)
     [record] = fake_openai.images
     assert (record.endpoint, record.prompt) == ("edits", "make it blue")
     [edit_request] = [r for r in fake_openai.requests if r.path == "/v1/images/edits"]
@@ -314,7 +314,7 @@ async def test_a_picture_drawn_by_the_tool_is_the_whole_answer(
     async with running(make_app, slack) as bot:
         await slack.deliver_event(bot.url, slack.dm(ADA, "draw a boat"))
         await eventually(lambda: bool(uploads_in(slack, dm)))
-        await eventually(lambda: not bot.app.engine.is_busy(conversation_key(slack.team_id, dm)))
+        await eventually(lambda: not bot.app.turns.is_busy(conversation_key(slack.team_id, dm)))
         await asyncio.sleep(0.3)
     assert any(
         "Thinking" in json.dumps(c.params.get("blocks")) for c in slack.calls_to("chat.postMessage")

@@ -16,7 +16,6 @@ from bots.pacing import FloodControl, FloodLimits
 from bots.telegram.channel import TelegramChannel
 from bots.telegram.reply import ChatPlace, TelegramReply
 from bots.telegram.typing import TypingIndicators
-from core.access.policy import AccessPolicy
 from core.conversation.events import ReplyFinished, TextDelta, ToolStarted
 from core.conversation.messages import ConversationKey
 from core.errors import ConfigError
@@ -64,8 +63,7 @@ async def running(
         **settings,
     }
     async with make_app(**values) as app:
-        access = app.access
-        channel = TelegramChannel(app.engine, app.settings, access, shutdown_grace=1.0)
+        channel = TelegramChannel(app.pipeline, app.outbox, app.settings, shutdown_grace=1.0)
         stop = asyncio.Event()
         task = asyncio.create_task(channel.run(stop))
         webhook = "TELEGRAM_WEBHOOK_URL" in settings
@@ -214,7 +212,7 @@ async def test_commands_and_inline_keyboards(
         await eventually(lambda: telegram.chat(USER)[-1].text == "Mode set to Code helper.")
         telegram.private_message(USER, "/model gpt-4o")
         await eventually(lambda: telegram.chat(USER)[-1].text == "Model set to GPT-4o.")
-        mode, model = await app.engine.current_choices(ConversationKey("telegram", place=str(USER)))
+        mode, model = await app.choices.current(ConversationKey("telegram", place=str(USER)))
         assert (mode.id, model.id) == ("coder", "gpt-4o")
         telegram.private_message(USER, "/reset")
         await eventually(lambda: "new conversation" in telegram.chat(USER)[-1].text)
@@ -329,13 +327,11 @@ async def test_plain_text_fallback_when_telegram_rejects_the_html(
 
 
 def test_a_webhook_needs_a_secret(make_settings: Callable[..., object]) -> None:
-    from core.conversation.engine import Engine  # noqa: F401 - only the settings check runs
-
     settings = make_settings(
         TELEGRAM_BOT_TOKEN="1:x", TELEGRAM_WEBHOOK_URL="https://bot.example.com/hook"
     )
     with pytest.raises(ConfigError, match="TELEGRAM_WEBHOOK_SECRET"):
-        TelegramChannel(None, settings, AccessPolicy())  # type: ignore[arg-type]
+        TelegramChannel(None, None, settings)  # type: ignore[arg-type]
 
 
 async def test_message_not_modified_is_not_an_error(telegram: FakeTelegram) -> None:
@@ -394,7 +390,7 @@ async def test_shutdown_stops_replies_in_flight_and_keeps_their_text(
     shown = "".join(texts(telegram.chat(USER)))
     assert "(stopped)" in shown and 0 < shown.count("endless") < 500
     async with make_app() as restarted:
-        store = restarted.engine.store
+        store = restarted.store
         conversation = await store.active_conversation(ConversationKey("telegram", place=str(USER)))
         [reply, _] = await store.recent_messages(conversation.id, limit=2)
     assert reply.text.count("endless") == shown.count("endless")
@@ -463,8 +459,7 @@ async def test_admins_manage_budgets_from_the_chat_and_others_are_refused(
         await eventually(lambda: "/quota set <who>" in last(telegram, admin))
         telegram.private_message(admin, "/usage all")
         await eventually(lambda: "Top users" in last(telegram, admin))
-        assert app.engine.budgets is not None
-        budgets = await app.engine.budgets.budgets()
+        budgets = await app.storage.budgets.budgets()
     member_chat = texts(telegram.chat(member))
     assert telegram.chat(admin)[0].text == (
         f"Budget set: @member (telegram:{member}), $0.000001 daily."

@@ -1,5 +1,7 @@
-"""The Slack channel: a slack-bolt app with Switchboard's middleware and listeners, served
-over HTTP at ``/slack/events`` or, when ``SLACK_APP_TOKEN`` is set, over Socket Mode.
+"""The Slack channel: a slack-bolt app whose listeners translate events, slash commands and
+button clicks into ``Delivery`` objects for the core's inbound pipeline, served over HTTP at
+``/slack/events`` or, when ``SLACK_APP_TOKEN`` is set, over Socket Mode. It is also the
+core's outbound port to Slack (``reply``, ``post``, ``edit``, ``send_file``).
 
 Every request is acknowledged at once; the work runs afterwards in tracked tasks that
 shutdown waits for ("ack fast, work lazily").
@@ -49,22 +51,15 @@ from bots.slack.events import (
 )
 from bots.slack.files import SlackFiles
 from bots.slack.render import escape
-from bots.slack.reply import NativeStreaming, SlackReply, SlashTurnReply
+from bots.slack.reply import NativeStreaming, SlackReply, SlashCommandReply
 from bots.slack.retry import retry_handlers
-from core.access.policy import AccessPolicy
-from core.conversation.commands import (
-    COMMANDS,
-    TURN_COMMANDS,
-    Command,
-    CommandReply,
-    parse_command,
-    run_command,
-)
-from core.conversation.engine import Engine
-from core.conversation.events import ReplyFailed
+from core.conversation.channel import Outbox, OutgoingFile, Reply
+from core.conversation.commands import COMMANDS, TURN_COMMANDS, Command, parse_command
+from core.conversation.events import CommandReply
 from core.conversation.messages import ConversationKey, IncomingMessage
-from core.errors import ConfigError, UserInputError, user_message
-from core.money.accounting import Caller
+from core.conversation.pipeline import Activity, Delivery, FetchFiles, InboundPipeline
+from core.errors import ConfigError
+from core.media.ports import Attachment
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,10 +71,6 @@ ACK_SETTLE_SECONDS = 0.05
 # About one message a second per channel (Slack's guidance), and a cap on all calls.
 SLACK_LIMITS = FloodLimits(private_interval=1.0, group_interval=1.0, overall_per_second=20)
 ACTION_ID = "switchboard_choice"
-REFUSAL = (
-    "Sorry, this assistant is only available to approved users. "
-    "Ask an admin to add you (your id: {user_id})."
-)
 # What the user sees at once (ephemerally) while a slash command's picture is being made.
 WORKING = {"image": "🎨 Drawing…", "edit": "🎨 Editing the picture…"}
 
@@ -88,13 +79,16 @@ Headers = dict[str, str | Sequence[str]]
 
 
 class SlackChannel:
-    """Answers Slack DMs, mentions, threads and slash commands; ``run`` until ``stop``."""
+    """Answers Slack DMs, mentions, threads and slash commands through the inbound pipeline,
+    and is the core's way to post there; ``run`` until ``stop``."""
+
+    name = CHANNEL
 
     def __init__(
         self,
-        engine: Engine,
+        pipeline: InboundPipeline,
+        outbox: Outbox,
         settings: Settings,
-        access: AccessPolicy,
         *,
         flood: FloodControl | None = None,
         shutdown_grace: float = SHUTDOWN_GRACE_SECONDS,
@@ -103,14 +97,13 @@ class SlackChannel:
         if settings.slack_app_token is None:
             settings.require("SLACK_SIGNING_SECRET")
         assert settings.slack_bot_token is not None
-        self._engine = engine
+        self._pipeline = pipeline
+        self._outbox = outbox
         self._settings = settings
-        self._access = access
         self._flood = flood or FloodControl(SLACK_LIMITS)
         self._grace = shutdown_grace
         self._tasks: set[asyncio.Task[None]] = set()
         self._acks = AcksFirst()
-        self._refused: set[str] = set()
         self._streaming = NativeStreaming(enabled=settings.slack_native_streaming)
         self.client = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),
@@ -140,7 +133,6 @@ class SlackChannel:
 
     def _register(self) -> None:
         app = self.app
-        app.middleware(self._gate)
         app.event("app_mention")(self._on_event)
         app.event("message")(self._on_event)
         app.event(re.compile(".*"))(self._ignore)  # acknowledged, so Slack does not retry
@@ -153,6 +145,7 @@ class SlackChannel:
         try:
             await self._serve(stop)
         finally:
+            self._outbox.detach(self)
             await self._files.close()
 
     async def _serve(self, stop: asyncio.Event) -> None:
@@ -165,6 +158,7 @@ class SlackChannel:
         self._identity.result = AuthorizeResult.from_auth_test_response(
             bot_token=self.client.token, auth_test_response=identity
         )
+        self._outbox.attach(self)
         app_token = self._settings.slack_app_token
         if app_token is not None:
             handler = AsyncSocketModeHandler(self.app, app_token.get_secret_value())
@@ -237,14 +231,31 @@ class SlackChannel:
 
     async def _drain(self) -> None:
         """Give replies in flight a moment to finish, then stop them (their text is kept)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._grace):
-                await self._engine.wait_idle()
-        stopped = self._engine.cancel_all()
-        if stopped:
-            log.info("stopped %d replies in flight for shutdown", stopped)
+        await self._pipeline.drain(CHANNEL, self._grace)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=self._grace)
+
+    # --- the outbound port -------------------------------------------------------------
+
+    def reply(self, key: ConversationKey) -> Reply:
+        """A reply in the DM, channel or thread ``key`` names."""
+        return SlackReply(self.client, _place(key), self._flood, self._streaming)
+
+    async def post(self, key: ConversationKey, markdown: str) -> str:
+        """Post ``markdown`` in ``key``; returns the message's ts."""
+        return await SlackReply(self.client, _place(key), self._flood).post(markdown)
+
+    async def edit(self, key: ConversationKey, platform_message_id: str, markdown: str) -> None:
+        """Replace the text of the bot's message ``platform_message_id`` (its ts)."""
+        reply = SlackReply(self.client, _place(key), self._flood)
+        reply.adopt(platform_message_id)
+        await reply.post(markdown)
+
+    async def send_file(self, key: ConversationKey, file: OutgoingFile) -> str:
+        """Upload ``file`` to ``key``; returns Slack's file id."""
+        return await SlackReply(self.client, _place(key), self._flood).send_file(file)
+
+    # --- inbound -------------------------------------------------------------------------
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(self._after_acks(work))
@@ -259,40 +270,6 @@ class SlackChannel:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("error while handling a Slack request", exc_info=task.exception())
-
-    async def _gate(self, req: AsyncBoltRequest, resp: BoltResponse, next: Next) -> BoltResponse:
-        user = req.context.user_id
-        if user is None or self._access.is_allowed(user_ref(user)):
-            return await next()
-        body = req.body
-        if body.get("command"):
-            self._log_refusal(user)
-            text = REFUSAL.format(user_id=user)
-            return BoltResponse(
-                status=200,
-                body=json.dumps({"response_type": "ephemeral", "text": escape(text)}),
-                headers={"content-type": "application/json"},
-            )
-        event = body.get("event")
-        if isinstance(event, dict) and user not in self._refused:
-            turn = translate(event, team=_team(req.context), bot_user_id=_bot(req.context))
-            if turn is not None and not turn.follow_up:
-                self._log_refusal(user)
-                self._spawn(self._refuse(turn.place))
-        return BoltResponse(status=200, body="")
-
-    def _log_refusal(self, user: str) -> None:
-        log.warning("refused Slack user %s: not allowed", user)
-        self._refused.add(user)
-
-    async def _refuse(self, place: SlackPlace) -> None:
-        text = escape(REFUSAL.format(user_id=place.user))
-        if place.direct:
-            await self.client.chat_postMessage(channel=place.channel, text=text)
-        else:
-            await self.client.chat_postEphemeral(
-                channel=place.channel, user=place.user, text=text, thread_ts=place.thread_ts
-            )
 
     async def _on_event(
         self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
@@ -313,27 +290,26 @@ class SlackChannel:
         return None
 
     async def _answer(self, turn: SlackTurn) -> None:
-        if turn.follow_up and not await self._engine.has_conversation(turn.message.key):
-            return  # a thread the bot was never asked into
-        # Recognised before the reply starts (and files are fetched), so a redelivery never
-        # shows a thinking note or downloads anything.
-        delivery = turn.delivery_id
-        if delivery and not await self._engine.first_delivery(CHANNEL, delivery):
-            log.info("dropping redelivered event %s", delivery)
-            return
-        reply = SlackReply(self.client, turn.place, self._flood, self._streaming)
-        await reply.start()
-        try:
-            message = turn.message
-            if turn.files:
-                try:
-                    message = replace(message, attachments=await self._files.fetch(turn.files))
-                except UserInputError as exc:
-                    await reply.emit(ReplyFailed(user_message(exc)))
-                    return
-            await self._engine.answer_message(message, reply)
-        finally:
-            await reply.close()
+        place = turn.place
+
+        def open_reply(activity: Activity) -> Reply:
+            return SlackReply(self.client, place, self._flood, self._streaming)
+
+        # Redeliveries are recognised (by the pipeline) before the reply starts and files
+        # are fetched, so a redelivery never shows a thinking note or downloads anything.
+        message = replace(turn.message, event_id=turn.delivery_id)
+        await self._pipeline.handle(
+            Delivery(message, open_reply, fetch=self._fetch(turn), follow_up=turn.follow_up)
+        )
+
+    def _fetch(self, turn: SlackTurn) -> FetchFiles | None:
+        if not turn.files:
+            return None
+
+        async def fetch() -> tuple[Attachment, ...]:
+            return await self._files.fetch(turn.files)
+
+        return fetch
 
     async def _on_command(
         self,
@@ -343,46 +319,35 @@ class SlackChannel:
         context: AsyncBoltContext,
     ) -> None:
         name = str(command.get("command", "")).removeprefix("/").lower()
-        if name in TURN_COMMANDS:
+        if name in TURN_COMMANDS and str(command.get("text", "")).strip():
             await ack(text=WORKING[name], response_type="ephemeral")
-            self._spawn(self._draw(command, respond, context))
+        else:
+            await ack()
+        parsed = _slash_command(command)
+        if parsed is None:
             return
-        await ack()
-        self._spawn(self._run_command(command, respond, context))
+        team, channel = _team(context), str(command.get("channel_id", ""))
+        self._spawn(self._slash(team, channel, str(command.get("user_id", "")), parsed, respond))
 
-    async def _draw(
-        self, payload: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+    async def _slash(
+        self, team: str, channel: str, user: str, command: Command, respond: AsyncRespond
     ) -> None:
-        """``/image`` or ``/edit``: a turn whose picture is posted where it was typed."""
-        command = _slash_command(payload)
-        if command is None:
-            return
-        team, channel = _team(context), str(payload.get("channel_id", ""))
-        user = str(payload.get("user_id", ""))
+        """A slash command: it acts on the DM or the channel it was typed in; ``/image`` and
+        ``/edit`` post their picture there for everyone, the rest answer only the caller."""
         key = command_key(team, channel)
         message = IncomingMessage(key, user_ref(user), plain_text(command.args))
 
-        async def tell(text: str) -> None:
-            await respond(**_response(CommandReply(text)))
+        async def answer(reply: CommandReply) -> None:
+            await respond(**_response(reply))
 
-        sink = SlashTurnReply(self.client, SlackPlace(team, channel, user), self._flood, tell)
-        if command.name == "edit":
-            await self._engine.edit_image(message, sink)
-        else:
-            await self._engine.draw_image(message, sink)
+        def open_reply(activity: Activity) -> Reply:
+            place = SlackPlace(team, channel, user)
+            return SlashCommandReply(self.client, place, self._flood, answer)
 
-    async def _run_command(
-        self, payload: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
-    ) -> None:
-        command = _slash_command(payload)
-        if command is None:
-            return
-        key = command_key(_team(context), str(payload.get("channel_id", "")))
-        caller = self._caller(str(payload.get("user_id", "")))
-        answer = await run_command(
-            self._engine, key, command, caller=caller, threaded=not _direct(key)
+        command = Command(command.name, plain_text(command.args))
+        await self._pipeline.handle(
+            Delivery(message, open_reply, command=command, threaded=not _direct(key))
         )
-        await respond(**_response(answer))
 
     async def _on_choice(
         self,
@@ -397,21 +362,24 @@ class SlackChannel:
         channel = (body.get("channel") or {}).get("id")
         if command is None or not isinstance(channel, str):
             return
-        key = command_key(_team(context), channel)
-        caller = self._caller(str((body.get("user") or {}).get("id", "")))
-        self._spawn(self._choose(key, command, caller, respond))
+        team = _team(context)
+        user = str((body.get("user") or {}).get("id", ""))
+        key = command_key(team, channel)
+        message = IncomingMessage(key, user_ref(user), command.args)
 
-    def _caller(self, user_id: str) -> Caller:
-        user = user_ref(user_id)
-        return Caller(user, self._access.is_admin(user))
+        async def answer(reply: CommandReply) -> None:
+            await respond(replace_original=True, **_response(reply))
 
-    async def _choose(
-        self, key: ConversationKey, command: Command, caller: Caller, respond: AsyncRespond
-    ) -> None:
-        answer = await run_command(
-            self._engine, key, command, caller=caller, threaded=not _direct(key)
+        def open_reply(activity: Activity) -> Reply:
+            return SlashCommandReply(
+                self.client, SlackPlace(team, channel, user), self._flood, answer
+            )
+
+        self._spawn(
+            self._pipeline.handle(
+                Delivery(message, open_reply, command=command, threaded=not _direct(key))
+            )
         )
-        await respond(replace_original=True, **_response(answer))
 
 
 class AcksFirst:
@@ -495,6 +463,11 @@ def _response(answer: CommandReply) -> dict[str, Any]:
     for start in range(0, len(buttons), 25):  # an actions block holds at most 25 elements
         blocks.append({"type": "actions", "elements": buttons[start : start + 25]})
     return {"text": text, "blocks": blocks, "response_type": "ephemeral"}
+
+
+def _place(key: ConversationKey) -> SlackPlace:
+    """Where a message the core sends on its own goes: ``key``'s channel and thread."""
+    return SlackPlace(key.scope, key.place, "", key.thread or None)
 
 
 def _direct(key: ConversationKey) -> bool:

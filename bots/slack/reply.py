@@ -34,9 +34,13 @@ from bots.slack.render import (
     plain_chunks,
 )
 from bots.slack.uploads import upload_file, upload_picture
+from core.conversation.channel import OutgoingFile
 from core.conversation.events import (
+    CommandAnswered,
+    CommandReply,
     ImageReady,
     Notice,
+    Refused,
     ReplyEvent,
     ReplyFailed,
     ReplyFinished,
@@ -46,6 +50,7 @@ from core.conversation.events import (
     Transcribed,
     VoiceReady,
 )
+from core.errors import ChannelUnavailable
 from core.media.ports import GeneratedImage, VoiceNote
 from core.media.steps import speech_chunks
 
@@ -192,6 +197,48 @@ class SlackReply:
             await self._upload_voice(event.note)
         elif isinstance(event, Notice):
             await self._note(event.text)
+        elif isinstance(event, CommandAnswered):
+            await self.show(event.reply.text)
+        elif isinstance(event, Refused):
+            await self._refuse(event.text)
+
+    async def _refuse(self, text: str) -> None:
+        """A refusal: in a DM as a message, in a channel only for the person refused."""
+        if self.place.direct or not self.place.user:
+            await self._note(text)
+            return
+        await self.flood.acquire(self.place.channel, group=False)
+        await self.client.chat_postEphemeral(
+            channel=self.place.channel,
+            user=self.place.user,
+            text=literal(text),
+            thread_ts=self.place.thread_ts,
+        )
+
+    async def post(self, markdown: str) -> str:
+        """Show ``markdown`` as a new message (more if it is long); returns the first's ts,
+        which ``edit`` can change later."""
+        await self._deliver(_payloads(markdown))
+        return self.parts[0].ts
+
+    def adopt(self, ts: str) -> None:
+        """Continue in an existing bot message (one the core posted earlier)."""
+        self.parts = [_Part(ts, Payload(""))]
+
+    async def send_file(self, file: OutgoingFile) -> str:
+        """Upload ``file`` here; returns Slack's id for it."""
+        uploaded = await upload_file(
+            self.client,
+            self.flood,
+            self.place,
+            data=file.data,
+            filename=file.filename,
+            title=file.filename,
+            comment=literal(file.caption) if file.caption else None,
+        )
+        if uploaded is None:
+            raise ChannelUnavailable(f"Slack did not take the upload of {file.filename}")
+        return uploaded
 
     async def show(self, markdown: str) -> None:
         """Show a finished Markdown text at once (a refusal, a notice), paced like a reply."""
@@ -459,29 +506,39 @@ class SlackReply:
 
 
 @dataclass
-class SlashTurnReply:
-    """A ``ReplySink`` for a turn typed as a slash command (``/image``, ``/edit``): the
-    picture goes to ``place`` for everyone to see; failures and notes go only to the user
-    who typed the command, through ``tell`` (the command's ephemeral response)."""
+class SlashCommandReply:
+    """A ``Reply`` for a slash command: its answer (with buttons) and any failure or note go
+    only to the user who typed it, through ``respond`` (the command's ephemeral response);
+    a picture it draws (``/image``, ``/edit``) goes to ``place`` for everyone to see."""
 
     client: AsyncWebClient
     place: SlackPlace
     flood: FloodControl
-    tell: Callable[[str], Awaitable[None]]
+    respond: Callable[[CommandReply], Awaitable[None]]
+
+    async def start(self) -> None:
+        """The acknowledgement already told the user what is being done."""
+
+    async def close(self) -> None:
+        """Nothing is left to send."""
 
     async def emit(self, event: ReplyEvent) -> None:
         """Show one reply event."""
-        if isinstance(event, ImageReady):
+        if isinstance(event, CommandAnswered):
+            await self.respond(event.reply)
+        elif isinstance(event, Refused):
+            await self.respond(CommandReply(event.text))
+        elif isinstance(event, ImageReady):
             if not await upload_picture(
                 self.client, self.flood, self.place, event.image, event.caption
             ):
-                await self.tell(UPLOAD_FAILED.format(what="picture"))
+                await self.respond(CommandReply(UPLOAD_FAILED.format(what="picture")))
         elif isinstance(event, ReplyFailed):
-            await self.tell(f"⚠️ {event.message}")
+            await self.respond(CommandReply(f"⚠️ {event.message}"))
         elif isinstance(event, ReplyFinished) and event.cancelled:
-            await self.tell("Stopped.")
+            await self.respond(CommandReply("Stopped."))
         elif isinstance(event, Notice):
-            await self.tell(event.text)
+            await self.respond(CommandReply(event.text))
 
 
 def _payloads(markdown: str) -> list[Payload]:

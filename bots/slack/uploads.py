@@ -30,12 +30,12 @@ async def upload_file(
     title: str,
     comment: str | None = None,
     alt_text: str | None = None,
-) -> bool:
+) -> str | None:
     """Share ``data`` as ``filename`` in ``place`` with an optional mrkdwn ``comment``;
-    False (and a log line) when Slack did not take it."""
+    returns the file's id, or None (and a log line) when Slack did not take it."""
     await flood.acquire(place.channel, group=False)
     try:
-        await client.files_upload_v2(
+        response = await client.files_upload_v2(
             file=data,
             filename=filename,
             title=title,
@@ -47,11 +47,12 @@ async def upload_file(
     except SlackApiError as exc:
         error = exc.response.get("error") if exc.response is not None else None
         log.warning("uploading %s to %s failed: %s", filename, place.channel, error)
-        return False
+        return None
     except (SlackRequestError, aiohttp.ClientError, TimeoutError) as exc:
         log.warning("uploading %s to %s failed: %s", filename, place.channel, exc)
-        return False
-    return True
+        return None
+    files = response.get("files") or [{}]
+    return str(files[0].get("id") or filename)
 
 
 async def upload_picture(
@@ -60,9 +61,9 @@ async def upload_picture(
     place: SlackPlace,
     picture: GeneratedImage,
     caption: str | None,
-) -> bool:
+) -> str | None:
     """Share a drawn picture in ``place``, the prompt the API used (``caption``) as its
-    comment and alt text; False when Slack did not take it."""
+    comment and alt text; its file id, or None when Slack did not take it."""
     return await upload_file(
         client,
         flood,

@@ -12,7 +12,14 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from telegram import Bot, InlineKeyboardMarkup, InputFile, Message, ReplyParameters
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputFile,
+    Message,
+    ReplyParameters,
+)
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
@@ -27,9 +34,13 @@ from bots.telegram.render import (
     visible_length,
 )
 from bots.telegram.typing import TypingIndicators
+from core.conversation.channel import OutgoingFile
 from core.conversation.events import (
+    CommandAnswered,
+    CommandReply,
     ImageReady,
     Notice,
+    Refused,
     ReplyEvent,
     ReplyFailed,
     ReplyFinished,
@@ -44,6 +55,7 @@ from core.media.ports import GeneratedImage, VoiceNote
 log = logging.getLogger(__name__)
 
 FINAL_ATTEMPTS = 5
+CALLBACK_DATA_LIMIT = 64  # bytes Telegram keeps for an inline button's callback data
 STOPPED_NOTE = "\n\n*(stopped)*"  # Markdown, rendered and split with the reply itself
 CAPTION_LIMIT = 1024  # UTF-16 units of a photo's caption
 TRANSCRIPT_MESSAGES = 3  # a longer transcript is shortened: the answer matters more
@@ -79,6 +91,7 @@ class TelegramReply:
     place: ChatPlace
     flood: FloodControl
     typing: TypingIndicators | None = None
+    action: str = ChatAction.TYPING
     parts: list[_Part] = field(default_factory=list)
     _text: str = ""
     _status: str = ""
@@ -96,11 +109,11 @@ class TelegramReply:
             started=lambda: bool(self.parts),
         )
 
-    async def start(self, action: str = ChatAction.TYPING) -> None:
+    async def start(self) -> None:
         """Show the typing indicator (or ``action``, e.g. uploading a photo) from half a
         second on, until something is shown."""
         if self.typing is not None:
-            self.typing.waiting(self._typing_place, action)
+            self.typing.waiting(self._typing_place, self.action)
             self._typing_shown = True
 
     @property
@@ -135,12 +148,36 @@ class TelegramReply:
             await self._send_voice(event.note)
         elif isinstance(event, Notice):
             await self._notify(event.text)
+        elif isinstance(event, CommandAnswered):
+            await self.show(escape(event.reply.text), keyboard(event.reply))
+        elif isinstance(event, Refused):
+            await self.show(escape(event.text))
 
     async def show(self, html: str, markup: InlineKeyboardMarkup | None = None) -> None:
         """Show a finished HTML text (a command's answer) at once, paced like any reply;
         if this reply already has a message (a menu being answered), it is edited."""
         await self.close()
         await self._deliver([html], ParseMode.HTML, markup)
+
+    async def post(self, markdown: str) -> int:
+        """Show ``markdown`` as a new message (more than one if it is long); returns the
+        id of the first, which ``edit`` can change later."""
+        await self._deliver(self._chunks(markdown) or ["<i>(empty)</i>"], ParseMode.HTML)
+        return self.parts[0].message_id
+
+    async def send_file(self, file: OutgoingFile) -> int:
+        """Send ``file`` as a document; returns its message id."""
+        caption = escape(truncate(file.caption, CAPTION_LIMIT)) if file.caption else None
+        message = await self._paced(
+            lambda: self.bot.send_document(
+                self.place.chat_id,
+                InputFile(file.data, filename=file.filename),
+                caption=caption,
+                parse_mode=ParseMode.HTML if caption else None,
+                message_thread_id=self.place.thread_id,
+            )
+        )
+        return message.message_id
 
     def adopt(self, message_id: int) -> None:
         """Continue in an existing bot message (e.g. the menu whose button was pressed)."""
@@ -400,6 +437,20 @@ class TelegramReply:
             if "not modified" not in str(exc).lower():
                 raise
         part.html = html
+
+
+def keyboard(answer: CommandReply) -> InlineKeyboardMarkup | None:
+    """A command's choices as inline buttons, two a row (those whose command fits in a
+    button's callback data)."""
+    buttons = [
+        InlineKeyboardButton(choice.label, callback_data=choice.command)
+        for choice in answer.choices
+        if len(choice.command.encode()) <= CALLBACK_DATA_LIMIT
+    ]
+    if not buttons:
+        return None
+    rows = [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
+    return InlineKeyboardMarkup(rows)
 
 
 def _replying_to(message_id: int | None) -> ReplyParameters | None:

@@ -11,27 +11,23 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
+from core.access.names import UnknownName, UserDirectory
 from core.errors import UserInputError
 from core.money.money import AmountError, parse_usd
 from core.money.periods import Period
 
 MAX_ARGS_LENGTH = 200
-# The Bot API promises at most 52 significant bits for a user id.
-MAX_TELEGRAM_USER_ID = 2**52 - 1
-
 GRAMMAR = (
     "/quota set <who> <usd> <daily|weekly|monthly|total>\n"
     "/quota show [<who>]\n"
     "/quota reset <who>\n"
-    "<who> is a Telegram user id, an @username, a Slack @mention, default (everyone without "
-    "a budget of their own) or here (this chat)."
+    "<who> is a Telegram user id, an @username, a Slack @mention, <channel>:<id> (like "
+    "telegram:123 or slack:U012AB), default (everyone without a budget of their own) or "
+    "here (this chat)."
 )
 
 # A Slack mention may carry a display name after a bar, which can contain spaces.
 _TOKEN = re.compile(r"<[^<>|\s]*(?:\|[^<>]*)?>|\S+")
-_TELEGRAM_ID = re.compile(r"[0-9]+")
-_SLACK_MENTION = re.compile(r"<@([UW][A-Z0-9]{2,20})(?:\|[^<>|]*)?>")
-_SLACK_ID = re.compile(r"[UW][A-Z0-9]{8,11}")
 _USERNAME = re.compile(r"@([A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,30}[A-Za-z0-9_])?)")
 _HERE = frozenset({"here", "@here", "<!here>", "<!here|here>", "<!here|@here>"})
 _PERIODS = "daily, weekly, monthly or total"
@@ -42,11 +38,6 @@ _WHO_FIELDS: dict[str, tuple[str, ...]] = {
     "username": ("username",),
     "default": (),
     "here": (),
-}
-_NAME_ANYONE = "give a Telegram user id, an @username or a Slack member id."
-_HOW_TO_NAME = {
-    "telegram": "give their numeric user id or @username.",
-    "slack": "mention them, like @alice.",
 }
 
 
@@ -110,11 +101,12 @@ class QuotaReset:
 QuotaCommand = QuotaSet | QuotaShow | QuotaReset
 
 
-def parse_quota(args: str, channel: str) -> QuotaCommand:
+def parse_quota(args: str, channel: str, names: UserDirectory) -> QuotaCommand:
     """The command in ``args``, the text after ``/quota``, typed in ``channel``.
 
-    ``<who>`` reads the same everywhere (a bare number is always a Telegram user id);
-    ``channel`` (``telegram``, ``slack``, ``console``...) only tailors the hints in errors.
+    ``<who>`` is read by ``names``: the ``<channel>:<id>`` form everywhere, else the
+    syntax of the channel it was typed in (a bare number is a Telegram id in Telegram; in
+    the shell, whichever channel's syntax it fits).
     Raises ``QuotaSyntaxError`` for anything outside the grammar.
     """
     if len(args) > MAX_ARGS_LENGTH:
@@ -126,24 +118,24 @@ def parse_quota(args: str, channel: str) -> QuotaCommand:
         raise QuotaSyntaxError("Say what to do: set, show or reset.")
     action, rest = words[0].lower(), words[1:]
     if action == "set":
-        return _parse_set(rest, channel)
+        return _parse_set(rest, channel, names)
     if action == "show":
         if len(rest) > 1:
             raise QuotaSyntaxError("Too many words: /quota show takes at most one <who>.")
-        return QuotaShow(_parse_who(rest[0], channel) if rest else None)
+        return QuotaShow(_parse_who(rest[0], channel, names) if rest else None)
     if action == "reset":
         if not rest:
             raise QuotaSyntaxError("Say whose budget to reset.")
         if len(rest) > 1:
             raise QuotaSyntaxError("Too many words: /quota reset takes one <who>.")
-        return QuotaReset(_parse_who(rest[0], channel))
+        return QuotaReset(_parse_who(rest[0], channel, names))
     raise QuotaSyntaxError("Unknown /quota action: use set, show or reset.")
 
 
-def _parse_set(rest: list[str], channel: str) -> QuotaSet:
+def _parse_set(rest: list[str], channel: str, names: UserDirectory) -> QuotaSet:
     if not rest:
         raise QuotaSyntaxError("Say whose budget to set, how many dollars, and the period.")
-    who = _parse_who(rest[0], channel)
+    who = _parse_who(rest[0], channel, names)
     if len(rest) == 1:
         raise QuotaSyntaxError(f"Say how many dollars, and the period: {_PERIODS}.")
     if len(rest) == 2:
@@ -168,27 +160,24 @@ def _parse_period(word: str) -> Period:
         raise QuotaSyntaxError(f"Unknown period: use {_PERIODS}.") from None
 
 
-def _parse_who(word: str, channel: str) -> Who:
+def _parse_who(word: str, channel: str, names: UserDirectory) -> Who:
     lowered = word.lower()
     if lowered == "default":
         return Who("default")
     if lowered in _HERE:
         return Who("here")
-    if _TELEGRAM_ID.fullmatch(word):
-        user_id = int(word)
-        if not 0 < user_id <= MAX_TELEGRAM_USER_ID:
-            raise QuotaSyntaxError("That number is not a Telegram user id.")
-        return Who("user", channel="telegram", user_id=str(user_id))
-    if (mention := _SLACK_MENTION.fullmatch(word)) is not None:
-        return Who("user", channel="slack", user_id=mention.group(1))
-    if _SLACK_ID.fullmatch(word):
-        return Who("user", channel="slack", user_id=word)
+    try:
+        user = names.user(word, channel)
+    except UnknownName as exc:
+        raise QuotaSyntaxError(str(exc)) from None
+    if user is not None:
+        return Who("user", channel=user[0], user_id=user[1])
     if (username := _USERNAME.fullmatch(word)) is not None:
         return Who("username", username=username.group(1).lower())
-    raise QuotaSyntaxError(_why_not_who(word, channel))
+    raise QuotaSyntaxError(_why_not_who(word, channel, names))
 
 
-def _why_not_who(word: str, channel: str) -> str:
+def _why_not_who(word: str, channel: str, names: UserDirectory) -> str:
     """The most helpful complaint about a ``<who>`` that is none of the accepted forms."""
     if word == "@":
         return "Write the username after the @, like @alice."
@@ -202,7 +191,7 @@ def _why_not_who(word: str, channel: str) -> str:
         return "That is not a user id: to budget a group, type the command there and use here."
     if any(char.isdigit() and not char.isascii() for char in word):
         return "Write user ids with the digits 0 to 9."
-    return f"I can't tell whose budget that is: {_HOW_TO_NAME.get(channel, _NAME_ANYONE)}"
+    return f"I can't tell whose budget that is: {names.hint(channel)}"
 
 
 def _is_hidden(char: str) -> bool:

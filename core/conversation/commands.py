@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
-from core.conversation.engine import Engine
+from core.access.names import UserDirectory
+from core.access.policy import AccessPolicy
+from core.clock import Clock
+from core.conversation.choices import ConversationChoices
+from core.conversation.events import Choice, CommandReply
 from core.conversation.messages import ConversationKey
+from core.conversation.store import ConversationStore
+from core.conversation.turns import TurnRunner
 from core.errors import UnknownChoice, UserInputError
+from core.models.registry import Registry
 from core.money.accounting import Accounts, Caller, allow, block, quota, usage
+from core.money.budgets import BudgetLedger
 
 MAX_ARGUMENT = 200
-
-
-@dataclass(frozen=True, slots=True)
-class Choice:
-    """A button a channel may offer: its label and the command it sends."""
-
-    label: str
-    command: str
-
-
-@dataclass(frozen=True, slots=True)
-class CommandReply:
-    """A command's answer, with optional choices (Telegram shows them as a keyboard)."""
-
-    text: str
-    choices: tuple[Choice, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +48,7 @@ COMMANDS: dict[str, str] = {
 
 
 TURN_COMMANDS = frozenset({"image", "edit"})
-"""Commands that run as a turn (``Engine.draw_image``/``edit_image``), streaming a picture
+"""Commands that run as a turn (``Assistant.draw_image``/``edit_image``), streaming a picture
 to the reply sink, rather than answering with a ``CommandReply``."""
 
 
@@ -75,140 +69,190 @@ def parse_command(text: str, bot_username: str | None = None) -> Command | None:
     return Command(name.lower(), args.strip())
 
 
-async def run_command(
-    engine: Engine,
-    key: ConversationKey,
-    command: Command,
-    *,
-    caller: Caller | None = None,
-    threaded: bool = False,
-) -> CommandReply:
-    """Run ``command`` typed by ``caller`` in the conversation ``key``; returns what to show.
-
-    ``threaded`` says that ``key`` is a place whose threads are the conversations (a Slack
-    channel): there, ``/mode`` and ``/model`` choose for new threads, ``/cancel`` stops the
-    replies in every thread and ``/reset`` clears those choices.
-    """
-    if len(command.args) > MAX_ARGUMENT:
-        return CommandReply(f"That argument is too long. {_usage(command.name)}")
-    if command.name in _ACCOUNTING:
-        if caller is None or engine.budgets is None:
-            return CommandReply("Usage and budgets are not available here.")
-        accounts = Accounts(
-            engine.store, engine.budgets, engine.now(), engine.timezone, engine.access
-        )
-        return CommandReply(await _ACCOUNTING[command.name](accounts, key, caller, command.args))
-    if command.name in TURN_COMMANDS:
-        return CommandReply(f"Send /{command.name} with a description, e.g. {_usage(command.name)}")
-    handler = (_THREADED_HANDLERS if threaded else {}).get(command.name) or _HANDLERS.get(
-        command.name
-    )
-    if handler is None:
-        return CommandReply(f"I don't know /{command.name[:40]}. Send /help for the commands.")
-    return await handler(engine, key, command.args)
-
-
 def help_text() -> str:
     """The list of commands with one line each."""
     return "\n".join(f"/{name} — {description}" for name, description in COMMANDS.items())
 
 
-async def _start(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
-    mode, model = await engine.current_choices(key)
-    return CommandReply(
-        f"Hi! I'm your assistant ({mode.title or mode.id}, on {model.title or model.id}). "
-        f"Send me a message to start.\n\n{help_text()}"
-    )
+class Commands:
+    """Runs the chat commands that answer with a ``CommandReply`` (``/image`` and
+    ``/edit`` are turns, run by the assistant)."""
+
+    def __init__(
+        self,
+        *,
+        choices: ConversationChoices,
+        turns: TurnRunner,
+        store: ConversationStore,
+        ledger: BudgetLedger,
+        access: AccessPolicy,
+        names: UserDirectory,
+        clock: Clock,
+        timezone: ZoneInfo,
+    ) -> None:
+        self._choices = choices
+        self._turns = turns
+        self._store = store
+        self._ledger = ledger
+        self._access = access
+        self._names = names
+        self._clock = clock
+        self._timezone = timezone
+
+    async def run(
+        self,
+        key: ConversationKey,
+        command: Command,
+        *,
+        caller: Caller | None = None,
+        threaded: bool = False,
+    ) -> CommandReply:
+        """Run ``command`` typed by ``caller`` in the conversation ``key``; returns what to
+        show.
+
+        ``threaded`` says that ``key`` is a place whose threads are the conversations (a
+        Slack channel): there, ``/mode`` and ``/model`` choose for new threads, ``/cancel``
+        stops the replies in every thread and ``/reset`` clears those choices.
+        """
+        if len(command.args) > MAX_ARGUMENT:
+            return CommandReply(f"That argument is too long. {_usage(command.name)}")
+        accounting = _ACCOUNTING.get(command.name)
+        if accounting is not None:
+            if caller is None:
+                return CommandReply("Usage and budgets are not available here.")
+            accounts = Accounts(
+                self._store,
+                self._ledger,
+                self._clock.now(),
+                self._timezone,
+                self._access,
+                self._names,
+            )
+            return CommandReply(await accounting(accounts, key, caller, command.args))
+        if command.name in TURN_COMMANDS:
+            return CommandReply(
+                f"Send /{command.name} with a description, e.g. {_usage(command.name)}"
+            )
+        handlers = {**self._handlers(), **(self._threaded_handlers() if threaded else {})}
+        handler = handlers.get(command.name)
+        if handler is None:
+            return CommandReply(f"I don't know /{command.name[:40]}. Send /help for the commands.")
+        return await handler(key, command.args)
+
+    def cancel(self, key: ConversationKey) -> CommandReply:
+        """``/cancel`` at once, outside any queue (the console reads it while a reply runs)."""
+        if self._turns.cancel(key):
+            return CommandReply("Stopped. What was written so far is kept.")
+        return CommandReply("There is no reply in progress.")
+
+    def _handlers(self) -> dict[str, _Handler]:
+        return {
+            "start": self._start,
+            "help": self._help,
+            "reset": self._reset,
+            "cancel": self._cancel,
+            "mode": self._mode,
+            "model": self._model,
+            "voice": self._voice,
+        }
+
+    def _threaded_handlers(self) -> dict[str, _Handler]:
+        return {"reset": self._reset_threads, "cancel": self._cancel_threads}
+
+    async def _start(self, key: ConversationKey, args: str) -> CommandReply:
+        mode, model = await self._choices.current(key)
+        return CommandReply(
+            f"Hi! I'm your assistant ({mode.title or mode.id}, on {model.title or model.id}). "
+            f"Send me a message to start.\n\n{help_text()}"
+        )
+
+    async def _help(self, key: ConversationKey, args: str) -> CommandReply:
+        return CommandReply(help_text())
+
+    async def _reset(self, key: ConversationKey, args: str) -> CommandReply:
+        await self._choices.reset(key)
+        return CommandReply("Started a new conversation. The previous one is kept.")
+
+    async def _cancel(self, key: ConversationKey, args: str) -> CommandReply:
+        return self.cancel(key)
+
+    async def _reset_threads(self, key: ConversationKey, args: str) -> CommandReply:
+        await self._choices.reset(key)
+        return CommandReply(
+            "Each thread here is its own conversation: mention me in a new message to start a "
+            "fresh one. New threads here now start with the default mode and model."
+        )
+
+    async def _cancel_threads(self, key: ConversationKey, args: str) -> CommandReply:
+        stopped = self._turns.cancel_place(key)
+        if stopped:
+            replies = "reply" if stopped == 1 else "replies"
+            return CommandReply(
+                f"Stopped {stopped} {replies} here. What was written so far is kept."
+            )
+        return CommandReply("There is no reply in progress here.")
+
+    async def _mode(self, key: ConversationKey, args: str) -> CommandReply:
+        registry = self._choices.registry
+        if args:
+            try:
+                mode = await self._choices.set_mode(key, args)
+            except UnknownChoice as exc:
+                return CommandReply(str(exc), _mode_choices(registry))
+            return CommandReply(f"Mode set to {mode.title or mode.id}.")
+        current, _ = await self._choices.current(key)
+        lines = [f"Current mode: {current.title or current.id}. Choose one:"]
+        lines += [
+            f"• {mode.id} — {mode.description or mode.title}" for mode in registry.modes.values()
+        ]
+        return CommandReply("\n".join(lines), _mode_choices(registry))
+
+    async def _model(self, key: ConversationKey, args: str) -> CommandReply:
+        registry = self._choices.registry
+        if args:
+            try:
+                model = await self._choices.set_model(key, args)
+            except UnknownChoice as exc:
+                return CommandReply(str(exc), _model_choices(registry))
+            return CommandReply(f"Model set to {model.title or model.id}.")
+        _, current = await self._choices.current(key)
+        lines = [f"Current model: {current.title or current.id}. Choose one:"]
+        lines += [f"• {model.id}" for model in registry.models.values()]
+        return CommandReply("\n".join(lines), _model_choices(registry))
+
+    async def _voice(self, key: ConversationKey, args: str) -> CommandReply:
+        choice = args.lower()
+        if choice in ("on", "off"):
+            try:
+                await self._choices.set_voice(key, choice == "on")
+            except UserInputError as exc:
+                return CommandReply(str(exc))
+            if choice == "on":
+                return CommandReply(
+                    "Spoken replies are on: each answer also comes as a voice note."
+                )
+            return CommandReply("Spoken replies are off.")
+        if args:
+            return CommandReply(f"Say /voice on or /voice off. {_usage('voice')}", _VOICE_CHOICES)
+        state = "on" if await self._choices.voice_enabled(key) else "off"
+        return CommandReply(f"Spoken replies are {state}.", _VOICE_CHOICES)
 
 
-async def _help(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
-    return CommandReply(help_text())
-
-
-async def _reset(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
-    await engine.reset_conversation(key)
-    return CommandReply("Started a new conversation. The previous one is kept.")
-
-
-async def _cancel(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
-    if engine.cancel(key):
-        return CommandReply("Stopped. What was written so far is kept.")
-    return CommandReply("There is no reply in progress.")
-
-
-async def _reset_threads(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
-    await engine.reset_conversation(key)
-    return CommandReply(
-        "Each thread here is its own conversation: mention me in a new message to start a "
-        "fresh one. New threads here now start with the default mode and model."
-    )
-
-
-async def _cancel_threads(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
-    stopped = engine.cancel_place(key)
-    if stopped:
-        replies = "reply" if stopped == 1 else "replies"
-        return CommandReply(f"Stopped {stopped} {replies} here. What was written so far is kept.")
-    return CommandReply("There is no reply in progress here.")
-
-
-async def _mode(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
-    if args:
-        try:
-            mode = await engine.set_mode(key, args)
-        except UnknownChoice as exc:
-            return CommandReply(str(exc), _mode_choices(engine))
-        return CommandReply(f"Mode set to {mode.title or mode.id}.")
-    current, _ = await engine.current_choices(key)
-    lines = [f"Current mode: {current.title or current.id}. Choose one:"]
-    lines += [
-        f"• {mode.id} — {mode.description or mode.title}" for mode in engine.registry.modes.values()
-    ]
-    return CommandReply("\n".join(lines), _mode_choices(engine))
-
-
-async def _model(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
-    if args:
-        try:
-            model = await engine.set_model(key, args)
-        except UnknownChoice as exc:
-            return CommandReply(str(exc), _model_choices(engine))
-        return CommandReply(f"Model set to {model.title or model.id}.")
-    _, current = await engine.current_choices(key)
-    lines = [f"Current model: {current.title or current.id}. Choose one:"]
-    lines += [f"• {model.id}" for model in engine.registry.models.values()]
-    return CommandReply("\n".join(lines), _model_choices(engine))
-
-
-async def _voice(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
-    choice = args.lower()
-    if choice in ("on", "off"):
-        try:
-            await engine.set_voice(key, choice == "on")
-        except UserInputError as exc:
-            return CommandReply(str(exc))
-        if choice == "on":
-            return CommandReply("Spoken replies are on: each answer also comes as a voice note.")
-        return CommandReply("Spoken replies are off.")
-    if args:
-        return CommandReply(f"Say /voice on or /voice off. {_usage('voice')}", _VOICE_CHOICES)
-    state = "on" if await engine.voice_enabled(key) else "off"
-    return CommandReply(f"Spoken replies are {state}.", _VOICE_CHOICES)
+_Handler = Callable[[ConversationKey, str], Awaitable[CommandReply]]
 
 
 _VOICE_CHOICES = (Choice("Voice on", "/voice on"), Choice("Voice off", "/voice off"))
 
 
-def _mode_choices(engine: Engine) -> tuple[Choice, ...]:
+def _mode_choices(registry: Registry) -> tuple[Choice, ...]:
     return tuple(
-        Choice(mode.title or mode.id, f"/mode {mode.id}") for mode in engine.registry.modes.values()
+        Choice(mode.title or mode.id, f"/mode {mode.id}") for mode in registry.modes.values()
     )
 
 
-def _model_choices(engine: Engine) -> tuple[Choice, ...]:
+def _model_choices(registry: Registry) -> tuple[Choice, ...]:
     return tuple(
-        Choice(model.title or model.id, f"/model {model.id}")
-        for model in engine.registry.models.values()
+        Choice(model.title or model.id, f"/model {model.id}") for model in registry.models.values()
     )
 
 
@@ -216,15 +260,4 @@ def _usage(name: str) -> str:
     return f"Usage: /{name} — {COMMANDS[name]}" if name in COMMANDS else "Send /help."
 
 
-_HANDLERS = {
-    "start": _start,
-    "help": _help,
-    "reset": _reset,
-    "cancel": _cancel,
-    "mode": _mode,
-    "model": _model,
-    "voice": _voice,
-}
-
 _ACCOUNTING = {"usage": usage, "quota": quota, "allow": allow, "block": block}
-_THREADED_HANDLERS = {"reset": _reset_threads, "cancel": _cancel_threads}

@@ -66,6 +66,37 @@ class ToolFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class Choice:
+    """A button a channel may offer: its label and the command it sends."""
+
+    label: str
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReply:
+    """A command's answer, with optional choices (shown as buttons where the channel can)."""
+
+    text: str
+    choices: tuple[Choice, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAnswered:
+    """A command ran; ``reply`` is its answer. Nothing else follows for that message."""
+
+    reply: CommandReply
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The sender may not use the bot; ``text`` says so politely (shown once per user, in
+    a way only they see where the channel can). Nothing else follows."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyFinished:
     """The final reply text; ``cancelled`` when the user stopped it with /cancel."""
 
@@ -91,6 +122,8 @@ ReplyEvent = (
     | ToolFinished
     | ReplyFinished
     | ReplyFailed
+    | CommandAnswered
+    | Refused
 )
 
 
@@ -102,4 +135,4 @@ class ReplySink(Protocol):
 
         Order: ``Transcribed`` first when the user spoke, then text, tool and picture
         events, then ``ReplyFinished`` or ``ReplyFailed``; ``VoiceReady`` and ``Notice`` may
-        follow ``ReplyFinished``."""
+        follow ``ReplyFinished``. ``CommandAnswered`` and ``Refused`` come alone."""

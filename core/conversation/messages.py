@@ -102,3 +102,13 @@ class Conversation:
     created_at: datetime
     last_message_id: int | None = None
     voice: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PostedMessage:
+    """A message the bot posted on its own, as stored: which conversation or place it is
+    in and the platform's id for it, so it can be edited later from any process."""
+
+    id: int
+    key: ConversationKey
+    platform_message_id: str

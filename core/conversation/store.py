@@ -1,4 +1,5 @@
-"""The conversation store port: users, conversations, messages, usage rows and event dedupe."""
+"""The conversation store port: users, conversations, messages, usage rows, event dedupe and
+the messages the bot posted on its own."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from core.conversation.messages import (
     Conversation,
     ConversationKey,
     NewMessage,
+    PostedMessage,
     StoredMessage,
     UserRef,
 )
@@ -115,3 +117,9 @@ class ConversationStore(Protocol):
 
     async def set_access_rule(self, principal: str, rule: str | None, set_by: str) -> None:
         """Set ``principal``'s rule (``allow`` or ``block``), or clear it with None."""
+
+    async def record_posted(self, key: ConversationKey, platform_message_id: str) -> PostedMessage:
+        """Keep a message the bot posted in ``key`` (a status message it may edit later)."""
+
+    async def posted(self, posted_id: int) -> PostedMessage | None:
+        """A message kept by ``record_posted``, or None."""

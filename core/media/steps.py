@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
-from core.clock import Clock
 from core.conversation.store import UsageRecord
 from core.errors import UnsupportedMedia, UpstreamRejected, UserInputError
 from core.media.ports import (
@@ -33,7 +29,7 @@ from core.media.ports import (
     VoiceNote,
 )
 from core.models.registry import ImageModelSpec, SpeechModelSpec, TranscriptionModelSpec
-from core.money.budgets import BudgetLedger, Payer
+from core.money.metering import Bill, Charge, Meter
 from core.money.prices import PriceTable
 
 PARALLEL_CALLS = 4
@@ -72,15 +68,6 @@ class Seen:
     kept: tuple[PreparedImage, ...]
 
 
-@dataclass(frozen=True)
-class Charge:
-    """Who pays for a step and where its usage rows go."""
-
-    payer: Payer
-    user_id: int | None
-    conversation_id: int | None
-
-
 class MediaSteps:
     """Runs the media steps against the ports, budgets and price table."""
 
@@ -89,17 +76,12 @@ class MediaSteps:
         kit: MediaKit,
         options: MediaOptions,
         prices: PriceTable,
-        *,
-        clock: Clock,
-        timezone: ZoneInfo,
-        budgets: BudgetLedger | None = None,
+        meter: Meter,
     ) -> None:
         self.options = options
         self._kit = kit
         self._prices = prices
-        self._budgets = budgets
-        self._clock = clock
-        self._timezone = timezone
+        self._meter = meter
         self._calls = asyncio.Semaphore(PARALLEL_CALLS)
 
     async def hear(
@@ -117,7 +99,7 @@ class MediaSteps:
             )
             estimate = self._prices.transcription_cost(model, prepared.seconds)
 
-            async def transcribe(part: AudioPart, bill: _Bill) -> Transcript:
+            async def transcribe(part: AudioPart, bill: Bill) -> Transcript:
                 transcript = await self._transcribe(part, model)
                 seconds = transcript.billed_seconds or part.seconds
                 record = UsageRecord(
@@ -135,7 +117,7 @@ class MediaSteps:
                 usage.append(record)
                 return transcript
 
-            async with self._reserved(charge.payer, estimate) as bill:
+            async with self._meter.reserved(charge.payer, estimate) as bill:
                 transcripts = await asyncio.gather(
                     *(transcribe(part, bill) for part in prepared.parts)
                 )
@@ -181,7 +163,7 @@ class MediaSteps:
             raise UserInputError(f"{spec.title or spec.id} cannot edit pictures.")
         size, quality = self.options.image_size, self.options.image_quality
         price = self._prices.image_price(spec.id, size, quality)
-        async with self._reserved(charge.payer, price.micros) as bill:
+        async with self._meter.reserved(charge.payer, price.micros) as bill:
             if source is None:
                 picture = await self._kit.images.generate(
                     prompt, model=spec.id, size=size, quality=quality
@@ -217,7 +199,7 @@ class MediaSteps:
         per_million = self._prices.speech_per_million_chars.get(spec.id, 0)
         estimate = self._prices.speech_cost(spec.id, sum(len(c) for c in chunks))
 
-        async def say(chunk: str, bill: _Bill) -> Speech:
+        async def say(chunk: str, bill: Bill) -> Speech:
             speech = await self._speak(chunk)
             record = UsageRecord(
                 user_id=charge.user_id,
@@ -234,7 +216,7 @@ class MediaSteps:
             usage.append(record)
             return speech
 
-        async with self._reserved(charge.payer, estimate) as bill:
+        async with self._meter.reserved(charge.payer, estimate) as bill:
             spoken = await asyncio.gather(*(say(chunk, bill) for chunk in chunks))
         return await self._kit.converter.voice_note([s.data for s in spoken])
 
@@ -255,34 +237,6 @@ class MediaSteps:
             return await self._kit.speech.speak(
                 chunk, model=spec.speech.id, voice=spec.voice, speed=spec.speed
             )
-
-    @asynccontextmanager
-    async def _reserved(self, payer: Payer, estimate: int) -> AsyncIterator[_Bill]:
-        """Hold ``estimate`` for the block, then settle to what the block's calls cost (all
-        that returned, even if another failed); nothing spent releases the reservation."""
-        bill = _Bill()
-        if self._budgets is None:
-            yield bill
-            return
-        reservation = await self._budgets.reserve(payer, estimate, self._now(), self._timezone)
-        try:
-            yield bill
-        finally:
-            # Shielded: a /cancel arriving now must not leave the estimate held.
-            await asyncio.shield(self._budgets.settle(reservation, bill.cost))
-
-    def _now(self) -> datetime:
-        return self._clock.now()
-
-
-class _Bill:
-    """What the calls of a reserved block cost, added up as they return."""
-
-    def __init__(self) -> None:
-        self.cost = 0
-
-    def add(self, cost: int) -> None:
-        self.cost += cost
 
 
 _FENCE = re.compile(r"```.*?(?:```|\Z)", re.S)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from core.access.names import UserDirectory
 from core.access.policy import ALLOW, BLOCK, AccessPolicy
 from core.access.quota_args import (
     GRAMMAR,
@@ -57,7 +58,8 @@ class Accounts:
     budgets: BudgetLedger
     now: datetime
     zone: ZoneInfo
-    access: AccessPolicy | None = None
+    access: AccessPolicy
+    names: UserDirectory
 
 
 async def usage(accounts: Accounts, key: ConversationKey, caller: Caller, args: str) -> str:
@@ -71,7 +73,7 @@ async def usage(accounts: Accounts, key: ConversationKey, caller: Caller, args: 
     if target.lower() in {"all", "everyone"}:
         return await _everyone_report(accounts)
     try:
-        who = parse_quota(f"show {target}", caller.user.channel)
+        who = parse_quota(f"show {target}", caller.user.channel, accounts.names)
     except QuotaSyntaxError:
         return "Usage: /usage, or for admins /usage <who> or /usage all."
     assert isinstance(who, QuotaShow) and who.who is not None
@@ -90,7 +92,7 @@ async def quota(accounts: Accounts, key: ConversationKey, caller: Caller, args: 
         log.warning("refused /quota %s for %s: not an admin", args[:60], caller.user.principal)
         return REFUSAL
     try:
-        command = parse_quota(args, caller.user.channel)
+        command = parse_quota(args, caller.user.channel, accounts.names)
     except QuotaSyntaxError as exc:
         return str(exc)
     if isinstance(command, QuotaShow) and command.who is None:
@@ -159,13 +161,11 @@ async def _set_access(
         log.warning("refused an access change for %s: not an admin", caller.user.principal)
         return REFUSAL
     access = accounts.access
-    if access is None:
-        return "Access rules are not available here."
     target = args.strip()
     if not target:
         return f"{access_report(access)}\n{ACCESS_GRAMMAR}"
     try:
-        parsed = parse_quota(f"show {target}", caller.user.channel)
+        parsed = parse_quota(f"show {target}", caller.user.channel, accounts.names)
     except QuotaSyntaxError:
         return ACCESS_GRAMMAR
     assert isinstance(parsed, QuotaShow) and parsed.who is not None

@@ -204,6 +204,21 @@ class ProcessedEventRow(Base):
     )
 
 
+class PostedMessageRow(Base):
+    """A message the bot posted on its own (a status message), kept so that any process,
+    after a restart too, can edit it: where it is and the platform's id for it."""
+
+    __tablename__ = "posted_messages"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    scope: Mapped[str] = mapped_column(String(128))
+    place: Mapped[str] = mapped_column(String(128))
+    thread: Mapped[str] = mapped_column(String(128))
+    platform_message_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class JobRow(Base):
     """A batch or fine-tune job the scheduler polls; the lease keeps one poller per job."""
 

@@ -21,6 +21,7 @@ from core.conversation.messages import (
     Conversation,
     ConversationKey,
     NewMessage,
+    PostedMessage,
     Role,
     StoredMessage,
     UserRef,
@@ -33,6 +34,7 @@ from core.storage.schema import (
     ConversationRow,
     MessageImageRow,
     MessageRow,
+    PostedMessageRow,
     ProcessedEventRow,
     UsageRow,
     UserRow,
@@ -362,6 +364,38 @@ class SqlConversationStore:
                 .on_conflict_do_nothing()
             )
             return bool(result.rowcount)
+
+    async def record_posted(self, key: ConversationKey, platform_message_id: str) -> PostedMessage:
+        """Keep a message the bot posted in ``key`` (a status message it may edit later)."""
+        async with self._engine.begin() as connection:
+            posted_id = await connection.scalar(
+                insert(PostedMessageRow)
+                .values(
+                    channel=key.channel,
+                    scope=key.scope,
+                    place=key.place,
+                    thread=key.thread,
+                    platform_message_id=platform_message_id,
+                    created_at=datetime.now(UTC),
+                )
+                .returning(PostedMessageRow.id)
+            )
+        assert posted_id is not None
+        return PostedMessage(posted_id, key, platform_message_id)
+
+    async def posted(self, posted_id: int) -> PostedMessage | None:
+        """A message kept by ``record_posted``, or None."""
+        async with self._engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(PostedMessageRow).where(PostedMessageRow.id == posted_id)
+                )
+            ).first()
+            await connection.rollback()
+        if row is None:
+            return None
+        key = ConversationKey(row.channel, row.place, row.scope, row.thread)
+        return PostedMessage(row.id, key, row.platform_message_id)
 
     async def access_rules(self) -> dict[str, str]:
         """Admins' runtime allow and block rules by principal."""

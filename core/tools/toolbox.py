@@ -1,5 +1,6 @@
 """Function-calling tools: typed Python functions whose JSON schema is derived with pydantic,
-a registry that runs them safely, and loading of operators' own tool modules."""
+a registry that runs them safely, the context a tool may ask for, and loading of operators'
+own tool modules."""
 
 from __future__ import annotations
 
@@ -14,8 +15,13 @@ from typing import Any, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from core.errors import ConfigError, ToolError
+from core.conversation.events import ReplyEvent
+from core.conversation.messages import ConversationKey, UserRef
+from core.conversation.store import UsageRecord
+from core.errors import ConfigError, SwitchboardError, ToolError, user_message
+from core.media.ports import PreparedImage
 from core.models.llm import ToolCall, ToolOutput, ToolSchema
+from core.money.metering import Charge
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +31,30 @@ ToolFunction = Callable[..., Awaitable[object] | object]
 
 
 @dataclass(frozen=True)
+class ToolContext:
+    """The turn a tool runs in, for tools that declare a ``ToolContext`` parameter: who
+    asked, in which conversation, who pays (``charge``), a way to show the user something
+    (``emit`` a reply event, such as a picture), and what the turn keeps: usage rows for
+    calls the tool paid for, pictures to store with the reply."""
+
+    key: ConversationKey
+    caller: UserRef
+    charge: Charge
+    emit: Callable[[ReplyEvent], Awaitable[None]]
+    usage: list[UsageRecord]
+    images: list[PreparedImage]
+
+
+@dataclass(frozen=True)
 class Tool:
-    """A callable the model may use; ``arguments`` validates what the model sends."""
+    """A callable the model may use; ``arguments`` validates what the model sends;
+    ``context_parameter`` names the parameter that receives the ``ToolContext``, if any."""
 
     name: str
     description: str
     arguments: type[BaseModel]
     function: ToolFunction
+    context_parameter: str | None = None
 
     def schema(self) -> ToolSchema:
         """The tool as the API sees it; strict when every argument is required."""
@@ -65,8 +88,12 @@ def tool(
     def wrap(func: ToolFunction) -> Tool:
         hints = get_type_hints(func, include_extras=True)
         fields: dict[str, Any] = {}
+        context_parameter: str | None = None
         for parameter in inspect.signature(func).parameters.values():
             annotation = hints.get(parameter.name, str)
+            if annotation is ToolContext:
+                context_parameter = parameter.name
+                continue
             default = ... if parameter.default is inspect.Parameter.empty else parameter.default
             fields[parameter.name] = (annotation, default)
         tool_name = name or func.__name__
@@ -74,7 +101,7 @@ def tool(
             f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
         )
         description = inspect.cleandoc(func.__doc__ or tool_name)
-        return Tool(tool_name, description, model, func)
+        return Tool(tool_name, description, model, func, context_parameter)
 
     return wrap(function) if function is not None else wrap
 
@@ -104,14 +131,19 @@ class ToolRegistry:
         """Schemas of the tools called ``names`` that exist (unknown names are skipped)."""
         return [self._schemas[name] for name in names if name in self._schemas]
 
-    async def run(self, call: ToolCall) -> tuple[ToolOutput, bool]:
-        """Run ``call``; a failure or timeout becomes an error text for the model."""
+    async def run(
+        self, call: ToolCall, context: ToolContext | None = None
+    ) -> tuple[ToolOutput, bool]:
+        """Run ``call`` in ``context`` (the turn that asked for it); a failure or timeout
+        becomes an error text for the model."""
         try:
-            result = await asyncio.wait_for(self._invoke(call), self._timeout)
+            result = await asyncio.wait_for(self._invoke(call, context), self._timeout)
         except TimeoutError:
             return ToolOutput(call.call_id, f"error: {call.name} timed out"), False
         except ToolError as exc:
             return ToolOutput(call.call_id, f"error: {exc}"), False
+        except SwitchboardError as exc:
+            return ToolOutput(call.call_id, f"error: {user_message(exc)}"), False
         except Exception as exc:
             log.exception("tool %s failed", call.name)
             return ToolOutput(
@@ -119,7 +151,7 @@ class ToolRegistry:
             ), False
         return ToolOutput(call.call_id, result[:MAX_TOOL_OUTPUT]), True
 
-    async def _invoke(self, call: ToolCall) -> str:
+    async def _invoke(self, call: ToolCall, context: ToolContext | None) -> str:
         item = self._tools.get(call.name)
         if item is None:
             raise ToolError(f"there is no tool named {call.name!r}")
@@ -134,6 +166,10 @@ class ToolRegistry:
             )
             raise ToolError(f"invalid arguments: {problems}") from None
         values = {field: getattr(arguments, field) for field in type(arguments).model_fields}
+        if item.context_parameter is not None:
+            if context is None:
+                raise ToolError(f"{call.name} can only run in a conversation")
+            values[item.context_parameter] = context
         if inspect.iscoroutinefunction(item.function):
             result = await item.function(**values)
         else:

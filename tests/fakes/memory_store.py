@@ -18,6 +18,7 @@ from core.conversation.messages import (
     Conversation,
     ConversationKey,
     NewMessage,
+    PostedMessage,
     StoredMessage,
     UserRef,
 )
@@ -57,6 +58,7 @@ class InMemoryConversationStore:
         self._messages: dict[int, list[StoredMessage]] = {}
         self._usage: list[tuple[datetime, UsageRecord]] = []
         self._events: set[tuple[str, str]] = set()
+        self._posted: list[PostedMessage] = []
         self._images: dict[int, tuple[int, list[PreparedImage]]] = {}
         self._rules: dict[str, str] = {}
         self._last_message_id = 0
@@ -245,6 +247,18 @@ class InMemoryConversationStore:
             return False
         self._events.add((source, event_id))
         return True
+
+    async def record_posted(self, key: ConversationKey, platform_message_id: str) -> PostedMessage:
+        """Keep a message the bot posted in ``key``."""
+        await asyncio.sleep(0)
+        posted = PostedMessage(len(self._posted) + 1, key, platform_message_id)
+        self._posted.append(posted)
+        return posted
+
+    async def posted(self, posted_id: int) -> PostedMessage | None:
+        """A message kept by ``record_posted``, or None."""
+        await asyncio.sleep(0)
+        return self._posted[posted_id - 1] if 0 < posted_id <= len(self._posted) else None
 
     async def access_rules(self) -> dict[str, str]:
         """Admins' runtime allow and block rules by principal."""

@@ -15,11 +15,22 @@ from core.conversation.events import (
 
 
 class RecordingSink:
-    """Keeps the events of one reply in order; ``first_text`` is set on the first delta."""
+    """A ``Reply`` that keeps the events of one reply in order; ``first_text`` is set on the
+    first delta; ``started`` and ``closed`` say whether the reply was opened and ended."""
 
     def __init__(self) -> None:
         self.events: list[ReplyEvent] = []
         self.first_text = asyncio.Event()
+        self.started = False
+        self.closed = False
+
+    async def start(self) -> None:
+        """Record that the reply was opened (a channel would show typing)."""
+        self.started = True
+
+    async def close(self) -> None:
+        """Record that the reply ended."""
+        self.closed = True
 
     async def emit(self, event: ReplyEvent) -> None:
         """Record ``event``."""

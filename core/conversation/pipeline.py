@@ -1,0 +1,207 @@
+"""The inbound pipeline: every channel hands each translated event to it, and it runs the
+same named steps for all of them — follow-ups only in known threads, each event once, the
+access gate with its one-time refusal, the message rate limit, then command routing or a
+turn — and, at shutdown, drains one channel's work without touching the others'."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
+from math import ceil
+
+from core.access.policy import AccessPolicy
+from core.conversation.assistant import Assistant
+from core.conversation.channel import Reply
+from core.conversation.choices import ConversationChoices
+from core.conversation.commands import TURN_COMMANDS, Command, Commands
+from core.conversation.events import CommandAnswered, Refused, ReplyFailed
+from core.conversation.messages import IncomingMessage
+from core.conversation.ratelimit import MessageRateLimit
+from core.conversation.store import ConversationStore
+from core.conversation.turns import RESTARTING, TurnRunner
+from core.errors import SwitchboardError, user_message
+from core.media.ports import Attachment
+from core.money.accounting import Caller
+
+log = logging.getLogger(__name__)
+
+REFUSAL = (
+    "Sorry, this assistant is only available to approved users. "
+    "Ask an admin to add you (your id: {user_id})."
+)
+TOO_FAST = "You're sending messages faster than I can answer. Please wait {seconds} s."
+
+
+class Activity(enum.StrEnum):
+    """What a reply shows while it is prepared (a channel's typing or upload indicator)."""
+
+    WRITING = "writing"
+    DRAWING = "drawing"
+
+
+FetchFiles = Callable[[], Awaitable[tuple[Attachment, ...]]]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One platform event, translated by its channel for the pipeline.
+
+    ``reply`` opens where the answer goes; it is called only once the message is accepted,
+    so a redelivery or a refused sender never sees a typing indicator. ``command`` is the
+    command the text carries for this bot (the channel knows its own syntax). ``fetch``
+    downloads the files still to be fetched, after the gate. A ``follow_up`` (a thread
+    reply without a mention) is answered only in a conversation the bot takes part in.
+    ``threaded``: the message's key is a place whose threads are conversations.
+    """
+
+    message: IncomingMessage
+    reply: Callable[[Activity], Reply]
+    command: Command | None = None
+    fetch: FetchFiles | None = None
+    follow_up: bool = False
+    threaded: bool = False
+
+
+class InboundPipeline:
+    """Runs each delivery through the steps; never raises for what a user sent."""
+
+    def __init__(
+        self,
+        *,
+        store: ConversationStore,
+        access: AccessPolicy,
+        rate: MessageRateLimit,
+        commands: Commands,
+        assistant: Assistant,
+        choices: ConversationChoices,
+        turns: TurnRunner,
+    ) -> None:
+        self._store = store
+        self._access = access
+        self._rate = rate
+        self._commands = commands
+        self._assistant = assistant
+        self._choices = choices
+        self._turns = turns
+        self._refused: set[str] = set()
+        self._working: dict[str, set[asyncio.Task[object]]] = {}
+
+    async def handle(self, delivery: Delivery) -> None:
+        """Take one delivery through every step; the work is tracked for ``drain``."""
+        message = delivery.message
+        with self._tracked(message.key.channel):
+            if delivery.follow_up and not await self._choices.has_conversation(message.key):
+                return  # a thread the bot was never asked into
+            if not await self._first_delivery(message):
+                return
+            if not await self._let_in(delivery):
+                return
+            await self._route(delivery)
+
+    def caller(self, message: IncomingMessage) -> Caller:
+        """Who sent ``message``, and whether they are an admin."""
+        return Caller(message.sender, self._access.is_admin(message.sender))
+
+    async def drain(self, channel: str, grace: float) -> None:
+        """Stop ``channel``: give its work in flight ``grace`` seconds to finish, then stop
+        its replies (their text is kept and shown) and tell the messages still waiting to be
+        sent again; other channels go on."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                while working := self._working.get(channel):
+                    await asyncio.wait(set(working))
+        stopped = self._turns.stop(channel)
+        if stopped:
+            log.info("stopped %d %s replies in flight for shutdown", stopped, channel)
+        if working := self._working.get(channel):
+            await asyncio.wait(set(working), timeout=grace)
+
+    async def _first_delivery(self, message: IncomingMessage) -> bool:
+        """Each event once: a redelivered event id is dropped before anything is shown."""
+        if message.event_id is None:
+            return True
+        if await self._store.claim_event(message.key.channel, message.event_id):
+            return True
+        log.info("dropping redelivered %s event %s", message.key.channel, message.event_id)
+        return False
+
+    async def _let_in(self, delivery: Delivery) -> bool:
+        """The access gate: anyone not allowed is told once, politely, and logged."""
+        sender = delivery.message.sender
+        if self._access.is_allowed(sender):
+            return True
+        if sender.principal not in self._refused:
+            self._refused.add(sender.principal)
+            log.warning("refused %s (@%s): not allowed", sender.principal, sender.username)
+            reply = delivery.reply(Activity.WRITING)
+            try:
+                await reply.emit(Refused(REFUSAL.format(user_id=sender.user_id)))
+            finally:
+                await reply.close()
+        return False
+
+    def _too_fast(self, message: IncomingMessage) -> str | None:
+        """The message rate limit: the reason to refuse a turn, or None."""
+        wait = self._rate.wait_needed(message.sender.principal)
+        return TOO_FAST.format(seconds=ceil(wait)) if wait > 0 else None
+
+    async def _route(self, delivery: Delivery) -> None:
+        """A command runs and answers; ``/image`` and ``/edit`` and plain messages are turns."""
+        command = delivery.command
+        message = delivery.message
+        if command is None:
+            await self._turn(delivery, message, None)
+            return
+        if command.name in TURN_COMMANDS and command.args:
+            await self._turn(delivery, replace(message, text=command.args), command.name)
+            return
+        answer = await self._commands.run(
+            message.key, command, caller=self.caller(message), threaded=delivery.threaded
+        )
+        reply = delivery.reply(Activity.WRITING)
+        try:
+            await reply.emit(CommandAnswered(answer))
+        finally:
+            await reply.close()
+
+    async def _turn(self, delivery: Delivery, message: IncomingMessage, draw: str | None) -> None:
+        reply = delivery.reply(Activity.DRAWING if draw else Activity.WRITING)
+        await reply.start()
+        try:
+            problem = self._too_fast(message)
+            if problem is not None:
+                await reply.emit(ReplyFailed(problem))
+                return
+            if delivery.fetch is not None:
+                try:
+                    message = replace(message, attachments=await delivery.fetch())
+                except SwitchboardError as exc:
+                    await reply.emit(ReplyFailed(user_message(exc)))
+                    return
+            if self._turns.stopping(message.key.channel):
+                await reply.emit(ReplyFailed(RESTARTING))
+                return
+            if draw == "edit":
+                await self._assistant.edit_image(message, reply)
+            elif draw == "image":
+                await self._assistant.draw_image(message, reply)
+            else:
+                await self._assistant.answer_message(message, reply)
+        finally:
+            await reply.close()
+
+    @contextlib.contextmanager
+    def _tracked(self, channel: str) -> Iterator[None]:
+        task = asyncio.current_task()
+        working = self._working.setdefault(channel, set())
+        if task is not None:
+            working.add(task)
+        try:
+            yield
+        finally:
+            if task is not None:
+                working.discard(task)
