@@ -432,7 +432,10 @@ async def test_the_allow_list_refuses_others_once(
     assert len(refusals) == 1 and "only available to approved users" in refusals[0].text
     assert BEN[1:] in refusals[0].text or BEN in refusals[0].text
     assert slack.ephemeral(GENERAL, BEN) == []  # refused once per user, already done in DM
-    assert status == 200 and json.loads(body)["response_type"] == "ephemeral"
+    # A slash command is answered only to its sender: it is refused every time.
+    assert status == 200
+    [command_refusal] = slack.ephemeral(dm, BEN)
+    assert "only available to approved users" in command_refusal.text
     assert len(fake_openai.model_requests()) == 1
 
 

@@ -344,9 +344,13 @@ class SlackChannel:
             place = SlackPlace(team, channel, user)
             return SlashCommandReply(self.client, place, self._flood, answer)
 
-        command = Command(command.name, plain_text(command.args))
+        if command.name in TURN_COMMANDS:
+            # A picture's prompt is for the model: mentions and links as readable text.
+            command = Command(command.name, plain_text(command.args))
         await self._pipeline.handle(
-            Delivery(message, open_reply, command=command, threaded=not _direct(key))
+            Delivery(
+                message, open_reply, command=command, threaded=not _direct(key), private=True
+            )
         )
 
     async def _on_choice(
@@ -377,7 +381,9 @@ class SlackChannel:
 
         self._spawn(
             self._pipeline.handle(
-                Delivery(message, open_reply, command=command, threaded=not _direct(key))
+                Delivery(
+                    message, open_reply, command=command, threaded=not _direct(key), private=True
+                )
             )
         )
 

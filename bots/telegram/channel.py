@@ -198,13 +198,18 @@ class TelegramChannel:
         message = update.message
         if message is None:
             return
-        parts = [message]
-        if message.media_group_id is not None:
-            gathered = await self._albums.collect(message)
-            if gathered is None:
-                return
-            parts = gathered
-        bot = context.bot
+        with self._pipeline.tracking(CHANNEL):
+            parts = [message]
+            if message.media_group_id is not None:
+                gathered = await self._albums.collect(message)
+                if gathered is None:
+                    return
+                parts = gathered
+            await self._answer_files(update, parts, context.bot)
+
+    async def _answer_files(self, update: Update, parts: Sequence[Message], bot: Bot) -> None:
+        """Answer one message, or one album, with its files; the caption is the question
+        (a command in it runs with the pictures)."""
         captioned = next((part for part in parts if part.caption), parts[0])
         if captioned.caption and parse_command(captioned.caption, bot.username) is not None:
             # A command in the caption runs with the pictures.

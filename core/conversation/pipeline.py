@@ -56,6 +56,8 @@ class Delivery:
     downloads the files still to be fetched, after the gate. A ``follow_up`` (a thread
     reply without a mention) is answered only in a conversation the bot takes part in.
     ``threaded``: the message's key is a place whose threads are conversations.
+    ``private``: only the sender sees the answer (a Slack slash command), so a refusal is
+    given every time rather than once.
     """
 
     message: IncomingMessage
@@ -64,6 +66,7 @@ class Delivery:
     fetch: FetchFiles | None = None
     follow_up: bool = False
     threaded: bool = False
+    private: bool = False
 
 
 class InboundPipeline:
@@ -93,7 +96,7 @@ class InboundPipeline:
     async def handle(self, delivery: Delivery) -> None:
         """Take one delivery through every step; the work is tracked for ``drain``."""
         message = delivery.message
-        with self._tracked(message.key.channel):
+        with self.tracking(message.key.channel):
             if delivery.follow_up and not await self._choices.has_conversation(message.key):
                 return  # a thread the bot was never asked into
             if not await self._first_delivery(message):
@@ -130,11 +133,12 @@ class InboundPipeline:
         return False
 
     async def _let_in(self, delivery: Delivery) -> bool:
-        """The access gate: anyone not allowed is told once, politely, and logged."""
+        """The access gate: anyone not allowed is told politely — once, unless only they see
+        the answer — and logged."""
         sender = delivery.message.sender
         if self._access.is_allowed(sender):
             return True
-        if sender.principal not in self._refused:
+        if delivery.private or sender.principal not in self._refused:
             self._refused.add(sender.principal)
             log.warning("refused %s (@%s): not allowed", sender.principal, sender.username)
             reply = delivery.reply(Activity.WRITING)
@@ -195,13 +199,16 @@ class InboundPipeline:
             await reply.close()
 
     @contextlib.contextmanager
-    def _tracked(self, channel: str) -> Iterator[None]:
+    def tracking(self, channel: str) -> Iterator[None]:
+        """Count the current task as ``channel``'s work in flight, so that ``drain`` waits
+        for it: a channel wraps what it does before ``handle`` (gathering an album)."""
         task = asyncio.current_task()
         working = self._working.setdefault(channel, set())
-        if task is not None:
-            working.add(task)
+        if task is None or task in working:
+            yield
+            return
+        working.add(task)
         try:
             yield
         finally:
-            if task is not None:
-                working.discard(task)
+            working.discard(task)
