@@ -24,6 +24,7 @@ from bench.common import API_KEY, UPSTREAM, TimedGateway, fake_openai_process, p
 from bots.bootstrap import bootstrap
 from core.conversation.events import ReplyEvent, ReplyFailed
 from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
+from core.conversation.pipeline import Delivery
 from core.settings import load_settings
 from core.storage.database import upgrade
 
@@ -32,10 +33,16 @@ CONVERSATIONS = 100  # conversations the turns are spread over
 
 
 class NullSink:
-    """Discards events, remembering failures."""
+    """A reply that discards events, remembering failures."""
 
     def __init__(self) -> None:
         self.failed: str | None = None
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
     async def emit(self, event: ReplyEvent) -> None:
         if isinstance(event, ReplyFailed):
@@ -110,7 +117,7 @@ async def run_turns(
         SWITCHBOARD_LOG_LEVEL="WARNING",
     )
     async with bootstrap(settings, wrap_gateway=TimedGateway) as app:
-        engine = app.engine
+        pipeline = app.pipeline
         samples: list[Sample] = []
 
         async def turn(index: int) -> None:
@@ -120,7 +127,8 @@ async def run_turns(
             UPSTREAM.set(spent)
             sink = NullSink()
             started = time.perf_counter()
-            await engine.answer_message(IncomingMessage(key, user, f"question {index}"), sink)
+            message = IncomingMessage(key, user, f"question {index}")
+            await pipeline.handle(Delivery(message, lambda _: sink))
             total = time.perf_counter() - started
             if sink.failed:
                 raise RuntimeError(sink.failed)

@@ -34,7 +34,6 @@ from aiohttp import web
 from bench.common import API_KEY, fake_openai_process, fake_process, percentile, table
 from bots.bootstrap import App, bootstrap, run_loop
 from bots.slack.channel import SlackChannel
-from core.access.policy import AccessPolicy
 from core.settings import load_settings
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.slack_server import FakeSlack, SentMessage, sign
@@ -72,7 +71,7 @@ async def bot(slack_api: str, openai_url: str, database: Path) -> AsyncIterator[
     )
     app: App
     async with bootstrap(settings) as app:
-        channel = SlackChannel(app.engine, settings, AccessPolicy())
+        channel = SlackChannel(app.pipeline, app.outbox, settings)
         stop = asyncio.Event()
         task = asyncio.create_task(channel.run(stop))
         while True:

@@ -29,7 +29,6 @@ from bench.common import API_KEY, fake_openai_process, fake_process, percentile,
 from bots.bootstrap import App, bootstrap, run_loop
 from bots.pacing import FloodControl, FloodLimits
 from bots.telegram.channel import TelegramChannel
-from core.access.policy import AccessPolicy
 from core.settings import load_settings
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.telegram_server import FakeTelegram
@@ -55,7 +54,7 @@ async def bot(
         SWITCHBOARD_LOG_LEVEL="WARNING",
     )
     async with bootstrap(settings) as app:
-        channel = TelegramChannel(app.engine, settings, AccessPolicy(), flood=flood)
+        channel = TelegramChannel(app.pipeline, app.outbox, settings, flood=flood)
         stop = asyncio.Event()
         task = asyncio.create_task(channel.run(stop))
         try:
