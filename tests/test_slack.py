@@ -424,7 +424,7 @@ async def test_the_allow_list_refuses_others_once(
             assert (await slack.deliver_event(bot.url, slack.dm(BEN, text)))[0] == 200
         await eventually(lambda: any(m.is_bot for m in slack.messages(dm)))
         await slack.deliver_event(bot.url, slack.mention(BEN, "hey bot", channel=GENERAL))
-        status, body, _ = await slack.slash_command(bot.url, "/help", user_id=BEN, channel_id=dm)
+        status, _, _ = await slack.slash_command(bot.url, "/help", user_id=BEN, channel_id=dm)
         await slack.deliver_event(bot.url, slack.dm(ADA, "I am allowed"))
         await eventually(replied(slack, slack.dm_channel(ADA), "Echo: I am allowed"))
         await asyncio.sleep(0.3)

@@ -348,9 +348,7 @@ class SlackChannel:
             # A picture's prompt is for the model: mentions and links as readable text.
             command = Command(command.name, plain_text(command.args))
         await self._pipeline.handle(
-            Delivery(
-                message, open_reply, command=command, threaded=not _direct(key), private=True
-            )
+            Delivery(message, open_reply, command=command, threaded=not _direct(key), private=True)
         )
 
     async def _on_choice(
