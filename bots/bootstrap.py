@@ -20,6 +20,7 @@ from core.media.ffmpeg_audio import FfmpegAudio, find_ffmpeg
 from core.media.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscriber
 from core.media.pillow_images import PillowPictures
 from core.media.steps import MediaKit, MediaOptions, MediaSteps
+from core.metrics_prometheus import PrometheusMetrics
 from core.models.llm import LLMGateway
 from core.models.openai_gateway import OpenAIGateway, RetryPolicy
 from core.models.registry import Registry, load_registry
@@ -46,6 +47,7 @@ class App:
     budgets: BudgetLedger
     prices: PriceTable
     access: AccessPolicy
+    metrics: PrometheusMetrics
 
 
 @asynccontextmanager
@@ -121,6 +123,7 @@ async def bootstrap(
         )
         store = conversation_store(database)
         access = AccessPolicy(settings.allowed_users, settings.admins)
+        metrics = PrometheusMetrics()
         engine = Engine(
             store=store,
             gateway=wrap_gateway(gateway) if wrap_gateway else gateway,
@@ -138,9 +141,10 @@ async def bootstrap(
             budgets=budgets,
             media=media,
             access=access,
+            metrics=metrics,
         )
         async with kept_fresh(access, store):
-            yield App(settings, registry, engine, database, budgets, prices, access)
+            yield App(settings, registry, engine, database, budgets, prices, access, metrics)
     finally:
         await client.close()
         await database.dispose()

@@ -106,7 +106,10 @@ class SlackChannel:
         self._engine = engine
         self._settings = settings
         self._access = access
-        self._flood = flood or FloodControl(SLACK_LIMITS)
+        self._flood = flood or FloodControl(
+            SLACK_LIMITS, on_throttled=lambda: engine.metrics.platform_throttled(CHANNEL)
+        )
+        self.connected = False  # readiness, for the operations server
         self._grace = shutdown_grace
         self._tasks: set[asyncio.Task[None]] = set()
         self._acks = AcksFirst()
@@ -170,7 +173,9 @@ class SlackChannel:
             handler = AsyncSocketModeHandler(self.app, app_token.get_secret_value())
             await handler.connect_async()  # type: ignore[no-untyped-call]
             log.info("Slack bot @%s is running (Socket Mode)", identity.get("user"))
+            self.connected = True
             await stop.wait()
+            self.connected = False
             await handler.close_async()  # type: ignore[no-untyped-call]
             await self._drain()
             return
@@ -187,7 +192,9 @@ class SlackChannel:
             EVENTS_PATH,
         )
         try:
+            self.connected = True
             await stop.wait()
+            self.connected = False
             await site.stop()
             await self._drain()
         finally:

@@ -111,7 +111,10 @@ class TelegramChannel:
         self._engine = engine
         self._settings = settings
         self._access = access
-        self._flood = flood or FloodControl(FloodLimits())
+        self._flood = flood or FloodControl(
+            FloodLimits(), on_throttled=lambda: engine.metrics.platform_throttled(CHANNEL)
+        )
+        self.connected = False  # readiness, for the operations server
         self._grace = shutdown_grace
         self._refused: set[int] = set()
         self._typing = TypingIndicators(self.application.bot)
@@ -166,7 +169,9 @@ class TelegramChannel:
                 app.bot.username,
                 "webhook" if webhook else "long polling",
             )
+            self.connected = True
             await stop.wait()
+            self.connected = False
             await updater.stop()
             await self._drain()
             await app.stop()

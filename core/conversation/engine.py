@@ -45,12 +45,14 @@ from core.conversation.tokens import MESSAGE_OVERHEAD, TokenCounter, TokenCounte
 from core.errors import (
     ContextTooLong,
     SwitchboardError,
+    UpstreamError,
     UpstreamUnavailable,
     UserInputError,
     user_message,
 )
 from core.media.ports import PreparedImage
 from core.media.steps import Charge, MediaSteps, Seen
+from core.metrics import Metrics, NullMetrics, error_kind, watched_turn
 from core.models.llm import (
     ChatTurn,
     Completion,
@@ -172,6 +174,7 @@ class Engine:
         budgets: BudgetLedger | None = None,
         media: MediaSteps | None = None,
         access: AccessPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -183,6 +186,7 @@ class Engine:
         self.budgets = budgets
         self.media = media
         self.access = access
+        self.metrics = metrics or NullMetrics()
         self._rate = MessageRateLimit(self._options.messages_per_minute, time.monotonic)
         self._history_cache = HistoryCache()
         self._slots: dict[ConversationKey, _Slot] = {}
@@ -260,7 +264,8 @@ class Engine:
                     # Queued behind a reply that shutdown stopped: don't start a new one.
                     await sink.emit(ReplyFailed(RESTARTING))
                     return
-                await self._run_turn(message, sink, body)
+                with watched_turn(self.metrics, message.key.channel, sink) as watched:
+                    await self._run_turn(message, watched, body)
         finally:
             slot.users -= 1
             if slot.users == 0:
@@ -405,6 +410,8 @@ class Engine:
             await sink.emit(ReplyFinished(state.text if state else "", cancelled=True))
             return
         except Exception as exc:
+            if isinstance(exc, UpstreamError):
+                self.metrics.upstream_error(error_kind(exc))
             if isinstance(exc, SwitchboardError):
                 log.warning("turn in %s failed: %s", message.key, exc)
             else:
@@ -465,6 +472,7 @@ class Engine:
             ),
             usage,
         )
+        self.metrics.usage(usage)
         self._history_cache.append(stored, state.conversation.last_message_id)
         state.last_message_id = stored.id
         if seen.full:
@@ -514,6 +522,7 @@ class Engine:
                 [record],
             )
         )
+        self.metrics.usage([record])
         self._history_cache.append(drawn, stored.id)
 
     async def _draw_tool(self, call: ToolCall, state: _TurnState) -> tuple[ToolOutput, bool]:
@@ -549,6 +558,7 @@ class Engine:
         finally:
             # Shielded: what was spoken was paid for, even if the reply is stopped now.
             await asyncio.shield(self.store.record_usage(usage))
+            self.metrics.usage(usage)
         await state.sink.emit(VoiceReady(note))
 
     async def _generate(self, mode: ModeSpec, state: _TurnState) -> None:
@@ -664,6 +674,7 @@ class Engine:
         stored = await asyncio.shield(
             self.store.add_message(state.conversation.id, reply, state.usage)
         )
+        self.metrics.usage(state.usage)
         self._history_cache.append(stored, state.last_message_id)
 
     def _history_budget(
