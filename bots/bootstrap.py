@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 from openai import AsyncOpenAI, DefaultAioHttpClient
@@ -16,11 +18,14 @@ from core.clock import Clock, SystemClock
 from core.conversation.engine import ENGINE_TOOLS, Engine, EngineOptions
 from core.conversation.tokens import TokenCounters
 from core.errors import ConfigError
+from core.media.demo_media import DemoImages, DemoSpeech, DemoTranscriber
 from core.media.ffmpeg_audio import FfmpegAudio, find_ffmpeg
 from core.media.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscriber
 from core.media.pillow_images import PillowPictures
+from core.media.ports import ImageGenerator, SpeechSynthesizer, Transcriber
 from core.media.steps import MediaKit, MediaOptions, MediaSteps
 from core.metrics_prometheus import PrometheusMetrics
+from core.models.demo import DemoGateway
 from core.models.llm import LLMGateway
 from core.models.openai_gateway import OpenAIGateway, RetryPolicy
 from core.models.registry import Registry, load_registry
@@ -50,6 +55,19 @@ class App:
     metrics: PrometheusMetrics
 
 
+@dataclass(frozen=True)
+class ModelPorts:
+    """What answers the model calls: the LLM gateway and the three media APIs."""
+
+    gateway: LLMGateway
+    transcriber: Transcriber
+    speech: SpeechSynthesizer
+    images: ImageGenerator
+
+
+Provider = Callable[[Settings, Registry, MediaOptions], AbstractAsyncContextManager[ModelPorts]]
+
+
 @asynccontextmanager
 async def bootstrap(
     settings: Settings,
@@ -63,7 +81,14 @@ async def bootstrap(
     ``wrap_gateway`` and ``wrap_media`` decorate the model gateway and the media ports
     (tracing, timing in the benchmarks).
     """
-    settings.require("OPENAI_API_KEY")
+    provider: Provider
+    if settings.demo:
+        # The one place demo mode is decided: its registry and prices, and its ports.
+        settings = settings.model_copy(update=DEMO_SETTINGS)
+        provider = demo_models
+    else:
+        settings.require("OPENAI_API_KEY")
+        provider = openai_models
     registry = load_registry(settings.models_file, settings.modes_file)
     prices = load_prices(settings.prices_file)
     clock = clock or SystemClock()
@@ -78,6 +103,65 @@ async def bootstrap(
     media_options = media_options_of(settings, registry, prices)
     ffmpeg = find_ffmpeg(settings.ffmpeg)
     database = create_engine(settings.database_url)
+    try:
+        async with provider(settings, registry, media_options) as ports:
+            if settings.auto_migrate:
+                await upgrade(settings.database_url)
+            counters = TokenCounters()
+            await asyncio.to_thread(
+                counters.preload, {m.encoding for m in registry.models.values()}
+            )
+            budgets = budget_ledger(database)
+            kit = MediaKit(
+                pictures=PillowPictures(),
+                converter=FfmpegAudio(
+                    ffmpeg, max_upload_bytes=media_options.transcription.max_upload_bytes
+                ),
+                transcriber=ports.transcriber,
+                speech=ports.speech,
+                images=ports.images,
+            )
+            media = MediaSteps(
+                wrap_media(kit) if wrap_media else kit,
+                media_options,
+                prices,
+                clock=clock,
+                timezone=settings.zone,
+                budgets=budgets,
+            )
+            store = conversation_store(database)
+            access = AccessPolicy(settings.allowed_users, settings.admins)
+            metrics = PrometheusMetrics()
+            engine = Engine(
+                store=store,
+                gateway=wrap_gateway(ports.gateway) if wrap_gateway else ports.gateway,
+                registry=registry,
+                tools=tools,
+                clock=clock,
+                counters=counters,
+                options=EngineOptions(
+                    tool_rounds=settings.tool_rounds,
+                    max_message_chars=settings.max_message_chars,
+                    context_tokens=settings.context_tokens,
+                    timezone=settings.zone,
+                    messages_per_minute=settings.messages_per_minute,
+                ),
+                budgets=budgets,
+                media=media,
+                access=access,
+                metrics=metrics,
+            )
+            async with kept_fresh(access, store):
+                yield App(settings, registry, engine, database, budgets, prices, access, metrics)
+    finally:
+        await database.dispose()
+
+
+@asynccontextmanager
+async def openai_models(
+    settings: Settings, registry: Registry, media: MediaOptions
+) -> AsyncIterator[ModelPorts]:
+    """The OpenAI API (or a compatible server at ``OPENAI_BASE_URL``) behind every port."""
     assert settings.openai_api_key is not None
     client = AsyncOpenAI(
         api_key=settings.openai_api_key.get_secret_value(),
@@ -87,24 +171,13 @@ async def bootstrap(
         http_client=DefaultAioHttpClient(),
     )
     try:
-        if settings.auto_migrate:
-            await upgrade(settings.database_url)
-        counters = TokenCounters()
-        await asyncio.to_thread(counters.preload, {m.encoding for m in registry.models.values()})
         retry = RetryPolicy(
             attempts=settings.openai_max_retries, backoff=settings.openai_backoff_seconds
         )
-        gateway: LLMGateway = OpenAIGateway(client, retry)
-        budgets = budget_ledger(database)
-        kit = MediaKit(
-            pictures=PillowPictures(),
-            converter=FfmpegAudio(
-                ffmpeg, max_upload_bytes=media_options.transcription.max_upload_bytes
-            ),
+        yield ModelPorts(
+            gateway=OpenAIGateway(client, retry),
             transcriber=OpenAITranscriber(client, retry),
-            speech=OpenAISpeech(
-                client, retry, max_input_chars=media_options.speech.max_input_chars
-            ),
+            speech=OpenAISpeech(client, retry, max_input_chars=media.speech.max_input_chars),
             images=OpenAIImages(
                 client,
                 retry,
@@ -113,41 +186,35 @@ async def bootstrap(
                 ),
             ),
         )
-        media = MediaSteps(
-            wrap_media(kit) if wrap_media else kit,
-            media_options,
-            prices,
-            clock=clock,
-            timezone=settings.zone,
-            budgets=budgets,
-        )
-        store = conversation_store(database)
-        access = AccessPolicy(settings.allowed_users, settings.admins)
-        metrics = PrometheusMetrics()
-        engine = Engine(
-            store=store,
-            gateway=wrap_gateway(gateway) if wrap_gateway else gateway,
-            registry=registry,
-            tools=tools,
-            clock=clock,
-            counters=counters,
-            options=EngineOptions(
-                tool_rounds=settings.tool_rounds,
-                max_message_chars=settings.max_message_chars,
-                context_tokens=settings.context_tokens,
-                timezone=settings.zone,
-                messages_per_minute=settings.messages_per_minute,
-            ),
-            budgets=budgets,
-            media=media,
-            access=access,
-            metrics=metrics,
-        )
-        async with kept_fresh(access, store):
-            yield App(settings, registry, engine, database, budgets, prices, access, metrics)
     finally:
         await client.close()
-        await database.dispose()
+
+
+DEMO_SETTINGS: dict[str, object] = {
+    "models_file": Path(str(resources.files("core.data").joinpath("demo_models.toml"))),
+    "prices_file": Path(str(resources.files("core.data").joinpath("demo_prices.toml"))),
+    # Choices made for real models do not apply to the stand-ins.
+    "image_model": None,
+    "image_size": None,
+    "image_quality": None,
+    "transcription_model": None,
+    "speech_model": None,
+    "speech_voice": None,
+}
+"""Demo mode's settings: the shipped demo registry and its zero prices."""
+
+
+@asynccontextmanager
+async def demo_models(
+    settings: Settings, registry: Registry, media: MediaOptions
+) -> AsyncIterator[ModelPorts]:
+    """The stand-ins built into Switchboard behind every port: no key, no network, no cost."""
+    yield ModelPorts(
+        gateway=DemoGateway(timezone=settings.timezone),
+        transcriber=DemoTranscriber(),
+        speech=DemoSpeech(),
+        images=DemoImages(),
+    )
 
 
 def media_options_of(settings: Settings, registry: Registry, prices: PriceTable) -> MediaOptions:
