@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,9 +16,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.engine import make_url
 
 from bots.ops import OpsServer
+from bots.pacing import FloodControl, FloodLimits
+from bots.slack.retry import retry_handlers
 from bots.telegram.channel import TelegramChannel
 from core.conversation.messages import ConversationKey
 from core.errors import ConfigError
@@ -25,6 +29,7 @@ from core.metrics_prometheus import PrometheusMetrics
 from core.storage.database import create_engine
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI, Scripted
+from tests.fakes.slack_server import FakeSlack
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.fakes.telegram_server import FakeTelegram
 from tests.test_telegram import USER, eventually, final_text
@@ -235,3 +240,22 @@ async def test_metrics_move_with_real_telegram_turns(
     assert value(after, "switchboard_platform_throttled_total", platform="telegram") == 1
     assert value(after, "switchboard_turns_in_flight") == 0
     assert value(after, "switchboard_open_jobs") == 0
+
+
+async def test_slack_429s_are_counted_whether_or_not_they_name_a_channel() -> None:
+    metrics = PrometheusMetrics()
+    flood = FloodControl(
+        FloodLimits(0.0, 0.0, 1000), on_throttled=lambda: metrics.platform_throttled("slack")
+    )
+    with FakeSlack(per_channel_rate=math.inf) as slack:
+        client = AsyncWebClient(
+            token=slack.bot_token, base_url=slack.api_url, retry_handlers=retry_handlers(flood)
+        )
+        slack.fail_next("chat.postMessage", retry_after=0)
+        slack.fail_next("auth.test", retry_after=0)
+        await client.chat_postMessage(channel="C0GENERAL", text="hello")
+        await client.auth_test()
+    counted = metrics.registry.get_sample_value(
+        "switchboard_platform_throttled_total", {"platform": "slack"}
+    )
+    assert counted == 2
