@@ -167,8 +167,11 @@ def operations_server(
     database: AsyncEngine,
     registry: CollectorRegistry,
     channels: Mapping[str, Connected],
+    routes: Iterable[web.AbstractRouteDef] = (),
 ) -> AbstractAsyncContextManager[object]:
     """The operations server for the run commands, or nothing when ``port`` is unset."""
     if port is None:
         return nullcontext()
-    return OpsServer(port=port, database=database, registry=registry, channels=channels)
+    return OpsServer(
+        port=port, database=database, registry=registry, channels=channels, routes=routes
+    )

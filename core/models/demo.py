@@ -33,6 +33,8 @@ CALCULATOR = "calculator"
 CLOCK = "current_time"
 DRAW = "generate_image"
 WORD_DELAY_SECONDS = 0.02
+SCAN_CHARS = 1000
+"""How much of a message is searched for arithmetic (the search is quadratic in length)."""
 
 _ARITHMETIC = re.compile(r"[-+(]*\d[\d.,\s]*(?:[-+*/%^\u00d7\u00f7][-+(\s]*\d[\d.,\s)]*)+")
 _WHEN = re.compile(r"\b(time|date|day|today|clock)\b", re.IGNORECASE)
@@ -72,7 +74,7 @@ class DemoGateway:
         drawing = _DRAWING.search(text)
         if DRAW in offered and drawing:
             wanted.append((DRAW, {"prompt": drawing.group(1).strip(" .!?") or "a sunny day"}))
-        sums = _ARITHMETIC.search(text)
+        sums = _ARITHMETIC.search(text[:SCAN_CHARS])
         if CALCULATOR in offered and sums and not drawing:
             expression = sums.group().strip().replace(",", "").replace("^", "**")
             expression = expression.replace("\u00d7", "*").replace("\u00f7", "/")
