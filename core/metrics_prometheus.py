@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from core.conversation.store import UsageRecord
 from core.metrics import Outcome
@@ -25,6 +25,7 @@ class PrometheusMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
+        ProcessCollector(registry=registry)  # process_* CPU, memory and open files (Linux)
         self._turns = Counter(
             "switchboard_turns",
             "Turns by channel and how they ended (answered, cancelled, failed, interrupted).",

@@ -240,6 +240,7 @@ async def test_metrics_move_with_real_telegram_turns(
     assert value(after, "switchboard_platform_throttled_total", platform="telegram") == 1
     assert value(after, "switchboard_turns_in_flight") == 0
     assert value(after, "switchboard_open_jobs") == 0
+    assert value(after, "process_resident_memory_bytes") > 0
 
 
 async def test_slack_429s_are_counted_whether_or_not_they_name_a_channel() -> None:
