@@ -23,12 +23,13 @@ from bots.ops import OpsServer
 from bots.pacing import FloodControl, FloodLimits
 from bots.slack.retry import retry_handlers
 from bots.telegram.channel import TelegramChannel
-from core.conversation.messages import ConversationKey
+from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
 from core.errors import ConfigError
 from core.metrics_prometheus import PrometheusMetrics
 from core.storage.database import create_engine
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI, Scripted
+from tests.fakes.sinks import RecordingSink
 from tests.fakes.slack_server import FakeSlack
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.fakes.telegram_server import FakeTelegram
@@ -260,3 +261,29 @@ async def test_slack_429s_are_counted_whether_or_not_they_name_a_channel() -> No
         "switchboard_platform_throttled_total", {"platform": "slack"}
     )
     assert counted == 2
+
+
+async def test_a_turn_is_in_flight_until_it_ends_and_a_cancelled_one_counts_as_such(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.enqueue(Scripted(text="token " * 200, chunks=200, chunk_delay=0.02))
+    console = ConversationKey("console", place="ada")
+    async with make_app() as app:
+        registry = app.metrics.registry
+        sink = RecordingSink()
+        turn = asyncio.create_task(
+            app.engine.answer_message(
+                IncomingMessage(console, UserRef("console", "ada"), "a long story"), sink
+            )
+        )
+        await sink.first_text.wait()
+        assert registry.get_sample_value("switchboard_turns_in_flight") == 1
+        assert app.engine.cancel(console)
+        await turn
+    assert registry.get_sample_value("switchboard_turns_in_flight") == 0
+    assert (
+        registry.get_sample_value(
+            "switchboard_turns_total", {"channel": "console", "outcome": "cancelled"}
+        )
+        == 1
+    )
