@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 from openai import AsyncOpenAI, DefaultAioHttpClient
@@ -29,10 +31,14 @@ from core.conversation.store import ConversationStore
 from core.conversation.tokens import TokenCounters
 from core.conversation.turns import TurnRunner
 from core.errors import ConfigError
+from core.media.demo_media import DemoImages, DemoSpeech, DemoTranscriber
 from core.media.ffmpeg_audio import FfmpegAudio, find_ffmpeg
 from core.media.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscriber
 from core.media.pillow_images import PillowPictures
+from core.media.ports import ImageGenerator, SpeechSynthesizer, Transcriber
 from core.media.steps import MediaKit, MediaOptions, MediaSteps
+from core.metrics_prometheus import PrometheusMetrics
+from core.models.demo import DemoGateway
 from core.models.llm import LLMGateway
 from core.models.openai_gateway import OpenAIGateway, RetryPolicy
 from core.models.registry import Registry, load_registry
@@ -113,6 +119,7 @@ class App:
     commands: Commands
     pipeline: InboundPipeline
     outbox: Outbox
+    metrics: PrometheusMetrics
 
     @property
     def store(self) -> ConversationStore:
@@ -123,6 +130,19 @@ class App:
     def access(self) -> AccessPolicy:
         """Who may use the bot and who administers it."""
         return self.storage.access
+
+
+@dataclass(frozen=True)
+class ModelPorts:
+    """What answers the model calls: the LLM gateway and the three media APIs."""
+
+    gateway: LLMGateway
+    transcriber: Transcriber
+    speech: SpeechSynthesizer
+    images: ImageGenerator
+
+
+Provider = Callable[[Settings, Registry, MediaOptions], AbstractAsyncContextManager[ModelPorts]]
 
 
 @asynccontextmanager
@@ -138,12 +158,105 @@ async def bootstrap(
     ``wrap_gateway`` and ``wrap_media`` decorate the model gateway and the media ports
     (tracing, timing in the benchmarks).
     """
-    settings.require("OPENAI_API_KEY")
+    provider: Provider
+    if settings.demo:
+        # The one place demo mode is decided: its registry and prices, and its ports.
+        settings = settings.model_copy(update=DEMO_SETTINGS)
+        provider = demo_models
+    else:
+        settings.require("OPENAI_API_KEY")
+        provider = openai_models
     registry = load_registry(settings.models_file, settings.modes_file)
     prices = load_prices(settings.prices_file)
     media_options = media_options_of(settings, registry, prices)
     ffmpeg = find_ffmpeg(settings.ffmpeg)
     operator_tools = load_tool_modules(settings.tool_modules)
+    async with (
+        provider(settings, registry, media_options) as ports,
+        open_storage(settings, clock=clock) as storage,
+    ):
+        clock = storage.clock
+        counters = TokenCounters()
+        await asyncio.to_thread(counters.preload, {m.encoding for m in registry.models.values()})
+        gateway = ports.gateway
+        kit = MediaKit(
+            pictures=PillowPictures(),
+            converter=FfmpegAudio(
+                ffmpeg, max_upload_bytes=media_options.transcription.max_upload_bytes
+            ),
+            transcriber=ports.transcriber,
+            speech=ports.speech,
+            images=ports.images,
+        )
+        meter = Meter(storage.budgets, clock, settings.zone)
+        media = MediaSteps(wrap_media(kit) if wrap_media else kit, media_options, prices, meter)
+        tools = ToolRegistry(
+            [*builtin_tools(clock), drawing_tool(media), *operator_tools],
+            timeout=settings.tool_timeout_seconds,
+        )
+        for mode in registry.modes.values():
+            missing = sorted(set(mode.tools) - set(tools.names()))
+            if missing:
+                raise ConfigError(f"mode {mode.id!r} names unknown tools: {', '.join(missing)}")
+        store = storage.store
+        metrics = PrometheusMetrics()
+        turns = TurnRunner()
+        choices = ConversationChoices(store, registry, turns, can_speak=True)
+        assistant = Assistant(
+            store=store,
+            gateway=wrap_gateway(gateway) if wrap_gateway else gateway,
+            choices=choices,
+            context=ContextBuilder(store, context_tokens=settings.context_tokens),
+            tools=tools,
+            meter=meter,
+            media=media,
+            turns=turns,
+            clock=clock,
+            counters=counters,
+            options=AssistantOptions(
+                tool_rounds=settings.tool_rounds, max_message_chars=settings.max_message_chars
+            ),
+            metrics=metrics,
+        )
+        commands = Commands(
+            choices=choices,
+            turns=turns,
+            store=store,
+            ledger=storage.budgets,
+            access=storage.access,
+            names=storage.names,
+            clock=clock,
+            timezone=settings.zone,
+        )
+        pipeline = InboundPipeline(
+            store=store,
+            access=storage.access,
+            rate=MessageRateLimit(settings.messages_per_minute, time.monotonic),
+            commands=commands,
+            assistant=assistant,
+            choices=choices,
+            turns=turns,
+        )
+        yield App(
+            settings,
+            registry,
+            storage,
+            prices,
+            turns,
+            choices,
+            assistant,
+            commands,
+            pipeline,
+            Outbox(store),
+            metrics,
+        )
+
+
+@asynccontextmanager
+async def openai_models(
+    settings: Settings, registry: Registry, media: MediaOptions
+) -> AsyncIterator[ModelPorts]:
+    """The OpenAI API (or a compatible server at ``OPENAI_BASE_URL``) behind every port."""
     assert settings.openai_api_key is not None
     client = AsyncOpenAI(
         api_key=settings.openai_api_key.get_secret_value(),
@@ -153,94 +266,50 @@ async def bootstrap(
         http_client=DefaultAioHttpClient(),
     )
     try:
-        async with open_storage(settings, clock=clock) as storage:
-            clock = storage.clock
-            counters = TokenCounters()
-            await asyncio.to_thread(
-                counters.preload, {m.encoding for m in registry.models.values()}
-            )
-            retry = RetryPolicy(
-                attempts=settings.openai_max_retries, backoff=settings.openai_backoff_seconds
-            )
-            gateway: LLMGateway = OpenAIGateway(client, retry)
-            kit = MediaKit(
-                pictures=PillowPictures(),
-                converter=FfmpegAudio(
-                    ffmpeg, max_upload_bytes=media_options.transcription.max_upload_bytes
+        retry = RetryPolicy(
+            attempts=settings.openai_max_retries, backoff=settings.openai_backoff_seconds
+        )
+        yield ModelPorts(
+            gateway=OpenAIGateway(client, retry),
+            transcriber=OpenAITranscriber(client, retry),
+            speech=OpenAISpeech(client, retry, max_input_chars=media.speech.max_input_chars),
+            images=OpenAIImages(
+                client,
+                retry,
+                ask_for_b64=frozenset(
+                    name for name, spec in registry.media.images.items() if spec.ask_for_b64
                 ),
-                transcriber=OpenAITranscriber(client, retry),
-                speech=OpenAISpeech(
-                    client, retry, max_input_chars=media_options.speech.max_input_chars
-                ),
-                images=OpenAIImages(
-                    client,
-                    retry,
-                    ask_for_b64=frozenset(
-                        name for name, spec in registry.media.images.items() if spec.ask_for_b64
-                    ),
-                ),
-            )
-            meter = Meter(storage.budgets, clock, settings.zone)
-            media = MediaSteps(wrap_media(kit) if wrap_media else kit, media_options, prices, meter)
-            tools = ToolRegistry(
-                [*builtin_tools(clock), drawing_tool(media), *operator_tools],
-                timeout=settings.tool_timeout_seconds,
-            )
-            for mode in registry.modes.values():
-                missing = sorted(set(mode.tools) - set(tools.names()))
-                if missing:
-                    raise ConfigError(f"mode {mode.id!r} names unknown tools: {', '.join(missing)}")
-            store = storage.store
-            turns = TurnRunner()
-            choices = ConversationChoices(store, registry, turns, can_speak=True)
-            assistant = Assistant(
-                store=store,
-                gateway=wrap_gateway(gateway) if wrap_gateway else gateway,
-                choices=choices,
-                context=ContextBuilder(store, context_tokens=settings.context_tokens),
-                tools=tools,
-                meter=meter,
-                media=media,
-                turns=turns,
-                clock=clock,
-                counters=counters,
-                options=AssistantOptions(
-                    tool_rounds=settings.tool_rounds, max_message_chars=settings.max_message_chars
-                ),
-            )
-            commands = Commands(
-                choices=choices,
-                turns=turns,
-                store=store,
-                ledger=storage.budgets,
-                access=storage.access,
-                names=storage.names,
-                clock=clock,
-                timezone=settings.zone,
-            )
-            pipeline = InboundPipeline(
-                store=store,
-                access=storage.access,
-                rate=MessageRateLimit(settings.messages_per_minute, time.monotonic),
-                commands=commands,
-                assistant=assistant,
-                choices=choices,
-                turns=turns,
-            )
-            yield App(
-                settings,
-                registry,
-                storage,
-                prices,
-                turns,
-                choices,
-                assistant,
-                commands,
-                pipeline,
-                Outbox(store),
-            )
+            ),
+        )
     finally:
         await client.close()
+
+
+DEMO_SETTINGS: dict[str, object] = {
+    "models_file": Path(str(resources.files("core.data").joinpath("demo_models.toml"))),
+    "prices_file": Path(str(resources.files("core.data").joinpath("demo_prices.toml"))),
+    # Choices made for real models do not apply to the stand-ins.
+    "image_model": None,
+    "image_size": None,
+    "image_quality": None,
+    "transcription_model": None,
+    "speech_model": None,
+    "speech_voice": None,
+}
+"""Demo mode's settings: the shipped demo registry and its zero prices."""
+
+
+@asynccontextmanager
+async def demo_models(
+    settings: Settings, registry: Registry, media: MediaOptions
+) -> AsyncIterator[ModelPorts]:
+    """The stand-ins built into Switchboard behind every port: no key, no network, no cost."""
+    yield ModelPorts(
+        gateway=DemoGateway(timezone=settings.timezone),
+        transcriber=DemoTranscriber(),
+        speech=DemoSpeech(),
+        images=DemoImages(),
+    )
 
 
 def media_options_of(settings: Settings, registry: Registry, prices: PriceTable) -> MediaOptions:

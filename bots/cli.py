@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import csv
 import getpass
+import logging
 import os
 import signal
 import sys
@@ -24,6 +25,7 @@ from bots.bootstrap import (
     user_directory,
 )
 from bots.console import ConsoleChannel
+from bots.ops import operations_server
 from bots.slack.channel import SlackChannel
 from bots.telegram.channel import TelegramChannel
 from core.access.quota_args import QuotaSyntaxError, parse_quota
@@ -46,8 +48,16 @@ from core.money.periods import Period, window
 from core.settings import Settings, load_settings
 from core.storage.database import check, upgrade
 
+log = logging.getLogger(__name__)
+
 USAGE_ROWS = 10_000
 SHELL_KEY = ConversationKey(SHELL, place="shell")
+DEMO_HELP = "answer with the demo model built into Switchboard (no OPENAI_API_KEY needed)"
+DEMO_BANNER = (
+    "Demo mode: replies come from a stand-in model built into Switchboard, not from OpenAI. "
+    "It understands no language but shows every feature; set OPENAI_API_KEY and drop --demo "
+    "for a real model."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["telegram", "slack", "all"],
         help="which channel to serve (all: every channel whose credentials are set)",
     )
+    run.add_argument("--demo", action="store_true", help=DEMO_HELP)
     chat = commands.add_parser("chat", help="talk to the assistant in this terminal")
     chat.add_argument("--user", help="who you are in the conversation (default: login name)")
+    chat.add_argument("--demo", action="store_true", help=DEMO_HELP)
     quota = commands.add_parser(
         "quota",
         help="set, show or reset budgets: set <who> <usd> <period> | show [<who>] | reset <who>",
@@ -96,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PTB_TIMEDELTA", "true")
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(args.env_file)
+        demo = {"SWITCHBOARD_DEMO": True} if getattr(args, "demo", False) else {}
+        settings = load_settings(args.env_file, **demo)
         level = settings.log_level
         if args.command == "chat" and "log_level" not in settings.model_fields_set:
             level = "WARNING"  # the terminal is the conversation; keep start-up quiet
@@ -131,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 class Channel(Protocol):
     """What the run command needs of a channel."""
 
+    @property
+    def connected(self) -> bool:
+        """Whether it serves its platform now (for ``/readyz``)."""
+
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down cleanly."""
 
@@ -153,14 +170,25 @@ async def _run(settings: Settings, which: str) -> None:
         if not wanted:
             raise ConfigError("no channel is configured: set TELEGRAM_BOT_TOKEN or SLACK_BOT_TOKEN")
     async with bootstrap(settings) as app:
-        channels: list[Channel] = []
+        if settings.demo:
+            log.warning("%s", DEMO_BANNER)
+        channels: dict[str, Channel] = {}
         if "telegram" in wanted:
-            channels.append(TelegramChannel(app.pipeline, app.outbox, settings))
+            channels["telegram"] = TelegramChannel(
+                app.pipeline, app.outbox, settings, metrics=app.metrics
+            )
         if "slack" in wanted:
-            channels.append(SlackChannel(app.pipeline, app.outbox, settings))
+            channels["slack"] = SlackChannel(
+                app.pipeline, app.outbox, settings, metrics=app.metrics
+            )
         try:
-            async with asyncio.TaskGroup() as group:
-                for channel in channels:
+            async with (
+                operations_server(
+                    settings.http_port, app.storage.database, app.metrics.registry, channels
+                ),
+                asyncio.TaskGroup() as group,
+            ):
+                for channel in channels.values():
                     group.create_task(_until_stopped(channel, stop))
         except ExceptionGroup as errors:
             # A channel that cannot start stops the others; report its own error.
@@ -243,6 +271,8 @@ def _operator() -> Caller:
 
 async def _chat(settings: Settings, user: str | None) -> None:
     async with bootstrap(settings) as app:
+        if settings.demo:
+            print(DEMO_BANNER, file=sys.stderr)
         console = ConsoleChannel(
             app.pipeline,
             app.commands,

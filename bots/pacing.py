@@ -36,9 +36,11 @@ class FloodControl:
         self,
         limits: FloodLimits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_throttled: Callable[[], None] | None = None,
     ) -> None:
         self._limits = limits or FloodLimits()
         self._clock = clock
+        self._on_throttled = on_throttled
         self._chat_next: dict[Hashable, float] = {}
         self._recent: deque[float] = deque()  # times of the calls in the last second
         self._required_waiting = 0
@@ -81,8 +83,14 @@ class FloodControl:
         finally:
             self._required_waiting -= 1
 
+    def throttled(self) -> None:
+        """The platform answered 429 (reported to ``on_throttled``, for the metrics)."""
+        if self._on_throttled is not None:
+            self._on_throttled()
+
     def blocked(self, chat_id: Hashable, retry_after: float) -> None:
         """The platform answered 429 for ``chat_id``: no calls to it for ``retry_after`` seconds."""
+        self.throttled()
         until = self._clock() + retry_after
         self._chat_next[chat_id] = max(self._chat_next.get(chat_id, 0.0), until)
 

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     )
     context_tokens: int | None = Field(default=16_000, alias="SWITCHBOARD_CONTEXT_TOKENS", gt=0)
     log_level: str = Field(default="INFO", alias="SWITCHBOARD_LOG_LEVEL")
+    http_port: int | None = Field(default=None, alias="SWITCHBOARD_HTTP_PORT", gt=0, lt=65536)
+    demo: bool = Field(default=False, alias="SWITCHBOARD_DEMO")
     timezone: str = Field(default="UTC", alias="SWITCHBOARD_TIMEZONE")
     image_model: str | None = Field(default=None, alias="SWITCHBOARD_IMAGE_MODEL")
     image_size: str | None = Field(default=None, alias="SWITCHBOARD_IMAGE_SIZE")

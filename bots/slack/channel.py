@@ -60,6 +60,7 @@ from core.conversation.messages import ConversationKey, IncomingMessage
 from core.conversation.pipeline import Activity, Delivery, FetchFiles, InboundPipeline
 from core.errors import ConfigError
 from core.media.ports import Attachment
+from core.metrics import Metrics, NullMetrics
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class SlackChannel:
         *,
         flood: FloodControl | None = None,
         shutdown_grace: float = SHUTDOWN_GRACE_SECONDS,
+        metrics: Metrics | None = None,
     ) -> None:
         settings.require("SLACK_BOT_TOKEN")
         if settings.slack_app_token is None:
@@ -100,7 +102,11 @@ class SlackChannel:
         self._pipeline = pipeline
         self._outbox = outbox
         self._settings = settings
-        self._flood = flood or FloodControl(SLACK_LIMITS)
+        throttled = metrics or NullMetrics()
+        self._flood = flood or FloodControl(
+            SLACK_LIMITS, on_throttled=lambda: throttled.platform_throttled(CHANNEL)
+        )
+        self.connected = False  # readiness, for the operations server
         self._grace = shutdown_grace
         self._tasks: set[asyncio.Task[None]] = set()
         self._acks = AcksFirst()
@@ -164,7 +170,9 @@ class SlackChannel:
             handler = AsyncSocketModeHandler(self.app, app_token.get_secret_value())
             await handler.connect_async()  # type: ignore[no-untyped-call]
             log.info("Slack bot @%s is running (Socket Mode)", identity.get("user"))
+            self.connected = True
             await stop.wait()
+            self.connected = False
             await handler.close_async()  # type: ignore[no-untyped-call]
             await self._drain()
             return
@@ -181,7 +189,9 @@ class SlackChannel:
             EVENTS_PATH,
         )
         try:
+            self.connected = True
             await stop.wait()
+            self.connected = False
             await site.stop()
             await self._drain()
         finally:

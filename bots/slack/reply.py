@@ -475,6 +475,8 @@ class SlackReply:
                         part = None
                     elif error != "ratelimited" or attempt == FINAL_ATTEMPTS - 1:
                         raise
+                    else:
+                        self.flood.throttled()  # the client's own retries gave up on it
         await self._delete(self.parts[len(payloads) :])
         del self.parts[len(payloads) :]
 

@@ -39,6 +39,8 @@ class PacedRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
             channel = params.get("channel") or params.get("channel_id")
             if isinstance(channel, str):
                 self._flood.blocked(channel, _retry_after(response))
+            else:
+                self._flood.throttled()
         await super().prepare_for_next_attempt_async(
             state=state, request=request, response=response, error=error
         )

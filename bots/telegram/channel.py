@@ -46,6 +46,7 @@ from core.conversation.messages import ConversationKey, IncomingMessage
 from core.conversation.pipeline import Activity, Delivery, FetchFiles, InboundPipeline
 from core.errors import ConfigError
 from core.media.ports import Attachment
+from core.metrics import Metrics, NullMetrics
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class TelegramChannel:
         *,
         flood: FloodControl | None = None,
         shutdown_grace: float = SHUTDOWN_GRACE_SECONDS,
+        metrics: Metrics | None = None,
     ) -> None:
         settings.require("TELEGRAM_BOT_TOKEN")
         if settings.telegram_webhook_url and settings.telegram_webhook_secret is None:
@@ -92,7 +94,11 @@ class TelegramChannel:
         self._pipeline = pipeline
         self._outbox = outbox
         self._settings = settings
-        self._flood = flood or FloodControl(FloodLimits())
+        throttled = metrics or NullMetrics()
+        self._flood = flood or FloodControl(
+            FloodLimits(), on_throttled=lambda: throttled.platform_throttled(CHANNEL)
+        )
+        self.connected = False  # readiness, for the operations server
         self._grace = shutdown_grace
         self._typing = TypingIndicators(self.application.bot)
         self._albums = AlbumCollector()
@@ -142,8 +148,10 @@ class TelegramChannel:
                 "webhook" if webhook else "long polling",
             )
             self._outbox.attach(self)
+            self.connected = True
             try:
                 await stop.wait()
+                self.connected = False
                 await updater.stop()
                 await self._drain()
             finally:

@@ -31,12 +31,14 @@ from core.conversation.turns import Turn, TurnRunner
 from core.errors import (
     ContextTooLong,
     SwitchboardError,
+    UpstreamError,
     UpstreamUnavailable,
     UserInputError,
     user_message,
 )
 from core.media.ports import PreparedImage
 from core.media.steps import MediaSteps, Seen
+from core.metrics import Metrics, error_kind, watched_turn
 from core.models.llm import (
     ChatTurn,
     Completion,
@@ -114,6 +116,7 @@ class Assistant:
         clock: Clock,
         counters: TokenCounters,
         options: AssistantOptions,
+        metrics: Metrics,
     ) -> None:
         self._store = store
         self._gateway = gateway
@@ -126,13 +129,14 @@ class Assistant:
         self._clock = clock
         self._counters = counters
         self._options = options
+        self._metrics = metrics
 
     async def answer_message(self, message: IncomingMessage, sink: ReplySink) -> None:
         """Answer ``message``, emitting reply events to ``sink``; never raises for bad input
         or upstream failures, which become a ``ReplyFailed`` event."""
         if await self._refused(message, sink, need_text=True):
             return
-        await self._turns.run(message.key, sink, lambda turn: self._run(message, sink, turn))
+        await self._turns.run(message.key, sink, lambda turn: self._watched(message, sink, turn))
 
     async def draw_image(self, message: IncomingMessage, sink: ReplySink) -> None:
         """``/image``: draw what ``message.text`` describes; the picture arrives as an
@@ -152,7 +156,7 @@ class Assistant:
             await self._draw(state, edit=edit)
 
         await self._turns.run(
-            message.key, sink, lambda turn: self._run(message, sink, turn, body, speak=False)
+            message.key, sink, lambda turn: self._watched(message, sink, turn, body, speak=False)
         )
 
     async def _refused(self, message: IncomingMessage, sink: ReplySink, *, need_text: bool) -> bool:
@@ -179,6 +183,19 @@ class Assistant:
                 f"{self._options.max_message_chars:,}. Please shorten it or send it in parts."
             )
 
+    async def _watched(
+        self,
+        message: IncomingMessage,
+        sink: ReplySink,
+        turn: Turn,
+        body: _Body | None = None,
+        *,
+        speak: bool = True,
+    ) -> None:
+        """Run the turn, reported to the metrics (in flight, first text, outcome)."""
+        with watched_turn(self._metrics, message.key.channel, sink) as watched:
+            await self._run(message, watched, turn, body, speak=speak)
+
     async def _run(
         self,
         message: IncomingMessage,
@@ -203,6 +220,8 @@ class Assistant:
             await sink.emit(ReplyFinished(state.text if state else "", cancelled=True))
             return
         except Exception as exc:
+            if isinstance(exc, UpstreamError):
+                self._metrics.upstream_error(error_kind(exc))
             if isinstance(exc, SwitchboardError):
                 log.warning("turn in %s failed: %s", message.key, exc)
             else:
@@ -256,6 +275,7 @@ class Assistant:
             ),
             usage,
         )
+        self._metrics.usage(usage)
         self._context.remember(stored, state.conversation.last_message_id)
         state.last_message_id = stored.id
         if seen.full:
@@ -304,6 +324,7 @@ class Assistant:
                 [record],
             )
         )
+        self._metrics.usage([record])
         self._context.remember(drawn, stored.id)
 
     async def _speak(self, state: _TurnState) -> None:
@@ -318,6 +339,7 @@ class Assistant:
         finally:
             # Shielded: what was spoken was paid for, even if the reply is stopped now.
             await asyncio.shield(self._store.record_usage(usage))
+            self._metrics.usage(usage)
         await state.sink.emit(VoiceReady(note))
 
     async def _generate(self, state: _TurnState) -> None:
@@ -446,6 +468,7 @@ class Assistant:
         stored = await asyncio.shield(
             self._store.add_message(state.conversation.id, reply, state.usage)
         )
+        self._metrics.usage(state.usage)
         self._context.remember(stored, state.last_message_id)
 
 

@@ -198,11 +198,13 @@ class Registry:
 
 
 def load_registry(models_file: Path | None = None, modes_file: Path | None = None) -> Registry:
-    """Load the shipped registry files, merging the operator's files over them."""
-    models_data = _merge(_shipped("models.toml"), _read(models_file))
-    modes_data = _merge(_shipped("modes.toml"), _read(modes_file))
+    """Load the shipped registry files with the operator's files over them: merged entry by
+    entry, or, in a file that says ``replace = true``, each section the file has (such as
+    ``[models]``) replacing the shipped one; ``[defaults]`` always merges key by key."""
     models_origin = str(models_file or "shipped models.toml")
     modes_origin = str(modes_file or "shipped modes.toml")
+    models_data = _overlay(_shipped("models.toml"), _read(models_file), models_origin)
+    modes_data = _overlay(_shipped("modes.toml"), _read(modes_file), modes_origin)
     models = {
         name: _validate(ModelSpec, name, spec, models_origin, "models")
         for name, spec in _tables(models_data, "models", models_origin).items()
@@ -290,6 +292,26 @@ def _read(path: Path | None) -> dict[str, Any]:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def _overlay(shipped: dict[str, Any], operator: dict[str, Any], origin: str) -> dict[str, Any]:
+    replace = operator.pop("replace", False)
+    if not isinstance(replace, bool):
+        raise ConfigError(f"{origin}: replace must be true or false")
+    if replace:
+        # An Ollama or other compatible server offers only its own models: /model must
+        # list those, not OpenAI's. Shipped defaults naming a replaced entry go with it.
+        replaced = [
+            shipped[k] for k in operator if k != "defaults" and isinstance(shipped.get(k), dict)
+        ]
+        defaults = {
+            key: name
+            for key, name in shipped.get("defaults", {}).items()
+            if not any(name in section for section in replaced)
+        }
+        shipped = {k: v for k, v in shipped.items() if k not in operator}
+        shipped["defaults"] = defaults
+    return _merge(shipped, operator)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -45,6 +45,12 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
             raise ConfigError("DATABASE_URL: use an async driver, postgresql+asyncpg://…")
         return create_async_engine(parsed, pool_pre_ping=True, **options)
     raise ConfigError("DATABASE_URL: only SQLite and PostgreSQL are supported")
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Run a trivial query; raises what the driver raises when the database cannot answer."""
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
