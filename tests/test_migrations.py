@@ -28,6 +28,7 @@ TABLES = {
     "jobs",
     "budgets",
     "budget_counters",
+    "posted_messages",
 }
 
 
