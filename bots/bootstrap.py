@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from core.media.ffmpeg_audio import FfmpegAudio, find_ffmpeg
 from core.media.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscriber
 from core.media.pillow_images import PillowPictures
 from core.media.steps import MediaKit, MediaOptions, MediaSteps
+from core.models.lifecycle import ModelLifecycle, warnings
 from core.models.llm import LLMGateway
 from core.models.openai_gateway import OpenAIGateway, RetryPolicy
 from core.models.registry import Registry, load_registry
@@ -33,6 +35,8 @@ from core.tools.builtin import builtin_tools
 from core.tools.toolbox import ToolRegistry, load_tool_modules
 
 _Spec = TypeVar("_Spec")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,14 @@ async def bootstrap(
         if missing:
             raise ConfigError(f"mode {mode.id!r} names unknown tools: {', '.join(missing)}")
     media_options = media_options_of(settings, registry, prices)
+    chosen = {
+        "image": media_options.image.id,
+        "transcription": media_options.transcription.id,
+        "speech": media_options.speech.id,
+    }
+    for line in warnings(registry, clock.now().date(), chosen):
+        log.warning("%s", line)
+    lifecycle = ModelLifecycle(clock)
     ffmpeg = find_ffmpeg(settings.ffmpeg)
     database = create_engine(settings.database_url)
     assert settings.openai_api_key is not None
@@ -118,6 +130,7 @@ async def bootstrap(
             clock=clock,
             timezone=settings.zone,
             budgets=budgets,
+            lifecycle=lifecycle,
         )
         store = conversation_store(database)
         access = AccessPolicy(settings.allowed_users, settings.admins)
@@ -138,6 +151,7 @@ async def bootstrap(
             budgets=budgets,
             media=media,
             access=access,
+            lifecycle=lifecycle,
         )
         async with kept_fresh(access, store):
             yield App(settings, registry, engine, database, budgets, prices, access)
@@ -178,6 +192,7 @@ def media_options_of(settings: Settings, registry: Registry, prices: PriceTable)
         voice=voice,
         speed=settings.speech_speed,
         max_picture_bytes=settings.max_file_mb * 1024 * 1024,
+        models=media,
     )
 
 

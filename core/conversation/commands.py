@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from core.conversation.engine import Engine
 from core.conversation.messages import ConversationKey
 from core.errors import UnknownChoice, UserInputError
+from core.models.lifecycle import offered
+from core.models.registry import ModelSpec
 from core.money.accounting import Accounts, Caller, allow, block, quota, usage
 
 MAX_ARGUMENT = 200
@@ -176,7 +178,7 @@ async def _model(engine: Engine, key: ConversationKey, args: str) -> CommandRepl
         return CommandReply(f"Model set to {model.title or model.id}.")
     _, current = await engine.current_choices(key)
     lines = [f"Current model: {current.title or current.id}. Choose one:"]
-    lines += [f"• {model.id}" for model in engine.registry.models.values()]
+    lines += [f"• {model.id}{f' ({note})' if note else ''}" for model, note in _models(engine)]
     return CommandReply("\n".join(lines), _model_choices(engine))
 
 
@@ -205,10 +207,15 @@ def _mode_choices(engine: Engine) -> tuple[Choice, ...]:
     )
 
 
+def _models(engine: Engine) -> list[tuple[ModelSpec, str]]:
+    """The models to offer now, each with its lifecycle mark (e.g. "shuts down 2027-01-14")."""
+    return offered(engine.registry.models, engine.now().date())
+
+
 def _model_choices(engine: Engine) -> tuple[Choice, ...]:
     return tuple(
-        Choice(model.title or model.id, f"/model {model.id}")
-        for model in engine.registry.models.values()
+        Choice(f"{model.title or model.id}{' ⚠' if note else ''}", f"/model {model.id}")
+        for model, note in _models(engine)
     )
 
 

@@ -44,6 +44,7 @@ from core.conversation.store import ConversationStore, UsageRecord
 from core.conversation.tokens import MESSAGE_OVERHEAD, TokenCounter, TokenCounters
 from core.errors import (
     ContextTooLong,
+    ModelNotFound,
     SwitchboardError,
     UpstreamUnavailable,
     UserInputError,
@@ -51,6 +52,7 @@ from core.errors import (
 )
 from core.media.ports import PreparedImage
 from core.media.steps import Charge, MediaSteps, Seen
+from core.models.lifecycle import ModelLifecycle
 from core.models.llm import (
     ChatTurn,
     Completion,
@@ -172,8 +174,10 @@ class Engine:
         budgets: BudgetLedger | None = None,
         media: MediaSteps | None = None,
         access: AccessPolicy | None = None,
+        lifecycle: ModelLifecycle | None = None,
     ) -> None:
         self.store = store
+        self.lifecycle = lifecycle or ModelLifecycle(clock)
         self.registry = registry
         self._gateway = gateway
         self._tools = tools
@@ -600,6 +604,22 @@ class Engine:
         return await self._tools.run(call)
 
     async def _call(self, request: LLMRequest, state: _TurnState) -> Completion:
+        """Call the model, or its successor once it is retired or the API no longer has it
+        (the conversations on it move along); the turn is answered either way."""
+        models = self.registry.models
+        model = await self.lifecycle.use(models, request.model, self.store.replace_model)
+        try:
+            state.model = model
+            return await self._call_model(replace(request, model=model), state)
+        except ModelNotFound:
+            self.lifecycle.refused(model.id)
+            successor = await self.lifecycle.use(models, model, self.store.replace_model)
+            if successor is model:
+                raise
+            state.model = successor
+            return await self._call_model(replace(request, model=successor), state)
+
+    async def _call_model(self, request: LLMRequest, state: _TurnState) -> Completion:
         reservation: Reservation | None = None
         if self.budgets is not None:
             # Held before the call; over budget, no call is made.
