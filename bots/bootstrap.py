@@ -78,13 +78,6 @@ async def bootstrap(
         if missing:
             raise ConfigError(f"mode {mode.id!r} names unknown tools: {', '.join(missing)}")
     media_options = media_options_of(settings, registry, prices)
-    chosen = {
-        "image": media_options.image.id,
-        "transcription": media_options.transcription.id,
-        "speech": media_options.speech.id,
-    }
-    for line in warnings(registry, clock.now().date(), chosen):
-        log.warning("%s", line)
     lifecycle = ModelLifecycle(clock)
     ffmpeg = find_ffmpeg(settings.ffmpeg)
     database = create_engine(settings.database_url)
@@ -153,6 +146,7 @@ async def bootstrap(
             access=access,
             lifecycle=lifecycle,
         )
+        _warn_of_shutdowns(registry, media_options, clock)
         async with kept_fresh(access, store):
             yield App(settings, registry, engine, database, budgets, prices, access)
     finally:
@@ -194,6 +188,17 @@ def media_options_of(settings: Settings, registry: Registry, prices: PriceTable)
         max_picture_bytes=settings.max_file_mb * 1024 * 1024,
         models=media,
     )
+
+
+def _warn_of_shutdowns(registry: Registry, media: MediaOptions, clock: Clock) -> None:
+    """One WARNING per model in use that shuts down within 30 days or already has."""
+    chosen = {
+        "image": media.image.id,
+        "transcription": media.transcription.id,
+        "speech": media.speech.id,
+    }
+    for line in warnings(registry, clock.now().date(), chosen):
+        log.warning("%s", line)
 
 
 def _known(pick: Callable[[str | None], _Spec], name: str | None, variable: str) -> _Spec:
