@@ -187,3 +187,13 @@ async def test_the_model_list_marks_models_about_to_shut_down(
     assert labels["/model gpt-4o"] == "GPT-4o ⚠"
     assert labels["/model gpt-6-luna"] == "GPT-6 Luna"
     assert "/model gpt-5" not in labels
+
+
+async def test_choosing_a_retired_model_chooses_its_successor(
+    make_settings: SettingsFactory,
+) -> None:
+    async with app_on(make_settings, date(2026, 12, 20)) as app:
+        reply = await run_command(app.engine, KEY, Command("model", "gpt-5-mini"))
+        conversation = await app.engine.store.active_conversation(KEY)
+    assert reply.text == "Model set to GPT-6.1 Terra."
+    assert conversation.model == "gpt-6.1-terra"

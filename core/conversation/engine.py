@@ -52,7 +52,7 @@ from core.errors import (
 )
 from core.media.ports import PreparedImage
 from core.media.steps import Charge, MediaSteps, Seen
-from core.models.lifecycle import ModelLifecycle
+from core.models.lifecycle import ModelLifecycle, live
 from core.models.llm import (
     ChatTurn,
     Completion,
@@ -331,8 +331,9 @@ class Engine:
         return mode
 
     async def set_model(self, key: ConversationKey, name: str | None) -> ModelSpec:
-        """Choose the model of ``key``'s conversation; raises ``UnknownChoice``."""
-        model = self.registry.model(name)
+        """Choose the model of ``key``'s conversation (a retired one's successor); raises
+        ``UnknownChoice``."""
+        model = live(self.registry.models, self.registry.model(name), self.now().date())
         conversation = await self.store.active_conversation(key)
         await self.store.set_model(conversation.id, model.id)
         return model

@@ -181,7 +181,11 @@ class ModelLifecycle:
         chosen = live(table, entry, self.today(), self._gone)
         if chosen is not entry and entry.id not in self._announced:
             self._announced.add(entry.id)
-            moved = await move(entry.id, chosen.id) if move is not None else 0
+            try:
+                moved = await move(entry.id, chosen.id) if move is not None else 0
+            except BaseException:
+                self._announced.discard(entry.id)  # the next call tries again
+                raise
             log.warning(
                 "model %s is retired or no longer offered; its calls now go to %s "
                 "(%d conversations moved)",
