@@ -21,6 +21,7 @@ from tests.conftest import SettingsFactory
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.sinks import RecordingSink
 from tests.make_audio import tone_segments
+from tests.make_images import png
 
 KEY = ConversationKey("telegram", place="1001")
 OTHER = ConversationKey("telegram", place="2002")
@@ -197,3 +198,23 @@ async def test_choosing_a_retired_model_chooses_its_successor(
         conversation = await app.engine.store.active_conversation(KEY)
     assert reply.text == "Model set to GPT-6.1 Terra."
     assert conversation.model == "gpt-6.1-terra"
+
+
+async def test_a_fresh_install_on_defaults_works_after_the_january_shutdowns(
+    make_settings: SettingsFactory, fake_openai: FakeOpenAI
+) -> None:
+    day = date(2027, 1, 15)
+    fake_openai.today = day
+    voice = Attachment(tone_segments([(440, 0.6)]), "voice.ogg", "audio/ogg")
+    async with app_on(make_settings, day) as app:
+        chatted = await send(app, "hello")
+        seen = await send(app, "what is this?", Attachment(png(64, 64), "a.png", "image/png"))
+        heard = await send(app, "", voice)
+        drawn = RecordingSink()
+        await app.engine.draw_image(IncomingMessage(KEY, ALICE, "a lighthouse"), drawn)
+    assert chatted.final == ReplyFinished("Echo: hello")
+    assert seen.final == ReplyFinished("Echo: what is this? [1 image]")
+    assert heard.final == ReplyFinished("Echo: tone440")
+    assert any(isinstance(e, ImageReady) for e in drawn.events)
+    models = [str((r.body or {}).get("model")) for r in fake_openai.requests]
+    assert set(models) == {"gpt-6-luna", "gpt-transcribe", "gpt-image-2.6-sunburst"}
