@@ -12,7 +12,7 @@ from openai import AsyncOpenAI
 
 from bots.bootstrap import media_options_of
 from core.errors import ConfigError
-from core.models.lifecycle import Status, status
+from core.models.lifecycle import Status, status, uses
 from core.models.registry import Entry, ModelSpec, Registry, load_registry
 from core.money.money import format_usd
 from core.money.prices import PriceTable, load_prices
@@ -45,13 +45,7 @@ def catalogue(settings: Settings) -> Catalogue:
         "transcription": options.transcription.id,
         "speech": options.speech.id,
     }
-    uses: dict[tuple[str, str], list[str]] = {}
-    for role, name in {**registry.defaults(), **chosen}.items():
-        uses.setdefault(("chat" if role == "vision" else role, name), []).append(role)
-    for mode in registry.modes.values():
-        if mode.model:
-            uses.setdefault(("chat", mode.model), []).append(f"mode {mode.id}")
-    return Catalogue(registry, prices, uses)
+    return Catalogue(registry, prices, uses(registry, chosen))
 
 
 def registry_table(found: Catalogue, today: date) -> list[list[str]]:
@@ -159,9 +153,9 @@ def check_report(found: Catalogue, offered: set[str], today: date) -> tuple[str,
             current += 1
             if entry.id in offered:
                 continue
-            uses = found.uses.get((role, entry.id), [])
-            broken = broken or bool(uses)
-            rows.append([role, entry.id, ", ".join(uses)])
+            used_for = found.uses.get((role, entry.id), [])
+            broken = broken or bool(used_for)
+            rows.append([role, entry.id, ", ".join(used_for)])
     lines = [
         f"The account offers {current - len(rows)} of the registry's {current} current models "
         f"({retired} retired models not checked)."

@@ -228,16 +228,16 @@ def test_warnings_name_each_model_in_use_once(shipped: Registry) -> None:
     day = date(2026, 12, 20)
     lines = warnings(shipped, day, {"transcription": "whisper-1", "speech": "tts-1"})
     assert lines == [
-        "speech model tts-1 shuts down on 2027-01-06, in 17 days; then its successor "
+        "model tts-1 (speech) shuts down on 2027-01-06, in 17 days; then its successor "
         "gpt-realtime-2.1-mini is not in the registry"
     ]
     later = warnings(shipped, date(2027, 2, 1), {"image": "gpt-image-1"})
     assert (
-        "image model gpt-image-1 was shut down on 2026-10-23; calls go to its successor "
+        "model gpt-image-1 (image) was shut down on 2026-10-23; calls go to its successor "
         "gpt-image-2.6-sunburst"
     ) in later
     assert warnings(shipped, day, {"speech": "gpt-4o-mini-tts"}) == [
-        "speech model gpt-4o-mini-tts shuts down on 2027-01-06, in 17 days; then its "
+        "model gpt-4o-mini-tts (speech) shuts down on 2027-01-06, in 17 days; then its "
         "successor gpt-realtime-2.1-mini is not in the registry"
     ]
 
@@ -248,7 +248,7 @@ def test_a_mode_on_a_retiring_model_is_warned_about(tmp_path: Path) -> None:
     )
     lines = warnings(registry, date(2027, 1, 4), {"speech": "gpt-4o-mini-tts"})
     assert (
-        "chat model gpt-4o shuts down on 2027-01-14, in 10 days; then calls go to its "
+        "model gpt-4o (mode old) shuts down on 2027-01-14, in 10 days; then calls go to its "
         "successor gpt-6-luna"
     ) in lines
     assert len(lines) == 2
@@ -266,9 +266,9 @@ async def test_start_up_logs_one_warning_per_model_in_use_near_its_shutdown(
             pass
     lines = [r.getMessage() for r in caplog.records if r.name == "bots.bootstrap"]
     assert lines == [
-        "transcription model whisper-1 shuts down on 2027-02-26, in 25 days; then calls go "
+        "model whisper-1 (transcription) shuts down on 2027-02-26, in 25 days; then calls go "
         "to its successor gpt-transcribe",
-        "speech model tts-1 was shut down on 2027-01-06; its successor gpt-realtime-2.1-mini "
+        "model tts-1 (speech) was shut down on 2027-01-06; its successor gpt-realtime-2.1-mini "
         "is not in the registry",
     ]
     caplog.clear()

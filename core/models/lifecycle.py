@@ -9,8 +9,7 @@ said do not exist, and which retirements were already announced.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import date, timedelta
 from enum import StrEnum
 from typing import TypeVar
@@ -96,56 +95,46 @@ def offered(table: Mapping[str, _E], today: date) -> list[tuple[_E, str]]:
     ]
 
 
-@dataclass(frozen=True)
-class InUse:
-    """A model the configuration uses, and for what."""
-
-    role: str
-    entry: Entry
-
-
-def in_use(registry: Registry, chosen: Mapping[str, str] | None = None) -> Iterator[InUse]:
-    """The models this configuration uses: each role's default (or the id ``chosen`` for that
-    role in settings) and the models modes name, each once."""
-    tables = registry.tables()
-    roles = {**registry.defaults(), **(chosen or {})}
-    wanted = [(role, name) for role, name in roles.items()]
-    wanted += [("chat", mode.model) for mode in registry.modes.values() if mode.model]
-    seen: set[tuple[str, str]] = set()
-    for role, name in wanted:
-        table = tables["chat" if role == "vision" else role]
-        entry = table.get(name)
-        key = ("chat" if role == "vision" else role, name)
-        if entry is not None and key not in seen:
-            seen.add(key)
-            yield InUse(role, entry)
+def uses(
+    registry: Registry, chosen: Mapping[str, str] | None = None
+) -> dict[tuple[str, str], list[str]]:
+    """What this configuration uses each model for, by (table role, model id): each role's
+    default, or the id ``chosen`` for that role in settings, and ``mode <id>`` for models
+    that modes name."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for role, name in {**registry.defaults(), **(chosen or {})}.items():
+        found.setdefault(("chat" if role == "vision" else role, name), []).append(role)
+    for mode in registry.modes.values():
+        if mode.model:
+            found.setdefault(("chat", mode.model), []).append(f"mode {mode.id}")
+    return found
 
 
 def warnings(registry: Registry, today: date, chosen: Mapping[str, str] | None = None) -> list[str]:
     """One line per model in use that is retiring or retired on ``today``, for the log."""
     tables = registry.tables()
     lines: list[str] = []
-    for use in in_use(registry, chosen):
-        entry = use.entry
+    for (role, name), used_for in uses(registry, chosen).items():
+        table = tables[role]
+        entry = table.get(name)
+        if entry is None or entry.shutdown is None:
+            continue
         state = status(entry, today)
         if state is Status.CURRENT:
             continue
-        assert entry.shutdown is not None
-        table = tables["chat" if use.role == "vision" else use.role]
         if entry.successor is None:
             then = "it has no successor"
         elif entry.successor not in table:
             then = f"its successor {entry.successor} is not in the registry"
         else:
             then = f"calls go to its successor {entry.successor}"
+        what = f"model {entry.id} ({', '.join(used_for)})"
         if state is Status.RETIRED:
-            lines.append(
-                f"{use.role} model {entry.id} was shut down on {entry.shutdown.isoformat()}; {then}"
-            )
+            lines.append(f"{what} was shut down on {entry.shutdown.isoformat()}; {then}")
         else:
             days = (entry.shutdown - today).days
             lines.append(
-                f"{use.role} model {entry.id} shuts down on {entry.shutdown.isoformat()}, in "
+                f"{what} shuts down on {entry.shutdown.isoformat()}, in "
                 f"{days} day{'' if days == 1 else 's'}; then {then}"
             )
     return lines
