@@ -609,10 +609,13 @@ class Engine:
         (the conversations on it move along); the turn is answered either way."""
         models = self.registry.models
         model = await self.lifecycle.use(models, request.model, self.store.replace_model)
+        shown = len(state.text)
         try:
             state.model = model
             return await self._call_model(replace(request, model=model), state)
         except ModelNotFound:
+            if len(state.text) != shown:
+                raise  # refused mid-answer: a retry would repeat what was shown
             self.lifecycle.refused(model.id)
             successor = await self.lifecycle.use(models, model, self.store.replace_model)
             if successor is model:
