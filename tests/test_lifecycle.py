@@ -224,21 +224,29 @@ def test_checked_must_be_a_date(tmp_path: Path) -> None:
         load_registry(write(tmp_path / "models.toml", 'checked = "yesterday"\n'))
 
 
-def test_warnings_name_each_model_in_use_once(shipped: Registry) -> None:
+HOUSE_VOICE = """
+[speech_models.house-voice]
+voices = ["alloy"]
+shutdown = 2027-01-06
+successor = "next-voice"
+"""
+"""A speech model whose successor the registry does not list."""
+
+
+def test_warnings_name_each_model_in_use_once(tmp_path: Path) -> None:
+    registry = load_registry(write(tmp_path / "models.toml", HOUSE_VOICE))
     day = date(2026, 12, 20)
-    lines = warnings(shipped, day, {"transcription": "whisper-1", "speech": "tts-1"})
+    lines = warnings(registry, day, {"transcription": "whisper-1", "speech": "house-voice"})
     assert lines == [
-        "model tts-1 (speech) shuts down on 2027-01-06, in 17 days; then its successor "
-        "gpt-realtime-2.1-mini is not in the registry"
+        "model house-voice (speech) shuts down on 2027-01-06, in 17 days; then its successor "
+        "next-voice is not in the registry"
     ]
-    later = warnings(shipped, date(2027, 2, 1), {"image": "gpt-image-1"})
-    assert (
+    later = warnings(registry, date(2027, 2, 1), {"image": "gpt-image-1", "speech": "house-voice"})
+    assert later == [
         "model gpt-image-1 (image) was shut down on 2026-10-23; calls go to its successor "
-        "gpt-image-2.6-sunburst"
-    ) in later
-    assert warnings(shipped, day, {"speech": "gpt-4o-mini-tts"}) == [
-        "model gpt-4o-mini-tts (speech) shuts down on 2027-01-06, in 17 days; then its "
-        "successor gpt-realtime-2.1-mini is not in the registry"
+        "gpt-image-2.6-sunburst",
+        "model house-voice (speech) was shut down on 2027-01-06; its successor next-voice is "
+        "not in the registry",
     ]
 
 
@@ -255,10 +263,14 @@ def test_a_mode_on_a_retiring_model_is_warned_about(tmp_path: Path) -> None:
 
 
 async def test_start_up_logs_one_warning_per_model_in_use_near_its_shutdown(
-    make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+    make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
+    prices = write(tmp_path / "prices.toml", '[speech_per_million_chars]\n"house-voice" = 1\n')
     settings = make_settings(
-        SWITCHBOARD_TRANSCRIPTION_MODEL="whisper-1", SWITCHBOARD_SPEECH_MODEL="tts-1"
+        SWITCHBOARD_MODELS_FILE=write(tmp_path / "models.toml", HOUSE_VOICE),
+        SWITCHBOARD_PRICES_FILE=prices,
+        SWITCHBOARD_TRANSCRIPTION_MODEL="whisper-1",
+        SWITCHBOARD_SPEECH_MODEL="house-voice",
     )
     clock = FixedClock(date(2027, 2, 1))
     with caplog.at_level(logging.WARNING, logger="bots.bootstrap"):
@@ -268,8 +280,8 @@ async def test_start_up_logs_one_warning_per_model_in_use_near_its_shutdown(
     assert lines == [
         "model whisper-1 (transcription) shuts down on 2027-02-26, in 25 days; then calls go "
         "to its successor gpt-transcribe",
-        "model tts-1 (speech) was shut down on 2027-01-06; its successor gpt-realtime-2.1-mini "
-        "is not in the registry",
+        "model house-voice (speech) was shut down on 2027-01-06; its successor next-voice is "
+        "not in the registry",
     ]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="bots.bootstrap"):

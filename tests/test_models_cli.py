@@ -84,7 +84,9 @@ def test_models_lists_the_registry_with_lifecycle_and_prices(
         "$0.042 per medium image ($0.011-$0.25)",
         "image",
     ]
-    assert table["tts-1"][4] == "gpt-realtime-2.1-mini (not in registry)"
+    speech = load_registry().media.speech
+    unlisted = "" if "gpt-realtime-2.1-mini" in speech else " (not in registry)"
+    assert table["tts-1"][3:5] == ["2027-01-06", f"gpt-realtime-2.1-mini{unlisted}"]
     assert table["text-embedding-3-small"][-1] == "$0.02 per 1M tokens"
     assert "retiring = shuts down within 30 days" in result.stdout
 
