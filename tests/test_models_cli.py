@@ -134,6 +134,7 @@ def test_check_after_the_speech_endpoint_shut_down(
     env: dict[str, str], tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.today = date(2027, 1, 15)
+    env["SWITCHBOARD_SPEECH_MODEL"] = "gpt-4o-mini-tts"
     # The registry's own view a day before the fake's: the speech default is still current
     # to it, and gone at the account.
     result = switchboard(env, tmp_path, "models", "check", "--date", "2027-01-05")
