@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -39,6 +40,7 @@ from core.media.ports import ImageGenerator, SpeechSynthesizer, Transcriber
 from core.media.steps import MediaKit, MediaOptions, MediaSteps
 from core.metrics_prometheus import PrometheusMetrics
 from core.models.demo import DemoGateway
+from core.models.lifecycle import ModelLifecycle, warnings
 from core.models.llm import LLMGateway
 from core.models.openai_gateway import OpenAIGateway, RetryPolicy
 from core.models.registry import Registry, load_registry
@@ -54,6 +56,8 @@ from core.tools.drawing import drawing_tool
 from core.tools.toolbox import ToolRegistry, load_tool_modules
 
 _Spec = TypeVar("_Spec")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -189,7 +193,10 @@ async def bootstrap(
             images=ports.images,
         )
         meter = Meter(storage.budgets, clock, settings.zone)
-        media = MediaSteps(wrap_media(kit) if wrap_media else kit, media_options, prices, meter)
+        lifecycle = ModelLifecycle(clock)
+        media = MediaSteps(
+            wrap_media(kit) if wrap_media else kit, media_options, prices, meter, lifecycle
+        )
         tools = ToolRegistry(
             [*builtin_tools(clock), drawing_tool(media), *operator_tools],
             timeout=settings.tool_timeout_seconds,
@@ -201,7 +208,7 @@ async def bootstrap(
         store = storage.store
         metrics = PrometheusMetrics()
         turns = TurnRunner()
-        choices = ConversationChoices(store, registry, turns, can_speak=True)
+        choices = ConversationChoices(store, registry, turns, clock, can_speak=True)
         assistant = Assistant(
             store=store,
             gateway=wrap_gateway(gateway) if wrap_gateway else gateway,
@@ -217,6 +224,7 @@ async def bootstrap(
                 tool_rounds=settings.tool_rounds, max_message_chars=settings.max_message_chars
             ),
             metrics=metrics,
+            lifecycle=lifecycle,
         )
         commands = Commands(
             choices=choices,
@@ -237,6 +245,7 @@ async def bootstrap(
             choices=choices,
             turns=turns,
         )
+        _warn_of_shutdowns(registry, media_options, clock)
         yield App(
             settings,
             registry,
@@ -344,7 +353,19 @@ def media_options_of(settings: Settings, registry: Registry, prices: PriceTable)
         voice=voice,
         speed=settings.speech_speed,
         max_picture_bytes=settings.max_file_mb * 1024 * 1024,
+        models=media,
     )
+
+
+def _warn_of_shutdowns(registry: Registry, media: MediaOptions, clock: Clock) -> None:
+    """One WARNING per model in use that shuts down within 30 days or already has."""
+    chosen = {
+        "image": media.image.id,
+        "transcription": media.transcription.id,
+        "speech": media.speech.id,
+    }
+    for line in warnings(registry, clock.now().date(), chosen):
+        log.warning("%s", line)
 
 
 def _known(pick: Callable[[str | None], _Spec], name: str | None, variable: str) -> _Spec:

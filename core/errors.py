@@ -15,6 +15,7 @@ SwitchboardError
     ├── QuotaExhausted     the provider account is out of credit: never retried
     ├── ContextTooLong     the request did not fit the model's context window
     ├── UpstreamRejected   any other 4xx: the request itself was refused
+    │   └── ModelNotFound  the model does not exist (any more): its successor is tried
     └── UpstreamUnavailable 5xx, timeouts and connection failures: retried with backoff
 """
 
@@ -84,6 +85,11 @@ class UpstreamRejected(UpstreamError):
     """The provider refused the request for a reason other than its length."""
 
 
+class ModelNotFound(UpstreamRejected):
+    """The provider says the model does not exist or the account cannot use it (a 404
+    ``model_not_found``): it was shut down, or was never offered to this account."""
+
+
 class UpstreamUnavailable(UpstreamError):
     """The provider could not be reached or failed on its side."""
 
@@ -98,6 +104,8 @@ def user_message(error: BaseException) -> str:
         return "The assistant is busy right now. Please try again in a minute."
     if isinstance(error, ContextTooLong):
         return "That conversation is too long for the model. Send /reset to start a new one."
+    if isinstance(error, ModelNotFound):
+        return "The model for this is no longer offered by OpenAI. Please tell an admin."
     if isinstance(error, UpstreamRejected):
         return "The model could not answer that request. Try rephrasing it, or /reset."
     if isinstance(error, UpstreamUnavailable):

@@ -69,7 +69,7 @@ def small_upload_models(directory: Path) -> Path:
     of at most 40 kB, so that the lecture has to be split."""
     models = directory / "models.toml"
     models.write_text(
-        '[transcription_models."gpt-4o-mini-transcribe"]\nmax_upload_bytes = 40000\n',
+        '[transcription_models."gpt-transcribe"]\nmax_upload_bytes = 40000\n',
         encoding="utf-8",
     )
     return models

@@ -7,6 +7,7 @@ import io
 import struct
 import zlib
 from functools import cache
+from pathlib import Path
 
 import pillow_heif
 from PIL import ExifTags, Image
@@ -147,3 +148,12 @@ def _save(image: Image.Image, format_id: str, **options: object) -> bytes:
     out = io.BytesIO()
     image.save(out, format_id, **options)
     return out.getvalue()
+
+
+def dall_e_server_models(directory: Path) -> Path:
+    """A models file (``SWITCHBOARD_MODELS_FILE``) for an OpenAI-compatible server that still
+    serves DALL-E 3, which OpenAI shut down on 2026-05-12: the one image model that answers
+    with a revised prompt, so the tests can see it shown."""
+    models = directory / "models.toml"
+    models.write_text('[image_models."dall-e-3"]\nshutdown = 2100-01-01\n', encoding="utf-8")
+    return models

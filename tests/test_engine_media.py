@@ -35,7 +35,7 @@ from tests.make_audio import (
     small_upload_models,
     tone_segments,
 )
-from tests.make_images import bmp, corrupt, jpeg, png
+from tests.make_images import bmp, corrupt, dall_e_server_models, jpeg, png
 
 KEY = ConversationKey("telegram", place="1001")
 ALICE = UserRef("telegram", "42", username="alice")
@@ -140,7 +140,7 @@ async def test_a_model_that_cannot_see_hands_pictures_to_the_vision_model(
         text = await send(app, "plain text again")
     assert isinstance(sink.final, ReplyFinished)
     pictured, plain = fake_openai.model_requests()
-    assert pictured.body is not None and pictured.body["model"] == "gpt-4.1-mini"
+    assert pictured.body is not None and pictured.body["model"] == "gpt-6-luna"
     assert plain.body is not None and plain.body["model"] == "text-only"
     assert isinstance(text.final, ReplyFinished)
 
@@ -220,9 +220,13 @@ async def test_bad_audio_gets_a_clear_reply_and_the_bot_keeps_working(
 
 
 async def test_image_command_draws_shows_the_revised_prompt_and_charges(
-    make_app: AppFactory, fake_openai: FakeOpenAI
+    make_app: AppFactory, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
-    async with make_app(SWITCHBOARD_IMAGE_MODEL="dall-e-3", SWITCHBOARD_IMAGE_QUALITY="hd") as app:
+    async with make_app(
+        SWITCHBOARD_IMAGE_MODEL="dall-e-3",
+        SWITCHBOARD_IMAGE_QUALITY="hd",
+        SWITCHBOARD_MODELS_FILE=dall_e_server_models(tmp_path),
+    ) as app:
         sink = await draw(app, "a lighthouse at dawn")
         conversation = await app.store.active_conversation(KEY)
         usage = await app.store.usage(conversation.id)

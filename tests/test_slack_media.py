@@ -34,7 +34,7 @@ from tests.make_audio import (
     small_upload_models,
     tone_segments,
 )
-from tests.make_images import jpeg_with_exif_orientation, noisy_png, png
+from tests.make_images import dall_e_server_models, jpeg_with_exif_orientation, noisy_png, png
 from tests.test_slack import FAST, bot_messages, eventually, free_port, running, section_texts
 
 ADA = "U0ADA"
@@ -216,10 +216,15 @@ async def test_a_thinking_note_becomes_the_transcript_and_long_ones_are_split(
 
 
 async def test_image_command_posts_the_picture_in_that_channel_with_the_revised_prompt(
-    make_app: AppFactory, slack: FakeSlack, fake_openai: FakeOpenAI
+    make_app: AppFactory, slack: FakeSlack, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
     slack.fail_next("files.completeUploadExternal", "ratelimited", retry_after=1)
-    async with running(make_app, slack, SWITCHBOARD_IMAGE_MODEL="dall-e-3") as bot:
+    async with running(
+        make_app,
+        slack,
+        SWITCHBOARD_IMAGE_MODEL="dall-e-3",
+        SWITCHBOARD_MODELS_FILE=dall_e_server_models(tmp_path),
+    ) as bot:
         # Slack escapes &, < and > in a command's text.
         status, body, elapsed = await slack.slash_command(
             bot.url, "/image", "a cat &amp; a dog", user_id=ADA, channel_id=GENERAL

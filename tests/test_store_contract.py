@@ -287,6 +287,24 @@ class TestConversationStoreContract:
         reset = await store.active_conversation(KEY)
         assert (reset.mode, reset.model) == (None, None)
 
+    async def test_replace_model_moves_every_conversation_that_chose_it(
+        self, store: ConversationStore
+    ) -> None:
+        closed = await store.active_conversation(KEY)
+        await store.set_model(closed.id, "old-model")
+        current = await store.start_conversation(KEY)
+        await store.set_model(current.id, "old-model")
+        other = await store.active_conversation(ConversationKey("slack", place="C1"))
+        await store.set_model(other.id, "another-model")
+        default = await store.active_conversation(ConversationKey("slack", place="C2"))
+
+        assert await store.replace_model("old-model", "new-model") == 2
+
+        assert (await store.active_conversation(KEY)).model == "new-model"
+        assert (await store.active_conversation(other.key)).model == "another-model"
+        assert (await store.active_conversation(default.key)).model is None
+        assert await store.replace_model("old-model", "new-model") == 0
+
     async def test_add_message_returns_the_stored_message(self, store: ConversationStore) -> None:
         author = await store.ensure_user(ALICE)
         conversation = await store.active_conversation(KEY)

@@ -160,11 +160,16 @@ async def test_audio_files_and_video_notes_are_heard(
 
 
 async def test_image_command_sends_the_picture_with_the_revised_prompt(
-    make_app: AppFactory, telegram: FakeTelegram, fake_openai: FakeOpenAI
+    make_app: AppFactory, telegram: FakeTelegram, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
     # Telegram is busy at first: the photo waits out the 429, like text does.
     telegram.fail_next("sendPhoto", 429, "Too Many Requests: retry after 1", retry_after=1)
-    async with running(make_app, telegram, SWITCHBOARD_IMAGE_MODEL="dall-e-3"):
+    async with running(
+        make_app,
+        telegram,
+        SWITCHBOARD_IMAGE_MODEL="dall-e-3",
+        SWITCHBOARD_MODELS_FILE=make_images.dall_e_server_models(tmp_path),
+    ):
         telegram.private_message(USER, "/image a cat <on> a mat")
         await eventually(lambda: any(m.kind == "photo" for m in telegram.chat(USER)))
         await asyncio.sleep(0.5)  # no "(no answer)" follows the picture

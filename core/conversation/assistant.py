@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from core.clock import Clock
 from core.conversation.choices import ConversationChoices
@@ -30,6 +30,7 @@ from core.conversation.tokens import MESSAGE_OVERHEAD, TokenCounter, TokenCounte
 from core.conversation.turns import Turn, TurnRunner
 from core.errors import (
     ContextTooLong,
+    ModelNotFound,
     SwitchboardError,
     UpstreamError,
     UpstreamUnavailable,
@@ -39,6 +40,7 @@ from core.errors import (
 from core.media.ports import PreparedImage
 from core.media.steps import MediaSteps, Seen
 from core.metrics import Metrics, error_kind, watched_turn
+from core.models.lifecycle import ModelLifecycle
 from core.models.llm import (
     ChatTurn,
     Completion,
@@ -117,6 +119,7 @@ class Assistant:
         counters: TokenCounters,
         options: AssistantOptions,
         metrics: Metrics,
+        lifecycle: ModelLifecycle,
     ) -> None:
         self._store = store
         self._gateway = gateway
@@ -130,6 +133,7 @@ class Assistant:
         self._counters = counters
         self._options = options
         self._metrics = metrics
+        self._lifecycle = lifecycle
 
     async def answer_message(self, message: IncomingMessage, sink: ReplySink) -> None:
         """Answer ``message``, emitting reply events to ``sink``; never raises for bad input
@@ -401,6 +405,25 @@ class Assistant:
         return await self._tools.run(call, context)
 
     async def _call(self, request: LLMRequest, state: _TurnState) -> Completion:
+        """Call the model, or its successor once it is retired or the API no longer has it
+        (the conversations on it move along); the turn is answered either way."""
+        models = self._choices.registry.models
+        model = await self._lifecycle.use(models, request.model, self._store.replace_model)
+        shown = len(state.text)
+        try:
+            state.model = model
+            return await self._call_model(replace(request, model=model), state)
+        except ModelNotFound:
+            if len(state.text) != shown:
+                raise  # refused mid-answer: a retry would repeat what was shown
+            self._lifecycle.refused(model.id)
+            successor = await self._lifecycle.use(models, model, self._store.replace_model)
+            if successor is model:
+                raise
+            state.model = successor
+            return await self._call_model(replace(request, model=successor), state)
+
+    async def _call_model(self, request: LLMRequest, state: _TurnState) -> Completion:
         # Held before the call; over budget, no call is made.
         estimate = token_cost(request.model.prices, _upper_bound(request, state.counter))
         completion: Completion | None = None

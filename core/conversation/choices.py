@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from core.clock import Clock
 from core.conversation.messages import Conversation, ConversationKey
 from core.conversation.store import ConversationStore
 from core.conversation.turns import TurnRunner
 from core.errors import UserInputError
+from core.models.lifecycle import live
 from core.models.registry import ModelSpec, ModeSpec, Registry
 
 
@@ -20,10 +22,12 @@ class ConversationChoices:
         store: ConversationStore,
         registry: Registry,
         turns: TurnRunner,
+        clock: Clock,
         *,
         can_speak: bool,
     ) -> None:
         self.registry = registry
+        self._clock = clock
         self._store = store
         self._turns = turns
         self._can_speak = can_speak
@@ -36,8 +40,9 @@ class ConversationChoices:
         return mode
 
     async def set_model(self, key: ConversationKey, name: str | None) -> ModelSpec:
-        """Choose the model of ``key``'s conversation; raises ``UnknownChoice``."""
-        model = self.registry.model(name)
+        """Choose the model of ``key``'s conversation (a retired one's successor); raises
+        ``UnknownChoice``."""
+        model = live(self.registry.models, self.registry.model(name), self._clock.now().date())
         conversation = await self._store.active_conversation(key)
         await self._store.set_model(conversation.id, model.id)
         return model

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -15,7 +15,8 @@ from core.conversation.messages import ConversationKey
 from core.conversation.store import ConversationStore
 from core.conversation.turns import TurnRunner
 from core.errors import UnknownChoice, UserInputError
-from core.models.registry import Registry
+from core.models.lifecycle import offered
+from core.models.registry import ModelSpec, Registry
 from core.money.accounting import Accounts, Caller, allow, block, quota, usage
 from core.money.budgets import BudgetLedger
 
@@ -213,12 +214,14 @@ class Commands:
             try:
                 model = await self._choices.set_model(key, args)
             except UnknownChoice as exc:
-                return CommandReply(str(exc), _model_choices(registry))
+                models = offered(registry.models, self._clock.now().date())
+                return CommandReply(str(exc), _model_choices(models))
             return CommandReply(f"Model set to {model.title or model.id}.")
         _, current = await self._choices.current(key)
+        models = offered(registry.models, self._clock.now().date())
         lines = [f"Current model: {current.title or current.id}. Choose one:"]
-        lines += [f"• {model.id}" for model in registry.models.values()]
-        return CommandReply("\n".join(lines), _model_choices(registry))
+        lines += [f"• {model.id}{f' ({note})' if note else ''}" for model, note in models]
+        return CommandReply("\n".join(lines), _model_choices(models))
 
     async def _voice(self, key: ConversationKey, args: str) -> CommandReply:
         choice = args.lower()
@@ -250,9 +253,11 @@ def _mode_choices(registry: Registry) -> tuple[Choice, ...]:
     )
 
 
-def _model_choices(registry: Registry) -> tuple[Choice, ...]:
+def _model_choices(models: Sequence[tuple[ModelSpec, str]]) -> tuple[Choice, ...]:
+    """The models offered now as buttons; a model near its shutdown is marked."""
     return tuple(
-        Choice(model.title or model.id, f"/model {model.id}") for model in registry.models.values()
+        Choice(f"{model.title or model.id}{' ⚠' if note else ''}", f"/model {model.id}")
+        for model, note in models
     )
 
 

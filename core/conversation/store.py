@@ -72,6 +72,10 @@ class ConversationStore(Protocol):
     async def set_model(self, conversation_id: int, model: str | None) -> None:
         """Remember the model chosen in a conversation (None: the mode's or the default)."""
 
+    async def replace_model(self, old: str, new: str) -> int:
+        """Move every conversation that chose model ``old`` to ``new`` (``old`` was retired);
+        returns how many were moved."""
+
     async def set_voice(self, conversation_id: int, on: bool) -> None:
         """Remember whether replies in a conversation are also spoken."""
 

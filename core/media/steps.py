@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from core.conversation.store import UsageRecord
-from core.errors import UnsupportedMedia, UpstreamRejected, UserInputError
+from core.errors import ModelNotFound, UnsupportedMedia, UpstreamRejected, UserInputError
 from core.media.ports import (
     Attachment,
     AudioConverter,
@@ -28,11 +29,21 @@ from core.media.ports import (
     Transcript,
     VoiceNote,
 )
-from core.models.registry import ImageModelSpec, SpeechModelSpec, TranscriptionModelSpec
+from core.models.lifecycle import ModelLifecycle
+from core.models.registry import (
+    Entry,
+    ImageModelSpec,
+    MediaModels,
+    SpeechModelSpec,
+    TranscriptionModelSpec,
+)
 from core.money.metering import Bill, Charge, Meter
 from core.money.prices import PriceTable
 
 PARALLEL_CALLS = 4
+
+_M = TypeVar("_M", bound=Entry)
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,8 @@ class MediaOptions:
     voice: str
     speed: float = 1.0
     max_picture_bytes: int = 20 * 1024 * 1024
+    models: MediaModels = field(default_factory=MediaModels)
+    """The registry's media models, where the chosen ones' successors are found."""
 
 
 @dataclass(frozen=True)
@@ -77,8 +90,10 @@ class MediaSteps:
         options: MediaOptions,
         prices: PriceTable,
         meter: Meter,
+        lifecycle: ModelLifecycle,
     ) -> None:
         self.options = options
+        self._lifecycle = lifecycle
         self._kit = kit
         self._prices = prices
         self._meter = meter
@@ -90,7 +105,20 @@ class MediaSteps:
         """Transcribe voice notes and audio files, in order; long audio is split on silence
         by the converter and its parts' transcripts are joined. A usage row is appended to
         ``usage`` as each call returns, so calls made before a failure are still charged."""
-        model = self.options.transcription.id
+        return await self._with_successor(
+            self.options.models.transcription,
+            self.options.transcription,
+            lambda spec: self._hear(spec, audio, charge, usage),
+        )
+
+    async def _hear(
+        self,
+        spec: TranscriptionModelSpec,
+        audio: Sequence[Attachment],
+        charge: Charge,
+        usage: list[UsageRecord],
+    ) -> str:
+        model = spec.id
         per_minute = self._prices.transcription_per_minute.get(model, 0)
         texts: list[str] = []
         for attachment in audio:
@@ -150,7 +178,15 @@ class MediaSteps:
     ) -> tuple[GeneratedImage, PreparedImage, UsageRecord]:
         """Draw a picture for ``prompt``, or edit ``source`` as it asks; returns the picture,
         its copy for history and its usage row."""
-        spec = self.options.image
+        return await self._with_successor(
+            self.options.models.images,
+            self.options.image,
+            lambda spec: self._draw(spec, prompt, charge, source),
+        )
+
+    async def _draw(
+        self, spec: ImageModelSpec, prompt: str, charge: Charge, source: PreparedImage | None
+    ) -> tuple[GeneratedImage, PreparedImage, UsageRecord]:
         prompt = prompt.strip()
         if not prompt:
             raise UserInputError("Tell me what to draw, e.g. /image a lighthouse at dawn.")
@@ -162,6 +198,8 @@ class MediaSteps:
         if source is not None and not spec.edits:
             raise UserInputError(f"{spec.title or spec.id} cannot edit pictures.")
         size, quality = self.options.image_size, self.options.image_quality
+        if size not in spec.sizes or quality not in spec.qualities:  # a successor's own
+            size, quality = spec.size, spec.quality
         price = self._prices.image_price(spec.id, size, quality)
         async with self._meter.reserved(charge.payer, price.micros) as bill:
             if source is None:
@@ -191,7 +229,15 @@ class MediaSteps:
     async def speak(self, text: str, charge: Charge, usage: list[UsageRecord]) -> VoiceNote:
         """Speak a reply: chunks within the speech API's limit, joined into one voice note.
         A usage row is appended to ``usage`` as each chunk is spoken."""
-        spec = self.options.speech
+        return await self._with_successor(
+            self.options.models.speech,
+            self.options.speech,
+            lambda spec: self._say(spec, text, charge, usage),
+        )
+
+    async def _say(
+        self, spec: SpeechModelSpec, text: str, charge: Charge, usage: list[UsageRecord]
+    ) -> VoiceNote:
         limit = min(spec.max_input_chars, self._kit.speech.max_input_chars)
         chunks = speech_chunks(speakable(text), limit)
         if not chunks:
@@ -200,7 +246,7 @@ class MediaSteps:
         estimate = self._prices.speech_cost(spec.id, sum(len(c) for c in chunks))
 
         async def say(chunk: str, bill: Bill) -> Speech:
-            speech = await self._speak(chunk)
+            speech = await self._speak(chunk, spec)
             record = UsageRecord(
                 user_id=charge.user_id,
                 conversation_id=charge.conversation_id,
@@ -220,10 +266,27 @@ class MediaSteps:
             spoken = await asyncio.gather(*(say(chunk, bill) for chunk in chunks))
         return await self._kit.converter.voice_note([s.data for s in spoken])
 
+    async def _with_successor(
+        self, table: Mapping[str, _M], chosen: _M, call: Callable[[_M], Awaitable[_R]]
+    ) -> _R:
+        """Run ``call`` on ``chosen``, or on its successor once it is retired or the API
+        answers that it does not exist."""
+        spec = await self._lifecycle.use(table, chosen)
+        try:
+            return await call(spec)
+        except ModelNotFound:
+            self._lifecycle.refused(spec.id)
+            successor = await self._lifecycle.use(table, spec)
+            if successor is spec:
+                raise
+            return await call(successor)
+
     async def _transcribe(self, part: AudioPart, model: str) -> Transcript:
         async with self._calls:
             try:
                 return await self._kit.transcriber.transcribe(part, model=model)
+            except ModelNotFound:
+                raise
             except UpstreamRejected as exc:
                 # The API refused the file itself (corrupt, unsupported): say so plainly.
                 raise UnsupportedMedia(
@@ -231,11 +294,11 @@ class MediaSteps:
                     "again as a voice note or a common audio file (OGG, MP3, M4A, WAV)."
                 ) from exc
 
-    async def _speak(self, chunk: str) -> Speech:
+    async def _speak(self, chunk: str, spec: SpeechModelSpec) -> Speech:
+        voice = self.options.voice if self.options.voice in spec.voices else spec.voices[0]
         async with self._calls:
-            spec = self.options
             return await self._kit.speech.speak(
-                chunk, model=spec.speech.id, voice=spec.voice, speed=spec.speed
+                chunk, model=spec.id, voice=voice, speed=self.options.speed
             )
 
 

@@ -16,6 +16,7 @@ from openai import AsyncAPIResponse, AsyncOpenAI
 
 from core.errors import (
     ContextTooLong,
+    ModelNotFound,
     QuotaExhausted,
     RateLimited,
     UpstreamError,
@@ -312,6 +313,8 @@ def _stream_error(code: str | None, message: str, request_id: str | None) -> Ups
         return QuotaExhausted(message, request_id=request_id)
     if code == "rate_limit_exceeded":
         return RateLimited(message, request_id=request_id)
+    if code == "model_not_found":
+        return ModelNotFound(message, request_id=request_id)
     if code in (None, "server_error"):
         return UpstreamUnavailable(message, request_id=request_id)
     return UpstreamRejected(message, request_id=request_id)
@@ -354,6 +357,8 @@ def translate(exc: openai.OpenAIError) -> UpstreamError:
         code == "context_length_exceeded" or "maximum context length" in message
     ):
         return ContextTooLong(message, request_id=request_id)
+    if status == 404 and (code == "model_not_found" or "does not exist" in message):
+        return ModelNotFound(message, request_id=request_id)
     return UpstreamRejected(message, request_id=request_id)
 
 

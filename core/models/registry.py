@@ -5,6 +5,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -45,13 +46,21 @@ class TokenPrices(BaseModel):
         return int(micro)
 
 
-class ModelSpec(BaseModel):
-    """One model: which API it speaks, its limits, capabilities and prices."""
+class Entry(BaseModel):
+    """What every registry entry has, whatever its role: its id, a title, and its lifecycle:
+    the day OpenAI stops serving it and the model of the same role that takes over."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str
     title: str = ""
+    shutdown: date | None = None
+    successor: str | None = None
+
+
+class ModelSpec(Entry):
+    """One model: which API it speaks, its limits, capabilities and prices."""
+
     api: Literal["responses", "chat"]
     context_window: int = Field(gt=0)
     max_output_tokens: int = Field(gt=0)
@@ -78,14 +87,10 @@ class ModeSpec(BaseModel):
     model: str | None = None
 
 
-class ImageModelSpec(BaseModel):
+class ImageModelSpec(Entry):
     """An image model: the sizes and qualities it takes, whether it edits pictures, and
     whether it must be asked for inline data (older models answer with a URL otherwise)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str
-    title: str = ""
     sizes: tuple[str, ...] = Field(min_length=1)
     qualities: tuple[str, ...] = Field(min_length=1)
     size: str
@@ -101,25 +106,21 @@ class ImageModelSpec(BaseModel):
         return self
 
 
-class TranscriptionModelSpec(BaseModel):
+class TranscriptionModelSpec(Entry):
     """A speech-to-text model and the largest file it accepts."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str
-    title: str = ""
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
 
 
-class SpeechModelSpec(BaseModel):
+class SpeechModelSpec(Entry):
     """A text-to-speech model: its voices and the longest text one call takes."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str
-    title: str = ""
     voices: tuple[str, ...] = Field(min_length=1)
     max_input_chars: int = Field(default=4096, gt=0)
+
+
+class EmbeddingModelSpec(Entry):
+    """An embedding model (priced per input token in the price table)."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ class MediaModels:
 _Spec = TypeVar(
     "_Spec",
     "ModelSpec",
+    "EmbeddingModelSpec",
     "ModeSpec",
     "ImageModelSpec",
     "TranscriptionModelSpec",
@@ -175,6 +177,30 @@ class Registry:
     default_model: str
     default_mode: str
     media: MediaModels = field(default_factory=MediaModels)
+    embeddings: Mapping[str, EmbeddingModelSpec] = field(default_factory=dict)
+    checked: date | None = None
+    """The day the registry's facts (dates, successors, prices) were last checked."""
+
+    def tables(self) -> dict[str, Mapping[str, Entry]]:
+        """Every role's entries by id; a successor names an entry of its own role's table."""
+        return {
+            "chat": self.models,
+            "image": self.media.images,
+            "transcription": self.media.transcription,
+            "speech": self.media.speech,
+            "embedding": self.embeddings,
+        }
+
+    def defaults(self) -> dict[str, str]:
+        """The default model id of each role that has one (vision: a chat model)."""
+        chosen = {
+            "chat": self.default_model,
+            "vision": self.media.default_vision,
+            "image": self.media.default_image,
+            "transcription": self.media.default_transcription,
+            "speech": self.media.default_speech,
+        }
+        return {role: name for role, name in chosen.items() if name}
 
     def vision_model(self, current: ModelSpec) -> ModelSpec:
         """``current`` if it can see pictures, else the registry's default vision model."""
@@ -222,9 +248,44 @@ def load_registry(models_file: Path | None = None, modes_file: Path | None = Non
     for mode in modes.values():
         if mode.model is not None and mode.model not in models:
             raise ConfigError(f"mode {mode.id!r} uses unknown model {mode.model!r}")
-    return Registry(
-        models, modes, default_model, default_mode, _media(models_data, models, models_origin)
+    registry = Registry(
+        models,
+        modes,
+        default_model,
+        default_mode,
+        _media(models_data, models, models_origin),
+        {
+            name: _validate(EmbeddingModelSpec, name, spec, models_origin, "embedding_models")
+            for name, spec in _tables(models_data, "embedding_models", models_origin).items()
+        },
+        _checked(models_data.get("checked"), models_origin),
     )
+    for table in registry.tables().values():
+        _check_successors(table, models_origin)
+    return registry
+
+
+def _checked(value: object, origin: str) -> date | None:
+    if value is None:
+        return None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    raise ConfigError(f"{origin}: checked must be a date, such as 2026-12-07")
+
+
+def _check_successors(table: Mapping[str, Entry], origin: str) -> None:
+    """Refuse a successor chain that loops back on itself. A successor the table does not
+    list is allowed (the operator's server may serve it, or another data file may add it);
+    ``switchboard models`` and the start-up check point it out."""
+    for start in table:
+        seen = [start]
+        entry = table[start]
+        while entry.successor is not None and entry.successor in table:
+            if entry.successor in seen:
+                loop = " -> ".join([*seen[seen.index(entry.successor) :], entry.successor])
+                raise ConfigError(f"{origin}: successors go round in a circle: {loop}")
+            seen.append(entry.successor)
+            entry = table[entry.successor]
 
 
 def _media(data: dict[str, Any], models: Mapping[str, ModelSpec], origin: str) -> MediaModels:

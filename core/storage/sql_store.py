@@ -184,6 +184,14 @@ class SqlConversationStore:
         """Remember the model chosen in a conversation."""
         await self._update_conversation(conversation_id, model=model)
 
+    async def replace_model(self, old: str, new: str) -> int:
+        """Move every conversation that chose model ``old`` to ``new``; returns how many."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(ConversationRow).where(ConversationRow.model == old).values(model=new)
+            )
+        return result.rowcount
+
     async def set_voice(self, conversation_id: int, on: bool) -> None:
         """Remember whether replies in a conversation are also spoken."""
         await self._update_conversation(conversation_id, voice=on)

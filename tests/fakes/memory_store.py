@@ -120,6 +120,14 @@ class InMemoryConversationStore:
         if row is not None:
             row.conversation = dataclasses.replace(row.conversation, model=model)
 
+    async def replace_model(self, old: str, new: str) -> int:
+        """Move every conversation that chose model ``old`` to ``new``; returns how many."""
+        await asyncio.sleep(0)
+        moved = [row for row in self._conversations.values() if row.conversation.model == old]
+        for row in moved:
+            row.conversation = dataclasses.replace(row.conversation, model=new)
+        return len(moved)
+
     async def set_voice(self, conversation_id: int, on: bool) -> None:
         """Remember whether replies are spoken; unknown ids are ignored, as in SQL."""
         await asyncio.sleep(0)

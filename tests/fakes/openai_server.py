@@ -16,6 +16,12 @@ SDK to be pointed at it with ``base_url=fake.base_url``:
   the pictures whose URL a DALL-E answer gives (no API key needed, like a CDN);
 * ``GET /v1/models`` and ``GET /v1/models/{id}``.
 
+Model lifecycle: set :attr:`FakeOpenAI.today` and every request naming a model whose
+shutdown date (from :attr:`FakeOpenAI.shutdowns`, by default the shipped registry's) has
+come is answered 404 ``model_not_found``, as OpenAI answers for a shut-down model; such
+models also leave ``GET /v1/models``, which lists :attr:`FakeOpenAI.offered` (by default the
+shipped registry's models plus those in ``context_limits``).
+
 Model answers are scripted with :class:`Scripted` objects queued through
 :meth:`FakeOpenAI.enqueue`; when the queue is empty the fake echoes the last
 user message (or calls ``default_reply``).  Transcripts can be scripted with
@@ -48,10 +54,12 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from array import array
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Final, NamedTuple
@@ -121,7 +129,12 @@ VOICES: Final = (
 """Built-in voices of ``/v1/audio/speech``."""
 
 _WHISPER: Final = "whisper-1"
-_TRANSCRIPTION_MODELS: Final = (_WHISPER, "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
+_TRANSCRIPTION_MODELS: Final = (
+    _WHISPER,
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe",
+    "gpt-transcribe",
+)
 _TRANSCRIPTION_FORMATS: Final = ("json", "text", "srt", "verbose_json", "vtt")
 _LANGUAGE_NAMES: Final[dict[str, str]] = {
     "de": "german",
@@ -462,6 +475,26 @@ _IMAGE_MODELS: Final[dict[str, _ImageModel]] = {
             "gpt-image-1", _GPT_IMAGE_SIZES, _GPT_IMAGE_QUALITIES, "auto", 32000, 10, True, True
         ),
         _ImageModel(
+            "gpt-image-2.6-sunburst",
+            _GPT_IMAGE_SIZES,
+            _GPT_IMAGE_QUALITIES,
+            "auto",
+            32000,
+            10,
+            True,
+            True,
+        ),
+        _ImageModel(
+            "gpt-image-2.6-flare",
+            _GPT_IMAGE_SIZES,
+            _GPT_IMAGE_QUALITIES,
+            "auto",
+            32000,
+            10,
+            True,
+            True,
+        ),
+        _ImageModel(
             "gpt-image-1-mini",
             _GPT_IMAGE_SIZES,
             _GPT_IMAGE_QUALITIES,
@@ -494,6 +527,27 @@ _IMAGE_MODELS: Final[dict[str, _ImageModel]] = {
     )
 }
 _DEFAULT_IMAGE_MODEL: Final = "dall-e-2"
+
+_REGISTRY_FILE: Final = Path(__file__).resolve().parents[2] / "core" / "data" / "models.toml"
+_REGISTRY_TABLES: Final = (
+    "models",
+    "image_models",
+    "transcription_models",
+    "speech_models",
+    "embedding_models",
+)
+
+
+def _shipped_shutdowns() -> dict[str, date | None]:
+    """Every model of the shipped registry with its shutdown date (None: none announced):
+    the fake's stand-in for OpenAI's deprecation page."""
+    data = tomllib.loads(_REGISTRY_FILE.read_text(encoding="utf-8"))
+    found: dict[str, date | None] = {}
+    for table in _REGISTRY_TABLES:
+        for name, entry in data.get(table, {}).items():
+            shutdown = entry.get("shutdown")
+            found[name] = shutdown if isinstance(shutdown, date) else None
+    return found
 
 
 # --------------------------------------------------------------------------- helpers
@@ -1192,6 +1246,12 @@ class FakeOpenAI:
         speeches: every successful speech request, in order.
         images: every successful image generation or edit, in order.
         speech_chars_per_second: characters of ``input`` spoken per second at speed 1.
+        today: the fake's date for shutdowns; a model is refused from its shutdown date
+            on (None: never).
+        shutdowns: model id to shutdown date (None: none announced); defaults to the
+            shipped registry's. Tests set a date to make the fake refuse a model.
+        offered: the models ``GET /v1/models`` lists (retired ones always left out);
+            None: the shipped registry's models plus those of ``context_limits``.
     """
 
     def __init__(
@@ -1201,6 +1261,7 @@ class FakeOpenAI:
         port: int = 0,
         context_limits: dict[str, int] | None = None,
         default_reply: Callable[[str], str] | None = None,
+        today: date | None = None,
     ) -> None:
         """Configure the fake; call :meth:`start` (or use ``with``) to serve.
 
@@ -1209,6 +1270,7 @@ class FakeOpenAI:
         ``default_reply`` computes the answer from the last user text when no
         script is queued (default ``"Echo: <text>"``, followed by ``" [N images]"``
         when that message carried images).
+        ``today`` is the fake's date for model shutdowns (None: no model has shut down).
         """
         self.api_key = api_key
         self.context_limits: dict[str, int] = dict(context_limits or {})
@@ -1218,6 +1280,9 @@ class FakeOpenAI:
         self.speeches: list[SpeechRecord] = []
         self.images: list[ImageRecord] = []
         self.speech_chars_per_second = 15.0
+        self.today: date | None = today
+        self.shutdowns: dict[str, date | None] = _shipped_shutdowns()
+        self.offered: list[str] | None = None
         self._transcripts: deque[str] = deque()
         self._pictures: dict[str, tuple[str, bytes]] = {}
         self._speech_counter = 0
@@ -1285,7 +1350,9 @@ class FakeOpenAI:
 
     async def _astart(self) -> None:
         self._stopping = asyncio.Event()
-        app = web.Application(middlewares=[self._middleware], client_max_size=_CLIENT_MAX_SIZE)
+        app = web.Application(
+            middlewares=[self._middleware, self._refuse_retired], client_max_size=_CLIENT_MAX_SIZE
+        )
         app.on_response_prepare.append(self._on_response_prepare)
         app.router.add_post(RESPONSES_PATH, self._handle_responses)
         app.router.add_post(CHAT_PATH, self._handle_chat)
@@ -1494,11 +1561,35 @@ class FakeOpenAI:
         return {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "openai"}
 
     async def _handle_models(self, request: web.Request) -> web.Response:
-        data = [self._model_object(m) for m in self.context_limits]
+        names = self.offered
+        if names is None:
+            names = [*self.shutdowns, *(m for m in self.context_limits if m not in self.shutdowns)]
+        data = [self._model_object(m) for m in names if not self.retired(m)]
         return _json_response({"object": "list", "data": data})
 
     async def _handle_model(self, request: web.Request) -> web.Response:
-        return _json_response(self._model_object(request.match_info["model"]))
+        model = request.match_info["model"]
+        if self.retired(model):
+            return _model_not_found(model).response()
+        return _json_response(self._model_object(model))
+
+    # ------------------------------------------------------------------ model lifecycle
+
+    def retired(self, model: str) -> bool:
+        """Whether ``model`` has shut down by :attr:`today`."""
+        shutdown = self.shutdowns.get(model)
+        return self.today is not None and shutdown is not None and shutdown <= self.today
+
+    @web.middleware
+    async def _refuse_retired(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Answer any request naming a shut-down model as OpenAI does: 404 model_not_found."""
+        body, form = request[_BODY_KEY], request[_FORM_KEY]
+        model = body.get("model") if body is not None else None
+        if form is not None:
+            model = form.text("model")
+        if isinstance(model, str) and self.retired(model):
+            return _model_not_found(model).response()
+        return await handler(request)
 
     # ------------------------------------------------------------------ model routes
 
@@ -2619,6 +2710,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="MODEL=TOKENS",
         help="context window for a model (repeatable)",
     )
+    parser.add_argument(
+        "--today",
+        type=date.fromisoformat,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="the fake's date: models shut down by then answer 404 model_not_found",
+    )
     args = parser.parse_args(argv)
     done = threading.Event()
 
@@ -2628,7 +2726,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     limits: list[tuple[str, int]] = args.context_limit
-    fake = FakeOpenAI(api_key=args.api_key, port=args.port, context_limits=dict(limits))
+    fake = FakeOpenAI(
+        api_key=args.api_key, port=args.port, context_limits=dict(limits), today=args.today
+    )
     with fake:
         print(f"FAKE_OPENAI {fake.base_url}", flush=True)
         while not done.wait(0.5):
