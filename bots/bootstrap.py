@@ -193,7 +193,16 @@ async def bootstrap(
             images=ports.images,
         )
         meter = Meter(storage.budgets, clock, settings.zone)
-        lifecycle = ModelLifecycle(clock)
+        outbox = Outbox(storage.store, storage.access.admins)
+
+        async def retired(old: str, new: str) -> None:
+            told = await outbox.tell_admins(
+                f"Model `{old}` has been shut down: conversations on it now use `{new}`."
+            )
+            if not told:
+                log.warning("no admin could be told that %s was replaced by %s", old, new)
+
+        lifecycle = ModelLifecycle(clock, on_retired=retired)
         media = MediaSteps(
             wrap_media(kit) if wrap_media else kit, media_options, prices, meter, lifecycle
         )
@@ -256,7 +265,7 @@ async def bootstrap(
             assistant,
             commands,
             pipeline,
-            Outbox(store),
+            outbox,
             metrics,
         )
 

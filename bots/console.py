@@ -222,6 +222,10 @@ class ConsoleChannel:
             key, f"[file saved to {path}]" + (f" {file.caption}" if file.caption else "")
         )
 
+    def direct(self, user_id: str) -> ConversationKey:
+        """The console has one conversation per user: their own."""
+        return ConversationKey(CHANNEL, place=user_id)
+
     async def run(self) -> None:
         """Talk until end of input (Ctrl+D) or ``/quit``."""
         loop = asyncio.get_running_loop()

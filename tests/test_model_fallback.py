@@ -4,6 +4,7 @@ move, the retirement is logged once, and /model marks what is about to go."""
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bots.bootstrap import App, bootstrap
+from bots.console import ConsoleChannel
 from core.conversation.commands import Command
 from core.conversation.events import ImageReady, ReplyFailed, ReplyFinished, Transcribed
 from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
@@ -218,3 +220,28 @@ async def test_a_fresh_install_on_defaults_works_after_the_january_shutdowns(
     assert any(isinstance(e, ImageReady) for e in drawn.events)
     models = [str((r.body or {}).get("model")) for r in fake_openai.requests]
     assert set(models) == {"gpt-6-luna", "gpt-transcribe", "gpt-image-2.6-sunburst"}
+
+
+async def test_admins_are_told_once_through_their_channel(
+    make_settings: SettingsFactory, fake_openai: FakeOpenAI
+) -> None:
+    """The retirement reaches the admins whose channel runs here, as a private message."""
+    out = io.StringIO()
+    fake_openai.today = date(2027, 1, 15)
+    async with app_on(
+        make_settings, date(2027, 1, 15), SWITCHBOARD_ADMINS="console:root,telegram:7"
+    ) as app:
+        console = ConsoleChannel(
+            app.pipeline, app.commands, app.turns, stdin=io.StringIO(), stdout=out, user="ada"
+        )
+        app.outbox.attach(console)
+        await app.choices.set_model(KEY, "gpt-4.1-mini")  # chosen while it still ran
+        await app.store.set_model((await app.store.active_conversation(KEY)).id, "gpt-4.1-mini")
+        first = await send(app, "hello")
+        second = await send(app, "hello again")
+    assert isinstance(first.final, ReplyFinished) and isinstance(second.final, ReplyFinished)
+    notices = [line for line in out.getvalue().splitlines() if "has been shut down" in line]
+    # Told once, to the console admin (Telegram does not run in this process).
+    assert notices == [
+        "[#1] Model `gpt-4.1-mini` has been shut down: conversations on it now use `gpt-6-luna`."
+    ]

@@ -265,6 +265,13 @@ class SlackChannel:
         """Upload ``file`` to ``key``; returns Slack's file id."""
         return await SlackReply(self.client, _place(key), self._flood).send_file(file)
 
+    def direct(self, user_id: str) -> ConversationKey:
+        """Posting to a Slack user id posts in the app's DM with them (its messages can be
+        posted, not edited, by that id)."""
+        identity = self._identity.result
+        team = (identity.team_id or identity.enterprise_id or "") if identity else ""
+        return ConversationKey(CHANNEL, place=user_id, scope=team)
+
     # --- inbound -------------------------------------------------------------------------
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:

@@ -189,6 +189,10 @@ class TelegramChannel:
         reply = TelegramReply(self.application.bot, _chat_place(key), self._flood)
         return str(await reply.send_file(file))
 
+    def direct(self, user_id: str) -> ConversationKey:
+        """A Telegram user's private chat with the bot has the user's id."""
+        return ConversationKey(CHANNEL, place=user_id)
+
     # --- inbound: updates translated into deliveries -------------------------------------
 
     async def _text(self, update: Update, context: Context) -> None:

@@ -5,6 +5,8 @@ console implement both; ``Outbox`` is the core's way to use them."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -12,6 +14,8 @@ from core.conversation.events import ReplyEvent
 from core.conversation.messages import ConversationKey, PostedMessage
 from core.conversation.store import ConversationStore
 from core.errors import ChannelUnavailable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +73,17 @@ class Channel(Protocol):
     async def send_file(self, key: ConversationKey, file: OutgoingFile) -> str:
         """Send ``file`` in ``key``; returns the platform's id for the message."""
 
+    def direct(self, user_id: str) -> ConversationKey:
+        """The private conversation between the bot and the user ``user_id`` (for notices)."""
+
 
 class Outbox:
     """The core's way out: posts, edits and files through the channels running in this
     process, keeping what it posted so that any process can edit it later."""
 
-    def __init__(self, store: ConversationStore) -> None:
+    def __init__(self, store: ConversationStore, admins: Iterable[str] = ()) -> None:
         self._store = store
+        self._admins = tuple(sorted(admins))
         self._channels: dict[str, Channel] = {}
 
     def attach(self, channel: Channel) -> None:
@@ -111,6 +119,24 @@ class Outbox:
         if posted is None:
             raise ChannelUnavailable(f"no posted message #{posted_id}")
         await self._channel(posted.key).edit(posted.key, posted.platform_message_id, markdown)
+
+    async def tell_admins(self, markdown: str) -> int:
+        """Post ``markdown`` privately to every admin (``SWITCHBOARD_ADMINS``) whose
+        channel runs in this process; returns how many were told. A post that fails is
+        logged and the others still go out."""
+        told = 0
+        for principal in self._admins:
+            channel_name, _, user_id = principal.partition(":")
+            channel = self._channels.get(channel_name)
+            if channel is None:
+                continue
+            try:
+                await channel.post(channel.direct(user_id), markdown)
+            except Exception as exc:
+                log.warning("could not tell admin %s: %s", principal, exc)
+                continue
+            told += 1
+        return told
 
     def _channel(self, key: ConversationKey) -> Channel:
         channel = self._channels.get(key.channel)
