@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -26,8 +29,10 @@ from core.conversation.channel import Outbox
 from core.conversation.choices import ConversationChoices
 from core.conversation.commands import Commands
 from core.conversation.context import ContextBuilder
+from core.conversation.journal import TurnJournal
 from core.conversation.pipeline import InboundPipeline
 from core.conversation.ratelimit import MessageRateLimit
+from core.conversation.recovery import TurnRecovery
 from core.conversation.store import ConversationStore
 from core.conversation.tokens import TokenCounters
 from core.conversation.turns import TurnRunner
@@ -68,6 +73,7 @@ class Storage:
     settings: Settings
     database: AsyncEngine
     store: ConversationStore
+    journal: TurnJournal
     budgets: BudgetLedger
     access: AccessPolicy
     clock: Clock
@@ -93,6 +99,7 @@ async def open_storage(settings: Settings, *, clock: Clock | None = None) -> Asy
                 settings,
                 database,
                 store,
+                store,
                 budget_ledger(database),
                 access,
                 clock or SystemClock(),
@@ -100,6 +107,11 @@ async def open_storage(settings: Settings, *, clock: Clock | None = None) -> Asy
             )
     finally:
         await database.dispose()
+
+
+def process_owner() -> str:
+    """This process's name on the leases it takes (durable turns, later jobs)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def user_directory() -> UserDirectory:
@@ -124,6 +136,7 @@ class App:
     pipeline: InboundPipeline
     outbox: Outbox
     metrics: PrometheusMetrics
+    recovery: TurnRecovery
 
     @property
     def store(self) -> ConversationStore:
@@ -245,8 +258,12 @@ async def bootstrap(
             clock=clock,
             timezone=settings.zone,
         )
+        owner = process_owner()
         pipeline = InboundPipeline(
             store=store,
+            journal=storage.journal,
+            clock=clock,
+            owner=owner,
             access=storage.access,
             rate=MessageRateLimit(settings.messages_per_minute, time.monotonic),
             commands=commands,
@@ -267,6 +284,7 @@ async def bootstrap(
             pipeline,
             outbox,
             metrics,
+            TurnRecovery(storage.journal, outbox, pipeline, clock, owner),
         )
 
 

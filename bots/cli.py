@@ -36,6 +36,7 @@ from bots.models_cli import (
     registry_table,
 )
 from bots.ops import operations_server
+from bots.scheduler import RECOVERY_SECONDS, PeriodicJob, scheduled
 from bots.slack.channel import SlackChannel
 from bots.telegram.channel import TelegramChannel
 from core.access.quota_args import QuotaSyntaxError, parse_quota
@@ -224,6 +225,7 @@ async def _run(settings: Settings, which: str) -> None:
                 operations_server(
                     settings.http_port, app.storage.database, app.metrics.registry, channels
                 ),
+                scheduled([PeriodicJob("turn-recovery", app.recovery.run_once, RECOVERY_SECONDS)]),
                 asyncio.TaskGroup() as group,
             ):
                 for channel in channels.values():
@@ -321,6 +323,7 @@ async def _chat(settings: Settings, user: str | None) -> None:
         )
         app.outbox.attach(console)
         try:
+            await app.recovery.run_once()  # what a previous session left unanswered
             await console.run()
         finally:
             app.outbox.detach(console)

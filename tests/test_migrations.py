@@ -29,6 +29,7 @@ TABLES = {
     "budgets",
     "budget_counters",
     "posted_messages",
+    "turns",
 }
 
 

@@ -267,6 +267,11 @@ class Assistant:
                 f"That message is too long ({len(text):,} characters); the limit is "
                 f"{self._options.max_message_chars:,}."
             )
+        if message.stored:
+            # A turn resumed after a restart: the question is already the newest message.
+            state.last_message_id = state.conversation.last_message_id
+            await self._generate(state)
+            return
         stored = await self._store.add_message(
             state.conversation.id,
             NewMessage(
@@ -276,6 +281,7 @@ class Assistant:
                 author_id=state.user_id,
                 platform_message_id=message.platform_message_id,
                 images=seen.kept,
+                turn_id=message.turn_id,
             ),
             usage,
         )
@@ -310,11 +316,16 @@ class Assistant:
             state.counter.count(prompt),
             author_id=state.user_id,
             platform_message_id=message.platform_message_id,
+            turn_id=message.turn_id,
         )
         described = picture.revised_prompt or prompt
         answer = f"(I drew a picture: {described})"
-        stored = await self._store.add_message(state.conversation.id, request)
-        self._context.remember(stored, state.conversation.last_message_id)
+        if message.stored:
+            stored_id = state.conversation.last_message_id
+        else:
+            stored = await self._store.add_message(state.conversation.id, request)
+            self._context.remember(stored, state.conversation.last_message_id)
+            stored_id = stored.id
         drawn = await asyncio.shield(
             self._store.add_message(
                 state.conversation.id,
@@ -324,12 +335,13 @@ class Assistant:
                     state.counter.count(answer),
                     meta={"image_model": record.model},
                     images=(kept,),
+                    turn_id=message.turn_id,
                 ),
                 [record],
             )
         )
         self._metrics.usage([record])
-        self._context.remember(drawn, stored.id)
+        self._context.remember(drawn, stored_id)
 
     async def _speak(self, state: _TurnState) -> None:
         """Also say the reply aloud (``/voice on``); a failure here costs only the voice."""
@@ -486,6 +498,7 @@ class Assistant:
             state.counter.count(state.text),
             meta=meta,
             images=tuple(state.drawn),
+            turn_id=state.message.turn_id,
         )
         # Shielded so that a shutdown arriving now cannot lose a reply the user has seen.
         stored = await asyncio.shield(

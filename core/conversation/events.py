@@ -106,10 +106,12 @@ class ReplyFinished:
 
 @dataclass(frozen=True, slots=True)
 class ReplyFailed:
-    """The turn failed; ``message`` is short, friendly and safe to show."""
+    """The turn failed; ``message`` is short, friendly and safe to show. ``postponed``:
+    not a failure of the message itself — the bot is restarting and answers it after."""
 
     message: str
     partial_text: str = ""
+    postponed: bool = False
 
 
 ReplyEvent = (

@@ -54,6 +54,11 @@ class IncomingMessage:
     platform_message_id: str | None = None
     event_id: str | None = None
     attachments: tuple[Attachment, ...] = ()
+    turn_id: int | None = None
+    """The durable turn answering it (set by the inbound pipeline)."""
+    stored: bool = False
+    """Already in the conversation: a turn resumed after a restart is answered, not asked
+    again."""
 
 
 class Role(enum.StrEnum):
@@ -74,6 +79,8 @@ class NewMessage:
     platform_message_id: str | None = None
     meta: dict[str, object] = field(default_factory=dict)
     images: tuple[PreparedImage, ...] = ()
+    turn_id: int | None = None
+    """The durable turn this message asks (user) or answers (assistant)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """The inbound pipeline: every channel hands each translated event to it, and it runs the
-same named steps for all of them — follow-ups only in known threads, each event once, the
-access gate with its one-time refusal, the message rate limit, then command routing or a
-turn — and, at shutdown, drains one channel's work without touching the others'."""
+same named steps for all of them — follow-ups only in known threads, the access gate with
+its one-time refusal, each event once (a message to answer is recorded as a durable turn in
+the same transaction), the message rate limit, then command routing or a turn — and, at
+shutdown, drains one channel's work without touching the others'."""
 
 from __future__ import annotations
 
@@ -11,14 +12,23 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from math import ceil
 
 from core.access.policy import AccessPolicy
+from core.clock import Clock
 from core.conversation.assistant import Assistant
 from core.conversation.channel import Reply
 from core.conversation.choices import ConversationChoices
 from core.conversation.commands import TURN_COMMANDS, Command, Commands
-from core.conversation.events import CommandAnswered, Refused, ReplyFailed
+from core.conversation.events import (
+    CommandAnswered,
+    Refused,
+    ReplyEvent,
+    ReplyFailed,
+    ReplyFinished,
+)
+from core.conversation.journal import LEASE_SECONDS, NewTurn, TurnJournal
 from core.conversation.messages import IncomingMessage
 from core.conversation.ratelimit import MessageRateLimit
 from core.conversation.store import ConversationStore
@@ -69,6 +79,38 @@ class Delivery:
     private: bool = False
 
 
+class Delivered:
+    """A ``Reply`` that remembers whether the reply's end was shown: the final event
+    emitted without the platform refusing it. A platform failure there is logged and kept
+    from the turn — the turn stays open and recovery delivers it later."""
+
+    def __init__(self, reply: Reply) -> None:
+        self._reply = reply
+        self.shown = False
+        self.failure: str | None = None
+        self.postponed = False
+
+    async def start(self) -> None:
+        await self._reply.start()
+
+    async def emit(self, event: ReplyEvent) -> None:
+        if not isinstance(event, ReplyFinished | ReplyFailed):
+            await self._reply.emit(event)
+            return
+        try:
+            await self._reply.emit(event)
+        except Exception:
+            log.exception("the reply could not be shown; it stays open for another try")
+            return
+        self.shown = True
+        if isinstance(event, ReplyFailed):
+            self.failure = event.message
+            self.postponed = event.postponed
+
+    async def close(self) -> None:
+        await self._reply.close()
+
+
 class InboundPipeline:
     """Runs each delivery through the steps; never raises for what a user sent."""
 
@@ -76,6 +118,9 @@ class InboundPipeline:
         self,
         *,
         store: ConversationStore,
+        journal: TurnJournal,
+        clock: Clock,
+        owner: str,
         access: AccessPolicy,
         rate: MessageRateLimit,
         commands: Commands,
@@ -84,6 +129,9 @@ class InboundPipeline:
         turns: TurnRunner,
     ) -> None:
         self._store = store
+        self._journal = journal
+        self._clock = clock
+        self._owner = owner
         self._access = access
         self._rate = rate
         self._commands = commands
@@ -99,11 +147,16 @@ class InboundPipeline:
         with self.tracking(message.key.channel):
             if delivery.follow_up and not await self._choices.has_conversation(message.key):
                 return  # a thread the bot was never asked into
-            if not await self._first_delivery(message):
-                return
             if not await self._let_in(delivery):
                 return
-            await self._route(delivery)
+            command = delivery.command
+            if command is not None and not (command.name in TURN_COMMANDS and command.args):
+                if await self._first_delivery(message):
+                    await self._answer_command(delivery, command)
+                return
+            turn_id = await self._accept(delivery)
+            if turn_id is not None:
+                await self._turn(delivery, replace(message, turn_id=turn_id))
 
     def caller(self, message: IncomingMessage) -> Caller:
         """Who sent ``message``, and whether they are an admin."""
@@ -122,6 +175,38 @@ class InboundPipeline:
             log.info("stopped %d %s replies in flight for shutdown", stopped, channel)
         if working := self._working.get(channel):
             await asyncio.wait(set(working), timeout=grace)
+
+    async def _accept(self, delivery: Delivery) -> int | None:
+        """Each event once, and a message to answer is a durable turn: recorded, leased to
+        this process, with its event claimed, in one transaction; None for a redelivery."""
+        message = delivery.message
+        command = delivery.command
+        turn = NewTurn(
+            message.key,
+            message.sender,
+            command.args if command is not None else message.text,
+            command.name if command is not None else None,
+            has_files=delivery.fetch is not None or bool(message.attachments),
+            platform_message_id=message.platform_message_id,
+        )
+        try:
+            turn_id = await self._journal.accept_turn(
+                turn, message.event_id, self._owner, self._lease_end()
+            )
+        except Exception as exc:
+            log.exception("could not record a %s message", message.key.channel)
+            reply = delivery.reply(Activity.WRITING)
+            try:
+                await reply.emit(ReplyFailed(user_message(exc)))
+            finally:
+                await reply.close()
+            return None
+        if turn_id is None:
+            log.info("dropping redelivered %s event %s", message.key.channel, message.event_id)
+        return turn_id
+
+    def _lease_end(self) -> datetime:
+        return self._clock.now() + timedelta(seconds=LEASE_SECONDS)
 
     async def _first_delivery(self, message: IncomingMessage) -> bool:
         """Each event once: a redelivered event id is dropped before anything is shown."""
@@ -153,16 +238,9 @@ class InboundPipeline:
         wait = self._rate.wait_needed(message.sender.principal)
         return TOO_FAST.format(seconds=ceil(wait)) if wait > 0 else None
 
-    async def _route(self, delivery: Delivery) -> None:
-        """A command runs and answers; ``/image`` and ``/edit`` and plain messages are turns."""
-        command = delivery.command
+    async def _answer_command(self, delivery: Delivery, command: Command) -> None:
+        """A command runs and answers at once (``/image`` and ``/edit`` are turns)."""
         message = delivery.message
-        if command is None:
-            await self._turn(delivery, message, None)
-            return
-        if command.name in TURN_COMMANDS and command.args:
-            await self._turn(delivery, replace(message, text=command.args), command.name)
-            return
         answer = await self._commands.run(
             message.key, command, caller=self.caller(message), threaded=delivery.threaded
         )
@@ -172,8 +250,14 @@ class InboundPipeline:
         finally:
             await reply.close()
 
-    async def _turn(self, delivery: Delivery, message: IncomingMessage, draw: str | None) -> None:
-        reply = delivery.reply(Activity.DRAWING if draw else Activity.WRITING)
+    async def _turn(self, delivery: Delivery, message: IncomingMessage) -> None:
+        """Answer a recorded turn; it is closed once its end was shown (delivered, or
+        failed with the reason the user saw) and stays open for recovery otherwise."""
+        command = delivery.command
+        draw = command.name if command is not None else None
+        if command is not None:
+            message = replace(message, text=command.args)
+        reply = Delivered(delivery.reply(Activity.DRAWING if draw else Activity.WRITING))
         await reply.start()
         try:
             problem = self._too_fast(message)
@@ -187,8 +271,19 @@ class InboundPipeline:
                     await reply.emit(ReplyFailed(user_message(exc)))
                     return
             if self._turns.stopping(message.key.channel):
-                await reply.emit(ReplyFailed(RESTARTING))
+                await reply.emit(ReplyFailed(RESTARTING, postponed=True))
                 return
+            await self.answer(message, reply, draw)
+        finally:
+            await reply.close()
+            assert message.turn_id is not None
+            await self.close(message.turn_id, reply)
+
+    async def answer(self, message: IncomingMessage, reply: Reply, draw: str | None) -> None:
+        """Run ``message``'s turn (a drawing for ``/image`` and ``/edit``), renewing its
+        lease while it runs."""
+        renewing = asyncio.create_task(self._renew(message.turn_id))
+        try:
             if draw == "edit":
                 await self._assistant.edit_image(message, reply)
             elif draw == "image":
@@ -196,7 +291,32 @@ class InboundPipeline:
             else:
                 await self._assistant.answer_message(message, reply)
         finally:
-            await reply.close()
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    async def close(self, turn_id: int, reply: Delivered) -> None:
+        """Close a turn whose end was shown; one that was not (the platform refused it,
+        or the bot is restarting) is let go at once, for recovery to finish."""
+        try:
+            if reply.shown and not reply.postponed:
+                await self._journal.close_turn(turn_id, failed=reply.failure)
+            else:
+                now = self._clock.now()
+                await self._journal.lease_turn(turn_id, self._owner, now, now)
+        except Exception:
+            # The lease runs out by itself; recovery will look at the turn again.
+            log.exception("could not record how turn %d ended", turn_id)
+
+    async def _renew(self, turn_id: int | None) -> None:
+        if turn_id is None:
+            return
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            with contextlib.suppress(Exception):
+                await self._journal.lease_turn(
+                    turn_id, self._owner, self._lease_end(), self._clock.now()
+                )
 
     @contextlib.contextmanager
     def tracking(self, channel: str) -> Iterator[None]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from core.conversation.events import ReplyFailed, ReplySink
 from core.conversation.messages import ConversationKey
 
-RESTARTING = "I'm restarting and couldn't answer that. Please send it again in a moment."
+RESTARTING = "I'm restarting; I'll answer this as soon as I'm back."
 
 
 @dataclass
@@ -57,7 +57,7 @@ class TurnRunner:
         try:
             async with slot.lock:
                 if key.channel in self._stopping:
-                    await sink.emit(ReplyFailed(RESTARTING))
+                    await sink.emit(ReplyFailed(RESTARTING, postponed=True))
                     return
                 task = asyncio.current_task()
                 assert task is not None

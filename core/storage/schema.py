@@ -96,6 +96,34 @@ class MessageRow(Base):
     image_count: Mapped[int] = mapped_column(Integer, server_default="0")
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     platform_message_id: Mapped[str | None] = mapped_column(String(128))
+    turn_id: Mapped[int | None] = mapped_column(ForeignKey("turns.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class TurnRow(Base):
+    """An accepted message and how far its answer got: recorded with its platform event's
+    dedupe in one transaction, answered when a reply message names it (``turn_id``),
+    delivered or failed at the end; the lease says which process works on it."""
+
+    __tablename__ = "turns"
+    __table_args__ = (Index("ix_turns_open", "delivered_at", "failed_at", "lease_until"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    scope: Mapped[str] = mapped_column(String(128))
+    place: Mapped[str] = mapped_column(String(128))
+    thread: Mapped[str] = mapped_column(String(128))
+    sender_id: Mapped[str] = mapped_column(String(128))
+    sender_name: Mapped[str | None] = mapped_column(String(256))
+    text: Mapped[str] = mapped_column(Text)
+    command: Mapped[str | None] = mapped_column(String(32))
+    has_files: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    platform_message_id: Mapped[str | None] = mapped_column(String(128))
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

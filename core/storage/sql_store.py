@@ -12,11 +12,23 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import JSON, Column, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from core.conversation.journal import NewTurn, OpenTurn
 from core.conversation.messages import (
     Conversation,
     ConversationKey,
@@ -36,6 +48,7 @@ from core.storage.schema import (
     MessageRow,
     PostedMessageRow,
     ProcessedEventRow,
+    TurnRow,
     UsageRow,
     UserRow,
 )
@@ -47,6 +60,7 @@ _conversations = cast(Table, ConversationRow.__table__)
 _usage_rows = cast(Table, UsageRow.__table__)
 _images = cast(Table, MessageImageRow.__table__)
 _events = cast(Table, ProcessedEventRow.__table__)
+_turns = cast(Table, TurnRow.__table__)
 _T = TypeVar("_T")
 # How SQLAlchemy's SQLite dialect stores a DateTime (timezone dropped; ours are UTC).
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
@@ -373,6 +387,100 @@ class SqlConversationStore:
             )
             return bool(result.rowcount)
 
+    async def accept_turn(
+        self, turn: NewTurn, event_id: str | None, owner: str, until: datetime
+    ) -> int | None:
+        """Record ``turn`` leased to ``owner`` and claim its event, in one transaction;
+        None for a redelivered event."""
+        async with self._engine.begin() as connection:
+            if event_id is not None:
+                claimed = await connection.execute(
+                    self._dialect.insert(ProcessedEventRow)
+                    .values(source=turn.key.channel, event_id=event_id, created_at=_now())
+                    .on_conflict_do_nothing()
+                )
+                if not claimed.rowcount:
+                    return None
+            turn_id = await connection.scalar(
+                insert(_turns).values(_turn_values(turn, owner, until)).returning(_turns.c.id)
+            )
+        assert turn_id is not None
+        return int(turn_id)
+
+    async def lease_turn(self, turn_id: int, owner: str, until: datetime, now: datetime) -> bool:
+        """Take or renew an open turn's lease; True if ``owner`` holds it now."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(_turns)
+                .where(
+                    _turns.c.id == turn_id,
+                    _turns.c.delivered_at.is_(None),
+                    _turns.c.failed_at.is_(None),
+                    or_(
+                        _turns.c.lease_owner.is_(None),
+                        _turns.c.lease_owner == owner,
+                        _turns.c.lease_until < now,
+                    ),
+                )
+                .values(lease_owner=owner, lease_until=until)
+            )
+        return bool(result.rowcount)
+
+    async def close_turn(self, turn_id: int, *, failed: str | None = None) -> None:
+        """The turn is over: delivered, or failed for the reason ``failed``."""
+        values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+        if failed is None:
+            values["delivered_at"] = _now()
+        else:
+            values.update(failed_at=_now(), reason=failed[:1000])
+        async with self._engine.begin() as connection:
+            await connection.execute(update(_turns).where(_turns.c.id == turn_id).values(values))
+
+    async def open_turns(self, now: datetime, limit: int = 100) -> list[OpenTurn]:
+        """Open turns whose lease ran out by ``now``, oldest first, with what got stored."""
+        asked = (
+            select(func.count())
+            .where(_messages.c.turn_id == _turns.c.id, _messages.c.role == Role.USER.value)
+            .scalar_subquery()
+        )
+        reply = (
+            select(_messages.c.text)
+            .where(_messages.c.turn_id == _turns.c.id, _messages.c.role == Role.ASSISTANT.value)
+            .order_by(_messages.c.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        query = (
+            select(_turns, asked.label("asked"), reply.label("reply"))
+            .where(
+                _turns.c.delivered_at.is_(None),
+                _turns.c.failed_at.is_(None),
+                or_(_turns.c.lease_until.is_(None), _turns.c.lease_until < now),
+            )
+            .order_by(_turns.c.id)
+            .limit(limit)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+            await connection.rollback()
+        return [
+            OpenTurn(
+                id=row.id,
+                turn=NewTurn(
+                    ConversationKey(row.channel, row.place, row.scope, row.thread),
+                    UserRef(row.channel, row.sender_id, row.sender_name),
+                    row.text,
+                    row.command,
+                    row.has_files,
+                    row.platform_message_id,
+                ),
+                created_at=_aware(row.created_at),
+                asked=bool(row.asked),
+                reply=row.reply,
+            )
+            for row in rows
+        ]
+
     async def record_posted(self, key: ConversationKey, platform_message_id: str) -> PostedMessage:
         """Keep a message the bot posted in ``key`` (a status message it may edit later)."""
         async with self._engine.begin() as connection:
@@ -480,7 +588,30 @@ def _message_values(
         "image_count": len(message.images),
         "author_id": message.author_id,
         "platform_message_id": message.platform_message_id,
+        "turn_id": message.turn_id,
         "created_at": created_at,
+    }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _turn_values(turn: NewTurn, owner: str, until: datetime) -> dict[str, Any]:
+    return {
+        "channel": turn.key.channel,
+        "scope": turn.key.scope,
+        "place": turn.key.place,
+        "thread": turn.key.thread,
+        "sender_id": turn.sender.user_id,
+        "sender_name": turn.sender.username,
+        "text": turn.text,
+        "command": turn.command,
+        "has_files": turn.has_files,
+        "platform_message_id": turn.platform_message_id,
+        "lease_owner": owner,
+        "lease_until": until,
+        "created_at": _now(),
     }
 
 
@@ -539,6 +670,25 @@ class SqliteConversationStore(SqlConversationStore):
                 return inserted.rowcount > 0
 
         return await self._write(claim)
+
+    async def accept_turn(
+        self, turn: NewTurn, event_id: str | None, owner: str, until: datetime
+    ) -> int | None:
+        """Claim the event and record the turn as one function in the connection's thread."""
+        event = {"source": turn.key.channel, "event_id": event_id, "created_at": _now()}
+        values = _turn_values(turn, owner, until)
+
+        def accept(connection: sqlite3.Connection) -> int | None:
+            with sqlite_transaction(connection):
+                if event_id is not None:
+                    claimed = _sqlite_insert(connection, _events, [event], ignore_conflict=True)
+                    if claimed.rowcount == 0:
+                        return None
+                inserted = _sqlite_insert(connection, _turns, [values])
+                assert inserted.lastrowid is not None
+                return inserted.lastrowid
+
+        return await self._write(accept)
 
     async def add_message(
         self,

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core.clock import Clock, SystemClock
+from core.conversation.journal import NewTurn, OpenTurn
 from core.conversation.messages import (
     Conversation,
     ConversationKey,
     NewMessage,
     PostedMessage,
+    Role,
     StoredMessage,
     UserRef,
 )
@@ -35,6 +37,16 @@ class StoredUser:
     external_id: str
     username: str | None
     display_name: str | None
+
+
+@dataclass(slots=True)
+class _TurnRow:
+    turn: NewTurn
+    created: datetime
+    owner: str | None
+    until: datetime | None
+    closed: bool = False
+    reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -59,6 +71,8 @@ class InMemoryConversationStore:
         self._usage: list[tuple[datetime, UsageRecord]] = []
         self._events: set[tuple[str, str]] = set()
         self._posted: list[PostedMessage] = []
+        self._turns: dict[int, _TurnRow] = {}
+        self._turn_messages: dict[int, list[tuple[Role, str]]] = {}
         self._images: dict[int, tuple[int, list[PreparedImage]]] = {}
         self._rules: dict[str, str] = {}
         self._last_message_id = 0
@@ -166,6 +180,8 @@ class InMemoryConversationStore:
             image_count=len(message.images),
         )
         self._messages.setdefault(conversation_id, []).append(stored)
+        if message.turn_id is not None:
+            self._turn_messages.setdefault(message.turn_id, []).append((message.role, message.text))
         if message.images:
             self._images[stored.id] = (conversation_id, list(message.images))
         self._usage.extend((self._clock.now(), _copy(record)) for record in usage)
@@ -247,6 +263,56 @@ class InMemoryConversationStore:
             for u in sorted(self._users.values(), key=lambda u: u.id)
             if u.username is not None and u.username.lower() == wanted
         ]
+
+    async def accept_turn(
+        self, turn: NewTurn, event_id: str | None, owner: str, until: datetime
+    ) -> int | None:
+        """Record ``turn`` leased to ``owner`` and claim its event, all or nothing."""
+        await asyncio.sleep(0)
+        if event_id is not None:
+            if (turn.key.channel, event_id) in self._events:
+                return None
+            self._events.add((turn.key.channel, event_id))
+        turn_id = len(self._turns) + 1
+        self._turns[turn_id] = _TurnRow(turn, self._clock.now(), owner, until)
+        return turn_id
+
+    async def lease_turn(self, turn_id: int, owner: str, until: datetime, now: datetime) -> bool:
+        """Take or renew an open turn's lease; True if ``owner`` holds it now."""
+        await asyncio.sleep(0)
+        row = self._turns.get(turn_id)
+        if row is None or row.closed:
+            return False
+        if row.owner not in (None, owner) and row.until is not None and row.until >= now:
+            return False
+        row.owner, row.until = owner, until
+        return True
+
+    async def close_turn(self, turn_id: int, *, failed: str | None = None) -> None:
+        """The turn is over: delivered, or failed for the reason ``failed``."""
+        await asyncio.sleep(0)
+        row = self._turns[turn_id]
+        row.closed, row.reason, row.owner, row.until = True, failed, None, None
+
+    async def open_turns(self, now: datetime, limit: int = 100) -> list[OpenTurn]:
+        """Open turns whose lease ran out by ``now``, oldest first."""
+        await asyncio.sleep(0)
+        found: list[OpenTurn] = []
+        for turn_id, row in sorted(self._turns.items()):
+            if row.closed or (row.until is not None and row.until >= now):
+                continue
+            messages = self._turn_messages.get(turn_id, [])
+            replies = [text for role, text in messages if role == Role.ASSISTANT]
+            asked = any(role == Role.USER for role, _ in messages)
+            found.append(
+                OpenTurn(turn_id, row.turn, row.created, asked, replies[-1] if replies else None)
+            )
+        return found[:limit]
+
+    def turn_reason(self, turn_id: int) -> tuple[bool, str | None]:
+        """Whether the turn is closed, and why it failed (None: delivered), for tests."""
+        row = self._turns[turn_id]
+        return row.closed, row.reason
 
     async def claim_event(self, source: str, event_id: str) -> bool:
         """True the first time ``(source, event_id)`` is claimed, False for a redelivery."""

@@ -1,0 +1,90 @@
+"""Turn recovery: the turns a dead process left open (their lease ran out) are taken over
+and finished — a stored answer is delivered, an unanswered message is answered now — with
+a note that it was delayed. Run at start and periodically by the scheduler, in every
+process; each turn is leased, so exactly one process finishes it."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from core.clock import Clock
+from core.conversation.channel import Outbox
+from core.conversation.events import Notice, ReplyFailed, ReplyFinished
+from core.conversation.journal import LEASE_SECONDS, OpenTurn, TurnJournal
+from core.conversation.messages import IncomingMessage
+from core.conversation.pipeline import Delivered, InboundPipeline
+
+log = logging.getLogger(__name__)
+
+DELAYED = "Sorry for the wait — I was restarting. Here is my answer to your message."
+FILES_LOST = (
+    "Sorry — I was restarting and lost the file you sent with your last message. "
+    "Please send it again."
+)
+
+
+class TurnRecovery:
+    """Finishes the open turns whose lease ran out, for the channels running here."""
+
+    def __init__(
+        self,
+        journal: TurnJournal,
+        outbox: Outbox,
+        pipeline: InboundPipeline,
+        clock: Clock,
+        owner: str,
+    ) -> None:
+        self._journal = journal
+        self._outbox = outbox
+        self._pipeline = pipeline
+        self._clock = clock
+        self._owner = owner
+
+    async def run_once(self) -> int:
+        """Take over and finish what is open now; returns how many turns were taken."""
+        now = self._clock.now()
+        taken = 0
+        try:
+            open_turns = await self._journal.open_turns(now)
+        except Exception as exc:
+            log.error("could not look for unfinished turns (%s); trying again later", exc)
+            return 0
+        for open_turn in open_turns:
+            if not self._outbox.reaches(open_turn.turn.key):
+                continue  # another process runs that channel
+            until = now + timedelta(seconds=LEASE_SECONDS)
+            if not await self._journal.lease_turn(open_turn.id, self._owner, until, now):
+                continue  # another process took it first
+            taken += 1
+            try:
+                await self._finish(open_turn)
+            except Exception:
+                log.exception("recovering turn %d failed; it will be tried again", open_turn.id)
+        return taken
+
+    async def _finish(self, open_turn: OpenTurn) -> None:
+        turn = open_turn.turn
+        reply = Delivered(self._outbox.reply(turn.key))
+        log.info("recovering turn %d in %s", open_turn.id, turn.key)
+        try:
+            if open_turn.reply is not None:
+                await reply.emit(Notice(DELAYED))
+                await reply.emit(ReplyFinished(open_turn.reply))
+            elif turn.has_files and not open_turn.asked:
+                await reply.emit(ReplyFailed(FILES_LOST))
+            else:
+                await reply.start()
+                await reply.emit(Notice(DELAYED))
+                message = IncomingMessage(
+                    turn.key,
+                    turn.sender,
+                    turn.text,
+                    platform_message_id=turn.platform_message_id,
+                    turn_id=open_turn.id,
+                    stored=open_turn.asked,
+                )
+                await self._pipeline.answer(message, reply, turn.command)
+        finally:
+            await reply.close()
+            await self._pipeline.close(open_turn.id, reply)
