@@ -11,12 +11,14 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.conversation.journal import NewTurn, TurnJournal
 from core.conversation.messages import ConversationKey, NewMessage, Role, StoredMessage, UserRef
 from core.conversation.store import ConversationStore, UsageRecord
 from core.media.ports import PreparedImage
@@ -627,3 +629,102 @@ async def test_a_restarted_store_sees_everything_stored_before(database_url: str
         assert await after.recent_messages(old.id, limit=10) == old_messages
         assert await after.usage(current.id) == [record]
         assert await after.claim_event("telegram", "update-9") is False
+
+
+TURN_SENDER = UserRef("telegram", "42", username="ada")
+TURN_NOW = datetime(2026, 12, 7, 12, tzinfo=UTC)
+TURN_LATER = TURN_NOW + timedelta(seconds=30)
+
+
+def asked(text: str = "hello", **options: Any) -> NewTurn:
+    return NewTurn(KEY, TURN_SENDER, text, **options)
+
+
+def journal(store: ConversationStore) -> TurnJournal:
+    """Every store implementation keeps the journal too (the same database)."""
+    return cast(TurnJournal, store)
+
+
+@every_store
+class TestTurnJournalContract:
+    """What every store promises as the turn journal (durable turns, their leases)."""
+
+    async def test_a_turn_is_recorded_with_its_event_once(self, store: ConversationStore) -> None:
+        turns = journal(store)
+        first = await turns.accept_turn(asked(), "update-1", "p1", TURN_LATER)
+        again = await turns.accept_turn(asked(), "update-1", "p2", TURN_LATER)
+        other = await turns.accept_turn(asked("next"), "update-2", "p1", TURN_LATER)
+        no_event = await turns.accept_turn(asked("console"), None, "p1", TURN_LATER)
+        assert first is not None and other is not None and no_event is not None
+        assert again is None
+        assert len({first, other, no_event}) == 3
+        # A redelivery wrote nothing: the event stays claimed, no turn was added.
+        assert not await store.claim_event("telegram", "update-1")
+
+    async def test_a_held_lease_keeps_others_out_until_it_runs_out(
+        self, store: ConversationStore
+    ) -> None:
+        turns = journal(store)
+        turn_id = await turns.accept_turn(asked(), None, "p1", TURN_LATER)
+        assert turn_id is not None
+        assert await turns.open_turns(TURN_NOW) == []  # leased until TURN_LATER
+        assert not await turns.lease_turn(turn_id, "p2", TURN_LATER, TURN_NOW)
+        assert await turns.lease_turn(turn_id, "p1", TURN_LATER + timedelta(seconds=30), TURN_NOW)
+        expired = TURN_LATER + timedelta(seconds=31)
+        [left] = await turns.open_turns(expired)
+        assert left.id == turn_id and left.turn == asked()
+        assert not left.asked and left.reply is None
+        assert await turns.lease_turn(turn_id, "p2", expired + timedelta(seconds=20), expired)
+        assert await turns.open_turns(expired) == []
+
+    async def test_recovery_sees_what_was_stored_of_a_turn(self, store: ConversationStore) -> None:
+        turns = journal(store)
+        unanswered = await turns.accept_turn(asked("one"), None, "p1", TURN_NOW)
+        answered = await turns.accept_turn(asked("two", command="image"), None, "p1", TURN_NOW)
+        with_files = await turns.accept_turn(asked("three", has_files=True), None, "p1", TURN_NOW)
+        assert unanswered and answered and with_files
+        user = await store.ensure_user(TURN_SENDER)
+        conversation = await store.active_conversation(KEY)
+        await store.add_message(
+            conversation.id, NewMessage(Role.USER, "two", 1, author_id=user, turn_id=answered)
+        )
+        await store.add_message(
+            conversation.id, NewMessage(Role.ASSISTANT, "the answer", 2, turn_id=answered)
+        )
+        await store.add_message(
+            conversation.id, NewMessage(Role.USER, "one", 1, author_id=user, turn_id=unanswered)
+        )
+        found = {t.id: t for t in await turns.open_turns(TURN_LATER)}
+        assert set(found) == {unanswered, answered, with_files}
+        assert (found[unanswered].asked, found[unanswered].reply) == (True, None)
+        assert (found[answered].asked, found[answered].reply) == (True, "the answer")
+        assert found[answered].turn.command == "image"
+        assert found[with_files].turn.has_files and not found[with_files].asked
+
+    async def test_closed_turns_are_not_open_and_cannot_be_leased(
+        self, store: ConversationStore
+    ) -> None:
+        turns = journal(store)
+        delivered = await turns.accept_turn(asked("a"), None, "p1", TURN_NOW)
+        failed = await turns.accept_turn(asked("b"), None, "p1", TURN_NOW)
+        assert delivered and failed
+        await turns.close_turn(delivered)
+        await turns.close_turn(failed, failed="over budget")
+        assert await turns.open_turns(TURN_LATER) == []
+        assert not await turns.lease_turn(delivered, "p2", TURN_LATER, TURN_LATER)
+
+
+async def test_two_processes_lease_one_turn_once(sqlite_url: str) -> None:
+    """Two stores on one database (as two processes): of concurrent takeovers, one wins."""
+    await upgrade(sqlite_url)
+    async with engine_for(sqlite_url) as one_engine, engine_for(sqlite_url) as two_engine:
+        one, two = conversation_store(one_engine), conversation_store(two_engine)
+        turn_id = await one.accept_turn(asked(), None, "dead", TURN_NOW)
+        assert turn_id is not None
+        won = await asyncio.gather(
+            *(
+                store.lease_turn(turn_id, f"p{n}", TURN_LATER + timedelta(seconds=20), TURN_LATER)
+                for n, store in enumerate([one, two] * 4)
+            )
+        )
+    assert sum(won) == 1
