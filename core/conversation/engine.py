@@ -49,6 +49,7 @@ from core.errors import (
     UserInputError,
     user_message,
 )
+from core.logs import logged_turn
 from core.media.ports import PreparedImage
 from core.media.steps import Charge, MediaSteps, Seen
 from core.models.llm import (
@@ -378,6 +379,7 @@ class Engine:
                 f"{self._options.max_message_chars:,}. Please shorten it or send it in parts."
             )
 
+    @logged_turn
     async def _run_turn(self, message: IncomingMessage, sink: ReplySink, body: _TurnBody) -> None:
         task = asyncio.current_task()
         assert task is not None
