@@ -27,7 +27,7 @@ from telegram.error import Conflict, InvalidToken, NetworkError, TelegramError
 
 from bots.bootstrap import secrets_of
 from core.errors import ConfigError
-from core.logs import REDACTED
+from core.logs import RedactingFilter
 from core.settings import Settings
 
 log = logging.getLogger("switchboard")
@@ -207,11 +207,7 @@ def _from_module(error: BaseException, prefixes: Iterable[str]) -> bool:
 
 
 def _redact(line: str, settings: Settings | None) -> str:
-    if settings is None:
-        return line
-    for secret in secrets_of(settings):
-        line = line.replace(secret, REDACTED)
-    return line
+    return line if settings is None else RedactingFilter(secrets_of(settings)).redact(line)
 
 
 def last_resort(error: BaseException, settings: Settings | None) -> str:

@@ -90,10 +90,11 @@ class RedactingFilter(logging.Filter):
         redacted = self.redact(message)
         if record.exc_info and record.exc_info[1] is not None:
             # Tracebacks are rendered later by the formatter; render now to redact them too.
-            formatted = self.redact(logging.Formatter().formatException(record.exc_info))
-            redacted = f"{redacted}\n{formatted}"
+            # Formatters print ``exc_text`` when it is set, without ``exc_info``.
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
-            record.exc_text = None
+        elif record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
         if record.stack_info:
             record.stack_info = self.redact(record.stack_info)
         if redacted != message:
@@ -119,6 +120,8 @@ class JsonFormatter(logging.Formatter):
                 entry[field] = value
         if record.exc_info and record.exc_info[1] is not None:
             entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = record.stack_info
         return json.dumps(entry, ensure_ascii=False)

@@ -4,6 +4,7 @@ with one line naming the cause and the setting, exit status 2, no traceback, no
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -295,3 +296,27 @@ def test_migrations_are_quiet_at_info(env: dict[str, str], tmp_path: Path) -> No
     result = switchboard(env | {"SWITCHBOARD_LOG_LEVEL": "INFO"}, tmp_path, "db", "upgrade")
     assert result.returncode == 0
     assert "alembic" not in result.stderr and result.stderr == ""
+
+
+def test_json_logs_from_the_cli_parse_line_by_line(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "exploding_tools.py").write_text(
+        "import os\nraise RuntimeError('cannot use ' + os.environ['OPENAI_API_KEY'])\n"
+    )
+    result = switchboard(
+        env
+        | {
+            "SWITCHBOARD_TOOL_MODULES": "exploding_tools",
+            "PYTHONPATH": str(tmp_path),
+            "SWITCHBOARD_LOG_LEVEL": "DEBUG",
+            "SWITCHBOARD_LOG_FORMAT": "json",
+        },
+        tmp_path,
+        "usage",
+    )
+    *logged, last = result.stderr.strip().splitlines()
+    entries = [json.loads(line) for line in logged]
+    assert last.startswith("switchboard: unexpected error: RuntimeError")
+    (unexpected,) = [e for e in entries if e["message"] == "unexpected error"]
+    assert unexpected["level"] == "DEBUG" and unexpected["logger"] == "switchboard"
+    assert "exploding_tools.py" in unexpected["exception"]
+    assert API_KEY not in result.stderr
