@@ -172,12 +172,15 @@ def unknown_variables(environ: Mapping[str, str], env_file: Path | None) -> list
     if env_file is not None:
         names |= {name for name in dotenv_values(env_file) if name}
     known = {name.upper() for name in known_variables()}
+    prefix = "SWITCHBOARD_"
+    # Compared without the shared prefix, which would make every name look close.
+    suffixes = sorted(name.removeprefix(prefix) for name in known if name.startswith(prefix))
     warnings = []
     for name in sorted(names):
-        if not name.upper().startswith("SWITCHBOARD_") or name.upper() in known:
+        if not name.upper().startswith(prefix) or name.upper() in known:
             continue
-        close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]}?" if close else ""
+        close = difflib.get_close_matches(name.upper().removeprefix(prefix), suffixes, 1, 0.75)
+        hint = f"; did you mean {prefix}{close[0]}?" if close else ""
         warnings.append(f"{name} is not a setting Switchboard knows, so it is ignored{hint}")
     return warnings
 
