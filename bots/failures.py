@@ -20,14 +20,16 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 import aiohttp
+import openai
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from telegram.error import Conflict, InvalidToken, NetworkError, TelegramError
 
 from bots.bootstrap import secrets_of
-from core.errors import ConfigError
+from core.errors import ConfigError, UpstreamError
 from core.logs import RedactingFilter
+from core.models.openai_gateway import translate
 from core.settings import Settings
 
 log = logging.getLogger("switchboard")
@@ -40,10 +42,21 @@ def explain(error: BaseException, settings: Settings | None) -> str | None:
     if isinstance(error, ConfigError):
         return _redact(str(error), settings)
     chain = list(_chain(error))
-    for explainer in (_telegram, _slack, _port, _database):
+    for explainer in (_model_api, _telegram, _slack, _port, _database):
         line = explainer(chain, settings)
         if line is not None:
             return _redact(line, settings)
+    return None
+
+
+def _model_api(chain: list[BaseException], settings: Settings | None) -> str | None:
+    """A call to the model API at start-up (a models check): its classified operator text.
+    First, because the openai SDK's connection errors carry aiohttp's in their chain."""
+    for error in chain:
+        if isinstance(error, UpstreamError):
+            return f"the model API failed: {error}"
+        if isinstance(error, openai.OpenAIError):
+            return f"the model API failed: {translate(error)}"
     return None
 
 
@@ -130,6 +143,10 @@ def _database(chain: list[BaseException], settings: Settings | None) -> str | No
             said = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
             if isinstance(error.orig, OSError) or not said:
                 continue
+            if where.startswith("file "):
+                return (
+                    f"the database {where} failed: {said} — check DATABASE_URL and its permissions"
+                )
             return f"the database {where} refused: {said} — check DATABASE_URL"
     for error in chain:
         if isinstance(error, OSError):

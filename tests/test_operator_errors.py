@@ -340,3 +340,28 @@ def test_a_rejected_slack_app_token_names_it(env: dict[str, str], tmp_path: Path
     )
     line = one_line(result, slack.bot_token, "xapp-1-wrong-app-token-0123")
     assert line == "switchboard: SLACK_APP_TOKEN was rejected by Slack (invalid_auth)"
+
+
+async def test_a_model_api_failure_at_start_up_is_classified_not_called_slack() -> None:
+    # The openai SDK's connection errors carry aiohttp's in their chain, as Slack's do.
+    from openai import AsyncOpenAI, DefaultAioHttpClient, OpenAIError
+
+    from bots.failures import explain
+    from core.settings import load_settings
+
+    base = f"http://127.0.0.1:{closed_port()}/v1"
+    settings = load_settings(None, OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=base)
+    client = AsyncOpenAI(
+        api_key=API_KEY, base_url=base, max_retries=0, http_client=DefaultAioHttpClient()
+    )
+    try:
+        await client.models.list()
+    except OpenAIError as exc:
+        line = explain(exc, settings)
+    finally:
+        await client.close()
+    assert line == (
+        f"the model API failed: cannot connect to {base}/models (connection refused) — "
+        "check OPENAI_BASE_URL (an OpenAI-compatible API, usually ending in /v1)"
+    )
+    assert explain(ZeroDivisionError("a bug"), settings) is None

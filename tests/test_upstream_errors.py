@@ -62,7 +62,7 @@ async def test_a_rejected_key_tells_users_to_ask_an_admin_and_is_not_retried(
         failed = await ask(app)
     assert failed.message == MISCONFIGURED
     line = failure_log(caplog)
-    assert "rejected the key (401 invalid_api_key)" in line
+    assert "rejected the key (401 invalid_api_key: " in line
     assert "OPENAI_API_KEY" in line
     assert len(fake_openai.model_requests()) == 1
     assert WRONG_KEY not in caplog.text and WRONG_KEY[-4:] not in caplog.text
@@ -114,7 +114,7 @@ async def test_a_blocked_region_is_access_denied(
     async with make_app(OPENAI_BASE_URL=other.url("forbidden")) as app:
         failed = await ask(app)
     assert failed.message == user_message(AccessDenied("x"))
-    assert "403 unsupported_country_region_territory" in failure_log(caplog)
+    assert "(403 unsupported_country_region_territory: " in failure_log(caplog)
 
 
 async def test_an_unknown_model_says_to_pick_another(

@@ -44,7 +44,7 @@ class _Retrying:
                 if isinstance(result, str):
                     # The SDK hands back the body as text when it is not JSON: a web page.
                     raise EndpointNotFound(
-                        f"the {what} endpoint answered with text, not the API: check "
+                        f"the {what} endpoint answered with text, not the API — check "
                         "OPENAI_BASE_URL (an OpenAI-compatible API, usually ending in /v1)"
                     )
                 return result

@@ -262,7 +262,7 @@ async def _sse_data(response: AsyncAPIResponse[Any]) -> AsyncIterator[dict[str, 
             yield payload
     if not events:
         raise EndpointNotFound(
-            f"{_where(response.http_request.url)} answered without any events: {_BASE_URL_HINT}"
+            f"{_where(response.http_request.url)} answered without any events — {_BASE_URL_HINT}"
         )
 
 
@@ -272,7 +272,7 @@ def _require_event_stream(response: AsyncAPIResponse[Any]) -> None:
     if "html" in kind:
         raise EndpointNotFound(
             f"{_where(response.http_request.url)} answered with a web page ({kind}), "
-            f"not the API: {_BASE_URL_HINT}"
+            f"not the API — {_BASE_URL_HINT}"
         )
 
 
@@ -375,7 +375,8 @@ def translate(exc: openai.OpenAIError) -> UpstreamError:
         return _connection_error(exc)
     if isinstance(exc, openai.APIResponseValidationError):
         return EndpointNotFound(
-            f"{_where(exc.request.url)} answered in a format that is not OpenAI's: {_BASE_URL_HINT}"
+            f"{_where(exc.request.url)} answered in a format that is not OpenAI's — "
+            f"{_BASE_URL_HINT}"
         )
     if not isinstance(exc, openai.APIStatusError):
         return UpstreamUnavailable(type(exc).__name__)
@@ -388,8 +389,8 @@ def translate(exc: openai.OpenAIError) -> UpstreamError:
     if status == 429:
         if code == "insufficient_quota":
             return QuotaExhausted(
-                f"the OpenAI account is out of credit (insufficient_quota): add credit "
-                f"or change OPENAI_API_KEY; {message}",
+                f"the account is out of credit (insufficient_quota: {message}) — add credit, "
+                "or change OPENAI_API_KEY",
                 request_id=request_id,
             )
         return RateLimited(message, retry_after=_retry_after(exc), request_id=request_id)
@@ -399,27 +400,27 @@ def translate(exc: openai.OpenAIError) -> UpstreamError:
         )
     if status == 401:
         return ApiKeyRejected(
-            f"{where} rejected the key (401 {code or 'unauthorized'}): check OPENAI_API_KEY; "
-            f"{message}",
+            f"{where} rejected the key (401 {code or 'unauthorized'}: {message}) — "
+            "check OPENAI_API_KEY",
             request_id=request_id,
         )
     if code == "model_not_found" or (
         status == 404 and not web_page and _MODEL_MISSING.search(message)
     ):
         return ModelNotFound(
-            f"{where}: {message} (check the model names in the models file, "
-            "SWITCHBOARD_MODELS_FILE, and that OPENAI_API_KEY may use them)",
+            f"{where}: {message} — check the model names (the registry, "
+            "SWITCHBOARD_MODELS_FILE) and that OPENAI_API_KEY may use them",
             request_id=request_id,
         )
     if status == 403:
         return AccessDenied(
-            f"{where} refused access (403 {code or 'forbidden'}): check that OPENAI_API_KEY's "
-            f"project may use this; {message}",
+            f"{where} refused access (403 {code or 'forbidden'}: {message}) — check that "
+            "OPENAI_API_KEY's organisation and project may use it, from this region",
             request_id=request_id,
         )
     if status in (404, 405) or web_page:
         return EndpointNotFound(
-            f"{where} answered {status} ({message}): {_BASE_URL_HINT}", request_id=request_id
+            f"{where} answered {status} ({message}) — {_BASE_URL_HINT}", request_id=request_id
         )
     if status in (400, 413) and (
         code == "context_length_exceeded" or "maximum context length" in message
@@ -441,23 +442,23 @@ def _connection_error(exc: openai.APIConnectionError) -> UpstreamUnavailable:
         chain.append(cause)
         cause = cause.__cause__ or cause.__context__
     if any(isinstance(c, socket.gaierror) for c in chain):
-        return UpstreamUnreachable(f"cannot resolve the host of {where}: {_BASE_URL_HINT}")
+        return UpstreamUnreachable(f"cannot resolve the host of {where} — {_BASE_URL_HINT}")
     if any(isinstance(c, ssl.SSLError) for c in chain):
-        return UpstreamUnreachable(f"TLS failed with {where}: {_BASE_URL_HINT}")
+        return UpstreamUnreachable(f"TLS failed with {where} — {_BASE_URL_HINT}")
     if any(isinstance(c, ConnectionRefusedError) for c in chain):
         return UpstreamUnreachable(
-            f"cannot connect to {where} (connection refused): {_BASE_URL_HINT}"
+            f"cannot connect to {where} (connection refused) — {_BASE_URL_HINT}"
         )
     # The innermost OS error is the real one (aiohttp's own errors wrap it).
     system = [c for c in chain if isinstance(c, OSError) and not isinstance(c, TimeoutError)]
     if system:
         reason = system[-1].strerror or type(system[-1]).__name__
-        return UpstreamUnreachable(f"cannot connect to {where} ({reason}): {_BASE_URL_HINT}")
+        return UpstreamUnreachable(f"cannot connect to {where} ({reason}) — {_BASE_URL_HINT}")
     if isinstance(exc, openai.APITimeoutError):
         return UpstreamTimeout(
             f"{where} did not answer in time (SWITCHBOARD_OPENAI_TIMEOUT_SECONDS)"
         )
-    return UpstreamUnreachable(f"the connection to {where} failed: {_BASE_URL_HINT}")
+    return UpstreamUnreachable(f"the connection to {where} failed — {_BASE_URL_HINT}")
 
 
 def _where(url: object) -> str:
