@@ -246,10 +246,11 @@ def quiet_uncaught(settings: Settings | None) -> None:
         sys.stderr.write(f"switchboard: {last_resort(error.with_traceback(tb), settings)}\n")
 
     def thread_hook(args: threading.ExceptHookArgs) -> None:
-        if args.exc_value is not None:
-            log.debug(
-                "error in thread %s", getattr(args.thread, "name", "?"), exc_info=args.exc_value
-            )
+        if args.exc_value is None:
+            return
+        name = getattr(args.thread, "name", "?")
+        log.error("error in thread %s: %s: %s", name, args.exc_type.__name__, args.exc_value)
+        log.debug("error in thread %s", name, exc_info=args.exc_value)
 
     sys.excepthook = hook
     threading.excepthook = thread_hook
