@@ -456,7 +456,8 @@ def _connection_error(exc: openai.APIConnectionError) -> UpstreamUnavailable:
         return UpstreamUnreachable(f"cannot connect to {where} ({reason}) — {_BASE_URL_HINT}")
     if isinstance(exc, openai.APITimeoutError):
         return UpstreamTimeout(
-            f"{where} did not answer in time (SWITCHBOARD_OPENAI_TIMEOUT_SECONDS)"
+            f"{where} did not answer in time — check the network, or raise "
+            "SWITCHBOARD_OPENAI_TIMEOUT_SECONDS"
         )
     return UpstreamUnreachable(f"the connection to {where} failed — {_BASE_URL_HINT}")
 
