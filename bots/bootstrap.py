@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from openai import AsyncOpenAI, DefaultAioHttpClient
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bots.console import ConsoleNames
@@ -412,7 +413,9 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.slack_signing_secret,
         settings.slack_app_token,
     )
-    return [value.get_secret_value() for value in values if value is not None]
+    found = [value.get_secret_value() for value in values if value is not None]
+    password = make_url(settings.database_url).password
+    return [*found, *([str(password)] if password else [])]
 
 
 _Result = TypeVar("_Result")

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
+from bots.line_editing import LineEditor
 from core.conversation.channel import OutgoingFile, Reply
 from core.conversation.commands import Commands, parse_command
 from core.conversation.events import (
@@ -141,8 +142,9 @@ class ConsoleSink:
 
 
 def split_files(line: str) -> tuple[list[Path], str]:
-    """The picture and audio files a line starts with, and the rest of it as text. Only
-    names of existing files with a picture or audio suffix count; quotes allow spaces."""
+    """The picture and audio files a line starts with, and the rest of it as text. Words with
+    a picture or audio suffix count, whether or not the file exists (a missing one is then
+    reported instead of reaching the model as text); quotes allow spaces."""
     stream = io.StringIO(line)
     lexer = shlex.shlex(stream, posix=True)
     lexer.whitespace_split = True
@@ -156,7 +158,7 @@ def split_files(line: str) -> tuple[list[Path], str]:
         if not word:
             break
         path = Path(word).expanduser()
-        if path.suffix.lower() not in IMAGE_SUFFIXES | AUDIO_SUFFIXES or not path.is_file():
+        if path.suffix.lower() not in IMAGE_SUFFIXES | AUDIO_SUFFIXES:
             break
         files.append(path)
         rest = stream.tell()
@@ -193,6 +195,8 @@ class ConsoleChannel:
         self._user = UserRef(CHANNEL, name, username=name)
         self._key = ConversationKey(CHANNEL, place=name)
         self._interactive = stdin.isatty()
+        # Line editing and history only for the real terminal: readline serves input().
+        self._editor = LineEditor.for_terminal() if stdin is sys.stdin else None
         self._media_dir = media_dir
         self._max_file_bytes = max_file_bytes
         self._grace = shutdown_grace
@@ -247,16 +251,21 @@ class ConsoleChannel:
         finally:
             if self._interactive:
                 loop.remove_signal_handler(signal.SIGINT)
+            if self._editor is not None:
+                self._editor.close()
             await self._pipeline.drain(CHANNEL, self._grace)
 
     def _read(self, loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]) -> None:
         self._prompt_threadsafe(loop)
-        while raw := self._stdin.readline():
+        read = self._editor.read_line if self._editor else self._stdin.readline
+        while raw := read():
             line = raw.rstrip("\n")
             command = parse_command(line.strip())
             if command is not None and command.name == "cancel":
                 # Run now rather than queued, so that it reaches the reply being written.
                 loop.call_soon_threadsafe(self._cancel)
+                if self._editor is not None:
+                    self._prompt_threadsafe(loop)  # the loop skips it: no reply to wait for
             if line.strip():
                 loop.call_soon_threadsafe(lines.put_nowait, line)
         loop.call_soon_threadsafe(lines.put_nowait, None)
@@ -266,7 +275,9 @@ class ConsoleChannel:
         self._out.flush()
 
     def _prompt(self) -> None:
-        if self._interactive:
+        if self._editor is not None:
+            self._editor.ready()
+        elif self._interactive:
             self._out.write("you> ")
             self._out.flush()
 
@@ -301,6 +312,9 @@ class ConsoleChannel:
                     self._out.write(f"! {path.name} is too large; the limit is {limit} MB.\n")
                     return None
                 data = path.read_bytes()
+            except FileNotFoundError:
+                self._out.write(f"! file not found: {path}\n")
+                return None
             except OSError as exc:
                 self._out.write(f"! I could not read {path}: {exc.strerror}\n")
                 return None

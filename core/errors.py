@@ -15,8 +15,17 @@ SwitchboardError
     ├── QuotaExhausted     the provider account is out of credit: never retried
     ├── ContextTooLong     the request did not fit the model's context window
     ├── UpstreamRejected   any other 4xx: the request itself was refused
-    │   └── ModelNotFound  the model does not exist (any more): its successor is tried
-    └── UpstreamUnavailable 5xx, timeouts and connection failures: retried with backoff
+    ├── UpstreamMisconfigured  the bot's own settings are wrong: no retry, tell an admin
+    │   ├── ApiKeyRejected     401: OPENAI_API_KEY is wrong or revoked
+    │   ├── AccessDenied       403: the key's project or region may not use this
+    │   ├── EndpointNotFound   404 on the endpoint, HTML or non-API answers: OPENAI_BASE_URL
+    │   └── ModelNotFound      the model does not exist (any more): its successor is tried
+    └── UpstreamUnavailable 5xx (an outage): retried with backoff
+        ├── UpstreamUnreachable  connection refused, DNS or TLS failure: retried
+        └── UpstreamTimeout      no answer within SWITCHBOARD_OPENAI_TIMEOUT_SECONDS: retried
+
+Upstream messages are written for operators (they are logged, and name the setting to check);
+``user_message`` gives chat users the short words instead.
 """
 
 from __future__ import annotations
@@ -85,13 +94,37 @@ class UpstreamRejected(UpstreamError):
     """The provider refused the request for a reason other than its length."""
 
 
-class ModelNotFound(UpstreamRejected):
+class UpstreamMisconfigured(UpstreamError):
+    """The provider refused the bot's own configuration; retrying cannot help."""
+
+
+class ApiKeyRejected(UpstreamMisconfigured):
+    """401: the API key is wrong, revoked or lacks the permission the call needs."""
+
+
+class AccessDenied(UpstreamMisconfigured):
+    """403: the key's organisation, project or region may not use this model or endpoint."""
+
+
+class EndpointNotFound(UpstreamMisconfigured):
+    """The base URL does not lead to an OpenAI-compatible API (404, HTML, missing ``/v1``)."""
+
+
+class ModelNotFound(UpstreamMisconfigured):
     """The provider says the model does not exist or the account cannot use it (a 404
     ``model_not_found``): it was shut down, or was never offered to this account."""
 
 
 class UpstreamUnavailable(UpstreamError):
     """The provider could not be reached or failed on its side."""
+
+
+class UpstreamUnreachable(UpstreamUnavailable):
+    """No connection could be made: refused, unknown host, TLS failure."""
+
+
+class UpstreamTimeout(UpstreamUnavailable):
+    """The provider did not answer in time."""
 
 
 def user_message(error: BaseException) -> str:
@@ -105,9 +138,18 @@ def user_message(error: BaseException) -> str:
     if isinstance(error, ContextTooLong):
         return "That conversation is too long for the model. Send /reset to start a new one."
     if isinstance(error, ModelNotFound):
-        return "The model for this is no longer offered by OpenAI. Please tell an admin."
+        return (
+            "The model for this is no longer offered by OpenAI. Choose another with /model, "
+            "or tell an admin."
+        )
+    if isinstance(error, UpstreamMisconfigured):
+        return "The assistant is misconfigured and cannot reach its model. Please tell an admin."
     if isinstance(error, UpstreamRejected):
         return "The model could not answer that request. Try rephrasing it, or /reset."
+    if isinstance(error, UpstreamTimeout):
+        return "The model took too long to answer. Please try again."
+    if isinstance(error, UpstreamUnreachable):
+        return "The model service cannot be reached right now. Please try again shortly."
     if isinstance(error, UpstreamUnavailable):
         return "The model service is not answering right now. Please try again shortly."
     return "Something went wrong on our side. Please try again."

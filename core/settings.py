@@ -5,10 +5,13 @@ Built once by the composition root (``bots.bootstrap``); nothing reads the envir
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -71,6 +74,7 @@ class Settings(BaseSettings):
     )
     context_tokens: int | None = Field(default=16_000, alias="SWITCHBOARD_CONTEXT_TOKENS", gt=0)
     log_level: str = Field(default="INFO", alias="SWITCHBOARD_LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field(default="text", alias="SWITCHBOARD_LOG_FORMAT")
     http_port: int | None = Field(default=None, alias="SWITCHBOARD_HTTP_PORT", gt=0, lt=65536)
     demo: bool = Field(default=False, alias="SWITCHBOARD_DEMO")
     timezone: str = Field(default="UTC", alias="SWITCHBOARD_TIMEZONE")
@@ -101,6 +105,19 @@ class Settings(BaseSettings):
             if not (channel and colon and user_id):
                 raise ValueError(f"{item!r} is not <channel>:<user id>, like telegram:123")
         return frozenset(items)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        """Add the async driver to the URL forms hosting services hand out (``postgres://``,
+        ``postgresql://``) and to plain ``sqlite:///``."""
+        scheme, sep, rest = value.partition("://")
+        drivers = {
+            "postgres": "postgresql+asyncpg",
+            "postgresql": "postgresql+asyncpg",
+            "sqlite": "sqlite+aiosqlite",
+        }
+        return f"{drivers[scheme]}{sep}{rest}" if sep and scheme in drivers else value
 
     @field_validator("tool_modules", mode="before")
     @classmethod
@@ -138,6 +155,31 @@ class Settings(BaseSettings):
             value = getattr(self, field)
             if value is None or (isinstance(value, SecretStr) and not value.get_secret_value()):
                 raise ConfigError(f"{name} is not set")
+
+
+def known_variables() -> list[str]:
+    """Every environment variable ``Settings`` reads."""
+    return [info.alias for info in Settings.model_fields.values() if info.alias]
+
+
+def unknown_variables(environ: Mapping[str, str], env_file: Path | None) -> list[str]:
+    """A warning for each ``SWITCHBOARD_*`` variable (in ``environ`` or ``env_file``) that no
+    setting reads, naming the closest known one: a typo would otherwise be ignored silently."""
+    names = set(environ)
+    if env_file is not None:
+        names |= {name for name in dotenv_values(env_file) if name}
+    known = {name.upper() for name in known_variables()}
+    prefix = "SWITCHBOARD_"
+    # Compared without the shared prefix, which would make every name look close.
+    suffixes = sorted(name.removeprefix(prefix) for name in known if name.startswith(prefix))
+    warnings = []
+    for name in sorted(names):
+        if not name.upper().startswith(prefix) or name.upper() in known:
+            continue
+        close = difflib.get_close_matches(name.upper().removeprefix(prefix), suffixes, 1, 0.75)
+        hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+        warnings.append(f"{name} is not a setting Switchboard knows, so it is ignored{hint}")
+    return warnings
 
 
 def load_settings(env_file: Path | str | None = ".env", **overrides: Any) -> Settings:

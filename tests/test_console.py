@@ -388,7 +388,7 @@ def test_pictures_and_voice_by_path_and_replies_saved_as_files(
             '"my photo.png" what\'s in it?',
             "note.ogg",
             "broken.ogg",
-            "missing.png is just text",
+            "missing.png is not here",
             "/image a red bicycle",
             "/edit add a bell",
             "/voice on",
@@ -402,7 +402,7 @@ def test_pictures_and_voice_by_path_and_replies_saved_as_files(
     assert lines[0] == "Echo: what's in it? [1 image]"
     assert lines[1:3] == ["(heard) tone440 tone660", "Echo: tone440 tone660"]
     assert lines[3].startswith("! I couldn't read that audio")
-    assert lines[4] == "Echo: missing.png is just text"
+    assert lines[4] == "! file not found: missing.png"  # not sent to the model as text
     assert lines[5].startswith("[picture saved to ") and lines[6].startswith("[picture saved")
     assert lines[7].startswith("Spoken replies are on")
     assert lines[8] == "Echo: say hello"

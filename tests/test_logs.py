@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 
-from core.logs import REDACTED, RedactingFilter, configure_logging
+from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
+from core.logs import CHATTY_LIBRARIES, REDACTED, RedactingFilter, configure_logging, logged_turn
 
 SECRET = "sk-test-secret-0123456789"
 BOT_TOKEN = "123456:telegram-bot-token"
@@ -121,7 +124,7 @@ def root_logging() -> Iterator[logging.Logger]:
     """Restore the root logger (and pytest's handlers) after ``configure_logging``."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    noisy = {name: logging.getLogger(name).level for name in ("httpx", "openai")}
+    noisy = {name: logging.getLogger(name).level for name in CHATTY_LIBRARIES}
     yield root
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -140,7 +143,7 @@ def test_configure_logging_redacts_every_logger(root_logging: logging.Logger) ->
     try:
         raise RuntimeError(SECRET)
     except RuntimeError:
-        logging.getLogger("core.conversation.engine").exception("turn failed")
+        logging.getLogger("core.conversation.assistant").exception("turn failed")
 
     output = buffer.getvalue()
     assert SECRET not in output
@@ -156,3 +159,82 @@ def test_configure_logging_sets_levels(root_logging: logging.Logger) -> None:
     # Client libraries log request URLs (with the Telegram token) below WARNING.
     assert logging.getLogger("httpx").level == logging.WARNING
     assert logging.getLogger("openai").level == logging.WARNING
+
+
+class _Turns:
+    """Stands in for the engine: one method that runs a turn for a message."""
+
+    @logged_turn
+    async def run(self, message: IncomingMessage, fail: bool) -> str:
+        logging.getLogger("core.conversation.assistant").info("answering with key %s", SECRET)
+        if fail:
+            try:
+                raise RuntimeError(f"upstream said {BOT_TOKEN}")
+            except RuntimeError:
+                logging.getLogger("core.conversation.assistant").exception("turn failed")
+        return message.text
+
+
+async def test_json_logs_are_one_object_per_line_with_the_turn(
+    root_logging: logging.Logger,
+) -> None:
+    buffer = io.StringIO()
+    configure_logging("INFO", [SECRET, BOT_TOKEN], log_format="json", stream=buffer)
+    key = ConversationKey("telegram", place="42", thread="7")
+    turns = _Turns()
+
+    logging.getLogger("bots.telegram").info("before any turn")
+    first = await turns.run(IncomingMessage(key, UserRef("telegram", "1"), "hi"), fail=False)
+    second = await turns.run(IncomingMessage(key, UserRef("telegram", "1"), "yo"), fail=True)
+    logging.getLogger("bots.telegram").warning("after the turns")
+
+    entries = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert (first, second) == ("hi", "yo")
+    assert [e["message"] for e in entries] == [
+        "before any turn",
+        f"answering with key {REDACTED}",
+        f"answering with key {REDACTED}",
+        "turn failed",
+        "after the turns",
+    ]
+    assert all(set(e) >= {"time", "level", "logger", "message"} for e in entries)
+    assert entries[0]["level"] == "INFO" and entries[0]["logger"] == "bots.telegram"
+    assert datetime.fromisoformat(entries[0]["time"]).tzinfo is not None
+    assert "conversation" not in entries[0] and "turn" not in entries[-1]
+    assert {e["conversation"] for e in entries[1:4]} == {str(key)}
+    assert entries[1]["turn"] != entries[2]["turn"] == entries[3]["turn"]
+    assert f"RuntimeError: upstream said {REDACTED}" in entries[3]["exception"]
+    assert entries[3]["exception"].startswith("Traceback")
+    assert SECRET not in buffer.getvalue() and BOT_TOKEN not in buffer.getvalue()
+
+
+async def test_text_logs_name_the_turn_too(root_logging: logging.Logger) -> None:
+    buffer = io.StringIO()
+    configure_logging("INFO", [], stream=buffer)
+    key = ConversationKey("console", place="ada")
+
+    await _Turns().run(IncomingMessage(key, UserRef("console", "ada"), "hi"), fail=False)
+
+    (line,) = buffer.getvalue().splitlines()
+    assert line.endswith("]") and f"[{key} " in line
+
+
+def test_library_chatter_is_quiet_at_info(root_logging: logging.Logger) -> None:
+    buffer = io.StringIO()
+    configure_logging("INFO", [], stream=buffer)
+
+    logging.getLogger("alembic.runtime.migration").info("Running upgrade 0001 -> 0002")
+    logging.getLogger("aiohttp.access").info("127.0.0.1 POST /slack/events 200")
+    logging.getLogger("alembic.runtime.migration").warning("a real problem")
+
+    assert buffer.getvalue().count("\n") == 1 and "a real problem" in buffer.getvalue()
+
+
+def test_a_stream_threshold_keeps_warnings_out_of_the_chat(root_logging: logging.Logger) -> None:
+    buffer = io.StringIO()
+    configure_logging("WARNING", [], stream=buffer, stream_level="ERROR")
+
+    logging.getLogger("core.money.accounting").warning("refused /quota for console:ada")
+    logging.getLogger("core").error("the database went away")
+
+    assert "refused" not in buffer.getvalue() and "went away" in buffer.getvalue()

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from bots.bootstrap import user_directory
 from core.errors import ConfigError
-from core.settings import Settings, load_settings
+from core.settings import Settings, load_settings, unknown_variables
 
 # (variable, text as an operator writes it, Settings attribute, parsed value)
 SPEC_VARIABLES: list[tuple[str, str, str, object]] = [
@@ -287,3 +287,32 @@ def test_require_handles_plain_settings() -> None:
 
     with pytest.raises(ConfigError, match="TELEGRAM_WEBHOOK_URL"):
         settings.require("TELEGRAM_WEBHOOK_URL")
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgres://bot:pw@db:5432/bot", "postgresql+asyncpg://bot:pw@db:5432/bot"),
+        ("postgresql://bot@db/bot", "postgresql+asyncpg://bot@db/bot"),
+        ("postgresql+psycopg://bot@db/bot", "postgresql+psycopg://bot@db/bot"),
+        ("sqlite:///data/bot.db", "sqlite+aiosqlite:///data/bot.db"),
+        ("sqlite+aiosqlite:///bot.db", "sqlite+aiosqlite:///bot.db"),
+        ("mysql://bot@db/bot", "mysql://bot@db/bot"),  # refused later, by name
+    ],
+)
+def test_database_urls_get_the_async_driver(given: str, used: str) -> None:
+    assert load_settings(None, DATABASE_URL=given).database_url == used
+
+
+def test_unknown_switchboard_variables_name_the_closest_setting(tmp_path: Path) -> None:
+    env_file = tmp_path / "bot.env"
+    env_file.write_text("SWITCHBOARD_MAX_FILE_MBS=30\nOTHER_TOOL_SETTING=1\n")
+    environ = {"SWITCHBOARD_LOG_LEVEL": "INFO", "switchboard_qwerty": "1", "HOME": "/root"}
+
+    warnings = unknown_variables(environ, env_file)
+
+    assert warnings == [
+        "SWITCHBOARD_MAX_FILE_MBS is not a setting Switchboard knows, so it is ignored; "
+        "did you mean SWITCHBOARD_MAX_FILE_MB?",
+        "switchboard_qwerty is not a setting Switchboard knows, so it is ignored",
+    ]

@@ -167,6 +167,13 @@ class SlackChannel:
         self._outbox.attach(self)
         app_token = self._settings.slack_app_token
         if app_token is not None:
+            try:
+                # Socket Mode's client retries a refused app token forever: ask once first.
+                await self.client.apps_connections_open(app_token=app_token.get_secret_value())
+            except SlackApiError as exc:
+                raise ConfigError(
+                    f"SLACK_APP_TOKEN was rejected by Slack ({exc.response.get('error')})"
+                ) from exc
             handler = AsyncSocketModeHandler(self.app, app_token.get_secret_value())
             await handler.connect_async()  # type: ignore[no-untyped-call]
             log.info("Slack bot @%s is running (Socket Mode)", identity.get("user"))

@@ -79,12 +79,13 @@ class TelegramChannel:
         if settings.telegram_webhook_url and settings.telegram_webhook_secret is None:
             raise ConfigError("TELEGRAM_WEBHOOK_SECRET is not set (required with a webhook)")
         assert settings.telegram_bot_token is not None
+        self._requests = (AiohttpRequest(), TolerantUpdatesRequest())
         builder = (
             ApplicationBuilder()
             .token(settings.telegram_bot_token.get_secret_value())
             .concurrent_updates(True)
-            .request(AiohttpRequest())
-            .get_updates_request(TolerantUpdatesRequest())
+            .request(self._requests[0])
+            .get_updates_request(self._requests[1])
         )
         if settings.telegram_base_url:
             builder = builder.base_url(settings.telegram_base_url)
@@ -120,6 +121,14 @@ class TelegramChannel:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then finish or cleanly stop the replies in flight."""
+        try:
+            await self._serve(stop)
+        finally:
+            # A start that failed (bad token, no network) leaves PTB's sessions open.
+            for request in self._requests:
+                await request.shutdown()
+
+    async def _serve(self, stop: asyncio.Event) -> None:
         app = self.application
         async with app:
             await app.bot.set_my_commands(
@@ -129,19 +138,25 @@ class TelegramChannel:
             updater = app.updater
             assert updater is not None
             webhook = self._settings.telegram_webhook_url
-            if webhook:
-                secret = self._settings.telegram_webhook_secret
-                assert secret is not None
-                await updater.start_webhook(
-                    listen="0.0.0.0",
-                    port=self._settings.telegram_webhook_port,
-                    url_path=urlparse(webhook).path.lstrip("/"),
-                    webhook_url=webhook,
-                    secret_token=secret.get_secret_value(),
-                    allowed_updates=Update.ALL_TYPES,
-                )
-            else:
-                await updater.start_polling(allowed_updates=Update.ALL_TYPES)
+            try:
+                if webhook:
+                    secret = self._settings.telegram_webhook_secret
+                    assert secret is not None
+                    await updater.start_webhook(
+                        listen="0.0.0.0",
+                        port=self._settings.telegram_webhook_port,
+                        url_path=urlparse(webhook).path.lstrip("/"),
+                        webhook_url=webhook,
+                        secret_token=secret.get_secret_value(),
+                        allowed_updates=Update.ALL_TYPES,
+                    )
+                else:
+                    await updater.start_polling(allowed_updates=Update.ALL_TYPES)
+            except BaseException:
+                # PTB will not shut down a running application: stop it, or its complaint
+                # would hide the real error (a webhook port in use).
+                await app.stop()
+                raise
             log.info(
                 "Telegram bot @%s is running (%s)",
                 app.bot.username,

@@ -37,6 +37,7 @@ from core.errors import (
     UserInputError,
     user_message,
 )
+from core.logs import logged_turn
 from core.media.ports import PreparedImage
 from core.media.steps import MediaSteps, Seen
 from core.metrics import Metrics, error_kind, watched_turn
@@ -187,6 +188,7 @@ class Assistant:
                 f"{self._options.max_message_chars:,}. Please shorten it or send it in parts."
             )
 
+    @logged_turn
     async def _watched(
         self,
         message: IncomingMessage,

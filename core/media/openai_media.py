@@ -17,7 +17,7 @@ import openai
 from openai import AsyncOpenAI
 from PIL import Image
 
-from core.errors import UpstreamRejected, UpstreamUnavailable
+from core.errors import EndpointNotFound, UpstreamRejected, UpstreamUnavailable
 from core.media.ports import AudioPart, GeneratedImage, PreparedImage, Speech, Transcript
 from core.models.openai_gateway import RetryPolicy, retry_delay, translate
 
@@ -37,9 +37,17 @@ class _Retrying:
         attempt = 0
         while True:
             try:
-                return await make()
+                result = await make()
             except openai.OpenAIError as exc:
                 error = translate(exc)
+            else:
+                if isinstance(result, str):
+                    # The SDK hands back the body as text when it is not JSON: a web page.
+                    raise EndpointNotFound(
+                        f"the {what} endpoint answered with text, not the API — check "
+                        "OPENAI_BASE_URL (an OpenAI-compatible API, usually ending in /v1)"
+                    )
+                return result
             delay = retry_delay(self._retry, error, attempt, what)
             if delay is None:
                 raise error

@@ -7,6 +7,9 @@ import asyncio
 import json
 import logging
 import random
+import re
+import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,13 +18,18 @@ import openai
 from openai import AsyncAPIResponse, AsyncOpenAI
 
 from core.errors import (
+    AccessDenied,
+    ApiKeyRejected,
     ContextTooLong,
+    EndpointNotFound,
     ModelNotFound,
     QuotaExhausted,
     RateLimited,
     UpstreamError,
     UpstreamRejected,
+    UpstreamTimeout,
     UpstreamUnavailable,
+    UpstreamUnreachable,
 )
 from core.models.llm import (
     ChatTurn,
@@ -130,6 +138,7 @@ class OpenAIGateway:
             stream=True, extra_body=params
         ) as response:
             request_id = response.request_id
+            _require_event_stream(response)
             async for event in _sse_data(response):
                 kind = event.get("type")
                 if kind == "response.output_text.delta":
@@ -195,6 +204,7 @@ class OpenAIGateway:
             model=request.model.id, messages=[], stream=True, extra_body=params
         ) as response:
             request_id = response.request_id
+            _require_event_stream(response)
             async for chunk in _sse_data(response):
                 if "error" in chunk:
                     failure = _mapping(chunk["error"])
@@ -236,9 +246,11 @@ async def _sse_data(response: AsyncAPIResponse[Any]) -> AsyncIterator[dict[str, 
     Parsed here as plain dicts: building the SDK's typed event models costs several times
     more CPU than the rest of a turn (see bench/RESULTS.md).
     """
+    events = 0
     async for line in response.iter_lines():
         if not line.startswith("data:"):
             continue
+        events += 1
         data = line[5:].strip()
         if data == "[DONE]":
             return
@@ -248,6 +260,20 @@ async def _sse_data(response: AsyncAPIResponse[Any]) -> AsyncIterator[dict[str, 
             raise UpstreamUnavailable("the model API sent a malformed event") from None
         if isinstance(payload, dict):
             yield payload
+    if not events:
+        raise EndpointNotFound(
+            f"{_where(response.http_request.url)} answered without any events — {_BASE_URL_HINT}"
+        )
+
+
+def _require_event_stream(response: AsyncAPIResponse[Any]) -> None:
+    """A web page where events were expected means the base URL leads somewhere else."""
+    kind = response.headers.get("content-type", "")
+    if "html" in kind:
+        raise EndpointNotFound(
+            f"{_where(response.http_request.url)} answered with a web page ({kind}), "
+            f"not the API — {_BASE_URL_HINT}"
+        )
 
 
 def _mapping(value: object) -> dict[str, Any]:
@@ -337,22 +363,67 @@ def retry_delay(policy: RetryPolicy, error: UpstreamError, attempt: int, what: s
     return delay
 
 
+_BASE_URL_HINT = "check OPENAI_BASE_URL (an OpenAI-compatible API, usually ending in /v1)"
+_KEY_LIKE = re.compile(r"\b(?:sk|rk|sess)-[\w*.-]+")
+
+
 def translate(exc: openai.OpenAIError) -> UpstreamError:
-    """Turn an ``openai`` SDK exception into Switchboard's error tree."""
-    if isinstance(exc, openai.APIConnectionError):  # includes timeouts
-        return UpstreamUnavailable(f"cannot reach the model API: {type(exc).__name__}")
+    """Turn an ``openai`` SDK exception into Switchboard's error tree.
+
+    Messages are for the operator's log: they say what failed and which setting to check,
+    and carry no key (the provider's own messages quote a masked one).
+    """
+    if isinstance(exc, openai.APIConnectionError):
+        return _connection_error(exc)
+    if isinstance(exc, openai.APIResponseValidationError):
+        return EndpointNotFound(
+            f"{_where(exc.request.url)} answered in a format that is not OpenAI's — "
+            f"{_BASE_URL_HINT}"
+        )
     if not isinstance(exc, openai.APIStatusError):
         return UpstreamUnavailable(type(exc).__name__)
     request_id = exc.request_id
     code = exc.code if isinstance(exc.code, str) else None
-    message = exc.message
+    message = _KEY_LIKE.sub("sk-…", exc.message)
     status = exc.status_code
+    where = _where(exc.request.url)
+    web_page = "html" in exc.response.headers.get("content-type", "")
     if status == 429:
         if code == "insufficient_quota":
-            return QuotaExhausted(message, request_id=request_id)
+            return QuotaExhausted(
+                f"the account is out of credit (insufficient_quota: {message}) — add credit, "
+                "or change OPENAI_API_KEY",
+                request_id=request_id,
+            )
         return RateLimited(message, retry_after=_retry_after(exc), request_id=request_id)
     if status >= 500 or status in (408, 409):
-        return UpstreamUnavailable(message, request_id=request_id)
+        return UpstreamUnavailable(
+            f"{where} failed with {status}: {message}", request_id=request_id
+        )
+    if status == 401:
+        return ApiKeyRejected(
+            f"{where} rejected the key (401 {code or 'unauthorized'}: {message}) — "
+            "check OPENAI_API_KEY",
+            request_id=request_id,
+        )
+    if code == "model_not_found" or (
+        status == 404 and not web_page and _MODEL_MISSING.search(message)
+    ):
+        return ModelNotFound(
+            f"{where}: {message} — check the model names (the registry, "
+            "SWITCHBOARD_MODELS_FILE) and that OPENAI_API_KEY may use them",
+            request_id=request_id,
+        )
+    if status == 403:
+        return AccessDenied(
+            f"{where} refused access (403 {code or 'forbidden'}: {message}) — check that "
+            "OPENAI_API_KEY's organisation and project may use it, from this region",
+            request_id=request_id,
+        )
+    if status in (404, 405) or web_page:
+        return EndpointNotFound(
+            f"{where} answered {status} ({message}) — {_BASE_URL_HINT}", request_id=request_id
+        )
     if status in (400, 413) and (
         code == "context_length_exceeded" or "maximum context length" in message
     ):
@@ -360,6 +431,47 @@ def translate(exc: openai.OpenAIError) -> UpstreamError:
     if status == 404 and (code == "model_not_found" or "does not exist" in message):
         return ModelNotFound(message, request_id=request_id)
     return UpstreamRejected(message, request_id=request_id)
+
+
+_MODEL_MISSING = re.compile(r"\bmodel\b.*\b(?:not found|does not exist|not exist)", re.IGNORECASE)
+
+
+def _connection_error(exc: openai.APIConnectionError) -> UpstreamUnavailable:
+    """Refused connections and unknown hosts are not timeouts, whatever the SDK calls them:
+    its aiohttp transport reports every failed connect as ``APITimeoutError``."""
+    where = _where(exc.request.url)
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(c, socket.gaierror) for c in chain):
+        return UpstreamUnreachable(f"cannot resolve the host of {where} — {_BASE_URL_HINT}")
+    if any(isinstance(c, ssl.SSLError) for c in chain):
+        return UpstreamUnreachable(f"TLS failed with {where} — {_BASE_URL_HINT}")
+    if any(isinstance(c, ConnectionRefusedError) for c in chain):
+        return UpstreamUnreachable(
+            f"cannot connect to {where} (connection refused) — {_BASE_URL_HINT}"
+        )
+    # The innermost OS error is the real one (aiohttp's own errors wrap it).
+    system = [c for c in chain if isinstance(c, OSError) and not isinstance(c, TimeoutError)]
+    if system:
+        reason = system[-1].strerror or type(system[-1]).__name__
+        return UpstreamUnreachable(f"cannot connect to {where} ({reason}) — {_BASE_URL_HINT}")
+    if isinstance(exc, openai.APITimeoutError):
+        return UpstreamTimeout(
+            f"{where} did not answer in time — check the network, or raise "
+            "SWITCHBOARD_OPENAI_TIMEOUT_SECONDS"
+        )
+    return UpstreamUnreachable(f"the connection to {where} failed — {_BASE_URL_HINT}")
+
+
+def _where(url: object) -> str:
+    """``scheme://host:port/path`` of a request, for logs: no query, no credentials."""
+    text = str(url)
+    scheme, _, rest = text.partition("://")
+    host_and_path = rest.split("?", 1)[0].rsplit("@", 1)[-1]
+    return f"{scheme}://{host_and_path}" if rest else text
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:

@@ -8,12 +8,13 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator
 from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -23,15 +24,35 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_CACHE_KIB = 32_768
 
 
-def create_engine(url: str, **options: Any) -> AsyncEngine:
-    """An ``AsyncEngine`` for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
+def database_url(url: str) -> URL:
+    """``url`` parsed and checked: a supported backend with an async driver and, for a SQLite
+    file, an existing folder (else SQLite says only "unable to open database file")."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError("DATABASE_URL is not a valid SQLAlchemy URL") from None
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.get_driver_name() != "aiosqlite":
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if backend == "sqlite":
+        if driver != "aiosqlite":
             raise ConfigError("DATABASE_URL: use the async driver, sqlite+aiosqlite:///…")
+        folder = Path(parsed.database).expanduser().parent if parsed.database else None
+        if folder is not None and parsed.database != ":memory:" and not folder.is_dir():
+            raise ConfigError(
+                f"the folder of the SQLite database does not exist ({folder}) — "
+                "create it, or point DATABASE_URL elsewhere"
+            )
+    elif backend == "postgresql":
+        if driver not in ("asyncpg", "psycopg"):
+            raise ConfigError("DATABASE_URL: use an async driver, postgresql+asyncpg://…")
+    else:
+        raise ConfigError("DATABASE_URL: only SQLite and PostgreSQL are supported")
+    return parsed
+
+
+def create_engine(url: str, **options: Any) -> AsyncEngine:
+    """An ``AsyncEngine`` for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
+    parsed = database_url(url)
+    if parsed.get_backend_name() == "sqlite":
         # One connection: SQLite has a single writer anyway, and connections taking turns
         # through its busy handler (which sleeps) is far slower than queueing in the pool.
         # Every checkout ends its own transaction (closing a Connection rolls back any left
@@ -40,11 +61,7 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
         engine = create_async_engine(parsed, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    if parsed.get_backend_name() == "postgresql":
-        if parsed.get_driver_name() not in ("asyncpg", "psycopg"):
-            raise ConfigError("DATABASE_URL: use an async driver, postgresql+asyncpg://…")
-        return create_async_engine(parsed, pool_pre_ping=True, **options)
-    raise ConfigError("DATABASE_URL: only SQLite and PostgreSQL are supported")
+    return create_async_engine(parsed, pool_pre_ping=True, **options)
 
 
 async def ping(engine: AsyncEngine) -> None:
@@ -65,6 +82,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def alembic_config(url: str) -> Config:
     """Alembic configuration for the shipped ``migrations`` package and ``url``."""
+    database_url(url)
     config = Config()
     config.set_main_option("script_location", str(resources.files("migrations")))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))

@@ -1284,6 +1284,7 @@ class FakeOpenAI:
         self.shutdowns: dict[str, date | None] = _shipped_shutdowns()
         self.offered: list[str] | None = None
         self._transcripts: deque[str] = deque()
+        self._withdrawn_models: set[str] = set()
         self._pictures: dict[str, tuple[str, bytes]] = {}
         self._speech_counter = 0
         self._requested_port = port
@@ -1392,6 +1393,12 @@ class FakeOpenAI:
         """Queue scripted answers (FIFO); each model request consumes one."""
         with self._lock:
             self._queue.extend(scripts)
+
+    def withdraw_model(self, model: str) -> None:
+        """Answer requests for ``model`` as the real API answers an unknown or retired one:
+        404 ``model_not_found``."""
+        with self._lock:
+            self._withdrawn_models.add(model)
 
     def enqueue_transcript(self, *texts: str) -> None:
         """Queue transcripts (FIFO); each successful transcription returns the next one
@@ -1627,6 +1634,8 @@ class FakeOpenAI:
                 status=400,
             )
 
+        if model in self._withdrawn_models:
+            return _model_not_found(model).response()
         try:
             has_images = bool(_request_images(api, body))
             seen = await asyncio.to_thread(_inspect_images, api, body) if has_images else []
