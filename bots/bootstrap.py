@@ -34,6 +34,7 @@ from core.conversation.journal import TurnJournal
 from core.conversation.pipeline import InboundPipeline
 from core.conversation.ratelimit import MessageRateLimit
 from core.conversation.recovery import TurnRecovery
+from core.conversation.spool import DurableWrites
 from core.conversation.store import ConversationStore
 from core.conversation.tokens import TokenCounters
 from core.conversation.turns import TurnRunner
@@ -56,6 +57,7 @@ from core.money.prices import PriceTable, load_prices
 from core.money.sql_ledger import budget_ledger
 from core.settings import Settings
 from core.storage.database import create_engine, upgrade
+from core.storage.file_spool import FileSpool
 from core.storage.sql_store import conversation_store
 from core.tools.builtin import builtin_tools
 from core.tools.drawing import drawing_tool
@@ -232,6 +234,12 @@ async def bootstrap(
         metrics = PrometheusMetrics()
         turns = TurnRunner()
         choices = ConversationChoices(store, registry, turns, clock, can_speak=True)
+        writes = DurableWrites(
+            store,
+            storage.journal,
+            FileSpool(settings.spool_dir),
+            retry_seconds=settings.store_retry_seconds,
+        )
         assistant = Assistant(
             store=store,
             gateway=wrap_gateway(gateway) if wrap_gateway else gateway,
@@ -248,6 +256,7 @@ async def bootstrap(
             ),
             metrics=metrics,
             lifecycle=lifecycle,
+            writes=writes,
         )
         commands = Commands(
             choices=choices,
@@ -263,6 +272,7 @@ async def bootstrap(
         pipeline = InboundPipeline(
             store=store,
             journal=storage.journal,
+            writes=writes,
             clock=clock,
             owner=owner,
             access=storage.access,
@@ -285,7 +295,9 @@ async def bootstrap(
             pipeline,
             outbox,
             metrics,
-            TurnRecovery(storage.journal, outbox, pipeline, clock, owner),
+            TurnRecovery(
+                storage.journal, outbox, pipeline, clock=clock, owner=owner, writes=writes
+            ),
         )
 
 

@@ -10,6 +10,7 @@ SwitchboardError
 │   └── MediaTooLarge      a file over a platform's or the API's size limit
 ├── ToolError              a tool failed; its message goes back to the model
 ├── ChannelUnavailable     a chat platform the core wants to post to is not reachable here
+├── StorageUnavailable     the database cannot be reached: writes are retried, then spooled
 └── UpstreamError          the model provider failed (vendor errors are translated to these)
     ├── RateLimited        429 without ``insufficient_quota``: retried with backoff
     ├── QuotaExhausted     the provider account is out of credit: never retried
@@ -62,6 +63,10 @@ class ToolError(SwitchboardError):
 class ChannelUnavailable(SwitchboardError):
     """A chat platform the core wants to post to does not run in this process, or no
     longer knows the message to edit."""
+
+
+class StorageUnavailable(SwitchboardError):
+    """The database did not answer (down, unreachable, locked): a write may succeed later."""
 
 
 class UpstreamError(SwitchboardError):

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     ffmpeg: str | None = Field(default=None, alias="SWITCHBOARD_FFMPEG")
     max_file_mb: int = Field(default=20, alias="SWITCHBOARD_MAX_FILE_MB", gt=0, le=2000)
     media_dir: Path = Field(default=Path("switchboard-media"), alias="SWITCHBOARD_MEDIA_DIR")
+    spool_dir: Path = Field(default=Path("switchboard-spool"), alias="SWITCHBOARD_SPOOL_DIR")
+    store_retry_seconds: float = Field(
+        default=15.0, alias="SWITCHBOARD_STORE_RETRY_SECONDS", ge=0, le=3600
+    )
     messages_per_minute: int = Field(
         default=20, alias="SWITCHBOARD_USER_MESSAGES_PER_MINUTE", ge=0, le=10_000
     )

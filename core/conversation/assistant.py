@@ -25,6 +25,7 @@ from core.conversation.events import (
     VoiceReady,
 )
 from core.conversation.messages import Conversation, IncomingMessage, NewMessage, Role
+from core.conversation.spool import DurableWrites
 from core.conversation.store import ConversationStore, UsageRecord
 from core.conversation.tokens import MESSAGE_OVERHEAD, TokenCounter, TokenCounters
 from core.conversation.turns import Turn, TurnRunner
@@ -121,6 +122,7 @@ class Assistant:
         options: AssistantOptions,
         metrics: Metrics,
         lifecycle: ModelLifecycle,
+        writes: DurableWrites,
     ) -> None:
         self._store = store
         self._gateway = gateway
@@ -135,6 +137,7 @@ class Assistant:
         self._options = options
         self._metrics = metrics
         self._lifecycle = lifecycle
+        self._writes = writes
 
     async def answer_message(self, message: IncomingMessage, sink: ReplySink) -> None:
         """Answer ``message``, emitting reply events to ``sink``; never raises for bad input
@@ -329,7 +332,7 @@ class Assistant:
             self._context.remember(stored, state.conversation.last_message_id)
             stored_id = stored.id
         drawn = await asyncio.shield(
-            self._store.add_message(
+            self._writes.add_message(
                 state.conversation.id,
                 NewMessage(
                     Role.ASSISTANT,
@@ -343,7 +346,8 @@ class Assistant:
             )
         )
         self._metrics.usage([record])
-        self._context.remember(drawn, stored_id)
+        if drawn is not None:
+            self._context.remember(drawn, stored_id)
 
     async def _speak(self, state: _TurnState) -> None:
         """Also say the reply aloud (``/voice on``); a failure here costs only the voice."""
@@ -356,7 +360,7 @@ class Assistant:
             return
         finally:
             # Shielded: what was spoken was paid for, even if the reply is stopped now.
-            await asyncio.shield(self._store.record_usage(usage))
+            await asyncio.shield(self._writes.record_usage(usage))
             self._metrics.usage(usage)
         await state.sink.emit(VoiceReady(note))
 
@@ -502,12 +506,14 @@ class Assistant:
             images=tuple(state.drawn),
             turn_id=state.message.turn_id,
         )
-        # Shielded so that a shutdown arriving now cannot lose a reply the user has seen.
+        # Shielded so that a shutdown arriving now cannot lose a reply the user has seen;
+        # a database that stays away gets it later, from the spool.
         stored = await asyncio.shield(
-            self._store.add_message(state.conversation.id, reply, state.usage)
+            self._writes.add_message(state.conversation.id, reply, state.usage)
         )
         self._metrics.usage(state.usage)
-        self._context.remember(stored, state.last_message_id)
+        if stored is not None:
+            self._context.remember(stored, state.last_message_id)
 
 
 def _upper_bound(request: LLMRequest, counter: TokenCounter) -> Usage:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from core.conversation.messages import ConversationKey, UserRef
+from core.conversation.messages import ConversationKey, Role, UserRef
 
 LEASE_SECONDS = 20.0
 """How long a process may work on a turn without renewing its lease."""
@@ -63,3 +63,7 @@ class TurnJournal(Protocol):
 
     async def open_turns(self, now: datetime, limit: int = 100) -> list[OpenTurn]:
         """Open turns whose lease ran out by ``now``, oldest first."""
+
+    async def turn_message_stored(self, turn_id: int, role: Role) -> bool:
+        """Whether a message of ``role`` naming the turn is stored (its question, its
+        answer)."""

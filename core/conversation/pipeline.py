@@ -31,6 +31,7 @@ from core.conversation.events import (
 from core.conversation.journal import LEASE_SECONDS, NewTurn, TurnJournal
 from core.conversation.messages import IncomingMessage
 from core.conversation.ratelimit import MessageRateLimit
+from core.conversation.spool import DurableWrites
 from core.conversation.store import ConversationStore
 from core.conversation.turns import RESTARTING, TurnRunner
 from core.errors import SwitchboardError, user_message
@@ -119,6 +120,7 @@ class InboundPipeline:
         *,
         store: ConversationStore,
         journal: TurnJournal,
+        writes: DurableWrites,
         clock: Clock,
         owner: str,
         access: AccessPolicy,
@@ -130,6 +132,7 @@ class InboundPipeline:
     ) -> None:
         self._store = store
         self._journal = journal
+        self._writes = writes
         self._clock = clock
         self._owner = owner
         self._access = access
@@ -300,7 +303,7 @@ class InboundPipeline:
         or the bot is restarting) is let go at once, for recovery to finish."""
         try:
             if reply.shown and not reply.postponed:
-                await self._journal.close_turn(turn_id, failed=reply.failure)
+                await self._writes.close_turn(turn_id, failed=reply.failure)
             else:
                 now = self._clock.now()
                 await self._journal.lease_turn(turn_id, self._owner, now, now)

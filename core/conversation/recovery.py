@@ -14,6 +14,7 @@ from core.conversation.events import Notice, ReplyFailed, ReplyFinished
 from core.conversation.journal import LEASE_SECONDS, OpenTurn, TurnJournal
 from core.conversation.messages import IncomingMessage
 from core.conversation.pipeline import Delivered, InboundPipeline
+from core.conversation.spool import DurableWrites
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,12 @@ class TurnRecovery:
         journal: TurnJournal,
         outbox: Outbox,
         pipeline: InboundPipeline,
+        *,
         clock: Clock,
         owner: str,
+        writes: DurableWrites,
     ) -> None:
+        self._writes = writes
         self._journal = journal
         self._outbox = outbox
         self._pipeline = pipeline
@@ -42,10 +46,13 @@ class TurnRecovery:
         self._owner = owner
 
     async def run_once(self) -> int:
-        """Take over and finish what is open now; returns how many turns were taken."""
+        """Write what the spool kept, then take over and finish what is open now; returns
+        how many turns were taken."""
         now = self._clock.now()
         taken = 0
         try:
+            # First the spool: a turn whose answer is spooled is answered already.
+            await self._writes.replay()
             open_turns = await self._journal.open_turns(now)
         except Exception as exc:
             log.error("could not look for unfinished turns (%s); trying again later", exc)

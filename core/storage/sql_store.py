@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -25,7 +26,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.conversation.journal import NewTurn, OpenTurn
@@ -39,6 +41,7 @@ from core.conversation.messages import (
     UserRef,
 )
 from core.conversation.store import Spend, UsageRecord
+from core.errors import StorageUnavailable
 from core.media.ports import PreparedImage
 from core.storage.database import in_sqlite_connection, sqlite_transaction
 from core.storage.schema import (
@@ -218,7 +221,7 @@ class SqlConversationStore:
     ) -> StoredMessage:
         """Append ``message``, its pictures and its usage rows in one transaction."""
         created_at = datetime.now(UTC)
-        async with self._engine.begin() as connection:
+        async with _reachable(), self._engine.begin() as connection:
             result = await connection.execute(
                 _INSERT_MESSAGE, _message_values(conversation_id, message, created_at)
             )
@@ -247,7 +250,7 @@ class SqlConversationStore:
         """Store usage rows that belong to no new message."""
         if not usage:
             return
-        async with self._engine.begin() as connection:
+        async with _reachable(), self._engine.begin() as connection:
             await connection.execute(_INSERT_USAGE, [_usage_values(r) for r in usage])
 
     async def message_images(self, message_ids: Sequence[int]) -> dict[int, list[PreparedImage]]:
@@ -433,7 +436,7 @@ class SqlConversationStore:
             values["delivered_at"] = _now()
         else:
             values.update(failed_at=_now(), reason=failed[:1000])
-        async with self._engine.begin() as connection:
+        async with _reachable(), self._engine.begin() as connection:
             await connection.execute(update(_turns).where(_turns.c.id == turn_id).values(values))
 
     async def open_turns(self, now: datetime, limit: int = 100) -> list[OpenTurn]:
@@ -480,6 +483,16 @@ class SqlConversationStore:
             )
             for row in rows
         ]
+
+    async def turn_message_stored(self, turn_id: int, role: Role) -> bool:
+        """Whether a message of ``role`` naming the turn is stored."""
+        query = select(_messages.c.id).where(
+            _messages.c.turn_id == turn_id, _messages.c.role == role.value
+        )
+        async with _reachable(), self._engine.connect() as connection:
+            found = (await connection.execute(query.limit(1))).first()
+            await connection.rollback()
+        return found is not None
 
     async def record_posted(self, key: ConversationKey, platform_message_id: str) -> PostedMessage:
         """Keep a message the bot posted in ``key`` (a status message it may edit later)."""
@@ -591,6 +604,31 @@ def _message_values(
         "turn_id": message.turn_id,
         "created_at": created_at,
     }
+
+
+_OUTAGES = (OperationalError, InterfaceError, SqlTimeoutError, OSError, sqlite3.OperationalError)
+
+
+@asynccontextmanager
+async def _reachable() -> AsyncIterator[None]:
+    """Database outages (down, unreachable, locked, connections cut) as the core's
+    ``StorageUnavailable``; other errors (a broken reference) stay as they are."""
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except (
+        OperationalError,
+        InterfaceError,
+        SqlTimeoutError,
+        OSError,
+        sqlite3.OperationalError,
+    ) as exc:
+        raise StorageUnavailable(str(exc).splitlines()[0][:200]) from exc
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        raise StorageUnavailable(str(exc).splitlines()[0][:200]) from exc
 
 
 def _now() -> datetime:
@@ -719,7 +757,8 @@ class SqliteConversationStore(SqlConversationStore):
         """Run ``work`` in the connection's thread; a broken reference raises SQLAlchemy's
         ``IntegrityError``, as on the portable path."""
         try:
-            return await in_sqlite_connection(self._engine, work)
+            async with _reachable():
+                return await in_sqlite_connection(self._engine, work)
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(None, None, exc) from exc
 

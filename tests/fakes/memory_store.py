@@ -309,6 +309,11 @@ class InMemoryConversationStore:
             )
         return found[:limit]
 
+    async def turn_message_stored(self, turn_id: int, role: Role) -> bool:
+        """Whether a message of ``role`` naming the turn is stored."""
+        await asyncio.sleep(0)
+        return any(stored == role for stored, _ in self._turn_messages.get(turn_id, []))
+
     def turn_reason(self, turn_id: int) -> tuple[bool, str | None]:
         """Whether the turn is closed, and why it failed (None: delivered), for tests."""
         row = self._turns[turn_id]
