@@ -15,6 +15,7 @@ SwitchboardError
     ├── ContextTooLong     the request did not fit the model's context window
     ├── UpstreamRejected   any other 4xx: the request itself was refused
     └── UpstreamUnavailable 5xx, timeouts and connection failures: retried with backoff
+        └── SessionCut     a realtime session ended before its answer was complete
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class UpstreamUnavailable(UpstreamError):
     """The provider could not be reached or failed on its side."""
 
 
+class SessionCut(UpstreamUnavailable):
+    """A realtime voice session closed before its answer was complete."""
+
+
 def user_message(error: BaseException) -> str:
     """Return the short, friendly text a chat user sees for ``error``; never a traceback."""
     if isinstance(error, UserInputError):
@@ -94,6 +99,8 @@ def user_message(error: BaseException) -> str:
         return "That conversation is too long for the model. Send /reset to start a new one."
     if isinstance(error, UpstreamRejected):
         return "The model could not answer that request. Try rephrasing it, or /reset."
+    if isinstance(error, SessionCut):
+        return "The voice connection was cut before the answer was complete. Please try again."
     if isinstance(error, UpstreamUnavailable):
         return "The model service is not answering right now. Please try again shortly."
     return "Something went wrong on our side. Please try again."
