@@ -19,10 +19,14 @@ from core.errors import ConfigError
 from core.media.ffmpeg_audio import FfmpegAudio, find_ffmpeg
 from core.media.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscriber
 from core.media.pillow_images import PillowPictures
+from core.media.ports import SpeechSynthesizer
+from core.media.realtime_speech import RealtimeSpeech
 from core.media.steps import MediaKit, MediaOptions, MediaSteps
 from core.models.llm import LLMGateway
 from core.models.openai_gateway import OpenAIGateway, RetryPolicy
-from core.models.registry import Registry, load_registry
+from core.models.openai_realtime import OpenAIRealtime
+from core.models.realtime import RealtimeVoice
+from core.models.registry import Registry, SpeechModelSpec, load_registry
 from core.money.budgets import BudgetLedger
 from core.money.prices import PriceTable, load_prices
 from core.money.sql_ledger import budget_ledger
@@ -94,15 +98,14 @@ async def bootstrap(
         )
         gateway: LLMGateway = OpenAIGateway(client, retry)
         budgets = budget_ledger(database)
+        realtime = OpenAIRealtime(client, timeout_seconds=settings.openai_timeout_seconds)
         kit = MediaKit(
             pictures=PillowPictures(),
             converter=FfmpegAudio(
                 ffmpeg, max_upload_bytes=media_options.transcription.max_upload_bytes
             ),
             transcriber=OpenAITranscriber(client, retry),
-            speech=OpenAISpeech(
-                client, retry, max_input_chars=media_options.speech.max_input_chars
-            ),
+            speech=speech_synthesizer(media_options.speech, client, retry, realtime),
             images=OpenAIImages(
                 client,
                 retry,
@@ -168,7 +171,8 @@ def media_options_of(settings: Settings, registry: Registry, prices: PriceTable)
             raise ConfigError(f"{variable}={value!r} is not one of: {', '.join(allowed)}")
     prices.image_cost(image.id, size, quality)
     prices.transcription_cost(transcription.id, 60)
-    prices.speech_cost(speech.id, 1)
+    if not speech.realtime:
+        prices.speech_cost(speech.id, 1)  # realtime models carry their prices in the registry
     return MediaOptions(
         image=image,
         image_size=size,
@@ -179,6 +183,16 @@ def media_options_of(settings: Settings, registry: Registry, prices: PriceTable)
         speed=settings.speech_speed,
         max_picture_bytes=settings.max_file_mb * 1024 * 1024,
     )
+
+
+def speech_synthesizer(
+    speech: SpeechModelSpec, client: AsyncOpenAI, retry: RetryPolicy, realtime: RealtimeVoice
+) -> SpeechSynthesizer:
+    """The speech port for the configured speech model: a realtime session per chunk when
+    its registry entry says ``api = "realtime"``, else the speech endpoint."""
+    if speech.realtime:
+        return RealtimeSpeech(realtime, max_input_chars=speech.max_input_chars)
+    return OpenAISpeech(client, retry, max_input_chars=speech.max_input_chars)
 
 
 def _known(pick: Callable[[str | None], _Spec], name: str | None, variable: str) -> _Spec:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from core.models.realtime import RealtimeUsage
+
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
 )
@@ -125,10 +127,12 @@ class Transcript:
 
 @dataclass(frozen=True, slots=True)
 class Speech:
-    """One chunk of synthesised speech as the API returned it (OGG/Opus)."""
+    """One chunk of synthesised speech: audio ffmpeg reads (OGG/Opus from the speech
+    endpoint, WAV from a realtime session) and, from a realtime session, its token usage."""
 
     data: bytes
     request_id: str | None = None
+    tokens: RealtimeUsage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +172,12 @@ class AudioConverter(Protocol):
     async def voice_note(self, parts: Sequence[bytes]) -> VoiceNote:
         """Join speech chunks, in order, into one OGG/Opus voice note."""
 
+    async def pcm16(self, data: bytes, filename: str, *, rate: int) -> bytes:
+        """``data`` as raw mono PCM16 at ``rate`` Hz (a realtime session's input).
+
+        Raises ``UnsupportedMedia`` for corrupt, empty or unreadable audio.
+        """
+
 
 class Transcriber(Protocol):
     """Speech to text (``OpenAITranscriber``)."""
@@ -177,7 +187,7 @@ class Transcriber(Protocol):
 
 
 class SpeechSynthesizer(Protocol):
-    """Text to speech (``OpenAISpeech``)."""
+    """Text to speech (``OpenAISpeech``, ``RealtimeSpeech``)."""
 
     @property
     def max_input_chars(self) -> int:

@@ -32,9 +32,12 @@ from core.media.ports import (
     Transcript,
     VoiceNote,
 )
+from core.media.realtime_speech import speech_upper_bound
+from core.models.realtime import RealtimeUsage
 from core.models.registry import ImageModelSpec, SpeechModelSpec, TranscriptionModelSpec
 from core.money.budgets import BudgetLedger, Payer
 from core.money.prices import PriceTable
+from core.money.pricing import realtime_cost, realtime_price_sheet
 
 PARALLEL_CALLS = 4
 
@@ -208,28 +211,23 @@ class MediaSteps:
 
     async def speak(self, text: str, charge: Charge, usage: list[UsageRecord]) -> VoiceNote:
         """Speak a reply: chunks within the speech API's limit, joined into one voice note.
-        A usage row is appended to ``usage`` as each chunk is spoken."""
+        A usage row is appended to ``usage`` as each chunk is spoken: per character from
+        the speech endpoint, per text and audio token from a realtime session."""
         spec = self.options.speech
         limit = min(spec.max_input_chars, self._kit.speech.max_input_chars)
         chunks = speech_chunks(speakable(text), limit)
         if not chunks:
             raise UserInputError("There is nothing to say aloud in that reply.")
-        per_million = self._prices.speech_per_million_chars.get(spec.id, 0)
-        estimate = self._prices.speech_cost(spec.id, sum(len(c) for c in chunks))
+        if spec.prices is not None:
+            estimate = sum(
+                realtime_cost(spec.prices, speech_upper_bound(len(chunk))) for chunk in chunks
+            )
+        else:
+            estimate = self._prices.speech_cost(spec.id, sum(len(c) for c in chunks))
 
         async def say(chunk: str, bill: _Bill) -> Speech:
             speech = await self._speak(chunk)
-            record = UsageRecord(
-                user_id=charge.user_id,
-                conversation_id=charge.conversation_id,
-                kind="speech",
-                model=spec.id,
-                units=len(chunk),
-                unit="characters",
-                cost_micros=self._prices.speech_cost(spec.id, len(chunk)),
-                prices={"per_1m_characters": per_million},
-                request_id=speech.request_id,
-            )
+            record = self._speech_record(chunk, speech, charge)
             bill.add(record.cost_micros)
             usage.append(record)
             return speech
@@ -237,6 +235,32 @@ class MediaSteps:
         async with self._reserved(charge.payer, estimate) as bill:
             spoken = await asyncio.gather(*(say(chunk, bill) for chunk in chunks))
         return await self._kit.converter.voice_note([s.data for s in spoken])
+
+    def _speech_record(self, chunk: str, speech: Speech, charge: Charge) -> UsageRecord:
+        """The usage row of one spoken chunk, at the prices its model is billed by."""
+        spec = self.options.speech
+        if spec.prices is not None:
+            tokens = speech.tokens or RealtimeUsage()
+            cost = realtime_cost(spec.prices, tokens)
+            prices = realtime_price_sheet(spec.prices)
+        else:
+            tokens = RealtimeUsage()
+            cost = self._prices.speech_cost(spec.id, len(chunk))
+            prices = {"per_1m_characters": self._prices.speech_per_million_chars.get(spec.id, 0)}
+        return UsageRecord(
+            user_id=charge.user_id,
+            conversation_id=charge.conversation_id,
+            kind="speech",
+            model=spec.id,
+            input_tokens=tokens.input_tokens,
+            cached_input_tokens=tokens.cached_input_tokens,
+            output_tokens=tokens.output_tokens,
+            units=len(chunk),
+            unit="characters",
+            cost_micros=cost,
+            prices=prices,
+            request_id=speech.request_id,
+        )
 
     async def _transcribe(self, part: AudioPart, model: str) -> Transcript:
         async with self._calls:

@@ -28,6 +28,10 @@ from openai.types.realtime import (
     ResponseDoneEvent,
     ResponseTextDeltaEvent,
 )
+from openai.types.realtime.realtime_audio_config_input_param import (
+    RealtimeAudioConfigInputParam,
+)
+from openai.types.realtime.realtime_audio_formats_param import AudioPCM
 from openai.types.realtime.realtime_response_usage import RealtimeResponseUsage
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
@@ -41,14 +45,13 @@ from core.errors import (
 )
 from core.models.openai_gateway import translate
 from core.models.realtime import (
-    PCM_RATE,
     HistoryLine,
     RealtimeUsage,
     SpokenAnswer,
     SpokenText,
 )
 
-_PCM_FORMAT = {"type": "audio/pcm", "rate": PCM_RATE}
+_PCM_FORMAT: AudioPCM = {"type": "audio/pcm", "rate": 24_000}  # core.models.realtime.PCM_RATE
 _APPEND_BYTES = 256 * 1024
 """Audio sent per ``input_audio_buffer.append`` (the API takes events up to 15 MiB)."""
 
@@ -74,10 +77,17 @@ class OpenAIRealtime:
         self._timeout = timeout_seconds
 
     async def speak(
-        self, text: str, *, model: str, voice: str, instructions: str, max_output_tokens: int
+        self,
+        text: str,
+        *,
+        model: str,
+        voice: str,
+        instructions: str,
+        max_output_tokens: int,
+        speed: float = 1.0,
     ) -> SpokenText:
         """Read ``text`` aloud in one session; the audio is PCM16 at 24 kHz."""
-        session = _session(instructions, voice, max_output_tokens, transcription_model=None)
+        session = _session(instructions, voice, max_output_tokens, None, speed)
 
         async def exchange(connection: AsyncRealtimeConnection) -> None:
             await connection.conversation.item.create(item=_message("user", text))
@@ -191,17 +201,25 @@ async def _read(
 
 
 def _session(
-    instructions: str, voice: str, max_output_tokens: int, transcription_model: str | None
+    instructions: str,
+    voice: str,
+    max_output_tokens: int,
+    transcription_model: str | None,
+    speed: float = 1.0,
 ) -> RealtimeSessionCreateRequestParam:
-    audio_input: dict[str, Any] = {"format": _PCM_FORMAT, "turn_detection": None}
+    audio_input: RealtimeAudioConfigInputParam = {"format": _PCM_FORMAT, "turn_detection": None}
     if transcription_model is not None:
+        # The input's transcript is the only way to show the user what the model heard.
         audio_input["transcription"] = {"model": transcription_model}
     return {
         "type": "realtime",
         "instructions": instructions,
         "output_modalities": ["audio"],
         "max_output_tokens": max_output_tokens,
-        "audio": {"input": audio_input, "output": {"format": _PCM_FORMAT, "voice": voice}},  # type: ignore[typeddict-item]
+        "audio": {
+            "input": audio_input,
+            "output": {"format": _PCM_FORMAT, "voice": voice, "speed": speed},
+        },
     }
 
 

@@ -87,9 +87,16 @@ class RealtimeVoice(Protocol):
     """
 
     async def speak(
-        self, text: str, *, model: str, voice: str, instructions: str, max_output_tokens: int
+        self,
+        text: str,
+        *,
+        model: str,
+        voice: str,
+        instructions: str,
+        max_output_tokens: int,
+        speed: float = 1.0,
     ) -> SpokenText:
-        """Read ``text`` aloud as ``instructions`` say."""
+        """Read ``text`` aloud as ``instructions`` say, at ``speed`` (0.25 to 1.5)."""
 
     async def answer(
         self,
