@@ -70,8 +70,9 @@ class ConversationStore(Protocol):
     async def set_model(self, conversation_id: int, model: str | None) -> None:
         """Remember the model chosen in a conversation (None: the mode's or the default)."""
 
-    async def set_voice(self, conversation_id: int, on: bool) -> None:
-        """Remember whether replies in a conversation are also spoken."""
+    async def set_voice(self, conversation_id: int, on: bool, *, talk: bool = False) -> None:
+        """Remember whether replies in a conversation are also spoken, and whether its voice
+        notes are answered voice-to-voice (``/voice talk``; only together with ``on``)."""
 
     async def add_message(
         self,
