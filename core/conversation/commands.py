@@ -45,7 +45,7 @@ COMMANDS: dict[str, str] = {
     "model": "Show or choose the model: /model [name]",
     "image": "Draw a picture: /image <description>",
     "edit": "Change a picture: /edit <what to change> (with or after the picture)",
-    "voice": "Also hear my replies: /voice on|off",
+    "voice": "Also hear my replies: /voice on|off, or talk voice-to-voice: /voice talk",
     "usage": "Your spending and what is left of your budget",
     "quota": "Admins: /quota set|show|reset <who> … (budgets)",
     "allow": "Admins: let a user in: /allow <who>",
@@ -182,21 +182,35 @@ async def _model(engine: Engine, key: ConversationKey, args: str) -> CommandRepl
 
 async def _voice(engine: Engine, key: ConversationKey, args: str) -> CommandReply:
     choice = args.lower()
-    if choice in ("on", "off"):
+    if choice in ("on", "off", "talk"):
         try:
-            await engine.set_voice(key, choice == "on")
+            await engine.set_voice(key, choice != "off", talk=choice == "talk")
         except UserInputError as exc:
             return CommandReply(str(exc))
-        if choice == "on":
-            return CommandReply("Spoken replies are on: each answer also comes as a voice note.")
-        return CommandReply("Spoken replies are off.")
+        return CommandReply(_VOICE_STATES[choice])
     if args:
-        return CommandReply(f"Say /voice on or /voice off. {_usage('voice')}", _VOICE_CHOICES)
+        return CommandReply(
+            f"Say /voice on, /voice off or /voice talk. {_usage('voice')}", _VOICE_CHOICES
+        )
+    if await engine.voice_talking(key):
+        return CommandReply(_VOICE_STATES["talk"], _VOICE_CHOICES)
     state = "on" if await engine.voice_enabled(key) else "off"
     return CommandReply(f"Spoken replies are {state}.", _VOICE_CHOICES)
 
 
-_VOICE_CHOICES = (Choice("Voice on", "/voice on"), Choice("Voice off", "/voice off"))
+_VOICE_STATES = {
+    "on": "Spoken replies are on: each answer also comes as a voice note.",
+    "off": "Spoken replies are off.",
+    "talk": (
+        "Talk mode is on: send a voice note and I answer by voice, with both transcripts "
+        "shown. Text messages get spoken replies too."
+    ),
+}
+_VOICE_CHOICES = (
+    Choice("Voice on", "/voice on"),
+    Choice("Voice off", "/voice off"),
+    Choice("Talk", "/voice talk"),
+)
 
 
 def _mode_choices(engine: Engine) -> tuple[Choice, ...]:

@@ -42,6 +42,7 @@ from core.conversation.messages import (
 from core.conversation.ratelimit import MessageRateLimit
 from core.conversation.store import ConversationStore, UsageRecord
 from core.conversation.tokens import MESSAGE_OVERHEAD, TokenCounter, TokenCounters
+from core.conversation.voice_talk import is_talk, talk_by_voice
 from core.errors import (
     ContextTooLong,
     SwitchboardError,
@@ -49,7 +50,7 @@ from core.errors import (
     UserInputError,
     user_message,
 )
-from core.media.ports import PreparedImage
+from core.media.ports import PreparedImage, VoiceNote
 from core.media.steps import Charge, MediaSteps, Seen
 from core.models.llm import (
     ChatTurn,
@@ -150,6 +151,7 @@ class _TurnState:
     mode: ModeSpec | None = None
     pictures: dict[int, tuple[PreparedImage, ...]] = field(default_factory=dict)
     drawn: list[PreparedImage] = field(default_factory=list)
+    spoken: VoiceNote | None = None
 
     @property
     def charge(self) -> Charge:
@@ -234,17 +236,25 @@ class Engine:
 
         await self._in_slot(message, sink, body)
 
-    async def set_voice(self, key: ConversationKey, on: bool) -> None:
-        """Make replies in ``key`` arrive also as speech (``/voice on``), or not."""
+    async def set_voice(self, key: ConversationKey, on: bool, *, talk: bool = False) -> None:
+        """Make replies in ``key`` arrive also as speech (``/voice on``), or not; with
+        ``talk``, voice notes are answered voice-to-voice (``/voice talk``)."""
         if on and self.media is None:
             raise UserInputError("Spoken replies are not set up on this bot.")
+        if talk and (self.media is None or not self.media.can_talk):
+            raise UserInputError("Voice-to-voice talk needs a realtime speech model on this bot.")
         conversation = await self.store.active_conversation(key)
-        await self.store.set_voice(conversation.id, on)
+        await self.store.set_voice(conversation.id, on, talk=talk)
 
     async def voice_enabled(self, key: ConversationKey) -> bool:
         """Whether replies in ``key`` are also spoken."""
         conversation = await self.store.find_active(key)
         return conversation is not None and conversation.voice
+
+    async def voice_talking(self, key: ConversationKey) -> bool:
+        """Whether voice notes in ``key`` are answered voice-to-voice."""
+        conversation = await self.store.find_active(key)
+        return conversation is not None and conversation.voice_talk
 
     async def _in_slot(
         self,
@@ -353,8 +363,14 @@ class Engine:
         if place.model is not None:
             await self.store.set_model(conversation.id, place.model)
         if place.voice:
-            await self.store.set_voice(conversation.id, True)
-        return replace(conversation, mode=place.mode, model=place.model, voice=place.voice)
+            await self.store.set_voice(conversation.id, True, talk=place.voice_talk)
+        return replace(
+            conversation,
+            mode=place.mode,
+            model=place.model,
+            voice=place.voice,
+            voice_talk=place.voice_talk,
+        )
 
     def _check(self, message: IncomingMessage, *, need_text: bool = True) -> None:
         wait = self._rate.wait_needed(message.sender.principal)
@@ -418,11 +434,33 @@ class Engine:
                 self._idle.set()
         await self._finish(state, cancelled=False)
         await sink.emit(ReplyFinished(state.text))
-        if state.conversation.voice and state.text.strip() and self.media is not None:
+        if state.spoken is not None:
+            await sink.emit(VoiceReady(state.spoken))
+        elif state.conversation.voice and state.text.strip() and self.media is not None:
             await self._speak(state)
 
     async def _converse(self, message: IncomingMessage, state: _TurnState) -> None:
         """A chat turn: hear and see what was attached, store the message, answer it."""
+        if self.media is not None and is_talk(message, state.conversation, self.media):
+            assert state.mode is not None
+            talked = await talk_by_voice(
+                message,
+                media=self.media,
+                store=self.store,
+                conversation=state.conversation,
+                instructions=state.mode.system_prompt.replace(
+                    "{date}", self.now().date().isoformat()
+                ),
+                author_id=state.user_id,
+                counter=state.counter,
+                charge=state.charge,
+                sink=state.sink,
+                usage=state.usage,
+            )
+            self._history_cache.append(talked.stored, state.conversation.last_message_id)
+            state.last_message_id = talked.stored.id
+            state.text, state.spoken = talked.answer, talked.note
+            return
         text = message.text if message.text.strip() else ""
         usage: list[UsageRecord] = []
         seen = Seen((), ())

@@ -8,6 +8,7 @@ Conversion (ffmpeg, Pillow) never runs on the event loop.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from core.clock import Clock
 from core.conversation.store import UsageRecord
-from core.errors import UnsupportedMedia, UpstreamRejected, UserInputError
+from core.errors import UnsupportedMedia, UpstreamRejected, UpstreamUnavailable, UserInputError
 from core.media.ports import (
     Attachment,
     AudioConverter,
@@ -32,14 +33,25 @@ from core.media.ports import (
     Transcript,
     VoiceNote,
 )
-from core.media.realtime_speech import speech_upper_bound
-from core.models.realtime import RealtimeUsage
+from core.media.realtime_speech import pcm_wav, speech_upper_bound
+from core.models.realtime import (
+    PCM_RATE,
+    HistoryLine,
+    RealtimeUsage,
+    RealtimeVoice,
+    pcm_seconds,
+)
 from core.models.registry import ImageModelSpec, SpeechModelSpec, TranscriptionModelSpec
 from core.money.budgets import BudgetLedger, Payer
 from core.money.prices import PriceTable
 from core.money.pricing import realtime_cost, realtime_price_sheet
 
 PARALLEL_CALLS = 4
+TALK_ANSWER_SECONDS = 90
+"""The longest spoken answer ``/voice talk`` asks for (its output tokens are capped to it)."""
+AUDIO_TOKENS_PER_SECOND = 20
+"""Realtime audio tokens per second, an upper bound for input (the API counts about 10) and
+about what output uses."""
 
 
 @dataclass(frozen=True)
@@ -58,13 +70,24 @@ class MediaOptions:
 
 @dataclass(frozen=True)
 class MediaKit:
-    """The media ports: conversion and the three APIs."""
+    """The media ports: conversion, the three APIs, and realtime voice sessions (for
+    ``/voice talk``; None where the bot has none)."""
 
     pictures: PictureProcessor
     converter: AudioConverter
     transcriber: Transcriber
     speech: SpeechSynthesizer
     images: ImageGenerator
+    realtime: RealtimeVoice | None = None
+
+
+@dataclass(frozen=True)
+class Talked:
+    """A voice note answered by voice: what was heard, the answer's words and its voice."""
+
+    heard: str
+    answer: str
+    note: VoiceNote
 
 
 @dataclass(frozen=True)
@@ -261,6 +284,83 @@ class MediaSteps:
             prices=prices,
             request_id=speech.request_id,
         )
+
+    @property
+    def can_talk(self) -> bool:
+        """Whether voice notes can be answered voice-to-voice: the speech model is a
+        realtime model and a realtime port is wired."""
+        return self.options.speech.prices is not None and self._kit.realtime is not None
+
+    async def talk(
+        self,
+        audio: Attachment,
+        *,
+        instructions: str,
+        history: Sequence[HistoryLine],
+        charge: Charge,
+        usage: list[UsageRecord],
+    ) -> Talked:
+        """Answer the voice note ``audio`` by voice in one realtime session, with ``history``
+        as context. The session's usage (at the realtime model's token prices) and its input
+        transcription (per minute, like ``hear``) are appended to ``usage``; the estimate,
+        reserved first, is the most the session may cost (its output is capped to it)."""
+        spec = self.options.speech
+        realtime = self._kit.realtime
+        if spec.prices is None or realtime is None:
+            raise UserInputError("Voice-to-voice talk needs a realtime speech model.")
+        pcm = await self._kit.converter.pcm16(audio.data, audio.filename, rate=PCM_RATE)
+        seconds = pcm_seconds(pcm)
+        transcription = self.options.transcription.id
+        max_output = TALK_ANSWER_SECONDS * AUDIO_TOKENS_PER_SECOND
+        bound = RealtimeUsage(
+            text_input=len(instructions) + sum(len(line.text) for line in history),
+            audio_input=math.ceil(seconds * AUDIO_TOKENS_PER_SECOND),
+            audio_output=max_output,
+        )
+        heard_cost = self._prices.transcription_cost(transcription, seconds)
+        estimate = realtime_cost(spec.prices, bound) + heard_cost
+        async with self._reserved(charge.payer, estimate) as bill:
+            async with self._calls:
+                spoken = await realtime.answer(
+                    pcm,
+                    model=spec.id,
+                    voice=self.options.voice,
+                    instructions=instructions,
+                    history=history,
+                    transcription_model=transcription,
+                    max_output_tokens=max_output,
+                )
+            records = (
+                UsageRecord(
+                    user_id=charge.user_id,
+                    conversation_id=charge.conversation_id,
+                    kind="talk",
+                    model=spec.id,
+                    input_tokens=spoken.usage.input_tokens,
+                    cached_input_tokens=spoken.usage.cached_input_tokens,
+                    output_tokens=spoken.usage.output_tokens,
+                    cost_micros=realtime_cost(spec.prices, spoken.usage),
+                    prices=realtime_price_sheet(spec.prices),
+                    request_id=spoken.response_id,
+                ),
+                UsageRecord(
+                    user_id=charge.user_id,
+                    conversation_id=charge.conversation_id,
+                    kind="transcription",
+                    model=transcription,
+                    units=round(seconds * 1000),
+                    unit="audio_ms",
+                    cost_micros=heard_cost,
+                    prices={"per_minute": self._prices.transcription_per_minute[transcription]},
+                ),
+            )
+            for record in records:
+                bill.add(record.cost_micros)
+                usage.append(record)
+        if not spoken.audio:
+            raise UpstreamUnavailable("the realtime session answered without audio")
+        note = await self._kit.converter.voice_note([pcm_wav(spoken.audio)])
+        return Talked(spoken.heard, spoken.answer, note)
 
     async def _transcribe(self, part: AudioPart, model: str) -> Transcript:
         async with self._calls:
