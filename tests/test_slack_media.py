@@ -23,6 +23,7 @@ from bots.slack.events import SlackPlace, conversation_key
 from bots.slack.files import is_slack_url
 from bots.slack.reply import SlackReply
 from core.conversation.events import ReplyFinished, TextDelta, Transcribed
+from tests import make_audio
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.slack_server import FakeSlack, SentMessage, UploadedFile
@@ -34,7 +35,6 @@ from tests.make_audio import (
     small_upload_models,
     tone_segments,
 )
-from tests import make_audio
 from tests.make_images import jpeg_with_exif_orientation, noisy_png, png
 from tests.test_slack import FAST, bot_messages, eventually, free_port, running, section_texts
 
