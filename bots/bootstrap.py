@@ -113,6 +113,7 @@ async def bootstrap(
                     name for name, spec in registry.media.images.items() if spec.ask_for_b64
                 ),
             ),
+            realtime=realtime,
         )
         media = MediaSteps(
             wrap_media(kit) if wrap_media else kit,

@@ -1,0 +1,244 @@
+"""Voice through the Realtime API end to end: spoken replies through a realtime session and
+``/voice talk`` (a voice note answered voice-to-voice), with the real composition root, the
+openai SDK's WebSocket client and ffmpeg against the fake OpenAI; the ledger rows at
+realtime prices and a session cut mid-answer."""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from core.conversation.commands import parse_command, run_command
+from core.conversation.events import Notice, ReplyFailed, ReplyFinished, Transcribed, VoiceReady
+from core.media.ports import Attachment
+from core.money.budgets import Budget, Payer, Scope, place_of
+from core.money.periods import Period
+from tests import make_audio
+from tests.conftest import API_KEY, AppFactory
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.telegram_server import FakeTelegram
+from tests.test_console import chat
+from tests.test_engine_media import ALICE, KEY, of_type, send
+from tests.test_telegram import USER, eventually, running
+
+# gpt-realtime-2.1-mini in the shipped models.toml, micro-dollars per 1M tokens.
+TEXT_IN, CACHED_TEXT_IN, TEXT_OUT, AUDIO_IN, AUDIO_OUT = (
+    600_000,
+    60_000,
+    2_400_000,
+    10_000_000,
+    20_000_000,
+)
+TRANSCRIPTION_PER_MINUTE = 3_000  # gpt-4o-mini-transcribe in prices.toml
+
+
+def realtime_micros(usage: dict[str, object]) -> int:
+    """What the fake's reported usage costs, worked out by hand from the price list."""
+    given = usage["input_token_details"]
+    out = usage["output_token_details"]
+    assert isinstance(given, dict) and isinstance(out, dict)
+    cached = given["cached_tokens_details"]["text_tokens"]
+    scaled = (
+        (given["text_tokens"] - cached) * TEXT_IN
+        + cached * CACHED_TEXT_IN
+        + given["audio_tokens"] * AUDIO_IN
+        + out["text_tokens"] * TEXT_OUT
+        + out["audio_tokens"] * AUDIO_OUT
+    )
+    return math.ceil(scaled / 1_000_000)
+
+
+@pytest.fixture
+def telegram() -> Iterator[FakeTelegram]:
+    with FakeTelegram() as fake:
+        yield fake
+
+
+@pytest.fixture
+def env(fake_openai: FakeOpenAI, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "OPENAI_API_KEY": API_KEY,
+        "OPENAI_BASE_URL": fake_openai.base_url,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'chat.db'}",
+    }
+
+
+async def test_spoken_reply_ledger_rows_are_realtime_tokens_to_the_micro_dollar(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.realtime.cached_text_tokens = 20
+    async with make_app() as app:
+        await app.engine.set_voice(KEY, True)
+        sink = await send(app, "Read me something rather long, so that the tokens add up.")
+        conversation = await app.engine.store.active_conversation(KEY)
+        usage = await app.engine.store.usage(conversation.id)
+    [voice] = of_type(sink, VoiceReady)
+    assert voice.note.data.startswith(b"OggS")
+    [session] = fake_openai.realtime.sessions
+    [response] = session.responses
+    reported = response.usage
+    [row] = [u for u in usage if u.kind == "speech"]
+    assert row.model == "gpt-realtime-2.1-mini"
+    assert row.input_tokens == reported["input_tokens"]
+    assert row.cached_input_tokens == 20
+    assert row.output_tokens == reported["output_tokens"]
+    assert row.cost_micros == realtime_micros(reported) > 0
+    assert row.prices["audio_output_per_1m"] == AUDIO_OUT
+    assert row.request_id is not None and row.request_id.startswith("resp_")
+    # The session was asked to stop within what was reserved for it.
+    assert session.max_output_tokens is not None
+    assert reported["output_tokens"] <= session.max_output_tokens
+
+
+async def test_a_session_cut_mid_answer_says_so_and_releases_the_reservation(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    payer = Payer(ALICE.principal, place_of(KEY))
+    fake_openai.realtime.cut_next(after_deltas=2)
+    async with make_app() as app:
+        assert app.engine.budgets is not None
+        await app.engine.budgets.set_budget(
+            Budget(Scope.USER, ALICE.principal, Period.DAILY, 1_000_000)
+        )
+        await app.engine.set_voice(KEY, True)
+        sink = await send(app, "say this aloud please")
+        status = await app.engine.budgets.status(payer, app.engine.now(), app.engine.timezone)
+        conversation = await app.engine.store.active_conversation(KEY)
+        usage = await app.engine.store.usage(conversation.id)
+    [finished] = of_type(sink, ReplyFinished)
+    assert finished.text == "Echo: say this aloud please"  # the text answer still arrives
+    [notice] = of_type(sink, Notice)
+    assert notice.text == (
+        "I couldn't say that aloud: The voice connection was cut before the answer was "
+        "complete. Please try again."
+    )
+    assert not of_type(sink, VoiceReady)
+    [session] = fake_openai.realtime.sessions
+    assert session.responses[0].cut and session.closed
+    # Nothing was reported, so nothing is charged: the budget holds only the chat's cost.
+    assert [u.kind for u in usage] == ["chat"]
+    [daily] = status
+    assert daily.reserved_micros == 0
+    assert daily.spent_micros == usage[0].cost_micros
+
+
+async def test_voice_talk_answers_a_voice_note_by_voice_and_remembers_both_sides(
+    make_app: AppFactory, fake_openai: FakeOpenAI, telegram: FakeTelegram
+) -> None:
+    note = make_audio.tone_segments([(440, 0.8), (0, 0.5), (660, 0.8)])
+    async with running(make_app, telegram):
+        telegram.private_message(USER, "hello first")
+        await eventually(lambda: any("Echo: hello first" in m.text for m in telegram.chat(USER)))
+        telegram.private_message(USER, "/voice talk")
+        await eventually(lambda: any("Talk mode is on" in m.text for m in telegram.chat(USER)))
+        telegram.voice_message(USER, note)
+        await eventually(lambda: any(m.kind == "voice" for m in telegram.chat(USER)))
+        telegram.private_message(USER, "what did I just say?")
+        # Talk mode speaks text answers too: the second voice note ends the turn.
+        await eventually(lambda: len(telegram.calls_to("sendVoice")) == 2)
+    shown = [(m.kind, m.text) for m in telegram.chat(USER)]
+    heard, answer, voice = shown[2:5]
+    assert heard == ("text", "🎙 tone440 tone660")
+    assert answer == ("text", "You said: tone440 tone660.")
+    assert voice[0] == "voice"
+    assert shown[5:] == [("text", "Echo: what did I just say?"), ("voice", "")]
+    talked, _ = telegram.calls_to("sendVoice")
+    assert make_audio.opus_head(talked.params["voice"].content)[0] == 1
+    # The voice note went to the realtime model with the conversation so far as context,
+    # and no transcription request was made on the side.
+    session, speech = fake_openai.realtime.sessions
+    assert speech.items == [("user", "Echo: what did I just say?")]
+    assert session.items == [
+        ("user", "hello first"),
+        ("assistant", "Echo: hello first"),
+        ("user", "<audio: tone440 tone660>"),
+    ]
+    assert session.transcription_model == "gpt-4o-mini-transcribe"
+    assert fake_openai.transcriptions == []
+    # The next text turn remembers what was said and answered.
+    last = fake_openai.model_requests()[-1]
+    assert "tone440 tone660" in str(last.body)
+    assert "You said: tone440 tone660." in str(last.body)
+
+
+async def test_voice_talk_ledger_rows_and_a_cut_talk_turn(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    note = Attachment(make_audio.tone_segments([(440, 1.0)]), "voice.ogg", "audio/ogg")
+    payer = Payer(ALICE.principal, place_of(KEY))
+    async with make_app() as app:
+        assert app.engine.budgets is not None
+        await app.engine.budgets.set_budget(
+            Budget(Scope.USER, ALICE.principal, Period.DAILY, 1_000_000)
+        )
+        command = parse_command("/voice talk")
+        assert command is not None
+        reply = await run_command(app.engine, KEY, command)
+        talked = await send(app, "", note)
+        fake_openai.realtime.cut_next(after_deltas=1)
+        cut = await send(app, "", note)
+        status = await app.engine.budgets.status(payer, app.engine.now(), app.engine.timezone)
+        conversation = await app.engine.store.active_conversation(KEY)
+        usage = await app.engine.store.usage(conversation.id)
+    assert reply.text.startswith("Talk mode is on")
+    assert [e.text for e in of_type(talked, Transcribed)] == ["tone440"]
+    assert of_type(talked, ReplyFinished)[0].text == "You said: tone440."
+    assert len(of_type(talked, VoiceReady)) == 1
+    [failed] = of_type(cut, ReplyFailed)
+    assert failed.message.startswith("The voice connection was cut")
+    first, second = fake_openai.realtime.sessions
+    assert second.responses[0].cut
+    talk, heard = usage
+    assert (talk.kind, talk.model) == ("talk", "gpt-realtime-2.1-mini")
+    assert talk.cost_micros == realtime_micros(first.responses[0].usage)
+    assert talk.input_tokens == first.responses[0].usage["input_tokens"]
+    assert (heard.kind, heard.model, heard.unit) == (
+        "transcription",
+        "gpt-4o-mini-transcribe",
+        "audio_ms",
+    )
+    assert heard.units == pytest.approx(1000, abs=30)
+    assert heard.cost_micros == math.ceil(heard.units / 60_000 * TRANSCRIPTION_PER_MINUTE)
+    [daily] = status
+    assert daily.reserved_micros == 0
+    assert daily.spent_micros == talk.cost_micros + heard.cost_micros
+
+
+async def test_voice_talk_needs_a_realtime_speech_model(make_app: AppFactory) -> None:
+    async with make_app(SWITCHBOARD_SPEECH_MODEL="gpt-4o-mini-tts") as app:
+        command = parse_command("/voice talk")
+        assert command is not None
+        reply = await run_command(app.engine, KEY, command)
+        assert not await app.engine.voice_talking(KEY)
+    assert reply.text == "Voice-to-voice talk needs a realtime speech model on this bot."
+
+
+def test_console_speaks_through_realtime_and_saves_the_voice_note(
+    env: dict[str, str], tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    (tmp_path / "note.ogg").write_bytes(make_audio.tone_segments([(550, 0.8)]))
+    script = "\n".join(["/voice on", "say hello", "/voice talk", "note.ogg", "and now?"])
+    out = tmp_path / "out"
+    result = chat(env | {"SWITCHBOARD_MEDIA_DIR": str(out)}, tmp_path, script + "\n")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1] == "Echo: say hello"
+    assert lines[2].startswith("[voice reply (")
+    assert lines[3].startswith("Talk mode is on")
+    assert lines[4:6] == ["(heard) tone550", "You said: tone550."]
+    assert lines[6].startswith("[voice reply (")
+    assert lines[7] == "Echo: and now?"
+    voices = sorted(out.glob("voice-*.ogg"))
+    assert len(voices) == 3 and all(make_audio.opus_head(v.read_bytes())[0] == 1 for v in voices)
+    assert [s.model for s in fake_openai.realtime.sessions] == ["gpt-realtime-2.1-mini"] * 3
+    assert fake_openai.speeches == []
+    with sqlite3.connect(tmp_path / "chat.db") as db:
+        kinds = [row[0] for row in db.execute("SELECT kind FROM usage ORDER BY id")]
+    assert kinds == ["chat", "speech", "talk", "transcription", "chat", "speech"]
