@@ -247,6 +247,11 @@ class FakeRealtime:
             )
             await _send(ws, _error_event("invalid_request_error", "invalid_value", message))
             return
+        speed = output.get("speed", 1.0)
+        if not isinstance(speed, int | float) or not 0.25 <= speed <= 1.5:
+            message = f"Invalid 'session.audio.output.speed': {speed}; expected 0.25 to 1.5."
+            await _send(ws, _invalid(message, "session.audio.output.speed"))
+            return
         for part in (audio.get("input") or {}, output):
             rate = (part.get("format") or {}).get("rate", RATE)
             if rate != RATE:
