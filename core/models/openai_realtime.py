@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +24,6 @@ from openai.types.realtime import (
     ConversationItemInputAudioTranscriptionFailedEvent,
     RealtimeErrorEvent,
     RealtimeSessionCreateRequestParam,
-    ResponseAudioDeltaEvent,
-    ResponseAudioTranscriptDeltaEvent,
     ResponseDoneEvent,
     ResponseTextDeltaEvent,
 )
@@ -52,6 +51,8 @@ from core.models.realtime import (
 )
 
 _PCM_FORMAT: AudioPCM = {"type": "audio/pcm", "rate": 24_000}  # core.models.realtime.PCM_RATE
+_AUDIO_DELTA = "response.output_audio.delta"
+_TRANSCRIPT_DELTA = "response.output_audio_transcript.delta"
 _APPEND_BYTES = 256 * 1024
 """Audio sent per ``input_audio_buffer.append`` (the API takes events up to 15 MiB)."""
 
@@ -170,14 +171,24 @@ async def _read(
 ) -> None:
     """Gather events until the response is done (and, when asked, the input is transcribed)."""
     while not heard.done or (wait_for_transcript and heard.heard is None):
-        event = await connection.recv()
+        raw = await connection.recv_bytes()
+        # recv does not wait while frames are buffered: yield, so that one busy session
+        # never holds the event loop for a whole answer.
+        await asyncio.sleep(0)
+        fields = json.loads(raw)
+        kind = fields.get("type")
+        # The deltas are most of a session's events: read without building the SDK's model
+        # of each, which costs several times the decoding itself.
+        if kind == _AUDIO_DELTA:
+            heard.audio += _decoded(str(fields.get("delta", "")))
+            continue
+        if kind == _TRANSCRIPT_DELTA:
+            heard.transcript.append(str(fields.get("delta", "")))
+            continue
+        event = connection.parse_event(raw)
         if isinstance(event, RealtimeErrorEvent):
             raise _event_error(event.error.type, event.error.code, event.error.message)
-        if isinstance(event, ResponseAudioDeltaEvent):
-            heard.audio += _decoded(event.delta)
-        elif isinstance(event, ResponseAudioTranscriptDeltaEvent):
-            heard.transcript.append(event.delta)
-        elif isinstance(event, ResponseTextDeltaEvent):
+        if isinstance(event, ResponseTextDeltaEvent):
             heard.text.append(event.delta)
         elif isinstance(event, ConversationItemInputAudioTranscriptionCompletedEvent):
             heard.heard = event.transcript.strip()

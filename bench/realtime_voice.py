@@ -1,0 +1,234 @@
+"""Benchmark: what a spoken reply through the Realtime API adds outside the API, against the
+speech endpoint on the same text, and whether realtime sessions stall the event loop.
+
+Part 1 — the same replies (a short one, about 100 characters, and a long one, about 1,200,
+spoken in one chunk) are spoken through the real composition root against the fake OpenAI
+server in another process, once with the speech endpoint (``gpt-4o-mini-tts``, OGG/Opus) and
+once with a realtime model (``gpt-realtime-2.1-mini``: a WebSocket session streaming PCM16):
+the step's wall time minus the time inside the API port (the HTTP call, or the realtime
+session from connect to close), i.e. budget reservation, WAV wrapping and the ffmpeg
+conversion to a voice note. The fake answers as fast as it can in both cases.
+
+Part 2 — event-loop lateness while 20 realtime sessions stream their audio at once: a ticker
+coroutine that should wake every millisecond records how late it wakes. Every audio delta is
+a JSON event with base64 audio parsed on the loop. Target: worst ≤ 20 ms.
+
+    python -m bench.realtime_voice
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from bench.common import API_KEY, UPSTREAM, fake_openai_process, percentile, table
+from bots.bootstrap import App, bootstrap
+from core.conversation.store import UsageRecord
+from core.media.ports import Speech, SpeechSynthesizer
+from core.media.realtime_speech import RealtimeSpeech
+from core.media.steps import Charge, MediaKit
+from core.models.realtime import HistoryLine, RealtimeVoice, SpokenAnswer, SpokenText
+from core.money.budgets import Payer
+from core.settings import load_settings
+
+RUNS = 20
+SESSIONS = 20
+SHORT = "Sure. The meeting moved to Thursday at ten, in the small room on the second floor."
+LONG = " ".join(
+    [
+        "Here is the plan for the week, step by step.",
+        "On Monday we review the open issues and pick the five that matter most.",
+        "On Tuesday and Wednesday each of us takes one of them and writes the change,",
+        "with a test that fails before it and passes after it.",
+        "On Thursday we read each other's changes, ask questions and fix what we find.",
+        "On Friday we ship what is ready, write down what is not and why,",
+        "and spend the afternoon on the benchmarks, so that next week starts from numbers",
+        "rather than from guesses.",
+    ]
+    * 3
+)
+
+
+class Ticker:
+    """Wakes every millisecond and records how late each wake-up is."""
+
+    def __init__(self) -> None:
+        self.late: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Ticker:
+        self._task = asyncio.create_task(self._tick())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    def row(self, label: str, seconds: float) -> list[object]:
+        late = [x * 1000 for x in self.late]
+        return [label, f"{seconds:.2f}", percentile(late, 0.99), max(late)]
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + 0.001
+            await asyncio.sleep(0.001)
+            self.late.append(loop.time() - due)
+
+
+class TimedSpeech:
+    """The speech endpoint port; its calls count as API time (``UPSTREAM``)."""
+
+    def __init__(self, inner: SpeechSynthesizer) -> None:
+        self._inner = inner
+
+    @property
+    def max_input_chars(self) -> int:
+        return self._inner.max_input_chars
+
+    async def speak(self, text: str, *, model: str, voice: str, speed: float) -> Speech:
+        began = time.perf_counter()
+        try:
+            return await self._inner.speak(text, model=model, voice=voice, speed=speed)
+        finally:
+            UPSTREAM.get().append(time.perf_counter() - began)
+
+
+class TimedRealtime:
+    """The realtime port; a session from connect to close counts as API time."""
+
+    def __init__(self, inner: RealtimeVoice) -> None:
+        self._inner = inner
+
+    async def speak(
+        self,
+        text: str,
+        *,
+        model: str,
+        voice: str,
+        instructions: str,
+        max_output_tokens: int,
+        speed: float = 1.0,
+    ) -> SpokenText:
+        began = time.perf_counter()
+        try:
+            return await self._inner.speak(
+                text,
+                model=model,
+                voice=voice,
+                instructions=instructions,
+                max_output_tokens=max_output_tokens,
+                speed=speed,
+            )
+        finally:
+            UPSTREAM.get().append(time.perf_counter() - began)
+
+    async def answer(
+        self,
+        audio: bytes,
+        *,
+        model: str,
+        voice: str,
+        instructions: str,
+        history: Sequence[HistoryLine],
+        transcription_model: str,
+        max_output_tokens: int,
+    ) -> SpokenAnswer:
+        return await self._inner.answer(
+            audio,
+            model=model,
+            voice=voice,
+            instructions=instructions,
+            history=history,
+            transcription_model=transcription_model,
+            max_output_tokens=max_output_tokens,
+        )
+
+
+def timed(kit: MediaKit) -> MediaKit:
+    """The kit with its API ports timed (the realtime speech adapter rebuilt around a timed
+    realtime port, so WAV wrapping counts as ours)."""
+    if isinstance(kit.speech, RealtimeSpeech) and kit.realtime is not None:
+        realtime = TimedRealtime(kit.realtime)
+        speech = RealtimeSpeech(realtime, max_input_chars=kit.speech.max_input_chars)
+        return replace(kit, speech=speech, realtime=realtime)
+    return replace(kit, speech=TimedSpeech(kit.speech))
+
+
+async def spoken(app: App, text: str, index: int) -> tuple[float, float]:
+    """One spoken reply: its wall time and the part outside the API, in seconds."""
+    assert app.engine.media is not None
+    waited: list[float] = []
+    UPSTREAM.set(waited)
+    charge = Charge(Payer(f"bench:u{index}", f"bench:p{index}"), None, None)
+    usage: list[UsageRecord] = []
+    started = time.perf_counter()
+    await app.engine.media.speak(text, charge, usage)
+    total = time.perf_counter() - started
+    return total, total - sum(waited)
+
+
+async def measure(base_url: str, folder: Path) -> tuple[list[list[object]], list[list[object]]]:
+    overhead: list[list[object]] = []
+    stalls: list[list[object]] = []
+    for path, model in (
+        ("speech endpoint", "gpt-4o-mini-tts"),
+        ("realtime", "gpt-realtime-2.1-mini"),
+    ):
+        settings = load_settings(
+            None,
+            OPENAI_API_KEY=API_KEY,
+            OPENAI_BASE_URL=base_url,
+            DATABASE_URL=f"sqlite+aiosqlite:///{folder / (model + '.db')}",
+            SWITCHBOARD_LOG_LEVEL="WARNING",
+            SWITCHBOARD_SPEECH_MODEL=model,
+        )
+        async with bootstrap(settings, wrap_media=timed) as app:
+            await spoken(app, SHORT, 0)  # warm-up
+            for label, text in (("short reply", SHORT), ("long reply", LONG)):
+                samples = [await spoken(app, text, i) for i in range(1, RUNS + 1)]
+                totals = [t * 1000 for t, _ in samples]
+                own = [o * 1000 for _, o in samples]
+                overhead += [
+                    [
+                        f"{path}, {label} ({len(text)} chars): whole step",
+                        RUNS,
+                        percentile(totals, 0.5),
+                        percentile(totals, 0.99),
+                    ],
+                    [
+                        "  of which outside the API",
+                        RUNS,
+                        percentile(own, 0.5),
+                        percentile(own, 0.99),
+                    ],
+                ]
+            if model.startswith("gpt-realtime"):
+                async with Ticker() as idle:
+                    await asyncio.sleep(2.0)
+                stalls.append(idle.row("idle loop (the machine's own noise)", 2.0))
+                for length, text in (("short", SHORT), ("long", LONG)):
+                    async with Ticker() as ticker:
+                        started = time.perf_counter()
+                        await asyncio.gather(*(spoken(app, text, 100 + i) for i in range(SESSIONS)))
+                        elapsed = time.perf_counter() - started
+                    load = f"{SESSIONS} realtime sessions at once, {length} reply"
+                    stalls.append(ticker.row(load, elapsed))
+    return overhead, stalls
+
+
+def main() -> None:
+    with fake_openai_process() as base_url, tempfile.TemporaryDirectory() as tmp:
+        overhead, stalls = asyncio.run(measure(base_url, Path(tmp)))
+    print("A spoken reply against the fake OpenAI: speech endpoint vs realtime session, ms")
+    print(table(["reply", "runs", "p50 ms", "p99 ms"], overhead))
+    print("\nEvent-loop lateness while realtime sessions stream (ticker every 1 ms)")
+    print(table(["load", "seconds", "p99 lateness ms", "worst lateness ms"], stalls))
+
+
+if __name__ == "__main__":
+    main()
