@@ -5,6 +5,7 @@ realtime prices and a session cut mid-answer."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import sqlite3
@@ -242,3 +243,44 @@ def test_console_speaks_through_realtime_and_saves_the_voice_note(
     with sqlite3.connect(tmp_path / "chat.db") as db:
         kinds = [row[0] for row in db.execute("SELECT kind FROM usage ORDER BY id")]
     assert kinds == ["chat", "speech", "talk", "transcription", "chat", "speech"]
+
+
+async def test_a_talk_turn_cancelled_mid_session_closes_it_and_releases_the_reservation(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    note = Attachment(make_audio.tone_segments([(440, 1.0)]), "voice.ogg", "audio/ogg")
+    payer = Payer(ALICE.principal, place_of(KEY))
+    fake_openai.realtime.delta_delay = 0.5  # a slow answer, still streaming when cancelled
+    async with make_app() as app:
+        assert app.engine.budgets is not None
+        await app.engine.budgets.set_budget(
+            Budget(Scope.USER, ALICE.principal, Period.DAILY, 1_000_000)
+        )
+        await app.engine.set_voice(KEY, True, talk=True)
+        turn = asyncio.create_task(send(app, "", note))
+        await eventually(lambda: bool(fake_openai.realtime.sessions))
+        await eventually(lambda: app.engine.is_busy(KEY))
+        await asyncio.sleep(0.3)
+        assert app.engine.cancel(KEY)
+        sink = await turn
+        await eventually(lambda: fake_openai.realtime.open_sessions == 0)
+        status = await app.engine.budgets.status(payer, app.engine.now(), app.engine.timezone)
+    assert of_type(sink, ReplyFinished)[0].cancelled
+    assert not of_type(sink, VoiceReady)
+    [daily] = status
+    assert (daily.reserved_micros, daily.spent_micros) == (0, 0)
+
+
+async def test_a_session_that_outlasts_the_timeout_is_closed_with_a_clear_line(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.realtime.delta_delay = 1.0
+    async with make_app(SWITCHBOARD_OPENAI_TIMEOUT_SECONDS=1) as app:
+        await app.engine.set_voice(KEY, True)
+        sink = await send(app, "a reply long enough to take several seconds to say aloud")
+        await eventually(lambda: fake_openai.realtime.open_sessions == 0)
+    [notice] = of_type(sink, Notice)
+    assert notice.text == (
+        "I couldn't say that aloud: The model service is not answering right now. "
+        "Please try again shortly."
+    )

@@ -14,7 +14,7 @@ import binascii
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import openai
 from openai import AsyncOpenAI
@@ -32,6 +32,7 @@ from openai.types.realtime.realtime_audio_config_input_param import (
 )
 from openai.types.realtime.realtime_audio_formats_param import AudioPCM
 from openai.types.realtime.realtime_response_usage import RealtimeResponseUsage
+from openai.types.websocket_connection_options import WebSocketConnectionOptions
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from core.errors import (
@@ -51,6 +52,10 @@ from core.models.realtime import (
 )
 
 _PCM_FORMAT: AudioPCM = {"type": "audio/pcm", "rate": 24_000}  # core.models.realtime.PCM_RATE
+# Closing waits at most 2 s for the server's answer, so a stopped reply never hangs on a
+# silent server. The SDK passes these options on to websockets.connect, whose close_timeout
+# its TypedDict does not list.
+_CONNECTION = cast(WebSocketConnectionOptions, {"close_timeout": 2.0})
 _AUDIO_DELTA = "response.output_audio.delta"
 _TRANSCRIPT_DELTA = "response.output_audio_transcript.delta"
 _APPEND_BYTES = 256 * 1024
@@ -145,7 +150,9 @@ class OpenAIRealtime:
         heard = _Heard()
         try:
             async with asyncio.timeout(self._timeout):
-                async with self._client.realtime.connect(model=model) as connection:
+                async with self._client.realtime.connect(
+                    model=model, websocket_connection_options=_CONNECTION
+                ) as connection:
                     await connection.session.update(session=session)
                     await exchange(connection)
                     await _read(connection, heard, wait_for_transcript=wait_for_transcript)

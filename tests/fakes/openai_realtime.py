@@ -112,6 +112,7 @@ class _State:
     record: RealtimeSession
     items: list[_Item] = field(default_factory=list)
     buffer: bytearray = field(default_factory=bytearray)
+    responding: asyncio.Task[bool] | None = None
 
 
 class FakeRealtime:
@@ -195,17 +196,19 @@ class FakeRealtime:
                 if not isinstance(event, dict):
                     await _send(ws, _invalid("The event must be a JSON object."))
                     continue
-                if not await self._dispatch(ws, request, state, event):
-                    break
+                await self._dispatch(ws, request, state, event)
         finally:
+            if state.responding is not None:
+                state.responding.cancel()
             with self._lock:
                 state.record.closed = True
         return ws
 
     async def _dispatch(
         self, ws: web.WebSocketResponse, request: web.Request, state: _State, event: dict[str, Any]
-    ) -> bool:
-        """Answer one client event; False once the connection was dropped."""
+    ) -> None:
+        """Answer one client event; a response streams in its own task, as the service
+        keeps reading client events (a close, a cancel) while it answers."""
         kind = event.get("type")
         if kind == "session.update":
             await self._update_session(ws, state, event.get("session"))
@@ -224,10 +227,14 @@ class FakeRealtime:
             state.buffer.clear()
             await _send(ws, {"type": "input_audio_buffer.cleared"})
         elif kind == "response.create":
-            return await self._respond(ws, request, state)
+            if state.responding is not None and not state.responding.done():
+                message = "Conversation already has an active response in progress."
+                code = "conversation_already_has_active_response"
+                await _send(ws, _error_event("invalid_request_error", code, message))
+            else:
+                state.responding = asyncio.create_task(self._respond(ws, request, state))
         else:
             await _send(ws, _invalid(f"Invalid value: '{kind}'. Unknown event type.", "type"))
-        return True
 
     async def _update_session(
         self, ws: web.WebSocketResponse, state: _State, session: object
@@ -389,6 +396,10 @@ class FakeRealtime:
         words = _split(answer, pieces)
         base = {"response_id": response_id, "item_id": item_id, "output_index": 0}
         for index in range(pieces):
+            if ws.closed:  # the client went away mid-answer
+                with self._lock:
+                    record.responses.append(RealtimeResponse(answer, {}, seconds, cut=True))
+                return False
             if cut_after is not None and index >= cut_after:
                 with self._lock:
                     record.responses.append(RealtimeResponse(answer, {}, seconds, cut=True))
