@@ -1,7 +1,8 @@
 """Images and audio as the core sees them, and the ports that prepare, transcribe, speak
 and draw them. Implementations: ``core.media.pillow_images`` (Pillow),
 ``core.media.ffmpeg_audio`` (ffmpeg + pydub),
-``core.media.openai_media`` (the OpenAI audio and image APIs)."""
+``core.media.openai_media`` (the OpenAI audio and image APIs),
+``core.media.realtime_speech`` (speech through the Realtime API)."""
 
 from __future__ import annotations
 

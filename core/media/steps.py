@@ -1,4 +1,5 @@
-"""The media steps of a turn: hearing voice, seeing pictures, drawing and speaking.
+"""The media steps of a turn: hearing voice, seeing pictures, drawing, speaking, and
+talking (a voice note answered by voice in one realtime session).
 
 Each step that calls the API reserves its estimated cost against the budgets first, settles
 to the real cost afterwards (or releases on failure), and returns one usage row per call.
