@@ -12,7 +12,7 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -142,7 +142,7 @@ class OpenAIRealtime:
         self,
         model: str,
         session: RealtimeSessionCreateRequestParam,
-        exchange: Any,
+        exchange: Callable[[AsyncRealtimeConnection], Awaitable[None]],
         *,
         wait_for_transcript: bool,
     ) -> _Heard:
