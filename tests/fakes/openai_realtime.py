@@ -341,18 +341,21 @@ class FakeRealtime:
         self, ws: web.WebSocketResponse, state: _State, item: _Item, *, audio: bool = False
     ) -> None:
         state.items.append(item)
-        shown = f"<audio: {item.text}>" if audio or item.audio_seconds else item.text
+        audio = audio or item.audio_seconds > 0
         with self._lock:
-            state.record.items.append((item.role, shown))
+            state.record.items.append((item.role, f"<audio: {item.text}>" if audio else item.text))
+        content = (
+            [{"type": "input_audio", "transcript": None}]
+            if audio
+            else [{"type": "input_text", "text": item.text}]
+        )
         view = {
             "id": item.id,
             "object": "realtime.item",
             "type": "message",
             "status": "completed",
             "role": item.role,
-            "content": [{"type": "input_audio" if audio else "input_text", "transcript": None}]
-            if audio
-            else [{"type": "input_text", "text": item.text}],
+            "content": content,
         }
         await _send(ws, {"type": "conversation.item.added", "item": view})
         await _send(ws, {"type": "conversation.item.done", "item": view})
