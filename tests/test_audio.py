@@ -355,4 +355,6 @@ async def test_pcm16_for_a_realtime_session(workspaces: Path) -> None:
         await FfmpegAudio(FFMPEG, max_seconds=0.5).pcm16(
             tone_segments([(440, 1.0)]), "voice.ogg", rate=24_000
         )
+    with pytest.raises(MediaTooLarge, match=r"limit is 0\.5 second"):
+        await audio.pcm16(tone_segments([(440, 1.0)]), "voice.ogg", rate=24_000, max_seconds=0.5)
     assert leftovers(workspaces) == []

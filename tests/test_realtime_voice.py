@@ -284,3 +284,20 @@ async def test_a_session_that_outlasts_the_timeout_is_closed_with_a_clear_line(
         "I couldn't say that aloud: The model service is not answering right now. "
         "Please try again shortly."
     )
+
+
+async def test_voice_talk_refuses_a_recording_longer_than_a_session_takes(
+    make_app: AppFactory, fake_openai: FakeOpenAI
+) -> None:
+    from core.media import steps
+
+    long_note = make_audio.tone_segments([(440, steps.TALK_INPUT_SECONDS + 2.0)])
+    async with make_app() as app:
+        await app.engine.set_voice(KEY, True, talk=True)
+        sink = await send(app, "", Attachment(long_note, "voice.ogg", "audio/ogg"))
+    [failed] = of_type(sink, ReplyFailed)
+    assert failed.message == (
+        "That recording is too long; the limit is 5 minutes. Voice-to-voice talk takes up "
+        "to 5 minutes; send /voice on to have longer recordings transcribed and answered."
+    )
+    assert fake_openai.realtime.sessions == []

@@ -188,13 +188,17 @@ class FfmpegAudio:
         _check_not_empty(seconds)
         return VoiceNote(ogg, seconds)
 
-    async def pcm16(self, data: bytes, filename: str, *, rate: int) -> bytes:
+    async def pcm16(
+        self, data: bytes, filename: str, *, rate: int, max_seconds: float | None = None
+    ) -> bytes:
         """``data`` as raw mono PCM16 (little-endian) at ``rate`` Hz, in one ffmpeg run: the
         input of a realtime session.
 
-        Raises ``MediaTooLarge`` over ``max_input_bytes`` or ``max_seconds`` and
-        ``UnsupportedMedia`` for unreadable, silent-video or empty files.
+        Raises ``MediaTooLarge`` over ``max_input_bytes`` or ``max_seconds`` (the smaller of
+        the argument and the converter's) and ``UnsupportedMedia`` for unreadable,
+        silent-video or empty files.
         """
+        limit = min(self._max_seconds, max_seconds or self._max_seconds)
         if len(data) > self._max_input_bytes:
             raise MediaTooLarge(
                 f"That audio file is too large ({_megabytes(len(data), up=True)}); "
@@ -209,12 +213,14 @@ class FfmpegAudio:
             pcm = await self._run(
                 folder,
                 *_untrusted_input(source),
-                *("-map", "0:a:0", "-t", f"{self._max_seconds + 1:.3f}"),
+                # A second over the limit is all it takes to tell a file is too long.
+                *("-map", "0:a:0", "-t", f"{limit + 1:.3f}"),
                 *("-ac", "1", "-ar", str(rate), "-f", "s16le", "pipe:1"),
             )
         seconds = len(pcm) // 2 / rate
         _check_not_empty(seconds)
-        self._check_duration(seconds)
+        if seconds > limit:
+            raise MediaTooLarge(f"That recording is too long; the limit is {_duration(limit)}.")
         return pcm
 
     async def _plan_cuts(self, folder: Path, name: str, pages: _OggPages) -> list[float]:

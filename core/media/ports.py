@@ -173,10 +173,13 @@ class AudioConverter(Protocol):
     async def voice_note(self, parts: Sequence[bytes]) -> VoiceNote:
         """Join speech chunks, in order, into one OGG/Opus voice note."""
 
-    async def pcm16(self, data: bytes, filename: str, *, rate: int) -> bytes:
+    async def pcm16(
+        self, data: bytes, filename: str, *, rate: int, max_seconds: float | None = None
+    ) -> bytes:
         """``data`` as raw mono PCM16 at ``rate`` Hz (a realtime session's input).
 
-        Raises ``UnsupportedMedia`` for corrupt, empty or unreadable audio.
+        Raises ``UnsupportedMedia`` for corrupt, empty or unreadable audio and
+        ``MediaTooLarge`` for audio longer than ``max_seconds``.
         """
 
 

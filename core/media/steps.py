@@ -19,7 +19,13 @@ from zoneinfo import ZoneInfo
 
 from core.clock import Clock
 from core.conversation.store import UsageRecord
-from core.errors import UnsupportedMedia, UpstreamRejected, UpstreamUnavailable, UserInputError
+from core.errors import (
+    MediaTooLarge,
+    UnsupportedMedia,
+    UpstreamRejected,
+    UpstreamUnavailable,
+    UserInputError,
+)
 from core.media.ports import (
     Attachment,
     AudioConverter,
@@ -48,6 +54,9 @@ from core.money.prices import PriceTable
 from core.money.pricing import realtime_cost, realtime_price_sheet
 
 PARALLEL_CALLS = 4
+TALK_INPUT_SECONDS = 300
+"""The longest voice note ``/voice talk`` sends to a realtime session (longer ones are for
+``/voice on``: transcribed, split if need be, and answered)."""
 TALK_ANSWER_SECONDS = 90
 """The longest spoken answer ``/voice talk`` asks for (its output tokens are capped to it)."""
 AUDIO_TOKENS_PER_SECOND = 20
@@ -309,7 +318,15 @@ class MediaSteps:
         realtime = self._kit.realtime
         if spec.prices is None or realtime is None:
             raise UserInputError("Voice-to-voice talk needs a realtime speech model.")
-        pcm = await self._kit.converter.pcm16(audio.data, audio.filename, rate=PCM_RATE)
+        try:
+            pcm = await self._kit.converter.pcm16(
+                audio.data, audio.filename, rate=PCM_RATE, max_seconds=TALK_INPUT_SECONDS
+            )
+        except MediaTooLarge as exc:
+            raise MediaTooLarge(
+                f"{exc} Voice-to-voice talk takes up to {TALK_INPUT_SECONDS // 60} minutes; "
+                "send /voice on to have longer recordings transcribed and answered."
+            ) from None
         seconds = pcm_seconds(pcm)
         transcription = self.options.transcription.id
         max_output = TALK_ANSWER_SECONDS * AUDIO_TOKENS_PER_SECOND
