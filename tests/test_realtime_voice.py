@@ -17,8 +17,10 @@ import pytest
 from core.conversation.commands import parse_command, run_command
 from core.conversation.events import Notice, ReplyFailed, ReplyFinished, Transcribed, VoiceReady
 from core.media.ports import Attachment
+from core.models.registry import load_registry
 from core.money.budgets import Budget, Payer, Scope, place_of
 from core.money.periods import Period
+from core.money.prices import load_prices
 from tests import make_audio
 from tests.conftest import API_KEY, AppFactory
 from tests.fakes.openai_server import FakeOpenAI
@@ -35,7 +37,9 @@ TEXT_IN, CACHED_TEXT_IN, TEXT_OUT, AUDIO_IN, AUDIO_OUT = (
     10_000_000,
     20_000_000,
 )
-TRANSCRIPTION_PER_MINUTE = 3_000  # gpt-4o-mini-transcribe in prices.toml
+# What the session transcribes the user's words with: the shipped transcription default.
+TRANSCRIBER = load_registry().media.transcriber(None).id
+TRANSCRIPTION_PER_MINUTE = load_prices().transcription_per_minute[TRANSCRIBER]
 
 
 def realtime_micros(usage: dict[str, object]) -> int:
@@ -160,7 +164,7 @@ async def test_voice_talk_answers_a_voice_note_by_voice_and_remembers_both_sides
         ("assistant", "Echo: hello first"),
         ("user", "<audio: tone440 tone660>"),
     ]
-    assert session.transcription_model == "gpt-4o-mini-transcribe"
+    assert session.transcription_model == TRANSCRIBER
     assert fake_openai.transcriptions == []
     # The next text turn remembers what was said and answered.
     last = fake_openai.model_requests()[-1]
@@ -201,7 +205,7 @@ async def test_voice_talk_ledger_rows_and_a_cut_talk_turn(
     assert talk.input_tokens == first.responses[0].usage["input_tokens"]
     assert (heard.kind, heard.model, heard.unit) == (
         "transcription",
-        "gpt-4o-mini-transcribe",
+        TRANSCRIBER,
         "audio_ms",
     )
     assert heard.units == pytest.approx(1000, abs=30)
