@@ -50,6 +50,8 @@ from core.models.demo import DemoGateway
 from core.models.lifecycle import ModelLifecycle, warnings
 from core.models.llm import LLMGateway
 from core.models.openai_gateway import OpenAIGateway, RetryPolicy
+from core.models.openai_realtime import OpenAIRealtime
+from core.models.realtime import RealtimeVoice
 from core.models.registry import Registry, load_registry
 from core.money.budgets import BudgetLedger
 from core.money.metering import Meter
@@ -140,6 +142,7 @@ class App:
     outbox: Outbox
     metrics: PrometheusMetrics
     recovery: TurnRecovery
+    media: MediaSteps
 
     @property
     def store(self) -> ConversationStore:
@@ -160,6 +163,8 @@ class ModelPorts:
     transcriber: Transcriber
     speech: SpeechSynthesizer
     images: ImageGenerator
+    realtime: RealtimeVoice | None = None
+    """Realtime voice sessions: speech for realtime models, and ``/voice talk``."""
 
 
 Provider = Callable[[Settings, Registry, MediaOptions], AbstractAsyncContextManager[ModelPorts]]
@@ -207,6 +212,7 @@ async def bootstrap(
             transcriber=ports.transcriber,
             speech=ports.speech,
             images=ports.images,
+            realtime=ports.realtime,
         )
         meter = Meter(storage.budgets, clock, settings.zone)
         outbox = Outbox(storage.store, storage.access.admins)
@@ -233,7 +239,9 @@ async def bootstrap(
         store = storage.store
         metrics = PrometheusMetrics()
         turns = TurnRunner()
-        choices = ConversationChoices(store, registry, turns, clock, can_speak=True)
+        choices = ConversationChoices(
+            store, registry, turns, clock, can_speak=True, can_talk=media.can_talk
+        )
         writes = DurableWrites(
             store,
             storage.journal,
@@ -298,6 +306,7 @@ async def bootstrap(
             TurnRecovery(
                 storage.journal, outbox, pipeline, clock=clock, owner=owner, writes=writes
             ),
+            media,
         )
 
 
@@ -322,6 +331,7 @@ async def openai_models(
             gateway=OpenAIGateway(client, retry),
             transcriber=OpenAITranscriber(client, retry),
             speech=OpenAISpeech(client, retry, max_input_chars=media.speech.max_input_chars),
+            realtime=OpenAIRealtime(client, timeout_seconds=settings.openai_timeout_seconds),
             images=OpenAIImages(
                 client,
                 retry,
@@ -383,7 +393,8 @@ def media_options_of(settings: Settings, registry: Registry, prices: PriceTable)
             raise ConfigError(f"{variable}={value!r} is not one of: {', '.join(allowed)}")
     prices.image_cost(image.id, size, quality)
     prices.transcription_cost(transcription.id, 60)
-    prices.speech_cost(speech.id, 1)
+    if not speech.realtime:
+        prices.speech_cost(speech.id, 1)  # realtime models carry their prices in the registry
     return MediaOptions(
         image=image,
         image_size=size,

@@ -23,7 +23,8 @@ SwitchboardError
     │   └── ModelNotFound      the model does not exist (any more): its successor is tried
     └── UpstreamUnavailable 5xx (an outage): retried with backoff
         ├── UpstreamUnreachable  connection refused, DNS or TLS failure: retried
-        └── UpstreamTimeout      no answer within SWITCHBOARD_OPENAI_TIMEOUT_SECONDS: retried
+        ├── UpstreamTimeout      no answer within SWITCHBOARD_OPENAI_TIMEOUT_SECONDS: retried
+        └── SessionCut           a realtime session ended before its answer was complete
 
 Upstream messages are written for operators (they are logged, and name the setting to check);
 ``user_message`` gives chat users the short words instead.
@@ -132,6 +133,10 @@ class UpstreamTimeout(UpstreamUnavailable):
     """The provider did not answer in time."""
 
 
+class SessionCut(UpstreamUnavailable):
+    """A realtime voice session closed before its answer was complete."""
+
+
 def user_message(error: BaseException) -> str:
     """Return the short, friendly text a chat user sees for ``error``; never a traceback."""
     if isinstance(error, UserInputError):
@@ -151,6 +156,8 @@ def user_message(error: BaseException) -> str:
         return "The assistant is misconfigured and cannot reach its model. Please tell an admin."
     if isinstance(error, UpstreamRejected):
         return "The model could not answer that request. Try rephrasing it, or /reset."
+    if isinstance(error, SessionCut):
+        return "The voice connection was cut before the answer was complete. Please try again."
     if isinstance(error, UpstreamTimeout):
         return "The model took too long to answer. Please try again."
     if isinstance(error, UpstreamUnreachable):

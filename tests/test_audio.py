@@ -338,3 +338,23 @@ def test_find_ffmpeg_rejects_a_bad_setting(setting: str, tmp_path: Path) -> None
 
     with pytest.raises(ConfigError, match="SWITCHBOARD_FFMPEG"):
         find_ffmpeg(configured)
+
+
+async def test_pcm16_for_a_realtime_session(workspaces: Path) -> None:
+    audio = FfmpegAudio(FFMPEG)
+    pcm = await audio.pcm16(tone_segments([(440, 1.0)], "m4a"), "memo.m4a", rate=24_000)
+    samples = [int.from_bytes(pcm[i : i + 2], "little", signed=True) for i in range(0, len(pcm), 2)]
+    assert len(samples) / 24_000 == pytest.approx(1.0, abs=0.05)
+    # make_audio.frequency counts in 16 kHz samples; these are 24 kHz.
+    assert frequency(samples) * 24_000 / RATE == pytest.approx(440, abs=10)
+    with pytest.raises(UnsupportedMedia):
+        await audio.pcm16(make_audio.corrupt_audio(), "voice.ogg", rate=24_000)
+    with pytest.raises(UnsupportedMedia, match=EMPTY):
+        await audio.pcm16(b"", "voice.ogg", rate=24_000)
+    with pytest.raises(MediaTooLarge):
+        await FfmpegAudio(FFMPEG, max_seconds=0.5).pcm16(
+            tone_segments([(440, 1.0)]), "voice.ogg", rate=24_000
+        )
+    with pytest.raises(MediaTooLarge, match=r"limit is 0\.5 second"):
+        await audio.pcm16(tone_segments([(440, 1.0)]), "voice.ogg", rate=24_000, max_seconds=0.5)
+    assert leftovers(workspaces) == []

@@ -299,7 +299,8 @@ async def test_voice_on_speaks_long_replies_in_chunks_as_one_voice_note(
     paragraph = "This sentence is part of a long answer that will be read aloud. " * 20
     answer = "\n\n".join([paragraph] * 7)  # about 9,000 characters
     fake_openai.enqueue(Scripted(text=answer))
-    async with make_app(SWITCHBOARD_SPEECH_VOICE="nova") as app:
+    speech_endpoint = {"SWITCHBOARD_SPEECH_MODEL": "gpt-4o-mini-tts"}
+    async with make_app(SWITCHBOARD_SPEECH_VOICE="nova", **speech_endpoint) as app:
         await app.choices.set_voice(KEY, True)
         sink = await send(app, "tell me a lot")
         conversation = await app.store.active_conversation(KEY)

@@ -456,3 +456,31 @@ def test_an_unreadable_or_invalid_file_is_refused_naming_it(tmp_path: Path) -> N
     broken = write(tmp_path / "broken.toml", "[speech_per_million_chars\n")
     with pytest.raises(ConfigError, match=f"{broken} is not valid TOML"):
         load_prices(broken)
+
+
+def test_realtime_cost_prices_text_and_audio_apart_and_rounds_up() -> None:
+    from core.models.realtime import RealtimeUsage
+    from core.models.registry import RealtimePrices
+    from core.money.pricing import realtime_cost
+
+    prices = RealtimePrices(
+        text_input="4.00",
+        cached_text_input="0.40",
+        text_output="16.00",
+        audio_input="32.00",
+        cached_audio_input="0.40",
+        audio_output="64.00",
+    )
+    usage = RealtimeUsage(
+        text_input=1_000,
+        cached_text_input=400,
+        audio_input=500,
+        cached_audio_input=100,
+        text_output=30,
+        audio_output=700,
+    )
+    # 600 * 4 + 400 * 0.4 + 400 * 32 + 100 * 0.4 + 30 * 16 + 700 * 64 = 60 680 micro-dollars
+    assert realtime_cost(prices, usage) == 60_680
+    assert realtime_cost(prices, RealtimeUsage(text_input=1)) == 4
+    assert realtime_cost(prices, RealtimeUsage(cached_text_input=1, text_input=1)) == 1  # 0.4 up
+    assert realtime_cost(prices, RealtimeUsage()) == 0

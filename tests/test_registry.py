@@ -293,7 +293,9 @@ def test_shipped_media_models_are_consistent_and_priced(shipped: Registry) -> No
     for name in media.transcription:
         assert prices.transcription_cost(name, 60) > 0
     for speech in media.speech.values():
-        assert speech.voices and prices.speech_cost(speech.id, 1000) > 0
+        # Realtime models carry token prices in the registry; the others are per character.
+        priced = speech.prices is not None if speech.realtime else prices.speech_cost(speech.id, 1)
+        assert speech.voices and priced
 
 
 def test_media_defaults_must_name_known_models(tmp_path: Path) -> None:
@@ -310,4 +312,28 @@ def test_an_image_model_default_size_must_be_offered(tmp_path: Path) -> None:
     override = tmp_path / "models.toml"
     override.write_text('[image_models."dall-e-3"]\nsize = "640x480"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="dall-e-3"):
+        load_registry(override)
+
+
+def test_realtime_speech_models_carry_token_prices_and_lifecycle(
+    shipped: Registry, tmp_path: Path
+) -> None:
+    default = shipped.media.speaker(None)
+    assert (default.id, default.realtime) == ("gpt-realtime-2.1-mini", True)
+    assert default.prices is not None and default.prices.audio_output == 20_000_000
+    assert default.prices.cached_audio == default.prices.audio_input  # unlisted: uncached price
+    older = shipped.media.speaker("gpt-realtime")
+    assert (str(older.shutdown), older.successor) == ("2027-01-20", "gpt-realtime-2.1")
+    override = tmp_path / "models.toml"
+    override.write_text(
+        '[speech_models."my-realtime"]\napi = "realtime"\nvoices = ["marin"]\n', encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match=r"my-realtime.*token prices"):
+        load_registry(override)
+    override.write_text(
+        '[speech_models."tts-1"]\nprices = { text_input = "1", cached_text_input = "1", '
+        'text_output = "1", audio_input = "1", audio_output = "1" }\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"tts-1.*per character"):
         load_registry(override)

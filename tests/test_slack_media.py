@@ -23,6 +23,7 @@ from bots.slack.events import SlackPlace, conversation_key
 from bots.slack.files import is_slack_url
 from bots.slack.reply import SlackReply
 from core.conversation.events import ReplyFinished, TextDelta, Transcribed
+from tests import make_audio
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.slack_server import FakeSlack, SentMessage, UploadedFile
@@ -282,7 +283,7 @@ async def test_edit_command_changes_the_picture_sent_in_that_dm(
     assert_nothing_leaked(fake_openai, slack)
 
 
-async def test_spoken_replies_arrive_as_an_ogg_opus_file_after_the_text(
+async def test_spoken_replies_arrive_as_an_ogg_opus_file_after_the_text_through_realtime(
     make_app: AppFactory, slack: FakeSlack, fake_openai: FakeOpenAI
 ) -> None:
     dm = slack.dm_channel(ADA)
@@ -303,8 +304,12 @@ async def test_spoken_replies_arrive_as_an_ogg_opus_file_after_the_text(
     answer, audio = bot_messages(slack, dm)
     assert section_texts(answer) == "Echo: say hello"
     assert audio.files and answer.ts < audio.ts
-    [speech] = fake_openai.speeches
-    assert speech.input == "Echo: say hello"
+    assert fake_openai.speeches == []  # the default speech model is a realtime one
+    [session] = fake_openai.realtime.sessions
+    assert session.items == [("user", "Echo: say hello")] and session.closed
+    [response] = session.responses
+    samples = make_audio.decode(upload.content)
+    assert len(samples) / make_audio.RATE == pytest.approx(response.audio_seconds, abs=0.1)
 
 
 async def test_a_picture_drawn_by_the_tool_is_the_whole_answer(

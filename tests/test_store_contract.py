@@ -513,6 +513,23 @@ class TestConversationStoreContract:
         assert (await store.active_conversation(KEY)).voice is True
         assert (await store.start_conversation(KEY)).voice is False
 
+    async def test_voice_talk_is_remembered_and_needs_voice_on(
+        self, store: ConversationStore
+    ) -> None:
+        conversation = await store.active_conversation(KEY)
+        assert conversation.voice_talk is False
+
+        await store.set_voice(conversation.id, True, talk=True)
+        talking = await store.active_conversation(KEY)
+        assert (talking.voice, talking.voice_talk) == (True, True)
+
+        await store.set_voice(conversation.id, True)
+        assert (await store.active_conversation(KEY)).voice_talk is False
+        await store.set_voice(conversation.id, False, talk=True)
+        silent = await store.active_conversation(KEY)
+        assert (silent.voice, silent.voice_talk) == (False, False)
+        assert (await store.start_conversation(KEY)).voice_talk is False
+
     async def test_usage_rows_keep_their_units(self, store: ConversationStore) -> None:
         user_id = await store.ensure_user(ALICE)
         conversation = await store.active_conversation(KEY)

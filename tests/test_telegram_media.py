@@ -232,7 +232,7 @@ async def test_edit_without_a_description_explains_itself(
     assert fake_openai.images == []
 
 
-async def test_spoken_replies_arrive_as_an_opus_voice_note(
+async def test_spoken_replies_arrive_as_an_opus_voice_note_through_a_realtime_session(
     make_app: AppFactory, telegram: FakeTelegram, fake_openai: FakeOpenAI
 ) -> None:
     async with running(make_app, telegram):
@@ -248,8 +248,15 @@ async def test_spoken_replies_arrive_as_an_opus_voice_note(
     assert note.content.startswith(b"OggS") and b"OpusHead" in note.content
     assert make_audio.opus_head(note.content)[0] == 1  # mono
     assert isinstance(call.params["duration"], int) and call.params["duration"] >= 1
-    [speech] = fake_openai.speeches
-    assert speech.input == "Echo: hello there"
+    # The default speech model speaks through the Realtime API, in one closed session.
+    assert fake_openai.speeches == []
+    [session] = fake_openai.realtime.sessions
+    assert session.model == "gpt-realtime-2.1-mini" and session.closed
+    assert session.items == [("user", "Echo: hello there")]
+    [response] = session.responses
+    samples = make_audio.decode(note.content)
+    assert len(samples) / make_audio.RATE == pytest.approx(response.audio_seconds, abs=0.1)
+    assert make_audio.frequency(samples) == pytest.approx(220, abs=5)  # the session's tone
 
 
 async def test_oversize_files_get_a_clear_reply_without_a_download(

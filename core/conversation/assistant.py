@@ -29,6 +29,7 @@ from core.conversation.spool import DurableWrites
 from core.conversation.store import ConversationStore, UsageRecord
 from core.conversation.tokens import MESSAGE_OVERHEAD, TokenCounter, TokenCounters
 from core.conversation.turns import Turn, TurnRunner
+from core.conversation.voice_talk import is_talk, talk_by_voice
 from core.errors import (
     ContextTooLong,
     ModelNotFound,
@@ -39,7 +40,7 @@ from core.errors import (
     user_message,
 )
 from core.logs import logged_turn
-from core.media.ports import PreparedImage
+from core.media.ports import PreparedImage, VoiceNote
 from core.media.steps import MediaSteps, Seen
 from core.metrics import Metrics, error_kind, watched_turn
 from core.models.lifecycle import ModelLifecycle
@@ -92,6 +93,7 @@ class _TurnState:
     tools_used: list[str] = field(default_factory=list)
     pictures: dict[int, tuple[PreparedImage, ...]] = field(default_factory=dict)
     drawn: list[PreparedImage] = field(default_factory=list)
+    spoken: VoiceNote | None = None
 
     @property
     def charge(self) -> Charge:
@@ -240,12 +242,17 @@ class Assistant:
             return
         await self._finish(state, cancelled=False)
         await sink.emit(ReplyFinished(state.text))
-        if speak and state.conversation.voice and state.text.strip():
+        if state.spoken is not None:
+            await sink.emit(VoiceReady(state.spoken))
+        elif speak and state.conversation.voice and state.text.strip():
             await self._speak(state)
 
     async def _converse(self, state: _TurnState) -> None:
         """A chat turn: hear and see what was attached, store the message, answer it."""
         message = state.message
+        if is_talk(message, state.conversation, self._media) and not message.stored:
+            await self._talk(state)
+            return
         text = message.text if message.text.strip() else ""
         usage: list[UsageRecord] = []
         seen = Seen((), ())
@@ -296,6 +303,26 @@ class Assistant:
         if seen.full:
             state.pictures[stored.id] = seen.full
         await self._generate(state)
+
+    async def _talk(self, state: _TurnState) -> None:
+        """``/voice talk``: the voice note answered voice-to-voice by a realtime model."""
+        talked = await talk_by_voice(
+            state.message,
+            media=self._media,
+            store=self._store,
+            conversation=state.conversation,
+            instructions=state.mode.system_prompt.replace(
+                "{date}", self._clock.now().date().isoformat()
+            ),
+            author_id=state.user_id,
+            counter=state.counter,
+            charge=state.charge,
+            sink=state.sink,
+            usage=state.usage,
+        )
+        self._context.remember(talked.stored, state.conversation.last_message_id)
+        state.last_message_id = talked.stored.id
+        state.text, state.spoken = talked.answer, talked.note
 
     async def _draw(self, state: _TurnState, *, edit: bool) -> None:
         """``/image`` and ``/edit``: the prompt and the picture are kept in history."""

@@ -25,12 +25,14 @@ class ConversationChoices:
         clock: Clock,
         *,
         can_speak: bool,
+        can_talk: bool = False,
     ) -> None:
         self.registry = registry
         self._clock = clock
         self._store = store
         self._turns = turns
         self._can_speak = can_speak
+        self._can_talk = can_talk
 
     async def set_mode(self, key: ConversationKey, name: str | None) -> ModeSpec:
         """Choose the mode of ``key``'s conversation; raises ``UnknownChoice``."""
@@ -47,17 +49,25 @@ class ConversationChoices:
         await self._store.set_model(conversation.id, model.id)
         return model
 
-    async def set_voice(self, key: ConversationKey, on: bool) -> None:
-        """Make replies in ``key`` arrive also as speech (``/voice on``), or not."""
+    async def set_voice(self, key: ConversationKey, on: bool, *, talk: bool = False) -> None:
+        """Make replies in ``key`` arrive also as speech (``/voice on``), or not; with
+        ``talk``, voice notes are answered voice-to-voice (``/voice talk``)."""
         if on and not self._can_speak:
             raise UserInputError("Spoken replies are not set up on this bot.")
+        if talk and not self._can_talk:
+            raise UserInputError("Voice-to-voice talk needs a realtime speech model on this bot.")
         conversation = await self._store.active_conversation(key)
-        await self._store.set_voice(conversation.id, on)
+        await self._store.set_voice(conversation.id, on, talk=talk)
 
     async def voice_enabled(self, key: ConversationKey) -> bool:
         """Whether replies in ``key`` are also spoken."""
         conversation = await self._store.find_active(key)
         return conversation is not None and conversation.voice
+
+    async def voice_talking(self, key: ConversationKey) -> bool:
+        """Whether voice notes in ``key`` are answered voice-to-voice."""
+        conversation = await self._store.find_active(key)
+        return conversation is not None and conversation.voice_talk
 
     async def current(self, key: ConversationKey) -> tuple[ModeSpec, ModelSpec]:
         """The mode and model that the next reply in ``key`` will use."""
@@ -95,5 +105,11 @@ class ConversationChoices:
         if place.model is not None:
             await self._store.set_model(conversation.id, place.model)
         if place.voice:
-            await self._store.set_voice(conversation.id, True)
-        return replace(conversation, mode=place.mode, model=place.model, voice=place.voice)
+            await self._store.set_voice(conversation.id, True, talk=place.voice_talk)
+        return replace(
+            conversation,
+            mode=place.mode,
+            model=place.model,
+            voice=place.voice,
+            voice_talk=place.voice_talk,
+        )

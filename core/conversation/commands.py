@@ -40,7 +40,7 @@ COMMANDS: dict[str, str] = {
     "model": "Show or choose the model: /model [name]",
     "image": "Draw a picture: /image <description>",
     "edit": "Change a picture: /edit <what to change> (with or after the picture)",
-    "voice": "Also hear my replies: /voice on|off",
+    "voice": "Also hear my replies: /voice on|off, or talk voice-to-voice: /voice talk",
     "usage": "Your spending and what is left of your budget",
     "quota": "Admins: /quota set|show|reset <who> … (budgets)",
     "allow": "Admins: let a user in: /allow <who>",
@@ -225,18 +225,18 @@ class Commands:
 
     async def _voice(self, key: ConversationKey, args: str) -> CommandReply:
         choice = args.lower()
-        if choice in ("on", "off"):
+        if choice in ("on", "off", "talk"):
             try:
-                await self._choices.set_voice(key, choice == "on")
+                await self._choices.set_voice(key, choice != "off", talk=choice == "talk")
             except UserInputError as exc:
                 return CommandReply(str(exc))
-            if choice == "on":
-                return CommandReply(
-                    "Spoken replies are on: each answer also comes as a voice note."
-                )
-            return CommandReply("Spoken replies are off.")
+            return CommandReply(_VOICE_STATES[choice])
         if args:
-            return CommandReply(f"Say /voice on or /voice off. {_usage('voice')}", _VOICE_CHOICES)
+            return CommandReply(
+                f"Say /voice on, /voice off or /voice talk. {_usage('voice')}", _VOICE_CHOICES
+            )
+        if await self._choices.voice_talking(key):
+            return CommandReply(_VOICE_STATES["talk"], _VOICE_CHOICES)
         state = "on" if await self._choices.voice_enabled(key) else "off"
         return CommandReply(f"Spoken replies are {state}.", _VOICE_CHOICES)
 
@@ -244,7 +244,19 @@ class Commands:
 _Handler = Callable[[ConversationKey, str], Awaitable[CommandReply]]
 
 
-_VOICE_CHOICES = (Choice("Voice on", "/voice on"), Choice("Voice off", "/voice off"))
+_VOICE_STATES = {
+    "on": "Spoken replies are on: each answer also comes as a voice note.",
+    "off": "Spoken replies are off.",
+    "talk": (
+        "Talk mode is on: send a voice note and I answer by voice, with both transcripts "
+        "shown. Text messages get spoken replies too."
+    ),
+}
+_VOICE_CHOICES = (
+    Choice("Voice on", "/voice on"),
+    Choice("Voice off", "/voice off"),
+    Choice("Talk", "/voice talk"),
+)
 
 
 def _mode_choices(registry: Registry) -> tuple[Choice, ...]:

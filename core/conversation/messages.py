@@ -100,7 +100,8 @@ class StoredMessage:
 @dataclass(frozen=True, slots=True)
 class Conversation:
     """The active conversation of a key, with the choices the user made in it (mode, model,
-    spoken replies) and the id of its newest message (None while it has none)."""
+    spoken replies, voice-to-voice talk) and the id of its newest message (None while it has
+    none)."""
 
     id: int
     key: ConversationKey
@@ -109,6 +110,7 @@ class Conversation:
     created_at: datetime
     last_message_id: int | None = None
     voice: bool = False
+    voice_talk: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,8 +76,9 @@ class ConversationStore(Protocol):
         """Move every conversation that chose model ``old`` to ``new`` (``old`` was retired);
         returns how many were moved."""
 
-    async def set_voice(self, conversation_id: int, on: bool) -> None:
-        """Remember whether replies in a conversation are also spoken."""
+    async def set_voice(self, conversation_id: int, on: bool, *, talk: bool = False) -> None:
+        """Remember whether replies in a conversation are also spoken, and whether its voice
+        notes are answered voice-to-voice (``/voice talk``; only together with ``on``)."""
 
     async def add_message(
         self,

@@ -188,6 +188,41 @@ class FfmpegAudio:
         _check_not_empty(seconds)
         return VoiceNote(ogg, seconds)
 
+    async def pcm16(
+        self, data: bytes, filename: str, *, rate: int, max_seconds: float | None = None
+    ) -> bytes:
+        """``data`` as raw mono PCM16 (little-endian) at ``rate`` Hz, in one ffmpeg run: the
+        input of a realtime session.
+
+        Raises ``MediaTooLarge`` over ``max_input_bytes`` or ``max_seconds`` (the smaller of
+        the argument and the converter's) and ``UnsupportedMedia`` for unreadable,
+        silent-video or empty files.
+        """
+        limit = min(self._max_seconds, max_seconds or self._max_seconds)
+        if len(data) > self._max_input_bytes:
+            raise MediaTooLarge(
+                f"That audio file is too large ({_megabytes(len(data), up=True)}); "
+                f"the limit is {_megabytes(self._max_input_bytes, up=False)}."
+            )
+        if not data:
+            raise UnsupportedMedia(EMPTY)
+        suffix = PurePath(filename).suffix.lower()
+        async with _workspace() as folder:
+            source = "input" + (suffix if suffix in AUDIO_SUFFIXES else "")
+            await asyncio.to_thread((folder / source).write_bytes, data)
+            pcm = await self._run(
+                folder,
+                *_untrusted_input(source),
+                # A second over the limit is all it takes to tell a file is too long.
+                *("-map", "0:a:0", "-t", f"{limit + 1:.3f}"),
+                *("-ac", "1", "-ar", str(rate), "-f", "s16le", "pipe:1"),
+            )
+        seconds = len(pcm) // 2 / rate
+        _check_not_empty(seconds)
+        if seconds > limit:
+            raise MediaTooLarge(f"That recording is too long; the limit is {_duration(limit)}.")
+        return pcm
+
     async def _plan_cuts(self, folder: Path, name: str, pages: _OggPages) -> list[float]:
         """Where to cut ``name`` so every part fits the upload limit: the quietest pause in
         the last ``_SEARCH_SECONDS`` before each part would be too big, else at the limit."""

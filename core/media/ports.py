@@ -1,7 +1,8 @@
 """Images and audio as the core sees them, and the ports that prepare, transcribe, speak
 and draw them. Implementations: ``core.media.pillow_images`` (Pillow),
 ``core.media.ffmpeg_audio`` (ffmpeg + pydub),
-``core.media.openai_media`` (the OpenAI audio and image APIs)."""
+``core.media.openai_media`` (the OpenAI audio and image APIs),
+``core.media.realtime_speech`` (speech through the Realtime API)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+from core.models.realtime import RealtimeUsage
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
@@ -125,10 +128,12 @@ class Transcript:
 
 @dataclass(frozen=True, slots=True)
 class Speech:
-    """One chunk of synthesised speech as the API returned it (OGG/Opus)."""
+    """One chunk of synthesised speech: audio ffmpeg reads (OGG/Opus from the speech
+    endpoint, WAV from a realtime session) and, from a realtime session, its token usage."""
 
     data: bytes
     request_id: str | None = None
+    tokens: RealtimeUsage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +173,15 @@ class AudioConverter(Protocol):
     async def voice_note(self, parts: Sequence[bytes]) -> VoiceNote:
         """Join speech chunks, in order, into one OGG/Opus voice note."""
 
+    async def pcm16(
+        self, data: bytes, filename: str, *, rate: int, max_seconds: float | None = None
+    ) -> bytes:
+        """``data`` as raw mono PCM16 at ``rate`` Hz (a realtime session's input).
+
+        Raises ``UnsupportedMedia`` for corrupt, empty or unreadable audio and
+        ``MediaTooLarge`` for audio longer than ``max_seconds``.
+        """
+
 
 class Transcriber(Protocol):
     """Speech to text (``OpenAITranscriber``)."""
@@ -177,7 +191,7 @@ class Transcriber(Protocol):
 
 
 class SpeechSynthesizer(Protocol):
-    """Text to speech (``OpenAISpeech``)."""
+    """Text to speech (``OpenAISpeech``, ``RealtimeSpeech``)."""
 
     @property
     def max_input_chars(self) -> int:

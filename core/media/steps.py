@@ -1,4 +1,5 @@
-"""The media steps of a turn: hearing voice, seeing pictures, drawing and speaking.
+"""The media steps of a turn: hearing voice, seeing pictures, drawing, speaking, and
+talking (a voice note answered by voice in one realtime session).
 
 Each step that calls the API reserves its estimated cost against the budgets first, settles
 to the real cost afterwards (or releases on failure), and returns one usage row per call.
@@ -8,13 +9,21 @@ Conversion (ffmpeg, Pillow) never runs on the event loop.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from core.conversation.store import UsageRecord
-from core.errors import ModelNotFound, UnsupportedMedia, UpstreamRejected, UserInputError
+from core.errors import (
+    MediaTooLarge,
+    ModelNotFound,
+    UnsupportedMedia,
+    UpstreamRejected,
+    UpstreamUnavailable,
+    UserInputError,
+)
 from core.media.ports import (
     Attachment,
     AudioConverter,
@@ -29,7 +38,15 @@ from core.media.ports import (
     Transcript,
     VoiceNote,
 )
+from core.media.realtime_speech import RealtimeSpeech, pcm_wav, speech_upper_bound
 from core.models.lifecycle import ModelLifecycle
+from core.models.realtime import (
+    PCM_RATE,
+    HistoryLine,
+    RealtimeUsage,
+    RealtimeVoice,
+    pcm_seconds,
+)
 from core.models.registry import (
     Entry,
     ImageModelSpec,
@@ -39,8 +56,17 @@ from core.models.registry import (
 )
 from core.money.metering import Bill, Charge, Meter
 from core.money.prices import PriceTable
+from core.money.pricing import realtime_cost, realtime_price_sheet
 
 PARALLEL_CALLS = 4
+TALK_INPUT_SECONDS = 300
+"""The longest voice note ``/voice talk`` sends to a realtime session (longer ones are for
+``/voice on``: transcribed, split if need be, and answered)."""
+TALK_ANSWER_SECONDS = 90
+"""The longest spoken answer ``/voice talk`` asks for (its output tokens are capped to it)."""
+AUDIO_TOKENS_PER_SECOND = 20
+"""Realtime audio tokens per second, an upper bound for input (the API counts about 10) and
+about what output uses."""
 
 _M = TypeVar("_M", bound=Entry)
 _R = TypeVar("_R")
@@ -64,13 +90,24 @@ class MediaOptions:
 
 @dataclass(frozen=True)
 class MediaKit:
-    """The media ports: conversion and the three APIs."""
+    """The media ports: conversion, the three APIs, and realtime voice sessions (for
+    ``/voice talk``; None where the bot has none)."""
 
     pictures: PictureProcessor
     converter: AudioConverter
     transcriber: Transcriber
     speech: SpeechSynthesizer
     images: ImageGenerator
+    realtime: RealtimeVoice | None = None
+
+
+@dataclass(frozen=True)
+class Talked:
+    """A voice note answered by voice: what was heard, the answer's words and its voice."""
+
+    heard: str
+    answer: str
+    note: VoiceNote
 
 
 @dataclass(frozen=True)
@@ -228,7 +265,8 @@ class MediaSteps:
 
     async def speak(self, text: str, charge: Charge, usage: list[UsageRecord]) -> VoiceNote:
         """Speak a reply: chunks within the speech API's limit, joined into one voice note.
-        A usage row is appended to ``usage`` as each chunk is spoken."""
+        A usage row is appended to ``usage`` as each chunk is spoken: per character from
+        the speech endpoint, per text and audio token from a realtime session."""
         return await self._with_successor(
             self.options.models.speech,
             self.options.speech,
@@ -238,26 +276,24 @@ class MediaSteps:
     async def _say(
         self, spec: SpeechModelSpec, text: str, charge: Charge, usage: list[UsageRecord]
     ) -> VoiceNote:
-        limit = min(spec.max_input_chars, self._kit.speech.max_input_chars)
+        speaker = self._speaker(spec)
+        limit = min(spec.max_input_chars, speaker.max_input_chars)
         chunks = speech_chunks(speakable(text), limit)
         if not chunks:
             raise UserInputError("There is nothing to say aloud in that reply.")
-        per_million = self._prices.speech_per_million_chars.get(spec.id, 0)
-        estimate = self._prices.speech_cost(spec.id, sum(len(c) for c in chunks))
+        if spec.prices is not None:
+            estimate = sum(
+                realtime_cost(spec.prices, speech_upper_bound(len(chunk))) for chunk in chunks
+            )
+        else:
+            estimate = self._prices.speech_cost(spec.id, sum(len(c) for c in chunks))
 
         async def say(chunk: str, bill: Bill) -> Speech:
-            speech = await self._speak(chunk, spec)
-            record = UsageRecord(
-                user_id=charge.user_id,
-                conversation_id=charge.conversation_id,
-                kind="speech",
-                model=spec.id,
-                units=len(chunk),
-                unit="characters",
-                cost_micros=self._prices.speech_cost(spec.id, len(chunk)),
-                prices={"per_1m_characters": per_million},
-                request_id=speech.request_id,
-            )
+            async with self._calls:
+                speech = await speaker.speak(
+                    chunk, model=spec.id, voice=self._voice(spec), speed=self.options.speed
+                )
+            record = self._speech_record(spec, chunk, speech, charge)
             bill.add(record.cost_micros)
             usage.append(record)
             return speech
@@ -281,6 +317,131 @@ class MediaSteps:
                 raise
             return await call(successor)
 
+    def _speaker(self, spec: SpeechModelSpec) -> SpeechSynthesizer:
+        """The port that speaks with ``spec``: a realtime session for a realtime model (a
+        speech-endpoint model's successor may be one), else the speech endpoint."""
+        if not spec.realtime:
+            return self._kit.speech
+        if self._kit.realtime is None:
+            raise UserInputError("Spoken replies need the Realtime API, which is not set up here.")
+        return RealtimeSpeech(self._kit.realtime, max_input_chars=spec.max_input_chars)
+
+    def _voice(self, spec: SpeechModelSpec) -> str:
+        """The configured voice, or ``spec``'s first when it does not offer it."""
+        return self.options.voice if self.options.voice in spec.voices else spec.voices[0]
+
+    def _speech_record(
+        self, spec: SpeechModelSpec, chunk: str, speech: Speech, charge: Charge
+    ) -> UsageRecord:
+        """The usage row of one spoken chunk, at the prices its model is billed by."""
+        if spec.prices is not None:
+            tokens = speech.tokens or RealtimeUsage()
+            cost = realtime_cost(spec.prices, tokens)
+            prices = realtime_price_sheet(spec.prices)
+        else:
+            tokens = RealtimeUsage()
+            cost = self._prices.speech_cost(spec.id, len(chunk))
+            prices = {"per_1m_characters": self._prices.speech_per_million_chars.get(spec.id, 0)}
+        return UsageRecord(
+            user_id=charge.user_id,
+            conversation_id=charge.conversation_id,
+            kind="speech",
+            model=spec.id,
+            input_tokens=tokens.input_tokens,
+            cached_input_tokens=tokens.cached_input_tokens,
+            output_tokens=tokens.output_tokens,
+            units=len(chunk),
+            unit="characters",
+            cost_micros=cost,
+            prices=prices,
+            request_id=speech.request_id,
+        )
+
+    @property
+    def can_talk(self) -> bool:
+        """Whether voice notes can be answered voice-to-voice: the speech model is a
+        realtime model and a realtime port is wired."""
+        return self.options.speech.prices is not None and self._kit.realtime is not None
+
+    async def talk(
+        self,
+        audio: Attachment,
+        *,
+        instructions: str,
+        history: Sequence[HistoryLine],
+        charge: Charge,
+        usage: list[UsageRecord],
+    ) -> Talked:
+        """Answer the voice note ``audio`` by voice in one realtime session, with ``history``
+        as context. The session's usage (at the realtime model's token prices) and its input
+        transcription (per minute, like ``hear``) are appended to ``usage``; the estimate,
+        reserved first, is the most the session may cost (its output is capped to it)."""
+        spec = self.options.speech
+        realtime = self._kit.realtime
+        if spec.prices is None or realtime is None:
+            raise UserInputError("Voice-to-voice talk needs a realtime speech model.")
+        try:
+            pcm = await self._kit.converter.pcm16(
+                audio.data, audio.filename, rate=PCM_RATE, max_seconds=TALK_INPUT_SECONDS
+            )
+        except MediaTooLarge as exc:
+            raise MediaTooLarge(
+                f"{exc} Voice-to-voice talk takes up to {TALK_INPUT_SECONDS // 60} minutes; "
+                "send /voice on to have longer recordings transcribed and answered."
+            ) from None
+        seconds = pcm_seconds(pcm)
+        transcription = self.options.transcription.id
+        max_output = TALK_ANSWER_SECONDS * AUDIO_TOKENS_PER_SECOND
+        bound = RealtimeUsage(
+            text_input=len(instructions) + sum(len(line.text) for line in history),
+            audio_input=math.ceil(seconds * AUDIO_TOKENS_PER_SECOND),
+            audio_output=max_output,
+        )
+        heard_cost = self._prices.transcription_cost(transcription, seconds)
+        estimate = realtime_cost(spec.prices, bound) + heard_cost
+        async with self._meter.reserved(charge.payer, estimate) as bill:
+            async with self._calls:
+                spoken = await realtime.answer(
+                    pcm,
+                    model=spec.id,
+                    voice=self.options.voice,
+                    instructions=instructions,
+                    history=history,
+                    transcription_model=transcription,
+                    max_output_tokens=max_output,
+                )
+            records = (
+                UsageRecord(
+                    user_id=charge.user_id,
+                    conversation_id=charge.conversation_id,
+                    kind="talk",
+                    model=spec.id,
+                    input_tokens=spoken.usage.input_tokens,
+                    cached_input_tokens=spoken.usage.cached_input_tokens,
+                    output_tokens=spoken.usage.output_tokens,
+                    cost_micros=realtime_cost(spec.prices, spoken.usage),
+                    prices=realtime_price_sheet(spec.prices),
+                    request_id=spoken.response_id,
+                ),
+                UsageRecord(
+                    user_id=charge.user_id,
+                    conversation_id=charge.conversation_id,
+                    kind="transcription",
+                    model=transcription,
+                    units=round(seconds * 1000),
+                    unit="audio_ms",
+                    cost_micros=heard_cost,
+                    prices={"per_minute": self._prices.transcription_per_minute[transcription]},
+                ),
+            )
+            for record in records:
+                bill.add(record.cost_micros)
+                usage.append(record)
+        if not spoken.audio:
+            raise UpstreamUnavailable("the realtime session answered without audio")
+        note = await self._kit.converter.voice_note([pcm_wav(spoken.audio)])
+        return Talked(spoken.heard, spoken.answer, note)
+
     async def _transcribe(self, part: AudioPart, model: str) -> Transcript:
         async with self._calls:
             try:
@@ -293,13 +454,6 @@ class MediaSteps:
                     "The transcription service could not read that audio. Please send it "
                     "again as a voice note or a common audio file (OGG, MP3, M4A, WAV)."
                 ) from exc
-
-    async def _speak(self, chunk: str, spec: SpeechModelSpec) -> Speech:
-        voice = self.options.voice if self.options.voice in spec.voices else spec.voices[0]
-        async with self._calls:
-            return await self._kit.speech.speak(
-                chunk, model=spec.id, voice=voice, speed=self.options.speed
-            )
 
 
 _FENCE = re.compile(r"```.*?(?:```|\Z)", re.S)

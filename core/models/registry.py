@@ -37,13 +37,41 @@ class TokenPrices(BaseModel):
     @field_validator("input", "cached_input", "output", mode="before")
     @classmethod
     def _dollars_to_micro(cls, value: object) -> int:
-        amount = Decimal(str(value))
-        if amount < 0:
-            raise ValueError("prices cannot be negative")
-        micro = amount * MICRO
-        if micro != micro.to_integral_value():
-            raise ValueError("prices are kept to the micro-dollar per 1M tokens")
-        return int(micro)
+        return _micro_per_million(value)
+
+
+def _micro_per_million(value: object) -> int:
+    amount = Decimal(str(value))
+    if amount < 0:
+        raise ValueError("prices cannot be negative")
+    micro = amount * MICRO
+    if micro != micro.to_integral_value():
+        raise ValueError("prices are kept to the micro-dollar per 1M tokens")
+    return int(micro)
+
+
+class RealtimePrices(BaseModel):
+    """A realtime model's prices in micro-dollars per one million tokens, text and audio
+    apart (audio costs several times text). Cached audio defaults to the uncached price."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    text_input: int
+    cached_text_input: int
+    text_output: int
+    audio_input: int
+    cached_audio_input: int | None = None
+    audio_output: int
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _dollars_to_micro(cls, value: object) -> int | None:
+        return None if value is None else _micro_per_million(value)
+
+    @property
+    def cached_audio(self) -> int:
+        """The price of cached audio input (the uncached price when none is listed)."""
+        return self.audio_input if self.cached_audio_input is None else self.cached_audio_input
 
 
 class Entry(BaseModel):
@@ -113,10 +141,30 @@ class TranscriptionModelSpec(Entry):
 
 
 class SpeechModelSpec(Entry):
-    """A text-to-speech model: its voices and the longest text one call takes."""
+    """A text-to-speech model: its voices and the longest text one call takes.
 
+    ``api = "speech"`` models use the speech endpoint, priced per character in
+    prices.toml; ``api = "realtime"`` models speak through a Realtime API session and
+    carry their token ``prices`` here.
+    """
+
+    api: Literal["speech", "realtime"] = "speech"
     voices: tuple[str, ...] = Field(min_length=1)
     max_input_chars: int = Field(default=4096, gt=0)
+    prices: RealtimePrices | None = None
+
+    @model_validator(mode="after")
+    def _realtime_is_priced(self) -> SpeechModelSpec:
+        if self.api == "realtime" and self.prices is None:
+            raise ValueError("a realtime model needs its token prices")
+        if self.api == "speech" and self.prices is not None:
+            raise ValueError("speech-endpoint models are priced per character in prices.toml")
+        return self
+
+    @property
+    def realtime(self) -> bool:
+        """Whether this model speaks through a Realtime API session."""
+        return self.api == "realtime"
 
 
 class EmbeddingModelSpec(Entry):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from core.models.llm import Usage
-from core.models.registry import TokenPrices
+from core.models.realtime import RealtimeUsage
+from core.models.registry import RealtimePrices, TokenPrices
 
 PER_MILLION = 1_000_000
 
@@ -25,4 +26,30 @@ def price_sheet(prices: TokenPrices) -> dict[str, int]:
         "input_per_1m": prices.input,
         "cached_input_per_1m": prices.cached_input,
         "output_per_1m": prices.output,
+    }
+
+
+def realtime_cost(prices: RealtimePrices, usage: RealtimeUsage) -> int:
+    """Cost of one realtime response in micro-dollars, text and audio at their own prices,
+    cached input at the cached prices; rounded up to the next whole micro-dollar."""
+    scaled = (
+        max(usage.text_input - usage.cached_text_input, 0) * prices.text_input
+        + usage.cached_text_input * prices.cached_text_input
+        + max(usage.audio_input - usage.cached_audio_input, 0) * prices.audio_input
+        + usage.cached_audio_input * prices.cached_audio
+        + usage.text_output * prices.text_output
+        + usage.audio_output * prices.audio_output
+    )
+    return -(-scaled // PER_MILLION)
+
+
+def realtime_price_sheet(prices: RealtimePrices) -> dict[str, int]:
+    """A realtime model's unit prices as stored on each usage row (micro-dollars per 1M)."""
+    return {
+        "text_input_per_1m": prices.text_input,
+        "cached_text_input_per_1m": prices.cached_text_input,
+        "text_output_per_1m": prices.text_output,
+        "audio_input_per_1m": prices.audio_input,
+        "cached_audio_input_per_1m": prices.cached_audio,
+        "audio_output_per_1m": prices.audio_output,
     }

@@ -78,6 +78,7 @@ class ConversationRow(Base):
     mode: Mapped[str | None] = mapped_column(String(128))
     model: Mapped[str | None] = mapped_column(String(128))
     voice: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    voice_talk: Mapped[bool] = mapped_column(Boolean, server_default=false())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -83,6 +83,7 @@ _CONVERSATION_COLUMNS = (
     ConversationRow.mode,
     ConversationRow.model,
     ConversationRow.voice,
+    ConversationRow.voice_talk,
     ConversationRow.created_at,
 )
 
@@ -209,9 +210,10 @@ class SqlConversationStore:
             )
         return result.rowcount
 
-    async def set_voice(self, conversation_id: int, on: bool) -> None:
-        """Remember whether replies in a conversation are also spoken."""
-        await self._update_conversation(conversation_id, voice=on)
+    async def set_voice(self, conversation_id: int, on: bool, *, talk: bool = False) -> None:
+        """Remember whether replies in a conversation are also spoken, and whether voice
+        notes are answered voice-to-voice (``talk``, only with ``on``)."""
+        await self._update_conversation(conversation_id, voice=on, voice_talk=on and talk)
 
     async def add_message(
         self,
@@ -568,7 +570,14 @@ def _aware(moment: datetime) -> datetime:
 def _conversation(row: Any, key: ConversationKey) -> Conversation:
     last = row.last_message_id if "last_message_id" in row._fields else None
     return Conversation(
-        row.id, key, row.mode, row.model, _aware(row.created_at), last, voice=bool(row.voice)
+        row.id,
+        key,
+        row.mode,
+        row.model,
+        _aware(row.created_at),
+        last,
+        voice=bool(row.voice),
+        voice_talk=bool(row.voice_talk),
     )
 
 

@@ -142,12 +142,15 @@ class InMemoryConversationStore:
             row.conversation = dataclasses.replace(row.conversation, model=new)
         return len(moved)
 
-    async def set_voice(self, conversation_id: int, on: bool) -> None:
-        """Remember whether replies are spoken; unknown ids are ignored, as in SQL."""
+    async def set_voice(self, conversation_id: int, on: bool, *, talk: bool = False) -> None:
+        """Remember whether replies are spoken and voice notes answered voice-to-voice;
+        unknown ids are ignored, as in SQL."""
         await asyncio.sleep(0)
         row = self._conversations.get(conversation_id)
         if row is not None:
-            row.conversation = dataclasses.replace(row.conversation, voice=on)
+            row.conversation = dataclasses.replace(
+                row.conversation, voice=on, voice_talk=on and talk
+            )
 
     async def add_message(
         self,

@@ -14,7 +14,9 @@ SDK to be pointed at it with ``base_url=fake.base_url``:
 * ``POST /v1/images/generations`` and ``POST /v1/images/edits`` (multipart): real
   PNG/JPEG/WebP pictures made with Pillow; ``GET /v1/_fake/images/{name}`` serves
   the pictures whose URL a DALL-E answer gives (no API key needed, like a CDN);
-* ``GET /v1/models`` and ``GET /v1/models/{id}``.
+* ``GET /v1/models`` and ``GET /v1/models/{id}``;
+* ``GET /v1/realtime`` (WebSocket): the Realtime API, see :mod:`tests.fakes.openai_realtime`
+  (:attr:`FakeOpenAI.realtime` is its test API).
 
 Model lifecycle: set :attr:`FakeOpenAI.today` and every request naming a model whose
 shutdown date (from :attr:`FakeOpenAI.shutdowns`, by default the shipped registry's) has
@@ -69,6 +71,7 @@ from aiohttp.typedefs import Handler
 from PIL import Image, ImageOps
 
 from tests.fakes.background import BackgroundLoop
+from tests.fakes.openai_realtime import REALTIME_PATH, FakeRealtime
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -989,6 +992,12 @@ def _tone_regions(pcm: bytes) -> tuple[float, list[_ToneRegion]]:
     return duration, regions
 
 
+def _hear_wav(data: bytes) -> list[str]:
+    """The words the fake hears in a WAV file (realtime input audio). Blocking."""
+    pcm = _decode_audio(data, "wav")
+    return [] if pcm is None else [region.word for region in _tone_regions(pcm)[1]]
+
+
 def _synthesize_speech(frequency: int, seconds: float, response_format: str) -> bytes:
     """A sine tone encoded with ffmpeg. Blocking: run it in a worker thread."""
     codec = _SPEECH_FORMATS[response_format][1]
@@ -1296,6 +1305,7 @@ class FakeOpenAI:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
+        self.realtime = FakeRealtime(self._lock, _hear_wav)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -1368,6 +1378,7 @@ class FakeOpenAI:
         app.router.add_get(FAKE_IMAGES_PATH + "/{name}", self._handle_picture)
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_get("/v1/models/{model}", self._handle_model)
+        app.router.add_get(REALTIME_PATH, self.realtime.handle)
         app.router.add_route("*", "/{tail:.*}", self._handle_not_found)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -1418,6 +1429,7 @@ class FakeOpenAI:
             self._pictures.clear()
             self._call_counter = 0
             self._speech_counter = 0
+        self.realtime.reset()
 
     def model_requests(self) -> list[RecordedRequest]:
         """Recorded ``/v1/responses`` and ``/v1/chat/completions`` requests, in order."""
