@@ -1,7 +1,7 @@
 """Benchmark: the platform's own time per turn through the engine on SQLite.
 
 The fake OpenAI server answers instantly from another process. For each turn we measure the
-wall time of ``Engine.answer_message`` and, separately, the time spent inside the model call
+wall time of a turn through the inbound pipeline (``InboundPipeline.handle``) and, separately, the time spent inside the model call
 (the openai client plus the fake); the difference is the platform's own time: context
 building, database reads and writes, events and bookkeeping.
 
