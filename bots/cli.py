@@ -4,9 +4,9 @@ the model registry, and database migrations."""
 from __future__ import annotations
 
 import argparse
-import gc
 import asyncio
 import csv
+import gc
 import getpass
 import logging
 import os
