@@ -1,8 +1,9 @@
 """Benchmark: the platform's own time per turn through the engine on SQLite.
 
 The fake OpenAI server answers instantly from another process. For each turn we measure the
-wall time of a turn through the inbound pipeline (``InboundPipeline.handle``) and, separately, the time spent inside the model call
-(the openai client plus the fake); the difference is the platform's own time: context
+wall time of a turn through the inbound pipeline (``InboundPipeline.handle``) and,
+separately, the time spent inside the model call (the openai client plus the fake); the
+difference is the platform's own time: context
 building, database reads and writes, events and bookkeeping.
 
     python -m bench.engine_turns [--turns 1000] [--big 1000000]
