@@ -1,0 +1,108 @@
+"""No unrecorded spending: PostgreSQL goes away (the connection really cut, through a TCP
+proxy in front of the test server) just as a reply finishes; the user still gets the answer,
+the reply and its usage row wait in the local spool, and reach the database — once — when
+it is back. The file spool itself round-trips every field."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from bots.bootstrap import bootstrap
+from core.conversation.events import ReplyFinished
+from core.conversation.messages import ConversationKey, IncomingMessage, NewMessage, Role, UserRef
+from core.conversation.pipeline import Delivery
+from core.conversation.spool import SpooledWrite
+from core.conversation.store import UsageRecord
+from core.media.ports import PreparedImage
+from core.storage.file_spool import FileSpool
+from tests.conftest import SettingsFactory, _admin_execute, _postgres_admin_url, engine_for
+from tests.fakes.openai_server import FakeOpenAI, Scripted
+from tests.fakes.sinks import RecordingSink
+from tests.fakes.tcp_proxy import TcpProxy
+
+KEY = ConversationKey("console", place="ada")
+ADA = UserRef("console", "ada", username="ada")
+
+
+async def test_the_file_spool_keeps_every_field(tmp_path: Path) -> None:
+    spool = FileSpool(tmp_path / "spool")
+    picture = PreparedImage(b"\x89PNG...", "image/png", 2, 3)
+    message = NewMessage(
+        Role.ASSISTANT, "the answer", 7, meta={"model": "m"}, images=(picture,), turn_id=5
+    )
+    usage = UsageRecord(1, 2, "chat", "m", 10, 2, 7, cost_micros=42, prices={"input": 1})
+    writes = [
+        SpooledWrite(2, message, (usage,)),
+        SpooledWrite(None, None, (usage,)),
+        SpooledWrite(None, None, closes_turn=5, failure="over budget"),
+    ]
+    for write in writes:
+        await spool.keep(write)
+    pending = await spool.pending()
+    assert [write for _, write in pending] == writes
+    await spool.remove(pending[0][0])
+    assert len(await spool.pending()) == 2
+    assert not list((tmp_path / "spool").glob(".*.tmp"))  # written whole, then renamed
+
+
+@pytest.mark.slow
+async def test_a_reply_finished_while_postgresql_is_away_is_stored_when_it_returns(
+    make_settings: SettingsFactory, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    admin = _postgres_admin_url()
+    if admin is None:
+        pytest.skip("PostgreSQL tests need TEST_DATABASE_URL (CI sets it)")
+    name = f"sb_spool_{secrets.token_hex(6)}"
+    await _admin_execute(f'CREATE DATABASE "{name}"')
+    url = make_url(admin).set(database=name)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.restore()
+    through_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    fake_openai.enqueue(Scripted(text="Paris is the capital.", chunks=6, chunk_delay=0.3))
+    sink = RecordingSink()
+    settings = make_settings(
+        DATABASE_URL=through_proxy,
+        SWITCHBOARD_SPOOL_DIR=str(tmp_path / "spool"),
+        SWITCHBOARD_STORE_RETRY_SECONDS=1,
+    )
+    try:
+        async with bootstrap(settings) as app:
+            turn = asyncio.create_task(
+                app.pipeline.handle(
+                    Delivery(IncomingMessage(KEY, ADA, "capital of France?"), lambda _: sink)
+                )
+            )
+            await sink.first_text.wait()
+            await proxy.cut()  # the database goes away mid-reply
+            await asyncio.wait_for(turn, 30)
+            spooled = list((tmp_path / "spool").glob("*.json"))
+            await proxy.restore()
+            taken = await app.recovery.run_once()  # writes the spool first
+            taken_again = await app.recovery.run_once()
+        database = url.render_as_string(hide_password=False)
+        async with engine_for(database) as engine, engine.connect() as connection:
+            replies = (
+                await connection.execute(
+                    text("SELECT text, turn_id FROM messages WHERE role = 'assistant'")
+                )
+            ).all()
+            usage = (await connection.execute(text("SELECT cost_micros FROM usage"))).all()
+            turns = (
+                await connection.execute(text("SELECT delivered_at IS NOT NULL FROM turns"))
+            ).all()
+    finally:
+        await proxy.cut()
+        await _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert sink.final == ReplyFinished("Paris is the capital.")  # the user saw the answer
+    assert len(spooled) == 2  # the reply with its usage, and the turn's end
+    assert taken == taken_again == 0  # the turn's end was replayed: nothing to take over
+    assert [row.text for row in replies] == ["Paris is the capital."]  # stored once
+    assert len(usage) == 1 and usage[0].cost_micros > 0
+    assert turns == [(True,)]  # delivered: it is not answered again
+    assert not list((tmp_path / "spool").glob("*.json"))
