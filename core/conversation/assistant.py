@@ -94,6 +94,8 @@ class _TurnState:
     tools_used: list[str] = field(default_factory=list)
     pictures: dict[int, tuple[PreparedImage, ...]] = field(default_factory=dict)
     drawn: list[PreparedImage] = field(default_factory=list)
+    cut_short: bool = False
+    """A model call stopped at the output cap its budget allowed."""
 
     @property
     def charge(self) -> Charge:
@@ -239,6 +241,8 @@ class Assistant:
             return
         await self._finish(state, cancelled=False)
         await sink.emit(ReplyFinished(state.text))
+        if state.cut_short:
+            await sink.emit(Notice(CUT_SHORT))
         if speak and state.conversation.voice and state.text.strip():
             await self._speak(state)
 
@@ -455,12 +459,8 @@ class Assistant:
                     self._charge(request, state, completion, "".join(streamed), bill.add)
         if completion is None:
             raise UpstreamUnavailable("the model stream ended without completing")
-        if (
-            allowed.units is not None
-            and allowed.units < most
-            and _stopped_at(completion, allowed.units)
-        ):
-            await state.sink.emit(Notice(CUT_SHORT))
+        if allowed.units is not None and allowed.units < most:
+            state.cut_short |= _stopped_at(completion, allowed.units)
         return completion
 
     def _charge(
