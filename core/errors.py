@@ -5,7 +5,7 @@ SwitchboardError
 │   └── PriceMissing       (core.money.prices) no price for a billable unit
 ├── UserInputError         the user's message or command cannot be acted on
 │   ├── UnknownChoice      an unknown mode or model name
-│   ├── BudgetExceeded     (core.money.budgets) a budget is used up: no API call is made
+│   ├── BudgetExceeded     (core.money.budgets) a call does not fit in what a budget has left
 │   ├── UnsupportedMedia   a picture or sound that cannot be read (corrupt, empty, unknown)
 │   └── MediaTooLarge      a file over a platform's or the API's size limit
 ├── ToolError              a tool failed; its message goes back to the model

@@ -12,7 +12,7 @@ from core.conversation.commands import parse_command
 from core.conversation.events import CommandReply, ReplyFailed, ReplyFinished
 from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
 from core.money.accounting import Caller
-from core.money.budgets import Budget, Scope
+from core.money.budgets import Budget, Payer, Scope
 from core.money.periods import Period
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI
@@ -42,23 +42,27 @@ async def test_admins_set_show_and_reset_budgets_by_id_username_and_default(
 ) -> None:
     async with make_app() as app:
         await ask(app, ALICE, "hello")  # now @alice is a known user
-        by_name = await command(app, "/quota set @Alice $0.000001 daily")
+        by_name = await command(app, "/quota set @Alice $0.01 daily")
         by_id = await command(app, "/quota set 42 2.5 monthly")
         default = await command(app, "/quota set default 0.10 weekly")
         here = await command(app, "/quota set here 1 total")
-        await ask(app, ALICE, "this takes her past her daily budget")
+        # She spends her whole daily budget (budgets are hard limits: no call goes past one).
+        ledger, now, zone = app.storage.budgets, app.storage.clock.now(), app.settings.zone
+        alice = Payer.of(ALICE, CHAT)
+        await ledger.settle(await ledger.reserve(alice, 10_000, now, zone), 10_000)
         refused = await ask(app, ALICE, "over her daily budget now")
         shown = await command(app, "/quota show @alice")
         everything = await command(app, "/quota show")
         reset = await command(app, "/quota reset 42")
         answered = await ask(app, ALICE, "after the reset")
         budgets = await app.storage.budgets.budgets()
-    assert by_name == "Budget set: @alice (telegram:42), $0.000001 daily."
+    assert by_name == "Budget set: @alice (telegram:42), $0.01 daily."
     assert by_id == "Budget set: telegram:42, $2.50 monthly."
     assert default.startswith("Budget set: the default") and "$0.10 weekly" in default
     assert here == "Budget set: this chat, $1.00 total."
-    assert isinstance(refused.final, ReplyFailed) and "daily budget" in refused.final.message
-    assert "$0.000001 daily" in shown and "$2.50 monthly" in shown
+    assert isinstance(refused.final, ReplyFailed)
+    assert refused.final.message.startswith("Your daily budget of $0.01 is used up; it resets")
+    assert "$0.01 daily" in shown and "$2.50 monthly" in shown
     assert "default (each user): $0.10 weekly" in everything
     assert reset.startswith("Spending this period reset for telegram:42")
     assert isinstance(answered.final, ReplyFinished)

@@ -1,6 +1,7 @@
 """The ``BudgetLedger`` contract, run on the in-memory fake, SQLite and PostgreSQL (the last
 where ``TEST_DATABASE_URL`` is set), including reservations racing from two engines (as two
-processes would) on one database."""
+processes would) and from four OS processes on one database: budgets are hard limits, never
+overspent by a micro-dollar."""
 
 from __future__ import annotations
 
@@ -121,25 +122,56 @@ class TestBudgetLedgerContract:
 
         assert [s.reserved_micros for s in statuses] == [0, 0]
 
-    async def test_over_budget_holds_nothing_anywhere(self, ledger: BudgetLedger) -> None:
+    async def test_a_call_that_does_not_fit_holds_nothing_anywhere(
+        self, ledger: BudgetLedger
+    ) -> None:
         await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, DOLLAR))
         await ledger.set_budget(Budget(Scope.PLACE, ADA.place, Period.DAILY, DOLLAR // 10))
-        # Under the limit, a call may go past it (its estimate is an upper bound) ...
-        past = await ledger.reserve(ADA, 200_000, NOW, UTC_ZONE)
-        await ledger.settle(past, 150_000)
+        spent = await ledger.reserve(ADA, 60_000, NOW, UTC_ZONE)
+        await ledger.settle(spent, 59_999)
 
-        # ... and then the budget is used up, for every call, on every counter.
+        # The user's budget would take it; the chat's, with $0.040001 left, would not.
         with pytest.raises(BudgetExceeded) as refused:
-            await ledger.reserve(ADA, 1, NOW, UTC_ZONE)
+            await ledger.reserve(ADA, 40_002, NOW, UTC_ZONE)
         statuses = await ledger.status(ADA, NOW, UTC_ZONE)
 
         assert refused.value.claim.budget.scope is Scope.PLACE
-        assert "This chat's daily budget of $0.10 is used up" in str(refused.value)
-        assert "resets" in str(refused.value)
+        assert refused.value.left_micros == 40_001
+        assert str(refused.value).startswith(
+            "This chat's daily budget of $0.10 has $0.040001 left, not enough for this request; "
+            "it resets at 00:00 UTC (in 12 h)."
+        )
         assert sorted((s.spent_micros, s.reserved_micros) for s in statuses) == [
-            (150_000, 0),
-            (150_000, 0),
+            (59_999, 0),
+            (59_999, 0),
         ]
+
+    async def test_what_is_left_may_be_reserved_to_the_micro_dollar_and_no_more(
+        self, ledger: BudgetLedger
+    ) -> None:
+        await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, 10_000))
+        await ledger.set_budget(Budget(Scope.USER, BEN.user, Period.DAILY, 10_000))
+        held = await ledger.reserve(ADA, 9_700, NOW, UTC_ZONE)
+        with pytest.raises(BudgetExceeded) as over:
+            await ledger.reserve(ADA, 301, NOW, UTC_ZONE)
+        exact = await ledger.reserve(ADA, 300, NOW, UTC_ZONE)
+        with pytest.raises(BudgetExceeded) as used_up:
+            await ledger.reserve(ADA, 1, NOW, UTC_ZONE)
+        # More than the whole limit, on a counter that does not exist yet.
+        with pytest.raises(BudgetExceeded) as too_big:
+            await ledger.reserve(BEN, 10_001, NOW, UTC_ZONE)
+        await ledger.settle(held, 9_700)
+        await ledger.settle(exact, 300)
+        [ada] = await ledger.status(ADA, NOW, UTC_ZONE)
+        [ben] = await ledger.status(BEN, NOW, UTC_ZONE)
+
+        assert over.value.left_micros == 300
+        assert "has $0.0003 left, not enough for this request" in str(over.value)
+        assert used_up.value.left_micros == 0
+        assert "daily budget of $0.01 is used up; it resets" in str(used_up.value)
+        assert too_big.value.left_micros == 10_000
+        assert (ada.spent_micros, ada.reserved_micros, ada.left_micros) == (10_000, 0, 0)
+        assert (ben.spent_micros, ben.reserved_micros, ben.left_micros) == (0, 0, 10_000)
 
     async def test_a_used_up_or_zero_budget_refuses_even_free_calls(
         self, ledger: BudgetLedger
@@ -150,7 +182,9 @@ class TestBudgetLedgerContract:
         await ledger.settle(spent, 100)
 
         for payer in (ADA, BEN):
-            with pytest.raises(BudgetExceeded, match="total budget"):
+            with pytest.raises(
+                BudgetExceeded, match=r"total budget of \$0\.(0001|00) is used up; it never"
+            ):
                 await ledger.reserve(payer, 0, NOW, UTC_ZONE)
 
     async def test_the_default_applies_per_user_where_they_have_none_of_their_own(
@@ -230,9 +264,7 @@ class TestBudgetLedgerContract:
 
         assert fresh.claims[0].window_start == datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 
-    async def test_concurrent_calls_overspend_by_at_most_one_estimate(
-        self, ledgers: list[BudgetLedger]
-    ) -> None:
+    async def test_concurrent_calls_never_overspend(self, ledgers: list[BudgetLedger]) -> None:
         await ledgers[0].set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, 100_000))
         await ledgers[0].set_budget(Budget(Scope.PLACE, ADA.place, Period.DAILY, 7_000))
         estimate = 3_000
@@ -249,12 +281,43 @@ class TestBudgetLedgerContract:
         results = await asyncio.gather(*(attempt(i) for i in range(30)))
         statuses = await ledgers[1].status(ADA, NOW, UTC_ZONE)
 
-        # 0 → 3,000 → 6,000 → 9,000: the third call took the place past its 7,000 limit.
-        assert sum(results) == 3
-        assert sorted(s.spent_micros for s in statuses) == [9_000, 9_000]
-        place = next(s for s in statuses if s.budget.scope is Scope.PLACE)
-        assert place.spent_micros - place.budget.limit_micros < estimate
+        # 0 → 3,000 → 6,000, and a third would take the place past its 7,000 limit.
+        assert sum(results) == 2
+        assert sorted(s.spent_micros for s in statuses) == [6_000, 6_000]
         assert all(s.reserved_micros == 0 for s in statuses)
+
+    async def test_concurrent_calls_of_every_size_never_hold_more_than_the_limit(
+        self, ledgers: list[BudgetLedger]
+    ) -> None:
+        limit = 50_000
+        await ledgers[0].set_budget(Budget(Scope.PLACE, ADA.place, Period.DAILY, limit))
+        await ledgers[0].set_budget(Budget(Scope.USER, BEN.user, Period.DAILY, limit // 2))
+        held_at_most = 0
+
+        async def attempt(index: int) -> int:
+            nonlocal held_at_most
+            payer = ADA if index % 3 else BEN  # Ben also draws on his own, smaller budget
+            amount = 1_000 + (index * 7_919) % 9_000
+            ledger = ledgers[index % 2]
+            try:
+                reservation = await ledger.reserve(payer, amount, NOW, UTC_ZONE)
+            except BudgetExceeded as exc:
+                assert 0 <= exc.left_micros < amount
+                return 0
+            [place] = [s for s in await ledger.status(ADA, NOW, UTC_ZONE)]
+            held_at_most = max(held_at_most, place.spent_micros + place.reserved_micros)
+            await asyncio.sleep(0.005)
+            spent = amount - index % 2  # a call may cost less than its estimate
+            await ledger.settle(reservation, spent)
+            return spent
+
+        spent = await asyncio.gather(*(attempt(i) for i in range(40)))
+        [place] = await ledgers[1].status(ADA, NOW, UTC_ZONE)
+
+        assert held_at_most <= limit
+        assert place.spent_micros == sum(spent) <= limit
+        assert place.reserved_micros == 0
+        assert sum(spent) > limit - 10_000  # it was filled, not refused wholesale
 
 
 # --------------------------------------------------------------------- several processes
@@ -292,7 +355,7 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
 """
 
 
-async def test_several_processes_overspend_by_at_most_one_estimate(database_url: str) -> None:
+async def test_several_processes_never_overspend(database_url: str) -> None:
     """Four OS processes, each with its own engine and 25 calls at once, on one budget."""
     await upgrade(database_url)
     async with engine_for(database_url) as engine:
@@ -322,8 +385,7 @@ async def test_several_processes_overspend_by_at_most_one_estimate(database_url:
         [place] = await ledger.status(ADA, NOW, UTC_ZONE)
 
     assert all(w.returncode == 0 for w in workers)
-    # 100,000 / 3,000: 33 calls stay under the limit, and one more may take it past.
-    assert granted == 34
-    assert place.spent_micros == granted * estimate
-    assert place.spent_micros - limit < estimate
+    # 100,000 / 3,000: 33 calls fit, and not one more.
+    assert granted == 33
+    assert place.spent_micros == granted * estimate == 99_000
     assert place.reserved_micros == 0

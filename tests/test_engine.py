@@ -15,6 +15,7 @@ from core.conversation.messages import ConversationKey, IncomingMessage, NewMess
 from core.conversation.pipeline import Delivery
 from core.models.llm import Usage
 from core.money.budgets import Budget, Payer, Scope
+from core.money.money import format_usd
 from core.money.periods import Period
 from core.money.pricing import token_cost
 from tests.conftest import AppFactory
@@ -646,17 +647,25 @@ async def test_over_budget_no_call_is_made_and_the_user_is_told_when_it_resets(
     make_app: AppFactory, fake_openai: FakeOpenAI
 ) -> None:
     async with make_app() as app:
-        await app.storage.budgets.set_budget(Budget(Scope.USER, ADA.principal, Period.DAILY, 1))
-        first = await ask(app, "this one may go past the limit")
+        await app.storage.budgets.set_budget(Budget(Scope.USER, ADA.principal, Period.DAILY, 1_000))
+        first = await ask(app, "this one fits, capped to what is left")
+        [between] = await app.storage.budgets.status(
+            Payer.of(ADA, KEY), app.storage.clock.now(), app.settings.zone
+        )
+        await app.storage.budgets.set_budget(
+            Budget(Scope.USER, ADA.principal, Period.DAILY, between.spent_micros)
+        )
         second = await ask(app, "this one may not")
         [status] = await app.storage.budgets.status(
             Payer.of(ADA, KEY), app.storage.clock.now(), app.settings.zone
         )
         conversation = await app.store.active_conversation(KEY)
         [usage] = await app.store.usage(conversation.id)
-    assert first.final == ReplyFinished("Echo: this one may go past the limit")
+    assert first.final == ReplyFinished("Echo: this one fits, capped to what is left")
     assert isinstance(second.final, ReplyFailed)
-    assert second.final.message.startswith("Your daily budget of $0.000001 is used up; it resets")
+    assert second.final.message.startswith(
+        f"Your daily budget of {format_usd(between.spent_micros)} is used up; it resets at"
+    )
     assert len(fake_openai.model_requests()) == 1  # the refused turn never reached the API
     assert status.spent_micros == usage.cost_micros > 1  # settled to the reported cost
     assert status.reserved_micros == 0

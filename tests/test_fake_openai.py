@@ -252,6 +252,87 @@ async def test_responses_tool_call_round_trip_non_streaming(fake: FakeOpenAI) ->
 
 
 @pytest.mark.asyncio
+async def test_responses_stop_at_max_output_tokens_as_incomplete(fake: FakeOpenAI) -> None:
+    long_text = "word " * 200  # 250 tokens by the fake's count
+    fake.enqueue(Scripted(text=long_text), Scripted(text="short"))
+    async with client_for(fake) as client:
+        events = await collect(
+            await client.responses.create(
+                model=MODEL, input="talk", max_output_tokens=16, stream=True
+            )
+        )
+        short = await client.responses.create(model=MODEL, input="talk", max_output_tokens=16)
+    text = "".join(e.delta for e in events if isinstance(e, ResponseTextDeltaEvent))
+    last = events[-1]
+    assert text == long_text[:64]  # 16 tokens of 4 characters
+    assert last.type == "response.incomplete"
+    assert last.response.status == "incomplete"
+    assert last.response.incomplete_details is not None
+    assert last.response.incomplete_details.reason == "max_output_tokens"
+    assert last.response.usage is not None and last.response.usage.output_tokens == 16
+    assert short.status == "completed" and short.output_text == "short"  # within the limit
+    assert short.usage is not None and short.usage.output_tokens == tokens(len("short"))
+
+
+@pytest.mark.asyncio
+async def test_responses_refuse_an_output_limit_below_16(fake: FakeOpenAI) -> None:
+    fake.enqueue(Scripted(text="kept for the next request"))
+    async with client_for(fake) as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.responses.create(model=MODEL, input="talk", max_output_tokens=15)
+        after = await client.responses.create(model=MODEL, input="talk")
+    assert refused.value.code == "integer_below_min_value"
+    assert refused.value.param == "max_output_tokens"
+    assert "Expected a value >= 16, but got 15 instead." in refused.value.message
+    assert after.output_text == "kept for the next request"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("field", ["max_completion_tokens", "max_tokens"])
+async def test_chat_stops_at_its_output_limit_with_finish_reason_length(
+    fake: FakeOpenAI, field: str
+) -> None:
+    fake.enqueue(
+        Scripted(text="word " * 50, tool_calls=[("get_time", {"tz": "UTC"})]),
+        Scripted(text="Sure.", tool_calls=[("get_time", {"tz": "UTC"})]),
+    )
+    async with client_for(fake) as client:
+        stream = await client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "talk"}],
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={field: 5},
+        )
+        chunks = [c async for c in stream]
+        # Room for the text (2 tokens) but not for the call's arguments (3 more).
+        cut_call = await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "talk"}], extra_body={field: 4}
+        )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert text == ("word " * 50)[:20]
+    assert finish[-1] == "length"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
+    assert not any(c.choices and c.choices[0].delta.tool_calls for c in chunks)
+    [choice] = cut_call.choices
+    assert choice.finish_reason == "length"
+    assert choice.message.content == "Sure." and not choice.message.tool_calls
+    assert cut_call.usage is not None and cut_call.usage.completion_tokens == 4
+
+
+@pytest.mark.asyncio
+async def test_chat_refuses_an_output_limit_below_1(fake: FakeOpenAI) -> None:
+    async with client_for(fake) as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "x"}], max_completion_tokens=0
+            )
+    assert refused.value.code == "integer_below_min_value"
+    assert refused.value.param == "max_completion_tokens"
+
+
+@pytest.mark.asyncio
 async def test_chat_stream_text_with_usage_chunk(fake: FakeOpenAI) -> None:
     fake.enqueue(Scripted(text="Hi there, human", chunks=2))
     async with client_for(fake) as client:

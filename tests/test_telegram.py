@@ -449,10 +449,8 @@ async def test_admins_manage_budgets_from_the_chat_and_others_are_refused(
         await eventually(lambda: "Budget set" in last(telegram, admin))
         telegram.private_message(member, "/quota set default 100 daily")
         await eventually(lambda: len(telegram.chat(member)) == 2)
-        telegram.private_message(member, "this goes past the budget")
-        await eventually(final_text(telegram, member, "Echo: this goes past the budget"))
-        telegram.private_message(member, "this is refused")
-        await eventually(lambda: "used up" in last(telegram, member))
+        telegram.private_message(member, "this is refused")  # budgets are hard limits
+        await eventually(lambda: "not enough for this message" in last(telegram, member))
         telegram.private_message(member, "/usage")
         await eventually(lambda: "Your usage" in last(telegram, member))
         telegram.private_message(admin, "/quota set @member lots daily")
@@ -465,11 +463,14 @@ async def test_admins_manage_budgets_from_the_chat_and_others_are_refused(
         f"Budget set: @member (telegram:{member}), $0.000001 daily."
     )
     assert member_chat[1] == "Only admins can do that."
-    assert member_chat[3].startswith("⚠️ Your daily budget of $0.000001 is used up")
-    assert "daily (yours): $" in member_chat[4]
+    assert member_chat[2].startswith(
+        "⚠️ Your daily budget of $0.000001 has $0.000001 left, not enough for this message; "
+        "it resets at 00:00 UTC"
+    )
+    assert "daily (yours): $" in member_chat[3]
     assert f"(telegram:{member}): $0.0000" in telegram.chat(admin)[-1].text
     assert [(b.subject, b.limit_micros) for b in budgets] == [(f"telegram:{member}", 1)]
-    assert len(fake_openai.model_requests()) == 2
+    assert len(fake_openai.model_requests()) == 1  # the refused message made no call
 
 
 def last(telegram: FakeTelegram, chat: int) -> str:

@@ -5,6 +5,7 @@ and a spoken reply), drawing and editing pictures. Each runs as its conversation
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -45,6 +46,7 @@ from core.media.steps import MediaSteps, Seen
 from core.metrics import Metrics, error_kind, watched_turn
 from core.models.lifecycle import ModelLifecycle
 from core.models.llm import (
+    MIN_OUTPUT_TOKENS,
     ChatTurn,
     Completion,
     ContextItem,
@@ -58,10 +60,12 @@ from core.models.llm import (
 from core.models.registry import ModelSpec, ModeSpec
 from core.money.budgets import Payer
 from core.money.metering import Charge, Meter
-from core.money.pricing import price_sheet, token_cost
+from core.money.pricing import output_cost, price_sheet, token_cost
 from core.tools.toolbox import ToolContext, ToolRegistry
 
 log = logging.getLogger(__name__)
+
+CUT_SHORT = "(My answer was cut short: the budget had no room for more.)"
 
 MAX_IMAGE_TOKENS = 4_000
 """Input tokens a picture may cost at most (OpenAI's patch-based mini models bill up to about
@@ -94,6 +98,8 @@ class _TurnState:
     pictures: dict[int, tuple[PreparedImage, ...]] = field(default_factory=dict)
     drawn: list[PreparedImage] = field(default_factory=list)
     spoken: VoiceNote | None = None
+    cut_short: bool = False
+    """A model call stopped at the output cap its budget allowed."""
 
     @property
     def charge(self) -> Charge:
@@ -242,6 +248,8 @@ class Assistant:
             return
         await self._finish(state, cancelled=False)
         await sink.emit(ReplyFinished(state.text))
+        if state.cut_short:
+            await sink.emit(Notice(CUT_SHORT))
         if state.spoken is not None:
             await sink.emit(VoiceReady(state.spoken))
         elif speak and state.conversation.voice and state.text.strip():
@@ -469,10 +477,18 @@ class Assistant:
             return await self._call_model(replace(request, model=successor), state)
 
     async def _call_model(self, request: LLMRequest, state: _TurnState) -> Completion:
-        # Held before the call; over budget, no call is made.
-        estimate = token_cost(request.model.prices, _upper_bound(request, state.counter))
+        # Held before the call: the input at most, and as much output as the budgets' money
+        # left pays for, to which the call is then capped; if not even a short answer fits,
+        # no call is made.
+        most = request.max_output_tokens or request.model.max_output_tokens
+        cost = output_cost(request.model.prices, _input_bound(request, state.counter))
         completion: Completion | None = None
-        async with self._meter.reserved(state.charge.payer, estimate) as bill:
+        async with self._meter.reserved_up_to(
+            state.charge.payer, cost, most, MIN_OUTPUT_TOKENS, "this message"
+        ) as allowed:
+            bill = allowed.bill
+            if allowed.units is not None:
+                request = replace(request, max_output_tokens=allowed.units)
             streamed: list[str] = []
             try:
                 async for event in self._gateway.stream(request):
@@ -488,6 +504,8 @@ class Assistant:
                     self._charge(request, state, completion, "".join(streamed), bill.add)
         if completion is None:
             raise UpstreamUnavailable("the model stream ended without completing")
+        if allowed.units is not None and allowed.units < most:
+            state.cut_short |= _stopped_at(completion, allowed.units)
         return completion
 
     def _charge(
@@ -543,18 +561,33 @@ class Assistant:
             self._context.remember(stored, state.last_message_id)
 
 
-def _upper_bound(request: LLMRequest, counter: TokenCounter) -> Usage:
-    """A call's usage at most: its prompt as counted here (the estimating counter errs
-    high, and every picture at the most one can cost), all uncached, and the longest answer
-    the model may give."""
-    prompt = counter.count(request.instructions) + sum(
-        counter.count(item.text) + MAX_IMAGE_TOKENS * len(item.images)
-        if isinstance(item, ChatTurn)
-        else counter.count(str(item))
+def _input_bound(request: LLMRequest, counter: TokenCounter) -> int:
+    """A call's input tokens at most, all uncached: its prompt as counted here (the
+    estimating counter errs high), each message's framing, every picture at the most one
+    can cost, and the tools on offer."""
+    prompt = counter.count(request.instructions) + MESSAGE_OVERHEAD
+    prompt += sum(
+        MESSAGE_OVERHEAD
+        + (
+            counter.count(item.text) + MAX_IMAGE_TOKENS * len(item.images)
+            if isinstance(item, ChatTurn)
+            else counter.count(str(item))
+        )
         for item in request.items
     )
-    prompt += sum(counter.count(str(tool.parameters)) for tool in request.tools)
-    return Usage(prompt, 0, request.max_output_tokens or request.model.max_output_tokens)
+    prompt += sum(
+        MESSAGE_OVERHEAD
+        + counter.count(tool.name)
+        + counter.count(tool.description)
+        + counter.count(json.dumps(tool.parameters))
+        for tool in request.tools
+    )
+    return prompt
+
+
+def _stopped_at(completion: Completion, cap: int) -> bool:
+    """Whether the call produced as much as its cap allowed (so it was cut short)."""
+    return completion.usage is not None and completion.usage.output_tokens >= cap
 
 
 def _estimate(request: LLMRequest, counter: TokenCounter, text: str) -> Usage:
@@ -564,4 +597,7 @@ def _estimate(request: LLMRequest, counter: TokenCounter, text: str) -> Usage:
         for item in request.items
         if isinstance(item, ChatTurn)
     )
-    return Usage(prompt, 0, counter.count(text))
+    output = counter.count(text)
+    if request.max_output_tokens:
+        output = min(output, request.max_output_tokens)  # the API stops there
+    return Usage(prompt, 0, output)

@@ -41,8 +41,8 @@ class VoiceReady:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """A short note to show apart from the reply (a spoken reply that failed); it may come
-    after ``ReplyFinished``."""
+    """A short note to show apart from the reply (a spoken reply that failed, an answer cut
+    short by its budget); it may come after ``ReplyFinished``."""
 
     text: str
 

@@ -1,7 +1,8 @@
 """The media steps of a turn: hearing voice, seeing pictures, drawing, speaking, and
 talking (a voice note answered by voice in one realtime session).
 
-Each step that calls the API reserves its estimated cost against the budgets first, settles
+Each step that calls the API reserves its exact or upper-bound price against the budgets
+first — refused, without a call, when it does not fit in what a budget has left — settles
 to the real cost afterwards (or releases on failure), and returns one usage row per call.
 Conversion (ffmpeg, Pillow) never runs on the event loop.
 """
@@ -162,7 +163,11 @@ class MediaSteps:
             prepared = await self._kit.converter.for_transcription(
                 attachment.data, attachment.filename
             )
-            estimate = self._prices.transcription_cost(model, prepared.seconds)
+            # Each part is billed on its own, in whole seconds at the most.
+            estimate = sum(
+                self._prices.transcription_cost(model, math.ceil(part.seconds))
+                for part in prepared.parts
+            )
 
             async def transcribe(part: AudioPart, bill: Bill) -> Transcript:
                 transcript = await self._transcribe(part, model)
@@ -182,7 +187,9 @@ class MediaSteps:
                 usage.append(record)
                 return transcript
 
-            async with self._meter.reserved(charge.payer, estimate) as bill:
+            async with self._meter.reserved(
+                charge.payer, estimate, "transcribing this audio"
+            ) as bill:
                 transcripts = await asyncio.gather(
                     *(transcribe(part, bill) for part in prepared.parts)
                 )
@@ -238,7 +245,7 @@ class MediaSteps:
         if size not in spec.sizes or quality not in spec.qualities:  # a successor's own
             size, quality = spec.size, spec.quality
         price = self._prices.image_price(spec.id, size, quality)
-        async with self._meter.reserved(charge.payer, price.micros) as bill:
+        async with self._meter.reserved(charge.payer, price.micros, "this picture") as bill:
             if source is None:
                 picture = await self._kit.images.generate(
                     prompt, model=spec.id, size=size, quality=quality
@@ -286,7 +293,8 @@ class MediaSteps:
                 realtime_cost(spec.prices, speech_upper_bound(len(chunk))) for chunk in chunks
             )
         else:
-            estimate = self._prices.speech_cost(spec.id, sum(len(c) for c in chunks))
+            # Each chunk is priced on its own, as it is charged.
+            estimate = sum(self._prices.speech_cost(spec.id, len(c)) for c in chunks)
 
         async def say(chunk: str, bill: Bill) -> Speech:
             async with self._calls:
@@ -298,7 +306,7 @@ class MediaSteps:
             usage.append(record)
             return speech
 
-        async with self._meter.reserved(charge.payer, estimate) as bill:
+        async with self._meter.reserved(charge.payer, estimate, "saying this aloud") as bill:
             spoken = await asyncio.gather(*(say(chunk, bill) for chunk in chunks))
         return await self._kit.converter.voice_note([s.data for s in spoken])
 

@@ -9,6 +9,9 @@ from typing import Literal, Protocol
 from core.media.ports import PreparedImage
 from core.models.registry import ModelSpec
 
+MIN_OUTPUT_TOKENS = 16
+"""The fewest output tokens a call may be capped to (the Responses API refuses fewer)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ChatTurn:
@@ -52,7 +55,8 @@ class ToolSchema:
 
 @dataclass(frozen=True, slots=True)
 class LLMRequest:
-    """One model call: instructions, context items and the tools on offer."""
+    """One model call: instructions, context items and the tools on offer; the answer is
+    cut off after ``max_output_tokens`` (at least ``MIN_OUTPUT_TOKENS``) when it is set."""
 
     model: ModelSpec
     instructions: str

@@ -3,7 +3,8 @@ estimated cost against all of them at once, then settles it to the real cost.
 
 Budgets are set per user, per place (a Telegram chat, a Slack channel) and as a default
 for every user without their own, each for a period (daily, weekly, monthly, total) that
-resets in the configured timezone. Money is integer micro-dollars.
+resets in the configured timezone. They are hard limits: a reservation is made only if it
+fits in what every budget has left. Money is integer micro-dollars.
 """
 
 from __future__ import annotations
@@ -90,11 +91,14 @@ class BudgetStatus:
 
 
 class BudgetExceeded(UserInputError):
-    """A call would go over a budget; the message says which and when it resets."""
+    """A call would go over a budget; the message says which, what it has left and when it
+    resets. ``left_micros`` is what that budget had left when the call was refused: the
+    most a smaller call could still reserve (``Meter`` sizes a capped call with it)."""
 
-    def __init__(self, message: str, claim: Claim) -> None:
+    def __init__(self, message: str, claim: Claim, left_micros: int) -> None:
         super().__init__(message)
         self.claim = claim
+        self.left_micros = left_micros
 
 
 def place_of(key: ConversationKey) -> str:
@@ -126,19 +130,35 @@ def claims_for(budgets: Sequence[Budget], payer: Payer, now: datetime, tz: ZoneI
     return claims
 
 
-def exceeded_message(claim: Claim, now: datetime, tz: ZoneInfo) -> str:
-    """The friendly line for a call refused by ``claim``'s budget."""
+def fits(amount: int, limit: int, used: int) -> bool:
+    """Whether a call of ``amount`` may be reserved on a counter that has ``used`` (spent
+    plus reserved) of ``limit``: only if it fits in what is left, and never once the budget
+    is used up, not even a free call."""
+    return used < limit and used + amount <= limit
+
+
+def refusal(
+    claim: Claim, left: int, now: datetime, tz: ZoneInfo, purpose: str = "this request"
+) -> BudgetExceeded:
+    """The error for a call refused by ``claim``'s budget, which has ``left`` micro-dollars
+    left; ``purpose`` names the call for the user (``this message``, ``this picture``)."""
+    return BudgetExceeded(exceeded_message(claim, left, now, tz, purpose), claim, left)
+
+
+def exceeded_message(
+    claim: Claim, left: int, now: datetime, tz: ZoneInfo, purpose: str = "this request"
+) -> str:
+    """The friendly line for a call refused by ``claim``'s budget: which budget, what it has
+    left (if anything) and when it resets."""
     whose = {
         Scope.USER: "Your",
         Scope.DEFAULT: "Your",
         Scope.PLACE: "This chat's",
     }[claim.budget.scope]
-    limit = format_usd(claim.limit_micros)
+    budget = f"{whose} {claim.period.value} budget of {format_usd(claim.limit_micros)}"
+    state = f"has {format_usd(left)} left, not enough for {purpose}" if left > 0 else "is used up"
     reset = describe_reset(window(claim.period, now, tz), now, tz)
-    return (
-        f"{whose} {claim.period.value} budget of {limit} is used up; it {reset}. "
-        "An admin can raise it with /quota."
-    )
+    return f"{budget} {state}; it {reset}. An admin can raise it with /quota."
 
 
 class BudgetLedger(Protocol):
@@ -155,9 +175,10 @@ class BudgetLedger(Protocol):
         """The budgets of the given subjects (all budgets when none are given)."""
 
     async def reserve(self, payer: Payer, amount: int, now: datetime, tz: ZoneInfo) -> Reservation:
-        """Hold ``amount`` against every budget that applies to ``payer``, all or nothing;
-        allowed while each budget's spending plus reservations is under its limit (so one
-        call may take it past the limit), else ``BudgetExceeded`` names the budget."""
+        """Hold ``amount`` against every budget that applies to ``payer``, all or nothing,
+        atomically, only if it ``fits`` in what each has left (spending plus reservations
+        never exceed a limit, whatever runs concurrently); else ``BudgetExceeded`` names
+        the budget with the least left, and what that is."""
 
     async def settle(self, reservation: Reservation, actual: int) -> None:
         """Replace a reservation by the real cost of the call."""

@@ -1,5 +1,6 @@
-"""Metering: holding a call's estimated cost against the budgets before it is made, and
-settling to what it really cost afterwards — one place for chat turns, tools and media."""
+"""Metering: holding a call's cost against the budgets before it is made — its exact or
+upper-bound price, or for a chat call as much output as the money left pays for — and
+settling to what it really cost afterwards; one place for chat turns, tools and media."""
 
 from __future__ import annotations
 
@@ -7,10 +8,16 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from core.clock import Clock
-from core.money.budgets import BudgetLedger, Payer
+from core.money.budgets import BudgetExceeded, BudgetLedger, Payer, Reservation, refusal
+from core.money.pricing import LinearCost
+
+SIZINGS = 3
+"""Reservations tried for a capped call: the whole call, then what the budget that refused
+has left pays for, and once more if others spent meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,15 @@ class Bill:
         self.cost += cost
 
 
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """A capped call's bill and how many units it may produce: ``None`` when no budget
+    applies (no cap needed), else at most what was reserved pays for."""
+
+    bill: Bill
+    units: int | None
+
+
 class Meter:
     """Reserves against every budget that applies, then settles (``BudgetLedger``)."""
 
@@ -42,14 +58,53 @@ class Meter:
         self._clock = clock
 
     @asynccontextmanager
-    async def reserved(self, payer: Payer, estimate: int) -> AsyncIterator[Bill]:
-        """Hold ``estimate`` for the block (over budget: ``BudgetExceeded``, and no call is
-        made), then settle to what the block's calls cost, even if it fails or is stopped;
-        nothing spent releases the reservation."""
+    async def reserved(
+        self, payer: Payer, estimate: int, purpose: str = "this request"
+    ) -> AsyncIterator[Bill]:
+        """Hold ``estimate`` (the block's exact or upper-bound cost) for the block; if it
+        does not fit in what a budget has left, ``BudgetExceeded`` says so for ``purpose``
+        and no call is made. Afterwards settle to what the block's calls cost, even if it
+        fails or is stopped; nothing spent releases the reservation."""
+        now = self._clock.now()
+        try:
+            reservation = await self.ledger.reserve(payer, estimate, now, self.timezone)
+        except BudgetExceeded as exc:
+            raise self._refusal(exc, now, purpose) from None
+        async with self._settled(reservation) as bill:
+            yield bill
+
+    @asynccontextmanager
+    async def reserved_up_to(
+        self, payer: Payer, cost: LinearCost, most: int, least: int, purpose: str
+    ) -> AsyncIterator[Allowance]:
+        """Hold the cost of as many units as fit, ``most`` at the most, for a block whose
+        call is capped to ``Allowance.units``: first the whole call, which needs no read
+        of the budgets; refused, the most that the refusing budget's money left pays for
+        (once more if others spent meanwhile). When fewer than ``least`` units fit,
+        ``BudgetExceeded`` says so for ``purpose`` and no call is made. Settled as
+        ``reserved``."""
+        now = self._clock.now()
+        units = most
+        for attempt in range(SIZINGS):
+            try:
+                reservation = await self.ledger.reserve(payer, cost.of(units), now, self.timezone)
+            except BudgetExceeded as exc:
+                units = cost.units_within(exc.left_micros, most)
+                if attempt == SIZINGS - 1 or exc.left_micros == 0 or units < least:
+                    raise self._refusal(exc, now, purpose) from None
+                continue
+            break
+        async with self._settled(reservation) as bill:
+            yield Allowance(bill, units if reservation.claims else None)
+
+    @asynccontextmanager
+    async def _settled(self, reservation: Reservation) -> AsyncIterator[Bill]:
         bill = Bill()
-        reservation = await self.ledger.reserve(payer, estimate, self._clock.now(), self.timezone)
         try:
             yield bill
         finally:
             # Shielded: a /cancel arriving now must not leave the estimate held.
             await asyncio.shield(self.ledger.settle(reservation, bill.cost))
+
+    def _refusal(self, exc: BudgetExceeded, now: datetime, purpose: str) -> BudgetExceeded:
+        return refusal(exc.claim, exc.left_micros, now, self.timezone, purpose)

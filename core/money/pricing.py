@@ -1,12 +1,40 @@
-"""Turning reported usage into integer micro-dollars with the registry's price table."""
+"""Turning reported usage into integer micro-dollars with the registry's price table, and
+the cost of a call whose output is not yet known, for capping it to the money left."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from core.models.llm import Usage
 from core.models.realtime import RealtimeUsage
 from core.models.registry import RealtimePrices, TokenPrices
 
 PER_MILLION = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class LinearCost:
+    """The price of a call that grows with what it produces: ``fixed`` plus ``per_unit`` for
+    each unit, over ``scale``, rounded up to the next micro-dollar (a chat call: its input,
+    then each output token, in micro-dollars per million tokens)."""
+
+    fixed: int
+    per_unit: int
+    scale: int = 1
+
+    def of(self, units: int) -> int:
+        """The cost of the call producing ``units`` units, in micro-dollars."""
+        return -(-(self.fixed + units * self.per_unit) // self.scale)
+
+    def units_within(self, micros: int, most: int) -> int:
+        """The most units, up to ``most``, that ``micros`` pays for with the fixed part; -1
+        when not even the fixed part fits."""
+        room = micros * self.scale - self.fixed  # ceil(x / scale) <= micros iff this >= 0
+        if room < 0:
+            return -1
+        if self.per_unit == 0:
+            return most
+        return min(most, room // self.per_unit)
 
 
 def token_cost(prices: TokenPrices, usage: Usage) -> int:
@@ -18,6 +46,12 @@ def token_cost(prices: TokenPrices, usage: Usage) -> int:
         + usage.output_tokens * prices.output
     )
     return -(-scaled // PER_MILLION)
+
+
+def output_cost(prices: TokenPrices, input_tokens: int) -> LinearCost:
+    """The cost of a call with ``input_tokens`` of uncached input, by the output tokens it
+    produces (equal to ``token_cost`` of that usage)."""
+    return LinearCost(input_tokens * prices.input, prices.output, PER_MILLION)
 
 
 def price_sheet(prices: TokenPrices) -> dict[str, int]:

@@ -1,12 +1,14 @@
 """``BudgetLedger`` on SQLAlchemy 2 async, for SQLite and PostgreSQL.
 
 A reservation is one transaction: per applicable budget, one upsert creates the counter row
-of the current window or raises it, the latter only while spending plus reservations are
-still under the limit (``ON CONFLICT DO UPDATE … WHERE``). PostgreSQL locks the row and
-re-checks the condition for a concurrent writer; SQLite has one writer at a time. Either
-way only one call can take a budget past its limit, so spending exceeds it by at most one
-call's estimate (estimates are upper bounds). The statements of this path are built once:
-building them per call cost more than running them.
+of the current window or raises it, the latter only if the amount fits in what is left
+(``ON CONFLICT DO UPDATE … WHERE spent + reserved + amount <= limit``); a new row is only
+created for an amount within the limit, which is checked before. PostgreSQL locks the row
+and re-checks the condition for a concurrent writer; SQLite has one writer at a time.
+Either way spending plus reservations never exceed a limit, across processes too. A refused
+reservation reads what the refusing budgets have left before it rolls back, for the
+message and for a smaller retry. The statements of this path are built once: building them
+per call cost more than running them.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from core.money.budgets import (
     Reservation,
     Scope,
     claims_for,
-    exceeded_message,
+    refusal,
 )
 from core.money.periods import Period, window
 from core.storage.database import in_sqlite_connection, sqlite_transaction
@@ -96,6 +98,7 @@ class SqlBudgetLedger:
         raised only while its spending plus reservations are under its limit."""
         statement = self._claims.get(count)
         if statement is None:
+            # A new row is only inserted for an amount within its limit (see ``_oversized``).
             insert = self._dialect.insert(_counters).values(
                 [
                     {
@@ -126,7 +129,11 @@ class SqlBudgetLedger:
                     + insert.excluded.reserved_micros,
                     "limit_micros": insert.excluded.limit_micros,
                 },
-                where=used < insert.excluded.limit_micros,
+                # ``budgets.fits``: within what is left, and never once it is used up.
+                where=and_(
+                    used < insert.excluded.limit_micros,
+                    used + insert.excluded.reserved_micros <= insert.excluded.limit_micros,
+                ),
             ).returning(_counters.c.scope, _counters.c.subject, _counters.c.period)
             self._claims[count] = statement
         return statement
@@ -164,31 +171,35 @@ class SqlBudgetLedger:
 
     async def reserve(self, payer: Payer, amount: int, now: datetime, tz: ZoneInfo) -> Reservation:
         """Hold ``amount`` against every budget that applies to ``payer``, all or nothing,
-        while each is under its limit."""
+        only if it fits in what each has left."""
         async with self._engine.begin() as connection:
             rows = await connection.execute(
                 _PAYER_BUDGETS, {"user": payer.user, "place": payer.place}
             )
             budgets = [_budget(row) for row in rows]
-            # A fixed order, so that two reservations never wait on each other's rows.
-            claims = sorted(
-                claims_for(budgets, payer, now, tz),
-                key=lambda c: (c.scope, c.subject, c.period, c.window_start),
-            )
-            refused = next((c for c in claims if c.limit_micros <= 0), None)
-            if claims and refused is None:
+            claims = _ordered(claims_for(budgets, payer, now, tz))
+            refused = _oversized(claims, amount)
+            if claims and not refused:
                 params: dict[str, object] = {"amount": amount}
                 for index, claim in enumerate(claims):
                     params |= {f"{name}_{index}": v for name, v in _key_values(claim).items()}
                     params[f"limit_{index}"] = claim.limit_micros
                 held = await connection.execute(self._claim_statement(len(claims)), params)
                 raised = {(row.scope, row.subject, row.period) for row in held}
-                refused = next(
-                    (c for c in claims if (c.scope, c.subject, c.period) not in raised), None
-                )
-            if refused is not None:
+                refused = [c for c in claims if (c.scope, c.subject, c.period) not in raised]
+            if refused:
+                lefts = []
+                for claim in refused:
+                    row = (
+                        await connection.execute(
+                            select(_counters.c.spent_micros, _counters.c.reserved_micros).where(
+                                _key(claim)
+                            )
+                        )
+                    ).one_or_none()
+                    lefts.append((claim, _left(claim, row)))
                 # Leaving the block rolls back the claims already made.
-                raise BudgetExceeded(exceeded_message(refused, now, tz), refused)
+                raise _tightest(lefts, now, tz)
         return Reservation(tuple(claims), amount)
 
     async def settle(self, reservation: Reservation, actual: int) -> None:
@@ -263,6 +274,30 @@ class SqlBudgetLedger:
         return [_budget(row) for row in rows]
 
 
+def _ordered(claims: Sequence[Claim]) -> list[Claim]:
+    """Claims in a fixed order, so that two reservations never wait on each other's rows."""
+    return sorted(claims, key=lambda c: (c.scope, c.subject, c.period, c.window_start))
+
+
+def _oversized(claims: Sequence[Claim], amount: int) -> list[Claim]:
+    """Claims that refuse ``amount`` whatever their counter holds: it is more than their
+    whole limit (or the limit is zero). Checked before the upsert, whose insert branch
+    cannot check a condition."""
+    return [c for c in claims if c.limit_micros <= 0 or amount > c.limit_micros]
+
+
+def _left(claim: Claim, counter: Sequence[Any] | None) -> int:
+    """What ``claim``'s budget has left, given its counter's ``(spent, reserved)`` row."""
+    used = int(counter[0]) + int(counter[1]) if counter is not None else 0
+    return max(claim.limit_micros - used, 0)
+
+
+def _tightest(lefts: Sequence[tuple[Claim, int]], now: datetime, tz: ZoneInfo) -> BudgetExceeded:
+    """The refusal naming, of the budgets that refused, the one with the least left."""
+    claim, left = min(lefts, key=lambda pair: pair[1])
+    return refusal(claim, left, now, tz)
+
+
 def _budget(row: Row[Any, Any, Any, Any]) -> Budget:
     return Budget(Scope(row.scope), row.subject, Period(row.period), int(row.limit_micros))
 
@@ -303,7 +338,13 @@ _SQLITE_CLAIM = (
     "limit_micros = excluded.limit_micros "
     "WHERE budget_counters.spent_micros + budget_counters.reserved_micros "
     "< excluded.limit_micros "
+    "AND budget_counters.spent_micros + budget_counters.reserved_micros "
+    "+ excluded.reserved_micros <= excluded.limit_micros "
     "RETURNING scope, subject, period"
+)
+_SQLITE_COUNTER = (
+    "SELECT spent_micros, reserved_micros FROM budget_counters "
+    "WHERE scope = ? AND subject = ? AND period = ? AND window_start = ?"
 )
 _SQLITE_SETTLE = (
     "UPDATE budget_counters SET reserved_micros = MAX(reserved_micros - ?, 0), "
@@ -328,52 +369,51 @@ class SqliteBudgetLedger(SqlBudgetLedger):
 
     async def reserve(self, payer: Payer, amount: int, now: datetime, tz: ZoneInfo) -> Reservation:
         """Hold ``amount`` against every budget that applies to ``payer``, all or nothing,
-        while each is under its limit."""
+        only if it fits in what each has left."""
 
-        def claim(connection: sqlite3.Connection) -> tuple[list[Claim], Claim | None]:
+        def lefts(
+            connection: sqlite3.Connection, refused: Sequence[Claim]
+        ) -> list[tuple[Claim, int]]:
+            return [
+                (c, _left(c, connection.execute(_SQLITE_COUNTER, self._key_params(c)).fetchone()))
+                for c in refused
+            ]
+
+        def claim(connection: sqlite3.Connection) -> list[Claim]:
             rows = connection.execute(_SQLITE_PAYER_BUDGETS, (payer.user, payer.place))
             budgets = [Budget(Scope(r[0]), r[1], Period(r[2]), int(r[3])) for r in rows]
-            claims = sorted(
-                claims_for(budgets, payer, now, tz),
-                key=lambda c: (c.scope, c.subject, c.period, c.window_start),
-            )
-            refused = next((c for c in claims if c.limit_micros <= 0), None)
-            if not claims or refused is not None:
-                return claims, refused
+            claims = _ordered(claims_for(budgets, payer, now, tz))
+            oversized = _oversized(claims, amount)
+            if oversized:
+                raise _Refused(lefts(connection, oversized))
+            if not claims:
+                return claims
             params: list[object] = []
             for c in claims:
-                params += [
-                    c.scope.value,
-                    c.subject,
-                    c.period.value,
-                    self._bind_window(c.window_start),
-                ]
-                params += [c.limit_micros, amount]
+                params += [*self._key_params(c), c.limit_micros, amount]
             values = ", ".join(["(?, ?, ?, ?, ?, 0, ?)"] * len(claims))
             with sqlite_transaction(connection):
                 held = connection.execute(_SQLITE_CLAIM.format(rows=values), params).fetchall()
                 raised = {(row[0], row[1], row[2]) for row in held}
-                refused = next(
-                    (c for c in claims if (c.scope.value, c.subject, c.period.value) not in raised),
-                    None,
-                )
-                if refused is not None:
-                    raise _Refused(refused)
-            return claims, None
+                refused = [
+                    c for c in claims if (c.scope.value, c.subject, c.period.value) not in raised
+                ]
+                if refused:
+                    # Read in the transaction, before it rolls back what was claimed.
+                    raise _Refused(lefts(connection, refused))
+            return claims
 
         work = asyncio.ensure_future(self._in_connection(claim))
         try:
-            claims, refused = await asyncio.shield(work)
+            claims = await asyncio.shield(work)
         except _Refused as exc:
-            claims, refused = [], exc.claim
+            raise _tightest(exc.lefts, now, tz) from None
         except asyncio.CancelledError:
             # The claim runs on in its thread: let it finish, then give back what it held.
             with contextlib.suppress(Exception):
-                held, _ = await work
+                held = await work
                 await self.settle(Reservation(tuple(held), amount), 0)
             raise
-        if refused is not None:
-            raise BudgetExceeded(exceeded_message(refused, now, tz), refused)
         return Reservation(tuple(claims), amount)
 
     async def settle(self, reservation: Reservation, actual: int) -> None:
@@ -381,15 +421,7 @@ class SqliteBudgetLedger(SqlBudgetLedger):
         if not reservation.claims:
             return
         params = [
-            (
-                reservation.amount,
-                actual,
-                claim.scope.value,
-                claim.subject,
-                claim.period.value,
-                self._bind_window(claim.window_start),
-            )
-            for claim in reservation.claims
+            (reservation.amount, actual, *self._key_params(claim)) for claim in reservation.claims
         ]
 
         def settle(connection: sqlite3.Connection) -> None:
@@ -398,16 +430,26 @@ class SqliteBudgetLedger(SqlBudgetLedger):
 
         await self._in_connection(settle)
 
+    def _key_params(self, claim: Claim) -> tuple[object, ...]:
+        """A counter's key as bound in the plain-SQL statements."""
+        return (
+            claim.scope.value,
+            claim.subject,
+            claim.period.value,
+            self._bind_window(claim.window_start),
+        )
+
     async def _in_connection(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         return await in_sqlite_connection(self._engine, work)
 
 
 class _Refused(Exception):
-    """A claim was refused: unwinds the transaction and carries the claim out."""
+    """Claims were refused: unwinds the transaction and carries them out with what each
+    budget had left."""
 
-    def __init__(self, claim: Claim) -> None:
-        super().__init__(claim.scope.value)
-        self.claim = claim
+    def __init__(self, lefts: list[tuple[Claim, int]]) -> None:
+        super().__init__(len(lefts))
+        self.lefts = lefts
 
 
 def budget_ledger(engine: AsyncEngine) -> SqlBudgetLedger:

@@ -10,14 +10,14 @@ from zoneinfo import ZoneInfo
 
 from core.money.budgets import (
     Budget,
-    BudgetExceeded,
     BudgetStatus,
     Claim,
     Payer,
     Reservation,
     Scope,
     claims_for,
-    exceeded_message,
+    fits,
+    refusal,
 )
 from core.money.periods import Period, window
 
@@ -56,10 +56,18 @@ class InMemoryBudgetLedger:
         async with self._lock:
             subjects = [(Scope.USER, payer.user), (Scope.DEFAULT, ""), (Scope.PLACE, payer.place)]
             claims = claims_for(self._select(subjects), payer, now, tz)
-            for claim in claims:
-                used = self._spent.get(_key(claim), 0) + self._reserved.get(_key(claim), 0)
-                if used >= claim.limit_micros:
-                    raise BudgetExceeded(exceeded_message(claim, now, tz), claim)
+            used = {
+                claim: self._spent.get(_key(claim), 0) + self._reserved.get(_key(claim), 0)
+                for claim in claims
+            }
+            refused = [
+                (claim, max(claim.limit_micros - used[claim], 0))
+                for claim in claims
+                if not fits(amount, claim.limit_micros, used[claim])
+            ]
+            if refused:
+                claim, left = min(refused, key=lambda pair: pair[1])
+                raise refusal(claim, left, now, tz)
             for claim in claims:
                 self._spent.setdefault(_key(claim), 0)
                 self._reserved[_key(claim)] = self._reserved.get(_key(claim), 0) + amount

@@ -392,6 +392,9 @@ class _Plan:
     output_tokens: int
     chunk_delay: float
     hang: bool
+    incomplete: bool = False
+    """Stopped at the request's output token limit (Responses ``incomplete``, Chat
+    Completions ``finish_reason: length``)."""
 
 
 class _Aborted(Exception):
@@ -664,6 +667,62 @@ def _input_chars(api: str, body: dict[str, object]) -> int:
 
 def _tokens(chars: int) -> int:
     return math.ceil(chars / 4)
+
+
+_OUTPUT_LIMITS: Final = {
+    # The output limit parameters of each API and the least value each takes.
+    "responses": (("max_output_tokens", 16),),
+    "chat": (("max_completion_tokens", 1), ("max_tokens", 1)),
+}
+
+
+def _output_limit(api: str, body: dict[str, object]) -> int | None:
+    """The output token limit a model request sets, validated as the API does."""
+    limits: list[int] = []
+    for name, least in _OUTPUT_LIMITS[api]:
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _ApiError(
+                400,
+                f"Invalid type for '{name}': expected an integer, but got "
+                f"{type(value).__name__} instead.",
+                param=name,
+                code="invalid_type",
+            )
+        if value < least:
+            raise _ApiError(
+                400,
+                f"Invalid '{name}': integer below minimum value. Expected a value >= {least}, "
+                f"but got {value} instead.",
+                param=name,
+                code="integer_below_min_value",
+            )
+        limits.append(value)
+    return min(limits) if limits else None
+
+
+def _cut_output(text: str, calls: list[_ToolCall], limit: int) -> tuple[str, list[_ToolCall]]:
+    """What a model gets out within ``limit`` output tokens: the text up to there, then the
+    tool calls whose arguments fit whole."""
+    if _tokens(len(text)) >= limit:
+        return text[: limit * 4], []
+    room = limit - _tokens(len(text))
+    kept: list[_ToolCall] = []
+    for call in calls:
+        room -= _tokens(len(call.arguments))
+        if room < 0:
+            break
+        kept.append(call)
+    return text, kept
+
+
+def _finish_reason(plan: _Plan) -> str:
+    """Chat Completions' ``finish_reason`` for a plan."""
+    if plan.incomplete:
+        return "length"
+    return "tool_calls" if plan.tool_calls else "stop"
 
 
 def _error_body(
@@ -1241,6 +1300,12 @@ class FakeOpenAI:
     Tool call ids are ``call_1``, ``call_2``, ... (counter cleared by :meth:`reset`).
     Each image of a model request adds its vision tokens (see :class:`SeenImage`).
 
+    An output limit (``max_output_tokens`` on Responses, at least 16; ``max_completion_tokens``
+    or ``max_tokens`` on Chat Completions, at least 1) stops the answer there, as the API
+    does: the text is cut after that many tokens' worth of characters, tool calls that no
+    longer fit are dropped, ``output_tokens`` reports the limit, and the response ends
+    ``incomplete`` (``response.incomplete``; Chat Completions ``finish_reason: length``).
+
     Transcription "hears" the audio: each sound between silences of 300 ms or more
     becomes the word ``tone<Hz>`` (pitch by zero crossings, rounded to 10 Hz), so
     ``440 Hz, silence, 660 Hz`` is transcribed ``"tone440 tone660"`` and pure silence
@@ -1659,11 +1724,15 @@ class FakeOpenAI:
         if limit is not None and input_tokens > limit:
             return self._context_error(api, limit, input_tokens)
 
+        try:
+            output_limit = _output_limit(api, body)
+        except _ApiError as error:
+            return error.response()
         script = self._pop_script()
         if script is not None and script.error is not None:
             return self._scripted_error(api, script, model, input_tokens)
 
-        plan = self._plan(api, body, model, script, input_tokens)
+        plan = self._plan(api, body, model, script, input_tokens, output_limit)
         if body.get("stream") is True:
             response = await self._start_sse(request)
             try:
@@ -1696,6 +1765,7 @@ class FakeOpenAI:
         model: str,
         script: Scripted | None,
         input_tokens: int,
+        output_limit: int | None = None,
     ) -> _Plan:
         if script is None:
             user_text = _last_user_text(api, body)
@@ -1720,16 +1790,23 @@ class FakeOpenAI:
         else:
             in_tok, cached = input_tokens, 0
             out_tok = _tokens(len(script.text)) + sum(_tokens(len(c.arguments)) for c in calls)
+        text = script.text
+        incomplete = output_limit is not None and out_tok > output_limit
+        if output_limit is not None and incomplete:
+            # As the API does: generation stops at the limit, which is what is billed.
+            text, calls = _cut_output(text, calls, output_limit)
+            out_tok = output_limit
         return _Plan(
             model=model,
-            text=script.text,
-            pieces=_split_text(script.text, script.chunks),
+            text=text,
+            pieces=_split_text(text, script.chunks),
             tool_calls=calls,
             input_tokens=in_tok,
             cached_tokens=cached,
             output_tokens=out_tok,
             chunk_delay=script.chunk_delay,
             hang=script.hang,
+            incomplete=incomplete,
         )
 
     # ------------------------------------------------------------------ errors
@@ -1804,12 +1881,15 @@ class FakeOpenAI:
         return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
 
     @staticmethod
-    def _message_item(item_id: str, text: str | None) -> dict[str, object]:
+    def _message_item(
+        item_id: str, text: str | None, *, incomplete: bool = False
+    ) -> dict[str, object]:
         done = text is not None
+        status = ("incomplete" if incomplete else "completed") if done else "in_progress"
         return {
             "id": item_id,
             "type": "message",
-            "status": "completed" if done else "in_progress",
+            "status": status,
             "content": [FakeOpenAI._text_part(text)] if text is not None else [],
             "role": "assistant",
         }
@@ -1828,7 +1908,7 @@ class FakeOpenAI:
     def _final_output(self, plan: _Plan, message_id: str | None) -> list[dict[str, object]]:
         output: list[dict[str, object]] = []
         if message_id is not None:
-            output.append(self._message_item(message_id, plan.text))
+            output.append(self._message_item(message_id, plan.text, incomplete=plan.incomplete))
         output.extend(self._function_item(c, done=True) for c in plan.tool_calls)
         return output
 
@@ -1857,15 +1937,17 @@ class FakeOpenAI:
         metadata = body.get("metadata")
         parallel = body.get("parallel_tool_calls")
         tools = body.get("tools")
+        cut = completed and plan.incomplete
+        status = ("incomplete" if cut else "completed") if completed else "in_progress"
         return {
             "id": response_id or _hex_id("resp_"),
             "object": "response",
             "created_at": created_at,
-            "status": "completed" if completed else "in_progress",
+            "status": status,
             "background": False,
-            "completed_at": int(time.time()) if completed else None,
+            "completed_at": int(time.time()) if completed and not cut else None,
             "error": None,
-            "incomplete_details": None,
+            "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
             "instructions": body.get("instructions"),
             "max_output_tokens": body.get("max_output_tokens"),
             "max_tool_calls": None,
@@ -1993,7 +2075,7 @@ class FakeOpenAI:
                 {
                     "type": "response.output_item.done",
                     "output_index": output_index,
-                    "item": self._message_item(message_id, plan.text),
+                    "item": self._message_item(message_id, plan.text, incomplete=plan.incomplete),
                 }
             )
             output_index += 1
@@ -2041,7 +2123,12 @@ class FakeOpenAI:
             response_id=response_id,
             message_id=message_id,
         )
-        emit({"type": "response.completed", "response": final})
+        emit(
+            {
+                "type": "response.incomplete" if plan.incomplete else "response.completed",
+                "response": final,
+            }
+        )
         await sse.flush()
 
     # ------------------------------------------------------------------ Chat Completions API
@@ -2086,7 +2173,7 @@ class FakeOpenAI:
                     "index": 0,
                     "message": message,
                     "logprobs": None,
-                    "finish_reason": "tool_calls" if plan.tool_calls else "stop",
+                    "finish_reason": _finish_reason(plan),
                 }
             ],
             "usage": self._chat_usage(plan),
@@ -2158,7 +2245,7 @@ class FakeOpenAI:
             for piece in _split_default(call.arguments):
                 await before_delta()
                 chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-        chunk({}, "tool_calls" if plan.tool_calls else "stop")
+        chunk({}, _finish_reason(plan))
         if include_usage:
             sse.add(
                 {
