@@ -96,10 +96,13 @@ def test_demo_chat_through_a_pipe_shows_every_feature(env: dict[str, str], tmp_p
     assert "• today: $0.00 (" in out
 
 
-def _read_until(fd: int, wanted: str, seen: list[str], within: float = 30.0) -> str:
-    """Read the terminal until ``wanted`` appears; returns everything read so far."""
+def _read_until(
+    fd: int, wanted: str, seen: list[str], within: float = 30.0, *, count: int = 1
+) -> str:
+    """Read the terminal until ``wanted`` has appeared ``count`` times; returns everything
+    read so far."""
     deadline = time.monotonic() + within
-    while wanted not in "".join(seen):
+    while "".join(seen).count(wanted) < count:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise AssertionError(f"{wanted!r} not shown; the terminal has: {''.join(seen)!r}")
@@ -136,6 +139,8 @@ def test_demo_chat_in_a_terminal(env: dict[str, str], tmp_path: Path) -> None:
         _read_until(main, "6*7 = 42.", seen)
         os.write(main, b"/model\n")
         _read_until(main, "Demo model (built in, no AI)", seen)
+        # Wait for the next prompt (the third), as a person would: line editing reads only then.
+        _read_until(main, "you> ", seen, count=3)
         os.write(main, b"\x04")  # Ctrl+D ends the session
         assert process.wait(timeout=30) == 0
     finally:
