@@ -16,7 +16,13 @@ import pytest
 from bots.bootstrap import App, bootstrap
 from bots.console import ConsoleChannel
 from core.conversation.commands import Command
-from core.conversation.events import ImageReady, ReplyFailed, ReplyFinished, Transcribed
+from core.conversation.events import (
+    ImageReady,
+    ReplyFailed,
+    ReplyFinished,
+    Transcribed,
+    VoiceReady,
+)
 from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
 from core.media.ports import Attachment
 from tests.conftest import SettingsFactory
@@ -214,12 +220,18 @@ async def test_a_fresh_install_on_defaults_works_after_the_january_shutdowns(
         heard = await send(app, "", voice)
         drawn = RecordingSink()
         await app.assistant.draw_image(IncomingMessage(KEY, ALICE, "a lighthouse"), drawn)
+        await app.choices.set_voice(KEY, True)
+        spoken = await send(app, "say it")  # speech through a Realtime API session
     assert chatted.final == ReplyFinished("Echo: hello")
+    [voice_note] = [e for e in spoken.events if isinstance(e, VoiceReady)]
+    assert voice_note.note.data.startswith(b"OggS") and voice_note.note.seconds > 0
     assert seen.final == ReplyFinished("Echo: what is this? [1 image]")
     assert heard.final == ReplyFinished("Echo: tone440")
     assert any(isinstance(e, ImageReady) for e in drawn.events)
-    models = [str((r.body or {}).get("model")) for r in fake_openai.requests]
+    models = [str(r.body.get("model")) for r in fake_openai.requests if r.body is not None]
     assert set(models) == {"gpt-6-luna", "gpt-transcribe", "gpt-image-2.6-sunburst"}
+    [session] = [r for r in fake_openai.requests if r.path == "/v1/realtime"]
+    assert session.query == "model=gpt-realtime-2.1-mini"
 
 
 async def test_admins_are_told_once_through_their_channel(
