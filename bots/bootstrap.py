@@ -119,6 +119,22 @@ def process_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def process_gone(owner: str) -> bool:
+    """Whether the lease owner ``owner`` (from ``process_owner``) was a process of this
+    machine that no longer runs."""
+    host, _, rest = owner.partition(":")
+    pid, _, _ = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it runs, as another user
+    return False
+
+
 def user_directory() -> UserDirectory:
     """How every channel names its users (none of it needs the channel's library)."""
     return UserDirectory([TelegramNames(), SlackNames(), ConsoleNames()])
@@ -304,7 +320,13 @@ async def bootstrap(
             outbox,
             metrics,
             TurnRecovery(
-                storage.journal, outbox, pipeline, clock=clock, owner=owner, writes=writes
+                storage.journal,
+                outbox,
+                pipeline,
+                clock=clock,
+                owner=owner,
+                writes=writes,
+                gone=process_gone,
             ),
             media,
         )

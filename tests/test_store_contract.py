@@ -730,6 +730,18 @@ class TestTurnJournalContract:
         assert await turns.open_turns(TURN_LATER) == []
         assert not await turns.lease_turn(delivered, "p2", TURN_LATER, TURN_LATER)
 
+    async def test_the_leases_of_a_dead_owner_can_be_let_go(self, store: ConversationStore) -> None:
+        turns = journal(store)
+        mine = await turns.accept_turn(asked("a"), None, "dead", TURN_LATER)
+        other = await turns.accept_turn(asked("b"), None, "alive", TURN_LATER)
+        done = await turns.accept_turn(asked("c"), None, "dead", TURN_LATER)
+        assert mine and other and done
+        await turns.close_turn(done)
+        assert sorted(await turns.lease_owners()) == ["alive", "dead"]
+        assert await turns.release_leases("dead") == 1
+        assert [t.id for t in await turns.open_turns(TURN_NOW)] == [mine]
+        assert await turns.lease_owners() == ["alive"]
+
 
 async def test_two_processes_lease_one_turn_once(sqlite_url: str) -> None:
     """Two stores on one database (as two processes): of concurrent takeovers, one wins."""

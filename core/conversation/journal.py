@@ -64,6 +64,13 @@ class TurnJournal(Protocol):
     async def open_turns(self, now: datetime, limit: int = 100) -> list[OpenTurn]:
         """Open turns whose lease ran out by ``now``, oldest first."""
 
+    async def lease_owners(self) -> list[str]:
+        """Who holds the leases of open turns (each owner once)."""
+
+    async def release_leases(self, owner: str) -> int:
+        """Let go every lease ``owner`` holds (a process known to be dead); returns how
+        many turns are free now."""
+
     async def turn_message_stored(self, turn_id: int, role: Role) -> bool:
         """Whether a message of ``role`` naming the turn is stored (its question, its
         answer)."""

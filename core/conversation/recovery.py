@@ -5,7 +5,9 @@ process; each turn is leased, so exactly one process finishes it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from core.clock import Clock
@@ -18,6 +20,8 @@ from core.conversation.spool import DurableWrites
 
 log = logging.getLogger(__name__)
 
+PARALLEL_RECOVERIES = 32
+"""Open turns finished at once by one process."""
 DELAYED = "Sorry for the wait — I was restarting. Here is my answer to your message."
 FILES_LOST = (
     "Sorry — I was restarting and lost the file you sent with your last message. "
@@ -26,7 +30,9 @@ FILES_LOST = (
 
 
 class TurnRecovery:
-    """Finishes the open turns whose lease ran out, for the channels running here."""
+    """Finishes the open turns whose lease ran out, for the channels running here. ``gone``
+    says whether a lease owner is known to be dead (a process of this machine that no
+    longer runs), so its turns need not wait for their leases to run out."""
 
     def __init__(
         self,
@@ -37,7 +43,9 @@ class TurnRecovery:
         clock: Clock,
         owner: str,
         writes: DurableWrites,
+        gone: Callable[[str], bool] = lambda owner: False,
     ) -> None:
+        self._gone = gone
         self._writes = writes
         self._journal = journal
         self._outbox = outbox
@@ -49,26 +57,37 @@ class TurnRecovery:
         """Write what the spool kept, then take over and finish what is open now; returns
         how many turns were taken."""
         now = self._clock.now()
-        taken = 0
         try:
             # First the spool: a turn whose answer is spooled is answered already.
             await self._writes.replay()
+            for owner in await self._journal.lease_owners():
+                if owner != self._owner and self._gone(owner):
+                    released = await self._journal.release_leases(owner)
+                    log.info("took over %d turns of %s, which is gone", released, owner)
             open_turns = await self._journal.open_turns(now)
         except Exception as exc:
             log.error("could not look for unfinished turns (%s); trying again later", exc)
             return 0
+        taken_turns: list[OpenTurn] = []
         for open_turn in open_turns:
             if not self._outbox.reaches(open_turn.turn.key):
                 continue  # another process runs that channel
             until = now + timedelta(seconds=LEASE_SECONDS)
-            if not await self._journal.lease_turn(open_turn.id, self._owner, until, now):
-                continue  # another process took it first
-            taken += 1
-            try:
-                await self._finish(open_turn)
-            except Exception:
-                log.exception("recovering turn %d failed; it will be tried again", open_turn.id)
-        return taken
+            if await self._journal.lease_turn(open_turn.id, self._owner, until, now):
+                taken_turns.append(open_turn)  # else another process took it first
+        # Different conversations are finished side by side (each waits for its own
+        # platform's pacing); the turn runner keeps one conversation's turns in order.
+        limit = asyncio.Semaphore(PARALLEL_RECOVERIES)
+
+        async def finish(open_turn: OpenTurn) -> None:
+            async with limit:
+                try:
+                    await self._finish(open_turn)
+                except Exception:
+                    log.exception("recovering turn %d failed; tried again later", open_turn.id)
+
+        await asyncio.gather(*(finish(open_turn) for open_turn in taken_turns))
+        return len(taken_turns)
 
     async def _finish(self, open_turn: OpenTurn) -> None:
         turn = open_turn.turn

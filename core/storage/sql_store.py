@@ -486,6 +486,36 @@ class SqlConversationStore:
             for row in rows
         ]
 
+    async def lease_owners(self) -> list[str]:
+        """Who holds the leases of open turns."""
+        query = (
+            select(_turns.c.lease_owner)
+            .where(
+                _turns.c.delivered_at.is_(None),
+                _turns.c.failed_at.is_(None),
+                _turns.c.lease_owner.is_not(None),
+            )
+            .distinct()
+        )
+        async with self._engine.connect() as connection:
+            owners = (await connection.execute(query)).scalars().all()
+            await connection.rollback()
+        return [str(owner) for owner in owners]
+
+    async def release_leases(self, owner: str) -> int:
+        """Let go every lease ``owner`` holds on an open turn."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(_turns)
+                .where(
+                    _turns.c.lease_owner == owner,
+                    _turns.c.delivered_at.is_(None),
+                    _turns.c.failed_at.is_(None),
+                )
+                .values(lease_owner=None, lease_until=None)
+            )
+        return int(result.rowcount)
+
     async def turn_message_stored(self, turn_id: int, role: Role) -> bool:
         """Whether a message of ``role`` naming the turn is stored."""
         query = select(_messages.c.id).where(

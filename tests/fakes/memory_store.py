@@ -312,6 +312,21 @@ class InMemoryConversationStore:
             )
         return found[:limit]
 
+    async def lease_owners(self) -> list[str]:
+        """Who holds the leases of open turns."""
+        await asyncio.sleep(0)
+        return sorted({r.owner for r in self._turns.values() if r.owner and not r.closed})
+
+    async def release_leases(self, owner: str) -> int:
+        """Let go every lease ``owner`` holds on an open turn."""
+        await asyncio.sleep(0)
+        released = 0
+        for row in self._turns.values():
+            if row.owner == owner and not row.closed:
+                row.owner, row.until = None, None
+                released += 1
+        return released
+
     async def turn_message_stored(self, turn_id: int, role: Role) -> bool:
         """Whether a message of ``role`` naming the turn is stored."""
         await asyncio.sleep(0)
