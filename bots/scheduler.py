@@ -5,6 +5,7 @@ rows with leases, so several processes can run the same schedule."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -28,6 +29,18 @@ class PeriodicJob:
     seconds: float
 
 
+async def _guarded(job: PeriodicJob) -> None:
+    """Run ``job`` once: stopped quietly at shutdown, and a failure logged as one line
+    naming the job (the next run tries again)."""
+    try:
+        await job.run()
+    except asyncio.CancelledError:
+        return  # the scheduler is shutting down
+    except Exception as exc:
+        log.error("scheduled job %s failed: %s", job.name, exc)
+        log.debug("scheduled job %s failed", job.name, exc_info=True)
+
+
 @asynccontextmanager
 async def scheduled(jobs: Sequence[PeriodicJob]) -> AsyncIterator[AsyncIOScheduler]:
     """Run ``jobs`` on the current event loop until the block ends; a run never overlaps
@@ -35,8 +48,9 @@ async def scheduled(jobs: Sequence[PeriodicJob]) -> AsyncIterator[AsyncIOSchedul
     scheduler = AsyncIOScheduler(timezone=UTC)
     for job in jobs:
         scheduler.add_job(
-            job.run,
+            _guarded,
             "interval",
+            args=(job,),
             seconds=job.seconds,
             id=job.name,
             name=job.name,

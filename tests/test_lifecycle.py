@@ -27,10 +27,6 @@ from core.models.registry import Registry, load_registry
 from core.money.prices import load_prices
 from tests.conftest import SettingsFactory
 
-# The realtime branch moves defaults.speech to a realtime model; until it is merged the
-# speech default is the speech endpoint's, which shuts down on 2027-01-06.
-AWAITING_REALTIME = {"speech"}
-
 
 class FixedClock:
     """A clock stopped at one day."""
@@ -64,7 +60,7 @@ def test_shipped_defaults_have_no_shutdown_within_90_days_of_the_check(shipped: 
             DEFAULT_HORIZON_DAYS,
         )
     }
-    assert set(late) == AWAITING_REALTIME, late
+    assert late == {}, late
 
 
 def test_shipped_defaults_are_the_current_models(shipped: Registry) -> None:
@@ -86,8 +82,15 @@ def test_shipped_retirements_match_openais_announcements(shipped: Registry) -> N
     for name in ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"):
         entry = media.transcription[name]
         assert (entry.shutdown, entry.successor) == (date(2027, 2, 26), "gpt-transcribe")
-    for entry in media.speech.values():
+    for name in ("tts-1", "tts-1-hd", "gpt-4o-mini-tts"):  # every speech-endpoint model
+        entry = media.speech[name]
         assert (entry.shutdown, entry.successor) == (date(2027, 1, 6), "gpt-realtime-2.1-mini")
+    assert (media.speech["gpt-realtime"].shutdown, media.speech["gpt-realtime"].successor) == (
+        date(2027, 1, 20),
+        "gpt-realtime-2.1",
+    )
+    for name in ("gpt-realtime-2.1", "gpt-realtime-2.1-mini"):
+        assert media.speech[name].shutdown is None
     assert status(media.images["gpt-image-1"], date(2026, 12, 7)) is Status.RETIRED
     assert status(media.images["gpt-image-1-mini"], date(2026, 12, 7)) is Status.RETIRED
     assert set(shipped.embeddings) == {"text-embedding-3-small", "text-embedding-3-large"}
@@ -118,7 +121,7 @@ def test_new_models_are_priced_at_least_as_dearly_as_published(shipped: Registry
 def test_every_shipped_successor_is_in_its_roles_table(shipped: Registry) -> None:
     for role, table in shipped.tables().items():
         for entry in table.values():
-            if entry.successor is None or role in AWAITING_REALTIME:
+            if entry.successor is None:
                 continue
             assert entry.successor in table, (role, entry.id, entry.successor)
             assert table[entry.successor].shutdown is None, entry.successor

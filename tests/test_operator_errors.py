@@ -249,13 +249,14 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_is_logged_redacted(
         "SWITCHBOARD_TOOL_MODULES": "exploding_tools",
         "PYTHONPATH": str(tmp_path),
     }
-    quiet = switchboard(environment, tmp_path, "usage")
+    # The chat loads the operator's tool modules (the database-only shell commands do not).
+    quiet = switchboard(environment, tmp_path, "chat")
     assert quiet.returncode == 1
     assert quiet.stderr.strip() == (
         "switchboard: unexpected error: RuntimeError: cannot use [redacted] — "
         "run with SWITCHBOARD_LOG_LEVEL=DEBUG for the details"
     )
-    debug = switchboard(environment | {"SWITCHBOARD_LOG_LEVEL": "DEBUG"}, tmp_path, "usage")
+    debug = switchboard(environment | {"SWITCHBOARD_LOG_LEVEL": "DEBUG"}, tmp_path, "chat")
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr and "exploding_tools.py" in debug.stderr
     assert API_KEY not in debug.stderr
@@ -311,7 +312,7 @@ def test_json_logs_from_the_cli_parse_line_by_line(env: dict[str, str], tmp_path
             "SWITCHBOARD_LOG_FORMAT": "json",
         },
         tmp_path,
-        "usage",
+        "chat",
     )
     *logged, last = result.stderr.strip().splitlines()
     entries = [json.loads(line) for line in logged]

@@ -133,8 +133,10 @@ async def test_readiness_needs_every_started_channel_connected(sqlite_url: str) 
 
 
 async def test_readiness_follows_a_sqlite_database_that_cannot_be_opened(tmp_path: Path) -> None:
-    folder = tmp_path / "data"  # not there yet: SQLite cannot create the file
+    folder = tmp_path / "data"
+    folder.mkdir()  # create_engine refuses a missing folder at start-up
     database = create_engine(f"sqlite+aiosqlite:///{folder / 'switchboard.db'}")
+    folder.rmdir()  # gone before the first connection: SQLite cannot create the file
     server = OpsServer(
         port=0, host="127.0.0.1", database=database, registry=PrometheusMetrics().registry
     )
