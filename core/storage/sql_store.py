@@ -767,6 +767,25 @@ class SqliteConversationStore(SqlConversationStore):
 
         return await self._write(accept)
 
+    async def close_turn(self, turn_id: int, *, failed: str | None = None) -> None:
+        """Close the turn as one function in the connection's thread (every turn does)."""
+        now = _sqlite_value(_turns.c.delivered_at, _now())
+        if failed is None:
+            sql = "UPDATE turns SET lease_owner = NULL, lease_until = NULL, delivered_at = ?"
+            params: tuple[object, ...] = (now, turn_id)
+        else:
+            sql = (
+                "UPDATE turns SET lease_owner = NULL, lease_until = NULL, failed_at = ?, "
+                "reason = ?"
+            )
+            params = (now, failed[:1000], turn_id)
+
+        def close(connection: sqlite3.Connection) -> None:
+            with sqlite_transaction(connection):
+                connection.execute(f"{sql} WHERE id = ?", params)
+
+        await self._write(close)
+
     async def add_message(
         self,
         conversation_id: int,
