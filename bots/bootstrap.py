@@ -304,7 +304,9 @@ async def openai_models(
     )
     try:
         retry = RetryPolicy(
-            attempts=settings.openai_max_retries, backoff=settings.openai_backoff_seconds
+            attempts=settings.openai_max_retries,
+            backoff=settings.openai_backoff_seconds,
+            total=settings.openai_total_seconds,
         )
         yield ModelPorts(
             gateway=OpenAIGateway(client, retry),

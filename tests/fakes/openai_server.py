@@ -264,6 +264,9 @@ class Scripted:
     """``(input_tokens, cached_input_tokens, output_tokens)``; default computed from lengths."""
     hang: bool = False
     """Accept the request, send headers/first event, then never finish until the client leaves."""
+    cut_after: int | None = None
+    """Streaming only: drop the connection after this many text deltas (0: before any
+    text), without an error event or ``[DONE]`` — a connection cut mid-stream."""
 
     def __post_init__(self) -> None:
         """Reject impossible scripts early, in the test thread rather than in the server."""
@@ -277,6 +280,8 @@ class Scripted:
             raise ValueError("chunks must be >= 1")
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError("retry_after must be >= 0")
+        if self.cut_after is not None and self.cut_after < 0:
+            raise ValueError("cut_after must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -389,6 +394,7 @@ class _Plan:
     output_tokens: int
     chunk_delay: float
     hang: bool
+    cut_after: int | None = None
 
 
 class _Aborted(Exception):
@@ -1538,6 +1544,16 @@ class FakeOpenAI:
         response.headers.setdefault("openai-organization", "org-fake")
         response.headers.setdefault("openai-processing-ms", "1")
 
+    @staticmethod
+    async def _cut_at(request: web.Request, sse: _SSEWriter, plan: _Plan, sent: int) -> None:
+        """Drop the connection once ``sent`` text deltas went out, if the script says so."""
+        if plan.cut_after is None or sent != plan.cut_after:
+            return
+        await sse.flush()
+        if request.transport is not None:
+            request.transport.abort()
+        raise _Aborted
+
     async def _idle(self, request: web.Request, seconds: float | None) -> None:
         """Wait ``seconds`` (forever if ``None``).
 
@@ -1718,6 +1734,7 @@ class FakeOpenAI:
             output_tokens=out_tok,
             chunk_delay=script.chunk_delay,
             hang=script.hang,
+            cut_after=script.cut_after,
         )
 
     # ------------------------------------------------------------------ errors
@@ -1946,7 +1963,8 @@ class FakeOpenAI:
                     "part": self._text_part(""),
                 }
             )
-            for piece in plan.pieces:
+            for sent, piece in enumerate(plan.pieces):
+                await self._cut_at(request, sse, plan, sent)
                 await before_delta()
                 emit(
                     {
@@ -1958,6 +1976,7 @@ class FakeOpenAI:
                         "logprobs": [],
                     }
                 )
+            await self._cut_at(request, sse, plan, len(plan.pieces))
             emit(
                 {
                     "type": "response.output_text.done",
@@ -2126,9 +2145,11 @@ class FakeOpenAI:
         if plan.hang:
             await sse.flush()
             await self._idle(request, None)
-        for piece in plan.pieces:
+        for sent, piece in enumerate(plan.pieces):
+            await self._cut_at(request, sse, plan, sent)
             await before_delta()
             chunk({"content": piece})
+        await self._cut_at(request, sse, plan, len(plan.pieces))
         for index, call in enumerate(plan.tool_calls):
             await before_delta()
             chunk(
