@@ -25,6 +25,7 @@ from bots.telegram.names import TelegramNames
 from core.access.names import UserDirectory
 from core.access.policy import AccessPolicy, kept_fresh
 from core.clock import Clock, SystemClock
+from core.conversation.admin_notices import AdminNotices
 from core.conversation.assistant import Assistant, AssistantOptions
 from core.conversation.channel import Outbox
 from core.conversation.choices import ConversationChoices
@@ -248,6 +249,7 @@ async def bootstrap(
             ),
             metrics=metrics,
             lifecycle=lifecycle,
+            notices=AdminNotices(outbox.tell_admins, clock),
         )
         commands = Commands(
             choices=choices,

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from core.clock import Clock
+from core.conversation.admin_notices import AdminNotices
 from core.conversation.choices import ConversationChoices
 from core.conversation.context import IMAGE_TOKENS, ContextBuilder
 from core.conversation.events import (
@@ -33,6 +34,7 @@ from core.errors import (
     ModelNotFound,
     SwitchboardError,
     UpstreamError,
+    UpstreamMisconfigured,
     UpstreamUnavailable,
     UserInputError,
     user_message,
@@ -121,6 +123,7 @@ class Assistant:
         options: AssistantOptions,
         metrics: Metrics,
         lifecycle: ModelLifecycle,
+        notices: AdminNotices | None = None,
     ) -> None:
         self._store = store
         self._gateway = gateway
@@ -135,6 +138,7 @@ class Assistant:
         self._options = options
         self._metrics = metrics
         self._lifecycle = lifecycle
+        self._notices = notices
 
     async def answer_message(self, message: IncomingMessage, sink: ReplySink) -> None:
         """Answer ``message``, emitting reply events to ``sink``; never raises for bad input
@@ -233,7 +237,12 @@ class Assistant:
             else:
                 log.exception("turn in %s failed unexpectedly", message.key)
             await self._finish(state, cancelled=False)
-            await sink.emit(ReplyFailed(user_message(exc), state.text if state else ""))
+            try:
+                await sink.emit(ReplyFailed(user_message(exc), state.text if state else ""))
+            finally:
+                # Only an admin can fix the bot's own settings: they are told (once an hour).
+                if isinstance(exc, UpstreamMisconfigured) and self._notices is not None:
+                    await self._notices.misconfigured(exc)
             return
         await self._finish(state, cancelled=False)
         await sink.emit(ReplyFinished(state.text))

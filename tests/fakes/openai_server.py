@@ -264,6 +264,9 @@ class Scripted:
     """``(input_tokens, cached_input_tokens, output_tokens)``; default computed from lengths."""
     hang: bool = False
     """Accept the request, send headers/first event, then never finish until the client leaves."""
+    retry_after_raw: str | None = None
+    """For ``rate_limit``: sent verbatim as both ``retry-after`` headers (as a broken proxy
+    might: ``nan``, ``inf``, ``-5``, garbage)."""
     cut_after: int | None = None
     """Streaming only: drop the connection after this many text deltas (0: before any
     text), without an error event or ``[DONE]`` — a connection cut mid-stream."""
@@ -1770,6 +1773,8 @@ class FakeOpenAI:
             if script.retry_after is not None:
                 headers["retry-after"] = _format_seconds(script.retry_after)
                 headers["retry-after-ms"] = str(round(script.retry_after * 1000))
+            if script.retry_after_raw is not None:
+                headers["retry-after"] = headers["retry-after-ms"] = script.retry_after_raw
             return _json_response(
                 _error_body(message, "requests", code="rate_limit_exceeded"),
                 status=429,
