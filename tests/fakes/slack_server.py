@@ -636,6 +636,7 @@ class FakeSlack:
         self._statuses: dict[tuple[str, str], list[str]] = {}
         self._users: dict[str, JSONDict] = {}
         self._failures: dict[str, deque[_Failure]] = {}
+        self._drops: dict[str, int] = {}
         self._pending_uploads: dict[str, _PendingUpload] = {}
         self._files: dict[str, _StoredFile] = {}
         self._response_urls: dict[str, _ResponseUrl] = {}
@@ -840,6 +841,12 @@ class FakeSlack:
             queue = self._failures.setdefault(method, deque())
             for _ in range(times):
                 queue.append(_Failure(error, code, retry_after if code == 429 else None))
+
+    def drop_next(self, method: str, *, times: int = 1) -> None:
+        """Drop the connection of the next ``times`` calls of ``method`` without answering
+        (a network fault between the bot and Slack); the call is recorded, not made."""
+        with self._lock:
+            self._drops[method] = self._drops.get(method, 0) + times
 
     def new_response_url(
         self, channel: str | None, user: str | None, message_ts: str | None = None
@@ -1111,6 +1118,14 @@ class FakeSlack:
         params: JSONDict = {}
         try:
             params = await self._read_params(request)
+            with self._lock:
+                dropped = self._drops.get(method, 0) > 0
+                if dropped:
+                    self._drops[method] -= 1
+                    self.calls.append(RecordedCall(method, params, headers, time.time(), 0, None))
+            if dropped and request.transport is not None:
+                request.transport.abort()
+                return web.Response(status=502)  # never reaches the client: it is gone
             token = self._token_of(request, params)
             result = self._dispatch(method, token, params)
         except _ApiError as error:
