@@ -38,7 +38,8 @@ class _Retrying:
         deadline = Deadline(self._retry.total)
         while True:
             try:
-                result = await asyncio.wait_for(make(), deadline.left())
+                async with asyncio.timeout(deadline.left()):
+                    result = await make()
             except TimeoutError:
                 error: UpstreamError = deadline.expired(what)
             except openai.OpenAIError as exc:

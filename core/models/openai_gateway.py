@@ -125,7 +125,8 @@ class OpenAIGateway:
             try:
                 # Until the first event, the wait is bounded by what is left of the total;
                 # after it, the SDK's timeout bounds each read of a reply under way.
-                first = await asyncio.wait_for(anext(call), deadline.left())
+                async with asyncio.timeout(deadline.left()):
+                    first = await anext(call)
                 started = True
                 yield first
                 async for event in call:
