@@ -28,10 +28,12 @@ def unthrottled(bot: Bot) -> TelegramReply:
     return TelegramReply(bot, ChatPlace(USER, group=False), FloodControl(FloodLimits(0, 0)))
 
 
-async def test_one_502_on_send_message_and_the_user_still_sees_the_reply(
+async def test_502s_on_send_message_and_the_user_still_sees_the_reply(
     make_app: AppFactory, telegram: FakeTelegram, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.enqueue(Scripted(text="the answer", chunks=1))
+    # The first may meet the progress message (skipped, best effort), the second the final.
+    telegram.fail_next("sendMessage", 502, "Bad Gateway")
     telegram.fail_next("sendMessage", 502, "Bad Gateway")
     async with running(make_app, telegram) as app:
         telegram.private_message(USER, "hello")
@@ -43,8 +45,15 @@ async def test_one_502_on_send_message_and_the_user_still_sees_the_reply(
                 break
             await asyncio.sleep(0.05)
         assert await app.storage.journal.open_turns(later) == []
-    assert len(telegram.calls_to("sendMessage")) == 2
+    assert len(telegram.calls_to("sendMessage")) == 3
     assert [m.text for m in telegram.chat(USER)] == ["the answer"]
+
+
+async def test_one_502_on_the_final_send_message_is_retried(telegram: FakeTelegram) -> None:
+    async with Bot(telegram.token, base_url=f"{telegram.url}/bot") as bot:
+        telegram.fail_next("sendMessage", 502, "Bad Gateway")
+        await unthrottled(bot).emit(ReplyFinished("shown after one 502"))
+    assert [m.text for m in telegram.chat(USER)] == ["shown after one 502"]
 
 
 async def test_two_500s_on_the_final_edit_and_the_full_reply_arrives(
