@@ -90,6 +90,20 @@ async def test_a_stream_is_closed_when_the_reply_ends_without_its_final_event(
     assert len(slack.calls_to("chat.stopStream")) == 1
 
 
+@pytest.mark.parametrize("hint", ["nan", "inf", "-3", "soon", "1.5"])
+async def test_a_retry_after_that_is_not_a_whole_number_is_survived(
+    slack: FakeSlack, hint: str
+) -> None:
+    dm = slack.dm_channel(ADA)
+    flood = FloodControl(FAST)
+    reply = SlackReply(client_for(slack, flood), SlackPlace(slack.team_id, dm, ADA), flood)
+    slack.fail_next("chat.postMessage", retry_after=hint)
+    await reply.emit(ReplyFinished(f"after Retry-After: {hint}"))
+    [message] = bot_messages(slack, dm)
+    assert section_texts(message) == f"after Retry-After: {hint}"
+    assert len(slack.calls_to("chat.postMessage")) == 2
+
+
 @pytest.mark.slow
 async def test_a_stream_is_closed_when_the_final_message_cannot_be_delivered(
     slack: FakeSlack,

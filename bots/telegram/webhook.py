@@ -8,7 +8,6 @@ channel serves this one instead."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
@@ -82,7 +81,7 @@ class WebhookServer:
             update = Update.de_json(data, self._application.bot)
         except Exception as exc:  # any shape Telegram would never send
             return _refused(request, 400, f"unreadable update ({type(exc).__name__})")
-        await asyncio.shield(self._application.update_queue.put(update))
+        await self._application.update_queue.put(update)
         return web.Response(status=200)
 
 

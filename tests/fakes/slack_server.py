@@ -284,7 +284,7 @@ class _ApiError(Exception):
         error: str,
         *,
         status: int = 200,
-        retry_after: int | None = None,
+        retry_after: int | str | None = None,
         messages: list[str] | None = None,
         extra: JSONDict | None = None,
     ) -> None:
@@ -357,7 +357,7 @@ class _Channel:
 class _Failure:
     error: str
     status: int
-    retry_after: int | None
+    retry_after: int | str | None
 
 
 @dataclass
@@ -828,13 +828,14 @@ class FakeSlack:
         error: str = "ratelimited",
         *,
         status: int | None = None,
-        retry_after: int | None = 1,
+        retry_after: int | str | None = 1,
         times: int = 1,
     ) -> None:
         """Answer the next ``times`` calls of ``method`` with ``error``.
 
         ``status`` defaults to 429 for ``ratelimited`` (with ``Retry-After``) and 200
-        otherwise, as Slack answers its errors.
+        otherwise, as Slack answers its errors. A string ``retry_after`` is sent verbatim
+        (as a broken proxy might: ``nan``, ``1.5``, garbage).
         """
         code = status if status is not None else (429 if error == "ratelimited" else 200)
         with self._lock:
