@@ -25,6 +25,7 @@ from bots.telegram.names import TelegramNames
 from core.access.names import UserDirectory
 from core.access.policy import AccessPolicy, kept_fresh
 from core.clock import Clock, SystemClock
+from core.conversation.admin_notices import AdminNotices
 from core.conversation.assistant import Assistant, AssistantOptions
 from core.conversation.channel import Outbox
 from core.conversation.choices import ConversationChoices
@@ -281,6 +282,7 @@ async def bootstrap(
             metrics=metrics,
             lifecycle=lifecycle,
             writes=writes,
+            notices=AdminNotices(outbox.tell_admins, clock),
         )
         commands = Commands(
             choices=choices,
@@ -347,7 +349,9 @@ async def openai_models(
     )
     try:
         retry = RetryPolicy(
-            attempts=settings.openai_max_retries, backoff=settings.openai_backoff_seconds
+            attempts=settings.openai_max_retries,
+            backoff=settings.openai_backoff_seconds,
+            total=settings.openai_total_seconds,
         )
         yield ModelPorts(
             gateway=OpenAIGateway(client, retry),

@@ -11,12 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 
 PRUNE_AT = 4096
+RETRY_BACKOFF = 0.25  # seconds before the first retry of a transient failure; doubles
+RETRY_BACKOFF_MAX = 4.0
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry number ``attempt`` (from 0) of a platform call that
+    failed transiently (a 5xx, a dropped connection, a timeout): doubling, with jitter so
+    that replies failing together do not retry together."""
+    base = min(RETRY_BACKOFF * 2.0**attempt, RETRY_BACKOFF_MAX)
+    return base * (0.5 + random.random() / 2)
 
 
 @dataclass(frozen=True)

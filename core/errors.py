@@ -153,7 +153,7 @@ def user_message(error: BaseException) -> str:
             "or tell an admin."
         )
     if isinstance(error, UpstreamMisconfigured):
-        return "The assistant is misconfigured and cannot reach its model. Please tell an admin."
+        return "The assistant is misconfigured and cannot reach its model; an admin has been told."
     if isinstance(error, UpstreamRejected):
         return "The model could not answer that request. Try rephrasing it, or /reset."
     if isinstance(error, SessionCut):

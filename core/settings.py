@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     openai_timeout_seconds: float = Field(
         default=120.0, alias="SWITCHBOARD_OPENAI_TIMEOUT_SECONDS", gt=0
     )
+    openai_total_seconds: float = Field(
+        default=120.0, alias="SWITCHBOARD_OPENAI_TOTAL_SECONDS", gt=0, le=3600
+    )
     max_message_chars: int = Field(
         default=32000, alias="SWITCHBOARD_MAX_MESSAGE_CHARS", gt=0, le=1_000_000
     )

@@ -40,6 +40,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.pacing import FloodControl, FloodLimits
+from bots.slack.endpoint import MAX_BODY_BYTES, SignedRequests
 from bots.slack.events import (
     CHANNEL,
     SlackPlace,
@@ -120,6 +121,7 @@ class SlackChannel:
         secret = settings.slack_signing_secret
         self._identity = _Identity()
         self._verifier = SignatureVerifier(secret.get_secret_value()) if secret else None
+        self._door = SignedRequests(secret.get_secret_value()) if secret else None
         self.app = AsyncApp(
             # Bolt's own client gets the token from the authorize result.
             client=AsyncWebClient(
@@ -209,7 +211,14 @@ class SlackChannel:
 
         async def handle(request: web.Request) -> web.Response:
             with self._acks.acknowledging():
-                raw = await request.read()
+                try:
+                    raw = await request.read()
+                except web.HTTPRequestEntityTooLarge:
+                    log.warning("refused a Slack request: body too large (413)")
+                    return web.Response(status=413)
+                refused = self._door.refusal(raw, request.headers) if self._door else None
+                if refused is not None:
+                    return web.Response(status=refused.status)
                 headers: Headers = {name: request.headers.getall(name) for name in request.headers}
                 if self._signed_event(raw, request.headers):
                     # An event needs nothing but a 200: answer at once, let Bolt (which
@@ -222,7 +231,7 @@ class SlackChannel:
                 response = await self.app.async_dispatch(bolt_request)
                 return await to_aiohttp_response(response)
 
-        web_app = web.Application()
+        web_app = web.Application(client_max_size=MAX_BODY_BYTES)
         web_app.router.add_post(EVENTS_PATH, handle)
         return web_app
 

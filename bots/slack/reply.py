@@ -245,13 +245,16 @@ class SlackReply:
         await self._finish(markdown)
 
     async def close(self) -> None:
-        """Stop background work (the thinking note, pending updates) without sending more."""
+        """Stop background work (the thinking note, pending updates) without sending more,
+        and end a native stream still open: a turn that failed or was cancelled before its
+        final event must not leave a message Slack shows as still being written."""
         task = self._thinking
         if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._progress.close()
+        await self._stop_stream()
 
     def _schedule_flush(self) -> None:
         self._progress.schedule()
@@ -396,6 +399,9 @@ class SlackReply:
                 self._native = False
                 return True  # carry on with updates
             return False
+        except Exception:  # progress is best effort; the final delivery reports real trouble
+            log.warning("streaming in %s failed", self.place.channel, exc_info=True)
+            return False
         self._streamed += len(pending)
         return True
 
@@ -407,8 +413,8 @@ class SlackReply:
         await self.flood.acquire(self.place.channel, group=False)
         try:
             await self.client.chat_stopStream(channel=self.place.channel, ts=ts)
-        except SlackApiError as exc:
-            log.info("stopping the stream in %s failed: %s", self.place.channel, _error(exc))
+        except Exception as exc:  # the retries gave up: the final update still follows
+            log.warning("stopping the stream in %s failed: %s", self.place.channel, exc)
         self.parts.insert(0, _Part(ts, Payload("")))
 
     def _progress_payloads(self) -> list[Payload]:
@@ -419,8 +425,7 @@ class SlackReply:
 
     async def _finish(self, text: str, *, failure: str | None = None) -> None:
         self._finished = True
-        await self.close()
-        await self._stop_stream()
+        await self.close()  # which also ends a native stream: its message takes the reply
         markdown = text if text.strip() else ""
         if failure is not None:
             markdown = f"{markdown}\n\n⚠️ {failure}" if markdown else f"⚠️ {failure}"

@@ -39,6 +39,7 @@ from bots.telegram.updates import (
     place_of,
     user_ref,
 )
+from bots.telegram.webhook import WebhookServer
 from core.conversation.channel import Outbox, OutgoingFile, Reply
 from core.conversation.commands import COMMANDS, Command, parse_command
 from core.conversation.events import CommandAnswered, Refused, ReplyEvent
@@ -138,23 +139,30 @@ class TelegramChannel:
             updater = app.updater
             assert updater is not None
             webhook = self._settings.telegram_webhook_url
+            server: WebhookServer | None = None
             try:
                 if webhook:
                     secret = self._settings.telegram_webhook_secret
                     assert secret is not None
-                    await updater.start_webhook(
-                        listen="0.0.0.0",
+                    server = WebhookServer(
+                        app,
+                        secret=secret.get_secret_value(),
+                        path=urlparse(webhook).path,
                         port=self._settings.telegram_webhook_port,
-                        url_path=urlparse(webhook).path.lstrip("/"),
-                        webhook_url=webhook,
-                        secret_token=secret.get_secret_value(),
+                    )
+                    await server.start()
+                    await app.bot.set_webhook(
+                        webhook,
                         allowed_updates=Update.ALL_TYPES,
+                        secret_token=secret.get_secret_value(),
                     )
                 else:
                     await updater.start_polling(allowed_updates=Update.ALL_TYPES)
             except BaseException:
                 # PTB will not shut down a running application: stop it, or its complaint
                 # would hide the real error (a webhook port in use).
+                if server is not None:
+                    await server.stop()
                 await app.stop()
                 raise
             log.info(
@@ -167,7 +175,10 @@ class TelegramChannel:
             try:
                 await stop.wait()
                 self.connected = False
-                await updater.stop()
+                if server is not None:
+                    await server.stop()
+                if updater.running:
+                    await updater.stop()
                 await self._drain()
             finally:
                 self._outbox.detach(self)

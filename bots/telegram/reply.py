@@ -5,6 +5,7 @@ replies as voice notes, all paced like the text."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import functools
@@ -21,9 +22,9 @@ from telegram import (
     ReplyParameters,
 )
 from telegram.constants import ChatAction, ParseMode
-from telegram.error import BadRequest, RetryAfter, TelegramError
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
-from bots.pacing import FloodControl, ProgressFlusher
+from bots.pacing import FloodControl, ProgressFlusher, backoff
 from bots.telegram.render import (
     TELEGRAM_TEXT_LIMIT,
     escape,
@@ -347,7 +348,8 @@ class TelegramReply:
             log.warning("sending a note to chat %s failed: %s", self.place.chat_id, exc)
 
     async def _paced(self, call: Callable[[], Awaitable[Message]]) -> Message:
-        """Make one send within the flood limits, waiting out 429s like the final text."""
+        """Make one send within the flood limits, waiting out 429s and retrying transient
+        failures like the final text."""
         for attempt in range(FINAL_ATTEMPTS):
             await self.flood.acquire(self.place.chat_id, group=self.place.group)
             try:
@@ -356,7 +358,27 @@ class TelegramReply:
                 self.flood.blocked(self.place.chat_id, _seconds(exc.retry_after))
                 if attempt == FINAL_ATTEMPTS - 1:
                     raise
+            except BadRequest:
+                raise
+            except NetworkError as exc:
+                await self._wait_transient(exc, attempt)
         raise AssertionError("unreachable")
+
+    async def _wait_transient(self, exc: NetworkError, attempt: int) -> None:
+        """After a transient failure (a 5xx, a dropped connection, a timeout): wait before
+        the next attempt, or raise it when the attempts are used up. A timed-out send may
+        have arrived after all: sending it again risks a duplicate, never a lost reply."""
+        if attempt == FINAL_ATTEMPTS - 1:
+            raise exc
+        delay = backoff(attempt)
+        log.warning(
+            "Telegram call in chat %s failed (%s); retry %d in %.2fs",
+            self.place.chat_id,
+            exc,
+            attempt + 1,
+            delay,
+        )
+        await asyncio.sleep(delay)
 
     async def _deliver(
         self,
@@ -365,7 +387,8 @@ class TelegramReply:
         markup: InlineKeyboardMarkup | None = None,
     ) -> None:
         """Make the chat show exactly ``chunks``: edit what differs, send what is missing,
-        delete what is left over. Waits out flood limits and 429s."""
+        delete what is left over. Waits out flood limits and 429s, retries transient
+        failures; raises when they persist, so the turn stays open for recovery."""
         for index, html in enumerate(chunks):
             part = self.parts[index] if index < len(self.parts) else None
             last = markup if index == len(chunks) - 1 else None
@@ -393,9 +416,12 @@ class TelegramReply:
                     self.flood.blocked(self.place.chat_id, _seconds(exc.retry_after))
                     if attempt == FINAL_ATTEMPTS - 1:
                         raise
+                except NetworkError as exc:  # BadRequest, one of them, is handled above
+                    await self._wait_transient(exc, attempt)
         for part in self.parts[len(chunks) :]:
             await self.flood.acquire(self.place.chat_id, group=self.place.group)
-            with contextlib.suppress(BadRequest):
+            # What is left over is only tidied: the reply itself is shown already.
+            with contextlib.suppress(TelegramError):
                 await self.bot.delete_message(self.place.chat_id, part.message_id)
         del self.parts[len(chunks) :]
 

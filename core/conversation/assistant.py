@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from core.clock import Clock
+from core.conversation.admin_notices import AdminNotices
 from core.conversation.choices import ConversationChoices
 from core.conversation.context import IMAGE_TOKENS, ContextBuilder
 from core.conversation.events import (
@@ -36,6 +37,7 @@ from core.errors import (
     ModelNotFound,
     SwitchboardError,
     UpstreamError,
+    UpstreamMisconfigured,
     UpstreamUnavailable,
     UserInputError,
     user_message,
@@ -131,6 +133,7 @@ class Assistant:
         metrics: Metrics,
         lifecycle: ModelLifecycle,
         writes: DurableWrites,
+        notices: AdminNotices,
     ) -> None:
         self._store = store
         self._gateway = gateway
@@ -146,6 +149,7 @@ class Assistant:
         self._metrics = metrics
         self._lifecycle = lifecycle
         self._writes = writes
+        self._notices = notices
 
     async def answer_message(self, message: IncomingMessage, sink: ReplySink) -> None:
         """Answer ``message``, emitting reply events to ``sink``; never raises for bad input
@@ -244,7 +248,12 @@ class Assistant:
             else:
                 log.exception("turn in %s failed unexpectedly", message.key)
             await self._finish(state, cancelled=False)
-            await sink.emit(ReplyFailed(user_message(exc), state.text if state else ""))
+            try:
+                await sink.emit(ReplyFailed(user_message(exc), state.text if state else ""))
+            finally:
+                # Only an admin can fix the bot's own settings: they are told (once an hour).
+                if isinstance(exc, UpstreamMisconfigured):
+                    await self._notices.misconfigured(exc)
             return
         await self._finish(state, cancelled=False)
         await sink.emit(ReplyFinished(state.text))

@@ -17,15 +17,15 @@ import openai
 from openai import AsyncOpenAI
 from PIL import Image
 
-from core.errors import EndpointNotFound, UpstreamRejected, UpstreamUnavailable
+from core.errors import EndpointNotFound, UpstreamError, UpstreamRejected, UpstreamUnavailable
 from core.media.ports import AudioPart, GeneratedImage, PreparedImage, Speech, Transcript
-from core.models.openai_gateway import RetryPolicy, retry_delay, translate
+from core.models.openai_gateway import Deadline, RetryPolicy, retry_delay, translate
 
 _T = TypeVar("_T")
 
 
 class _Retrying:
-    """Runs one SDK call, retrying 429s and 5xx as ``RetryPolicy`` says."""
+    """Runs one SDK call, retrying 429s and 5xx as ``RetryPolicy`` says, within its total."""
 
     def __init__(
         self, retry: RetryPolicy | None, sleep: Callable[[float], Awaitable[None]]
@@ -35,9 +35,13 @@ class _Retrying:
 
     async def call(self, what: str, make: Callable[[], Awaitable[_T]]) -> _T:
         attempt = 0
+        deadline = Deadline(self._retry.total)
         while True:
             try:
-                result = await make()
+                async with asyncio.timeout(deadline.left()):
+                    result = await make()
+            except TimeoutError:
+                error: UpstreamError = deadline.expired(what)
             except openai.OpenAIError as exc:
                 error = translate(exc)
             else:
@@ -48,7 +52,7 @@ class _Retrying:
                         "OPENAI_BASE_URL (an OpenAI-compatible API, usually ending in /v1)"
                     )
                 return result
-            delay = retry_delay(self._retry, error, attempt, what)
+            delay = retry_delay(self._retry, error, attempt, what, deadline.left())
             if delay is None:
                 raise error
             attempt += 1

@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import re
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 import openai
 from openai import AsyncAPIResponse, AsyncOpenAI
 
@@ -50,18 +52,42 @@ MAX_RETRY_AFTER = 60.0
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how patiently to retry 429s and 5xx before any text arrived."""
+    """How often and how patiently to retry 429s, 5xx, cut streams and timeouts before any
+    text arrived; ``total`` bounds the seconds from the first attempt until the first text
+    (or the failure the user is told of), whatever the retries and the per-call timeout."""
 
     attempts: int = 3
     backoff: float = 0.5
     max_backoff: float = 20.0
+    total: float = 120.0
 
     def delay(self, attempt: int, hint: float | None) -> float:
-        """Seconds to wait before retry number ``attempt`` (from 0), honouring ``hint``."""
-        if hint is not None:
-            return min(max(hint, 0.0), MAX_RETRY_AFTER)
+        """Seconds to wait before retry number ``attempt`` (from 0), honouring ``hint``
+        unless it is not a finite, non-negative number."""
+        if hint is not None and math.isfinite(hint) and hint >= 0:
+            return min(hint, MAX_RETRY_AFTER)
         base = min(self.backoff * 2.0**attempt, self.max_backoff)
         return base * (0.5 + random.random() / 2)
+
+
+class Deadline:
+    """The time left of a ``RetryPolicy.total`` started now."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._end = self._loop.time() + seconds
+
+    def left(self) -> float:
+        """Seconds left (0 when it has passed)."""
+        return max(self._end - self._loop.time(), 0.0)
+
+    def expired(self, what: str) -> UpstreamTimeout:
+        """The error for a call that got no answer in time."""
+        return UpstreamTimeout(
+            f"the {what} got no answer within {self._seconds:g} s, retries included — "
+            "check the network, or raise SWITCHBOARD_OPENAI_TOTAL_SECONDS"
+        )
 
 
 class OpenAIGateway:
@@ -85,31 +111,50 @@ class OpenAIGateway:
         self._sleep = sleep
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
-        """Run the call, retrying failures that happen before the first text chunk."""
+        """Run the call, retrying failures that happen before the first text chunk (a cut
+        stream among them) within the policy's total time."""
         attempt = 0
+        deadline = Deadline(self._retry.total)
         while True:
             started = False
+            call = (
+                self._responses(request)
+                if request.model.api == "responses"
+                else self._chat(request)
+            )
             try:
-                call = (
-                    self._responses(request)
-                    if request.model.api == "responses"
-                    else self._chat(request)
-                )
+                # Until the first event, the wait is bounded by what is left of the total;
+                # after it, the SDK's timeout bounds each read of a reply under way.
+                async with asyncio.timeout(deadline.left()):
+                    first = await anext(call)
+                started = True
+                yield first
                 async for event in call:
-                    started = True
                     yield event
                 return
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                error: UpstreamError = deadline.expired("model call")
             except openai.OpenAIError as exc:
                 error = translate(exc)
             except UpstreamError as exc:
                 error = exc
-            delay = None if started else retry_delay(self._retry, error, attempt, "model call")
+            except httpx2.TransportError as exc:
+                error = _cut(exc, request.model.id)
+            finally:
+                await call.aclose()
+            delay = (
+                None
+                if started
+                else retry_delay(self._retry, error, attempt, "model call", deadline.left())
+            )
             if delay is None:
                 raise error
             attempt += 1
             await self._sleep(delay)
 
-    async def _responses(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
+    async def _responses(self, request: LLMRequest) -> AsyncGenerator[LLMEvent, None]:
         params: dict[str, Any] = {
             "model": request.model.id,
             "instructions": request.instructions,
@@ -177,7 +222,7 @@ class OpenAIGateway:
                     )
         yield Completion("".join(text), tuple(calls), usage, request_id)
 
-    async def _chat(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
+    async def _chat(self, request: LLMRequest) -> AsyncGenerator[LLMEvent, None]:
         params: dict[str, Any] = {
             "messages": _chat_messages(request.instructions, request.items),
             "stream_options": {"include_usage": True},
@@ -346,12 +391,27 @@ def _stream_error(code: str | None, message: str, request_id: str | None) -> Ups
     return UpstreamRejected(message, request_id=request_id)
 
 
-def retry_delay(policy: RetryPolicy, error: UpstreamError, attempt: int, what: str) -> float | None:
+def _cut(exc: httpx2.TransportError, model: str) -> UpstreamUnavailable:
+    """The connection failed while the answer was read (the SDK leaves that unwrapped)."""
+    if isinstance(exc, httpx2.TimeoutException):
+        return UpstreamTimeout(
+            f"the stream from {model} stalled — check the network, or raise "
+            "SWITCHBOARD_OPENAI_TIMEOUT_SECONDS"
+        )
+    return UpstreamUnavailable(f"the stream from {model} was cut ({type(exc).__name__})")
+
+
+def retry_delay(
+    policy: RetryPolicy, error: UpstreamError, attempt: int, what: str, left: float
+) -> float | None:
     """Seconds to wait before retry number ``attempt`` (from 0) after ``error``, logged; None
-    when it is not retried: not a 429 or 5xx, ``insufficient_quota``, or no attempts left."""
+    when it is not retried: not a 429, 5xx, cut or timeout, ``insufficient_quota``, no
+    attempts left, or the wait would not leave time for another try within ``left`` s."""
     if not isinstance(error, RateLimited | UpstreamUnavailable) or attempt >= policy.attempts:
         return None
     delay = policy.delay(attempt, error.retry_after if isinstance(error, RateLimited) else None)
+    if delay >= left:
+        return None
     log.warning(
         "%s failed (%s, request %s); retry %d in %.2fs",
         what,
@@ -481,7 +541,9 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
         if value is None:
             continue
         try:
-            return float(value) / scale
+            seconds = float(value) / scale
         except ValueError:
             continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds  # ``nan``, ``inf`` or a negative hint is ignored: the backoff rules
     return None

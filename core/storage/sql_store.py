@@ -775,8 +775,7 @@ class SqliteConversationStore(SqlConversationStore):
             params: tuple[object, ...] = (now, turn_id)
         else:
             sql = (
-                "UPDATE turns SET lease_owner = NULL, lease_until = NULL, failed_at = ?, "
-                "reason = ?"
+                "UPDATE turns SET lease_owner = NULL, lease_until = NULL, failed_at = ?, reason = ?"
             )
             params = (now, failed[:1000], turn_id)
 

@@ -267,6 +267,12 @@ class Scripted:
     """``(input_tokens, cached_input_tokens, output_tokens)``; default computed from lengths."""
     hang: bool = False
     """Accept the request, send headers/first event, then never finish until the client leaves."""
+    retry_after_raw: str | None = None
+    """For ``rate_limit``: sent verbatim as both ``retry-after`` headers (as a broken proxy
+    might: ``nan``, ``inf``, ``-5``, garbage)."""
+    cut_after: int | None = None
+    """Streaming only: drop the connection after this many text deltas (0: before any
+    text), without an error event or ``[DONE]`` — a connection cut mid-stream."""
 
     def __post_init__(self) -> None:
         """Reject impossible scripts early, in the test thread rather than in the server."""
@@ -280,6 +286,8 @@ class Scripted:
             raise ValueError("chunks must be >= 1")
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError("retry_after must be >= 0")
+        if self.cut_after is not None and self.cut_after < 0:
+            raise ValueError("cut_after must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -395,6 +403,7 @@ class _Plan:
     incomplete: bool = False
     """Stopped at the request's output token limit (Responses ``incomplete``, Chat
     Completions ``finish_reason: length``)."""
+    cut_after: int | None = None
 
 
 class _Aborted(Exception):
@@ -1615,6 +1624,16 @@ class FakeOpenAI:
         response.headers.setdefault("openai-organization", "org-fake")
         response.headers.setdefault("openai-processing-ms", "1")
 
+    @staticmethod
+    async def _cut_at(request: web.Request, sse: _SSEWriter, plan: _Plan, sent: int) -> None:
+        """Drop the connection once ``sent`` text deltas went out, if the script says so."""
+        if plan.cut_after is None or sent != plan.cut_after:
+            return
+        await sse.flush()
+        if request.transport is not None:
+            request.transport.abort()
+        raise _Aborted
+
     async def _idle(self, request: web.Request, seconds: float | None) -> None:
         """Wait ``seconds`` (forever if ``None``).
 
@@ -1807,6 +1826,7 @@ class FakeOpenAI:
             chunk_delay=script.chunk_delay,
             hang=script.hang,
             incomplete=incomplete,
+            cut_after=script.cut_after,
         )
 
     # ------------------------------------------------------------------ errors
@@ -1842,6 +1862,8 @@ class FakeOpenAI:
             if script.retry_after is not None:
                 headers["retry-after"] = _format_seconds(script.retry_after)
                 headers["retry-after-ms"] = str(round(script.retry_after * 1000))
+            if script.retry_after_raw is not None:
+                headers["retry-after"] = headers["retry-after-ms"] = script.retry_after_raw
             return _json_response(
                 _error_body(message, "requests", code="rate_limit_exceeded"),
                 status=429,
@@ -2040,7 +2062,8 @@ class FakeOpenAI:
                     "part": self._text_part(""),
                 }
             )
-            for piece in plan.pieces:
+            for sent, piece in enumerate(plan.pieces):
+                await self._cut_at(request, sse, plan, sent)
                 await before_delta()
                 emit(
                     {
@@ -2052,6 +2075,7 @@ class FakeOpenAI:
                         "logprobs": [],
                     }
                 )
+            await self._cut_at(request, sse, plan, len(plan.pieces))
             emit(
                 {
                     "type": "response.output_text.done",
@@ -2225,9 +2249,11 @@ class FakeOpenAI:
         if plan.hang:
             await sse.flush()
             await self._idle(request, None)
-        for piece in plan.pieces:
+        for sent, piece in enumerate(plan.pieces):
+            await self._cut_at(request, sse, plan, sent)
             await before_delta()
             chunk({"content": piece})
+        await self._cut_at(request, sse, plan, len(plan.pieces))
         for index, call in enumerate(plan.tool_calls):
             await before_delta()
             chunk(

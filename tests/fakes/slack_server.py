@@ -284,7 +284,7 @@ class _ApiError(Exception):
         error: str,
         *,
         status: int = 200,
-        retry_after: int | None = None,
+        retry_after: int | str | None = None,
         messages: list[str] | None = None,
         extra: JSONDict | None = None,
     ) -> None:
@@ -357,7 +357,7 @@ class _Channel:
 class _Failure:
     error: str
     status: int
-    retry_after: int | None
+    retry_after: int | str | None
 
 
 @dataclass
@@ -636,6 +636,7 @@ class FakeSlack:
         self._statuses: dict[tuple[str, str], list[str]] = {}
         self._users: dict[str, JSONDict] = {}
         self._failures: dict[str, deque[_Failure]] = {}
+        self._drops: dict[str, int] = {}
         self._pending_uploads: dict[str, _PendingUpload] = {}
         self._files: dict[str, _StoredFile] = {}
         self._response_urls: dict[str, _ResponseUrl] = {}
@@ -827,19 +828,26 @@ class FakeSlack:
         error: str = "ratelimited",
         *,
         status: int | None = None,
-        retry_after: int | None = 1,
+        retry_after: int | str | None = 1,
         times: int = 1,
     ) -> None:
         """Answer the next ``times`` calls of ``method`` with ``error``.
 
         ``status`` defaults to 429 for ``ratelimited`` (with ``Retry-After``) and 200
-        otherwise, as Slack answers its errors.
+        otherwise, as Slack answers its errors. A string ``retry_after`` is sent verbatim
+        (as a broken proxy might: ``nan``, ``1.5``, garbage).
         """
         code = status if status is not None else (429 if error == "ratelimited" else 200)
         with self._lock:
             queue = self._failures.setdefault(method, deque())
             for _ in range(times):
                 queue.append(_Failure(error, code, retry_after if code == 429 else None))
+
+    def drop_next(self, method: str, *, times: int = 1) -> None:
+        """Drop the connection of the next ``times`` calls of ``method`` without answering
+        (a network fault between the bot and Slack); the call is recorded, not made."""
+        with self._lock:
+            self._drops[method] = self._drops.get(method, 0) + times
 
     def new_response_url(
         self, channel: str | None, user: str | None, message_ts: str | None = None
@@ -1111,6 +1119,14 @@ class FakeSlack:
         params: JSONDict = {}
         try:
             params = await self._read_params(request)
+            with self._lock:
+                dropped = self._drops.get(method, 0) > 0
+                if dropped:
+                    self._drops[method] -= 1
+                    self.calls.append(RecordedCall(method, params, headers, time.time(), 0, None))
+            if dropped and request.transport is not None:
+                request.transport.abort()
+                return web.Response(status=502)  # never reaches the client: it is gone
             token = self._token_of(request, params)
             result = self._dispatch(method, token, params)
         except _ApiError as error:

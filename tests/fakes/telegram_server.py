@@ -844,6 +844,7 @@ class FakeTelegram:
         self._file_paths: dict[str, _StoredFile] = {}
         self._file_counter = 0
         self._failures: dict[str, deque[_Failure]] = {}
+        self._drops: dict[str, int] = {}
         self._commands: dict[tuple[str, str], list[JSONDict]] = {}
         self._callback_queries: dict[str, bool] = {}
         self._webhook = _Webhook()
@@ -1270,6 +1271,12 @@ class FakeTelegram:
                 _Failure(error_code, description, retry_after)
             )
 
+    def drop_next(self, method: str, *, times: int = 1) -> None:
+        """Drop the connection of the next ``times`` calls of ``method`` without answering
+        (a network fault between the bot and Telegram); the call is recorded, not made."""
+        with self._lock:
+            self._drops[method.lower()] = self._drops.get(method.lower(), 0) + times
+
     # ------------------------------------------------------------------ inspecting
 
     def calls_to(self, method: str) -> list[RecordedCall]:
@@ -1552,6 +1559,9 @@ class FakeTelegram:
         if entry is None:
             return self._error(_ApiError(404, "Not Found"))
         params[_FILES_PARAM] = files
+        if self._pop_drop(method) and request.transport is not None:
+            request.transport.abort()
+            return web.Response(status=502)  # never reaches the client: it is gone
         try:
             failure = self._pop_failure(method)
             if failure is not None:
@@ -1571,6 +1581,13 @@ class FakeTelegram:
         if isinstance(result, tuple):
             return self._reply(result[0], result[1])
         return self._reply(result)
+
+    def _pop_drop(self, method: str) -> bool:
+        with self._lock:
+            left = self._drops.get(method.lower(), 0)
+            if left:
+                self._drops[method.lower()] = left - 1
+            return bool(left)
 
     def _pop_failure(self, method: str) -> _Failure | None:
         with self._lock:
