@@ -199,11 +199,6 @@ class FloodControl:
         self._queue: deque[asyncio.Future[None]] = deque()  # required calls, first come first
         self._last_429: tuple[Hashable, float] | None = None
 
-    @property
-    def limits(self) -> FloodLimits:
-        """The limits this pacer keeps to."""
-        return self._limits
-
     def _place(self, chat: Hashable, group: bool) -> _Place:
         place = self._places.get(chat)
         if place is None:
