@@ -63,12 +63,12 @@ class TokenBucket:
         self._blocked_until = -math.inf
         self.pending = 0
 
-    def delay(self, now: float) -> float:
-        """Seconds until one more call fits (0: now)."""
+    def delay(self, now: float, reserve: int = 0) -> float:
+        """Seconds until one more call fits (0: now), leaving ``reserve`` calls' room."""
         blocked = self._blocked_until - now
         if not self._interval:
             return max(0.0, blocked)
-        tat = max(self._tat, now) + self.pending * self._interval
+        tat = max(self._tat, now) + (self.pending + reserve) * self._interval
         return max(0.0, tat - self._tolerance - now, blocked)
 
     def record(self, at: float) -> None:
@@ -94,14 +94,14 @@ class Window:
         self._times: deque[float] = deque()
         self.pending = 0
 
-    def delay(self, now: float) -> float:
-        """Seconds until one more call fits (0: now)."""
+    def delay(self, now: float, reserve: int = 0) -> float:
+        """Seconds until one more call fits (0: now), leaving ``reserve`` calls' room."""
         if math.isinf(self._count):
             return 0.0
         times = self._times
         while times and times[0] <= now - self._seconds:
             times.popleft()
-        excess = len(times) + self.pending + 1 - self._count
+        excess = len(times) + self.pending + reserve + 1 - self._count
         if excess <= 0:
             return 0.0
         if excess > len(times):
@@ -126,14 +126,20 @@ class _Place:
         if group:
             self.bucket = TokenBucket(limits.group_per_minute / 60, limits.group_burst)
             self.window: Window | None = Window(limits.group_per_minute, GROUP_WINDOW_SECONDS)
+            burst = limits.group_burst
         else:
             self.bucket = TokenBucket(limits.chat_per_second, limits.chat_burst)
             self.window = None
+            burst = limits.chat_burst
+        # Optional calls leave room for one required call (a reply's final message), so that
+        # progress edits never make it wait; with no burst to share there is no such room.
+        self.reserve = 1 if burst > 1 else 0
         self.required_waiting = 0
 
-    def delay(self, now: float) -> float:
-        window = self.window.delay(now) if self.window is not None else 0.0
-        return max(self.bucket.delay(now), window)
+    def delay(self, now: float, *, optional: bool = False) -> float:
+        reserve = self.reserve if optional else 0
+        window = self.window.delay(now, reserve) if self.window is not None else 0.0
+        return max(self.bucket.delay(now, reserve), window)
 
     def take(self) -> None:
         self.bucket.pending += 1
@@ -212,22 +218,25 @@ class FloodControl:
     def _overall_delay(self, now: float) -> float:
         return max(self._overall.delay(now), self._paused_until - now)
 
-    def ready_in(self, chat: Hashable, *, group: bool = False) -> float:
-        """Seconds until ``chat`` may send again (0 if now)."""
+    def ready_in(self, chat: Hashable, *, group: bool = False, optional: bool = False) -> float:
+        """Seconds until ``chat`` may send again (0 if now); an ``optional`` call waits
+        until it leaves room in the chat's burst for a required one."""
         now = self._clock()
-        return max(self._place(chat, group).delay(now), self._overall_delay(now))
+        place = self._place(chat, group)
+        return max(place.delay(now, optional=optional), self._overall_delay(now))
 
     def try_call(self, chat: Hashable, *, group: bool, optional: bool = False) -> Slot | None:
         """A slot now if one is free for ``chat`` and overall, else None; never waits.
 
-        ``optional`` calls (progress edits) yield to required calls waiting in ``call``,
-        so first and final messages never queue behind edits.
+        ``optional`` calls (progress edits) yield to required calls waiting in ``slot``, and
+        leave room in the chat's burst for one, so first and final messages never queue
+        behind edits.
         """
         place = self._place(chat, group)
         if optional and (self._queue or place.required_waiting):
             return None
         now = self._clock()
-        if place.delay(now) > 0 or self._overall_delay(now) > 0:
+        if place.delay(now, optional=optional) > 0 or self._overall_delay(now) > 0:
             return None
         return self._take(chat, place)
 
@@ -397,7 +406,7 @@ class ProgressFlusher:
                 # The first message is required: it waits its turn, and edits give way to it.
                 slot = await self._flood.slot(self._place, group=self._group)
             else:
-                delay = self._flood.ready_in(self._place, group=self._group)
+                delay = self._flood.ready_in(self._place, group=self._group, optional=True)
                 if delay > 0:
                     await asyncio.sleep(delay)
                     continue

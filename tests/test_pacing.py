@@ -326,3 +326,16 @@ async def test_no_slot_is_taken_when_there_is_nothing_new() -> None:
     await flusher.close()
     assert calls == []
     assert flood.try_acquire(1, group=False)  # the chat's one call is still there
+
+
+def test_progress_edits_leave_room_in_the_burst_for_the_final_message() -> None:
+    clock = ManualClock()
+    flood = pacer(clock)  # bursts of 3
+    assert flood.try_acquire(1, group=False)  # the first message
+    assert flood.try_acquire(1, group=False, optional=True)  # an edit
+    assert not flood.try_acquire(1, group=False, optional=True)  # the last one is kept
+    assert flood.ready_in(1, optional=True) == pytest.approx(1.0)
+    assert flood.ready_in(1) == 0
+    assert flood.try_acquire(1, group=False)  # the final message goes at once
+    slack = pacer(clock, chat_burst=1)  # no burst: nothing to keep back
+    assert slack.try_acquire(2, group=False, optional=True)
