@@ -13,8 +13,8 @@ second). Twice: the model answering at once, and streaming a short reply (60 cha
 6 pieces over 0.1 s). Reported: first text and complete p50/p99, calls per turn, 429s.
 
 ``burst`` — 100 private chats ask at the same moment, the model answering at once: share
-complete, 429s, first text p50/p99 against the floor the overall limit sets. The fake
-OpenAI runs in its own process here, so that the bot's process does the turns' work only.
+complete, 429s, first text p50/p99 against the floor the overall limit sets. The fakes run
+in their own processes here, so that the bot's process does the turns' work only.
 Then the pacer's part alone: 100 finished replies handed to the Telegram reply at once.
 
 ``wait`` — the moment the first message waits (``SWITCHBOARD_TELEGRAM_FIRST_MESSAGE_SECONDS``),
@@ -33,10 +33,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import aiohttp
 from telegram import Bot
 
-from bench.common import API_KEY, fake_openai_process, percentile, table
-from bench.telegram_streaming import bot
+from bench.common import API_KEY, fake_openai_process, fake_process, percentile, table
+from bench.telegram_streaming import TOKEN, bot
 from bots.bootstrap import run_loop
 from bots.pacing import FloodControl
 from bots.telegram.reply import ChatPlace, TelegramReply
@@ -114,29 +115,50 @@ async def quiet(tmp: Path, streamed: bool) -> list[object]:
 
 
 async def burst(tmp: Path) -> list[object]:
-    """Many chats at the same moment; returns a table row."""
+    """Many chats at the same moment; returns a table row. Both fakes run in their own
+    processes here, so that the bot's process does the turns' work only."""
     chats = [8000 + n for n in range(BURST_CHATS)]
-    with FakeTelegram() as telegram, fake_openai_process() as openai_url:
-        async with bot(telegram.url, telegram.token, openai_url, tmp / "burst.db"):
-            await _until(lambda: telegram.calls_to("getUpdates"))
-            asked: dict[int, float] = {}
+    with (
+        fake_openai_process() as openai_url,
+        fake_process("tests.fakes.telegram_server", "FAKE_TELEGRAM", "--token", TOKEN) as url,
+    ):
+        async with (
+            bot(url, TOKEN, openai_url, tmp / "burst.db"),
+            aiohttp.ClientSession(url) as fake,
+        ):
+            query = {"method": "getUpdates", "at_least": "1"}
+            async with fake.get("/_fake/calls", params=query) as response:
+                response.raise_for_status()
+            asked = time.time()
+            body = [{"chat_id": chat, "text": "hello there"} for chat in chats]
+            async with fake.post("/_fake/private_messages", json=body) as response:
+                response.raise_for_status()
+            query = {"method": "sendMessage", "at_least": str(BURST_CHATS), "timeout": "120"}
+            async with fake.get("/_fake/calls", params=query) as response:
+                response.raise_for_status()
+            async with fake.get("/_fake/flood_log") as response:
+                log = await response.json()
+            complete = 0
             for chat in chats:
-                asked[chat] = time.time()
-                telegram.private_message(chat, "hello there")
-            await _until(lambda: len(telegram.calls_to("sendMessage")) >= BURST_CHATS, every=0.05)
-        first = [(_calls_in(telegram, c, 0)[0].time - asked[c]) * 1000 for c in chats]
-        done = sum(1 for c in chats if telegram.chat(c)[-1].text == "Echo: hello there")
-        # 100 calls at 30 a second: the 50th can go out 50/30 s after the first.
-        uniform_floor = 1000 * (BURST_CHATS / 2) / OVERALL_PER_SECOND
-        return [
-            f"whole turns: {100 * done / BURST_CHATS:.0f} % complete",
-            BURST_CHATS,
-            len(telegram.rate_limited),
-            percentile(first, 0.5),
-            percentile(first, 0.99),
-            uniform_floor,
-            percentile(first, 0.5) / uniform_floor,
-        ]
+                async with fake.get(f"/_fake/chat/{chat}") as response:
+                    shown = await response.json()
+                complete += bool(shown) and shown[-1]["text"] == "Echo: hello there"
+    first: dict[int, float] = {}
+    for method, chat, at in log["calls"]:
+        if method == "sendMessage" and chat in chats:
+            first.setdefault(chat, (at - asked) * 1000)
+    times = list(first.values())
+    # 100 calls at 30 a second: the 50th can go out 50/30 s after the first.
+    uniform_floor = 1000 * (BURST_CHATS / 2) / OVERALL_PER_SECOND
+    return [
+        f"whole turns: {100 * complete / BURST_CHATS:.0f} % complete",
+        BURST_CHATS,
+        log["rate_limited"],
+        percentile(times, 0.5),
+        percentile(times, 0.99),
+        uniform_floor,
+        percentile(times, 0.5) / uniform_floor,
+    ]
 
 
 async def paced_only() -> list[object]:

@@ -114,6 +114,15 @@ class Window:
         if not math.isinf(self._count):
             self._times.append(at)
 
+    def room(self, now: float) -> float:
+        """How many more calls fit now."""
+        if math.isinf(self._count):
+            return math.inf
+        times = self._times
+        while times and times[0] <= now - self._seconds:
+            times.popleft()
+        return self._count - len(times) - self.pending
+
     def idle(self, now: float) -> bool:
         """Nothing in the window and nothing under way."""
         return not self.pending and (not self._times or self._times[-1] <= now - self._seconds)
@@ -146,14 +155,12 @@ class _Place:
         if self.window is not None:
             self.window.pending += 1
 
-    def settle(self, at: float | None) -> None:
+    def settle(self, at: float) -> None:
         self.bucket.pending -= 1
+        self.bucket.record(at)
         if self.window is not None:
             self.window.pending -= 1
-        if at is not None:
-            self.bucket.record(at)
-            if self.window is not None:
-                self.window.record(at)
+            self.window.record(at)
 
     def idle(self, now: float) -> bool:
         return (
@@ -164,8 +171,8 @@ class _Place:
 
 
 class Slot:
-    """A call's place in the limits, from the slot to the answer: ``done`` when the answer
-    (or an error) came back, ``unused`` when no call was made after all."""
+    """A call's place in the limits, from the slot until ``done``: the answer (or an error)
+    came back."""
 
     __slots__ = ("_chat", "_flood", "_open")
 
@@ -178,13 +185,7 @@ class Slot:
         """The call's answer arrived: it counts as made now."""
         if self._open:
             self._open = False
-            self._flood._settle(self._chat, made=True)
-
-    def unused(self) -> None:
-        """No call was made: the slot goes back."""
-        if self._open:
-            self._open = False
-            self._flood._settle(self._chat, made=False)
+            self._flood._settle(self._chat)
 
 
 class FloodControl:
@@ -203,6 +204,7 @@ class FloodControl:
         self._overall = Window(self._limits.overall_per_second, OVERALL_WINDOW_SECONDS)
         self._paused_until = 0.0
         self._queue: deque[asyncio.Future[None]] = deque()  # required calls, first come first
+        self._coming = 0  # required calls about to ask (first messages in their moment)
         self._last_429: tuple[Hashable, float] | None = None
 
     def _place(self, chat: Hashable, group: bool) -> _Place:
@@ -228,14 +230,16 @@ class FloodControl:
     def try_call(self, chat: Hashable, *, group: bool, optional: bool = False) -> Slot | None:
         """A slot now if one is free for ``chat`` and overall, else None; never waits.
 
-        ``optional`` calls (progress edits) yield to required calls waiting in ``slot``, and
-        leave room in the chat's burst for one, so first and final messages never queue
-        behind edits.
+        ``optional`` calls (progress edits) leave room in the overall limit for the required
+        calls waiting in ``slot`` or ``coming``, and in the chat's burst for one, so first
+        and final messages never queue behind edits.
         """
         place = self._place(chat, group)
-        if optional and (self._queue or place.required_waiting):
-            return None
         now = self._clock()
+        if optional and (
+            place.required_waiting or self._overall.room(now) <= len(self._queue) + self._coming
+        ):
+            return None
         if place.delay(now, optional=optional) > 0 or self._overall_delay(now) > 0:
             return None
         return self._take(chat, place)
@@ -245,11 +249,11 @@ class FloodControl:
         self._overall.pending += 1
         return Slot(self, chat)
 
-    def _settle(self, chat: Hashable, *, made: bool) -> None:
-        at = self._clock() if made else None
+    def _settle(self, chat: Hashable) -> None:
+        """A call's answer arrived: it counts as made now."""
+        at = self._clock()
         self._overall.pending -= 1
-        if at is not None:
-            self._overall.record(at)
+        self._overall.record(at)
         place = self._places.get(chat)
         if place is not None:
             place.settle(at)
@@ -320,6 +324,11 @@ class FloodControl:
         slot.done()
         return True
 
+    def coming(self, calls: int) -> None:
+        """``calls`` more required calls (fewer, if negative) will soon ask for a slot:
+        progress edits leave room for them."""
+        self._coming += calls
+
     def throttled(self) -> None:
         """The platform answered 429 (reported to ``on_throttled``, for the metrics)."""
         if self._on_throttled is not None:
@@ -369,6 +378,7 @@ class ProgressFlusher:
         self._pending = pending
         self._first_after = first_after
         self._first_at: float | None = None
+        self._announced = False  # the first message is announced to the pacer as coming
         self._task: asyncio.Task[None] | None = None
         self._calling = False
         self._closed = False
@@ -380,11 +390,20 @@ class ProgressFlusher:
         loop = asyncio.get_running_loop()
         if self._first_at is None:
             self._first_at = loop.time() + self._first_after
+            if not self._started():
+                self._announce(True)
         self._task = loop.create_task(self._run())
+
+    def _announce(self, coming: bool) -> None:
+        """Tell the pacer that this reply's first message is coming (or no longer)."""
+        if coming != self._announced:
+            self._announced = coming
+            self._flood.coming(1 if coming else -1)
 
     async def close(self) -> None:
         """Stop flushing: a pending wait is cancelled, a call under way is waited for."""
         self._closed = True
+        self._announce(False)
         task = self._task
         if task is None or task.done():
             return
@@ -404,6 +423,7 @@ class ProgressFlusher:
                     await asyncio.sleep(wait)
                     continue
                 # The first message is required: it waits its turn, and edits give way to it.
+                self._announce(False)  # from now on it waits in the pacer's line
                 slot = await self._flood.slot(self._place, group=self._group)
             else:
                 delay = self._flood.ready_in(self._place, group=self._group, optional=True)

@@ -939,6 +939,7 @@ class FakeTelegram:
         app.router.add_post("/_fake/private_messages", self._handle_fake_private_messages)
         app.router.add_get("/_fake/chat/{chat_id}", self._handle_fake_chat)
         app.router.add_get("/_fake/calls", self._handle_fake_calls)
+        app.router.add_get("/_fake/flood_log", self._handle_fake_flood_log)
         app.router.add_route("*", "/{tail:.*}", self._handle_not_found)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -1643,6 +1644,19 @@ class FakeTelegram:
             if method is None or counts[method] >= at_least or time.monotonic() > deadline:
                 return web.json_response(dict(counts))
             await asyncio.sleep(0.005)
+
+    async def _handle_fake_flood_log(self, request: web.Request) -> web.Response:
+        """The calls flood control counts, as ``[method, chat_id, time]`` in arrival order
+        (``time.time()``), and how many were answered 429: for a load generator in another
+        process to time the bot's messages."""
+        with self._lock:
+            calls = [
+                [call.method, call.params.get("chat_id"), call.time]
+                for call in self.calls
+                if call.method in _FLOOD_METHODS
+            ]
+            refused = len(self.rate_limited)
+        return web.json_response({"calls": calls, "rate_limited": refused})
 
     async def _handle_fake_chat(self, request: web.Request) -> web.Response:
         messages = self.chat(int(request.match_info["chat_id"]))
