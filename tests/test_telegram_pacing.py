@@ -4,12 +4,16 @@ in one call, bursts of streaming chats without a 429, a 429 served anyway, raise
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import AppFactory
+from bots.pacing import FloodLimits
+from bots.telegram.reply import telegram_limits
+from core.errors import ConfigError
+from tests.conftest import AppFactory, SettingsFactory
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.telegram_server import FakeTelegram
 from tests.test_telegram import USER, eventually, final_text, running
@@ -135,3 +139,22 @@ async def test_raised_limits_for_a_self_hosted_bot_api_server(
         assert lifted.rate_limited == []
     finally:
         lifted.stop()
+
+
+def test_the_limit_settings_default_to_telegrams_public_limits(
+    make_settings: SettingsFactory,
+) -> None:
+    assert telegram_limits(make_settings()) == FloodLimits(
+        chat_per_second=1, chat_burst=3, group_per_minute=20, group_burst=3, overall_per_second=30
+    )
+    raised = telegram_limits(
+        make_settings(
+            SWITCHBOARD_TELEGRAM_CHAT_PER_SECOND="inf",
+            SWITCHBOARD_TELEGRAM_GROUP_PER_MINUTE="600",
+            SWITCHBOARD_TELEGRAM_OVERALL_PER_SECOND="1000",
+        )
+    )
+    assert raised.chat_per_second == math.inf
+    assert raised.group_per_minute == 600 and raised.overall_per_second == 1000
+    with pytest.raises(ConfigError, match="SWITCHBOARD_TELEGRAM_CHAT_BURST"):
+        make_settings(SWITCHBOARD_TELEGRAM_CHAT_BURST="0")
