@@ -35,6 +35,21 @@ class Settings(BaseSettings):
     telegram_webhook_url: str | None = Field(default=None, alias="TELEGRAM_WEBHOOK_URL")
     telegram_webhook_secret: SecretStr | None = Field(default=None, alias="TELEGRAM_WEBHOOK_SECRET")
     telegram_webhook_port: int = Field(default=8443, alias="TELEGRAM_WEBHOOK_PORT", gt=0, lt=65536)
+    # Telegram's public flood limits (raise them for a self-hosted Bot API server).
+    telegram_chat_per_second: float = Field(
+        default=1.0, alias="SWITCHBOARD_TELEGRAM_CHAT_PER_SECOND", gt=0
+    )
+    telegram_chat_burst: int = Field(default=3, alias="SWITCHBOARD_TELEGRAM_CHAT_BURST", ge=1)
+    telegram_group_per_minute: float = Field(
+        default=20.0, alias="SWITCHBOARD_TELEGRAM_GROUP_PER_MINUTE", gt=0
+    )
+    telegram_group_burst: int = Field(default=3, alias="SWITCHBOARD_TELEGRAM_GROUP_BURST", ge=1)
+    telegram_overall_per_second: float = Field(
+        default=30.0, alias="SWITCHBOARD_TELEGRAM_OVERALL_PER_SECOND", gt=0
+    )
+    telegram_first_message_seconds: float = Field(
+        default=0.5, alias="SWITCHBOARD_TELEGRAM_FIRST_MESSAGE_SECONDS", ge=0, le=10
+    )
 
     slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")

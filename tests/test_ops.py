@@ -251,7 +251,8 @@ async def test_metrics_move_with_real_telegram_turns(
 async def test_slack_429s_are_counted_whether_or_not_they_name_a_channel() -> None:
     metrics = PrometheusMetrics()
     flood = FloodControl(
-        FloodLimits(0.0, 0.0, 1000), on_throttled=lambda: metrics.platform_throttled("slack")
+        FloodLimits(chat_per_second=math.inf, overall_per_second=1000),
+        on_throttled=lambda: metrics.platform_throttled("slack"),
     )
     with FakeSlack(per_channel_rate=math.inf) as slack:
         client = AsyncWebClient(

@@ -25,7 +25,7 @@ from tests.fakes.slack_server import FakeSlack, SentMessage
 ADA = "U0ADA"
 BEN = "U0BEN"
 GENERAL = "C0GENERAL"
-FAST = FloodLimits(private_interval=0.05, group_interval=0.05, overall_per_second=100)
+FAST = FloodLimits(chat_per_second=20, chat_burst=1, overall_per_second=100)
 
 
 @pytest.fixture

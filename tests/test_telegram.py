@@ -4,6 +4,7 @@ real engine against the fake OpenAI server."""
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +26,9 @@ from tests.fakes.telegram_server import FakeTelegram, SentMessage
 
 USER = 1001
 GROUP = -1001234567890
+UNPACED = FloodLimits(
+    chat_per_second=math.inf, group_per_minute=math.inf, overall_per_second=math.inf
+)
 
 
 @pytest.fixture
@@ -354,7 +358,7 @@ async def test_message_not_modified_is_not_an_error(telegram: FakeTelegram) -> N
 async def test_a_deleted_message_is_continued_in_a_new_one(telegram: FakeTelegram) -> None:
     bot = Bot(telegram.token, base_url=f"{telegram.url}/bot")
     async with bot:
-        reply = TelegramReply(bot, ChatPlace(USER, group=False), FloodControl(FloodLimits(0, 0)))
+        reply = TelegramReply(bot, ChatPlace(USER, group=False), FloodControl(UNPACED))
         await reply.emit(TextDelta("Partial answer"))
         await eventually(lambda: bool(telegram.chat(USER)))
         await bot.delete_message(USER, telegram.chat(USER)[0].message_id)
@@ -368,7 +372,7 @@ async def test_stopped_note_and_tool_names_stay_valid_at_the_limit(
     bot = Bot(telegram.token, base_url=f"{telegram.url}/bot")
     near_limit = "x" * 4094
     async with bot:
-        reply = TelegramReply(bot, ChatPlace(USER, group=False), FloodControl(FloodLimits(0, 0)))
+        reply = TelegramReply(bot, ChatPlace(USER, group=False), FloodControl(UNPACED))
         await reply.emit(TextDelta(near_limit))
         await reply.emit(ToolStarted("c1", "<evil>&tool", "{}"))
         await eventually(lambda: "<evil>&tool" in "".join(texts(telegram.chat(USER))))

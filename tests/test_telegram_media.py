@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageStat
 from telegram import Bot
 
-from bots.pacing import FloodControl, FloodLimits
+from bots.pacing import FloodControl
 from bots.telegram.reply import ChatPlace, TelegramReply
 from core.conversation.events import ImageReady, Notice, ReplyFinished, Transcribed
 from core.media.ports import GeneratedImage, PreparedImage
@@ -22,7 +22,7 @@ from tests import make_audio, make_images
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.telegram_server import FakeTelegram, RecordedFile
-from tests.test_telegram import GROUP, USER, eventually, running
+from tests.test_telegram import GROUP, UNPACED, USER, eventually, running
 
 MEGABYTE = 1024 * 1024
 
@@ -374,7 +374,7 @@ async def test_long_transcripts_and_captions_fit_telegrams_limits(
     image = GeneratedImage(PreparedImage(picture, "image/png", 64, 64))
     async with bot:
         reply = TelegramReply(
-            bot, ChatPlace(USER, group=False, message_id=None), FloodControl(FloodLimits(0, 0))
+            bot, ChatPlace(USER, group=False, message_id=None), FloodControl(UNPACED)
         )
         await reply.emit(Transcribed("<word> " * 3000))
         await reply.emit(ImageReady(image, "a very long prompt & more " * 100))

@@ -71,7 +71,7 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 ACK_PRIORITY_SECONDS = 0.5
 ACK_SETTLE_SECONDS = 0.05
 # About one message a second per channel (Slack's guidance), and a cap on all calls.
-SLACK_LIMITS = FloodLimits(private_interval=1.0, group_interval=1.0, overall_per_second=20)
+SLACK_LIMITS = FloodLimits(chat_per_second=1.0, chat_burst=1, overall_per_second=20)
 ACTION_ID = "switchboard_choice"
 # What the user sees at once (ephemerally) while a slash command's picture is being made.
 WORKING = {"image": "🎨 Drawing…", "edit": "🎨 Editing the picture…"}

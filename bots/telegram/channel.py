@@ -25,10 +25,10 @@ from telegram.ext import (
     filters,
 )
 
-from bots.pacing import FloodControl, FloodLimits
+from bots.pacing import FloodControl
 from bots.telegram.albums import AlbumCollector
 from bots.telegram.files import MEGABYTE, TelegramFile, download_all, file_of, picture_of
-from bots.telegram.reply import ChatPlace, TelegramReply
+from bots.telegram.reply import ChatPlace, TelegramReply, telegram_limits
 from bots.telegram.transport import AiohttpRequest, TolerantUpdatesRequest
 from bots.telegram.typing import TypingIndicators
 from bots.telegram.updates import (
@@ -98,8 +98,9 @@ class TelegramChannel:
         self._settings = settings
         throttled = metrics or NullMetrics()
         self._flood = flood or FloodControl(
-            FloodLimits(), on_throttled=lambda: throttled.platform_throttled(CHANNEL)
+            telegram_limits(settings), on_throttled=lambda: throttled.platform_throttled(CHANNEL)
         )
+        self._first_after = settings.telegram_first_message_seconds
         self.connected = False  # readiness, for the operations server
         self._grace = shutdown_grace
         self._typing = TypingIndicators(self.application.bot)
@@ -327,7 +328,14 @@ class TelegramChannel:
         place = place_of(message)
 
         def open_reply(activity: Activity) -> Reply:
-            return TelegramReply(bot, place, self._flood, self._typing, _ACTIONS[activity])
+            return TelegramReply(
+                bot,
+                place,
+                self._flood,
+                self._typing,
+                _ACTIONS[activity],
+                first_after=self._first_after,
+            )
 
         await self._pipeline.handle(
             Delivery(incoming, open_reply, command=command, fetch=self._fetch(bot, files))

@@ -24,7 +24,7 @@ from telegram import (
 from telegram.constants import ChatAction, ParseMode
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
-from bots.pacing import FloodControl, ProgressFlusher, backoff
+from bots.pacing import FloodControl, FloodLimits, ProgressFlusher, backoff
 from bots.telegram.render import (
     TELEGRAM_TEXT_LIMIT,
     escape,
@@ -52,6 +52,7 @@ from core.conversation.events import (
     VoiceReady,
 )
 from core.media.ports import GeneratedImage, VoiceNote
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +98,13 @@ class TelegramReply:
     _text: str = ""
     _status: str = ""
     _progress: ProgressFlusher = field(init=False)
+    first_after: float = 0.0
+    """Seconds from the first text to the first message; a reply finished by then is sent
+    as one message (0: the first text shows as soon as the limits allow)."""
     _typing_shown: bool = False
     _media_sent: bool = False
     _rendered: tuple[str, list[str]] = ("", [])
+    _shown: tuple[str, str] | None = None  # the text and status progress last showed
 
     def __post_init__(self) -> None:
         self._progress = ProgressFlusher(
@@ -108,6 +113,8 @@ class TelegramReply:
             group=self.place.group,
             flush_once=self._flush_once,
             started=lambda: bool(self.parts),
+            pending=lambda: self._shown != (self._text, self._status),
+            first_after=self.first_after,
         )
 
     async def start(self) -> None:
@@ -195,17 +202,12 @@ class TelegramReply:
     async def _flush_once(self) -> bool:
         """Make one progress call; False when there is nothing more to do for now."""
         chat = self.place.chat_id
+        source = (self._text, self._status)
         # Rendered only with a slot in hand: rendering is the costly part of a flush.
         chunks = self._progress_chunks()
-        index = next(
-            (
-                i
-                for i, html in enumerate(chunks)
-                if i >= len(self.parts) or self.parts[i].html != html
-            ),
-            None,
-        )
+        index = self._first_difference(chunks)
         if index is None:
+            self._shown = source
             return False
         try:
             if index < len(self.parts):
@@ -213,12 +215,27 @@ class TelegramReply:
             else:
                 await self._send(chunks[index], ParseMode.HTML)
         except RetryAfter as exc:
-            self.flood.blocked(chat, _seconds(exc.retry_after))
+            self._blocked(exc)  # shown again when the block ends
+            return True
         except TelegramError as exc:
             # A failed progress edit is not fatal: the final message is delivered anyway.
             log.info("streaming edit in chat %s failed: %s", chat, exc)
+            self._shown = source
             return False
+        if self._first_difference(chunks) is None:
+            self._shown = source  # one call shows one message: a long text takes several
         return True
+
+    def _first_difference(self, chunks: Sequence[str]) -> int | None:
+        """The first of ``chunks`` the chat does not show yet."""
+        return next(
+            (
+                i
+                for i, html in enumerate(chunks)
+                if i >= len(self.parts) or self.parts[i].html != html
+            ),
+            None,
+        )
 
     def _progress_chunks(self) -> list[str]:
         chunks = self._chunks(self._text)
@@ -351,11 +368,11 @@ class TelegramReply:
         """Make one send within the flood limits, waiting out 429s and retrying transient
         failures like the final text."""
         for attempt in range(FINAL_ATTEMPTS):
-            await self.flood.acquire(self.place.chat_id, group=self.place.group)
             try:
-                return await call()
+                async with self.flood.call(self.place.chat_id, group=self.place.group):
+                    return await call()
             except RetryAfter as exc:
-                self.flood.blocked(self.place.chat_id, _seconds(exc.retry_after))
+                self._blocked(exc)
                 if attempt == FINAL_ATTEMPTS - 1:
                     raise
             except BadRequest:
@@ -395,12 +412,12 @@ class TelegramReply:
             if part is not None and part.html == html and last is None:
                 continue
             for attempt in range(FINAL_ATTEMPTS):
-                await self.flood.acquire(self.place.chat_id, group=self.place.group)
                 try:
-                    if part is not None:
-                        await self._edit(part, html, parse_mode, last)
-                    else:
-                        await self._send(html, parse_mode, last)
+                    async with self.flood.call(self.place.chat_id, group=self.place.group):
+                        if part is not None:
+                            await self._edit(part, html, parse_mode, last)
+                        else:
+                            await self._send(html, parse_mode, last)
                     break
                 except BadRequest as exc:
                     if part is None or "message to edit not found" not in str(exc).lower():
@@ -413,17 +430,21 @@ class TelegramReply:
                     del self.parts[index:]
                     part = None
                 except RetryAfter as exc:
-                    self.flood.blocked(self.place.chat_id, _seconds(exc.retry_after))
+                    self._blocked(exc)
                     if attempt == FINAL_ATTEMPTS - 1:
                         raise
                 except NetworkError as exc:  # BadRequest, one of them, is handled above
                     await self._wait_transient(exc, attempt)
         for part in self.parts[len(chunks) :]:
-            await self.flood.acquire(self.place.chat_id, group=self.place.group)
-            # What is left over is only tidied: the reply itself is shown already.
-            with contextlib.suppress(TelegramError):
-                await self.bot.delete_message(self.place.chat_id, part.message_id)
+            async with self.flood.call(self.place.chat_id, group=self.place.group):
+                # What is left over is only tidied: the reply itself is shown already.
+                with contextlib.suppress(TelegramError):
+                    await self.bot.delete_message(self.place.chat_id, part.message_id)
         del self.parts[len(chunks) :]
+
+    def _blocked(self, exc: RetryAfter) -> None:
+        """Telegram answered 429: the chat's bucket waits ``retry_after`` out."""
+        self.flood.blocked(self.place.chat_id, _seconds(exc.retry_after), group=self.place.group)
 
     async def _send(
         self, html: str, parse_mode: str | None, markup: InlineKeyboardMarkup | None = None
@@ -463,6 +484,17 @@ class TelegramReply:
             if "not modified" not in str(exc).lower():
                 raise
         part.html = html
+
+
+def telegram_limits(settings: Settings) -> FloodLimits:
+    """The flood limits the settings give (Telegram's public ones unless raised)."""
+    return FloodLimits(
+        chat_per_second=settings.telegram_chat_per_second,
+        chat_burst=settings.telegram_chat_burst,
+        group_per_minute=settings.telegram_group_per_minute,
+        group_burst=settings.telegram_group_burst,
+        overall_per_second=settings.telegram_overall_per_second,
+    )
 
 
 def keyboard(answer: CommandReply) -> InlineKeyboardMarkup | None:

@@ -663,6 +663,26 @@ class _TokenBucket:
         self.tokens -= 1
 
 
+class _SlidingWindow:
+    """At most ``count`` calls in any ``seconds`` (how "N a minute" and "N a second" read)."""
+
+    def __init__(self, count: float, seconds: float) -> None:
+        self.count = count
+        self.seconds = seconds
+        self.times: deque[float] = deque()
+
+    def wait(self, now: float) -> float:
+        """Seconds until one more call fits (0 when it fits now)."""
+        while self.times and self.times[0] <= now - self.seconds:
+            self.times.popleft()
+        if len(self.times) < self.count:
+            return 0.0
+        return self.times[0] + self.seconds - now
+
+    def take(self, now: float) -> None:
+        self.times.append(now)
+
+
 @dataclass
 class _StoredFile:
     file_id: str
@@ -710,6 +730,7 @@ class _Chat:
     last_message_id: int = 0
     messages: dict[int, _Message] = field(default_factory=dict)
     bucket: _TokenBucket | None = None
+    minute: _SlidingWindow | None = None  # a group's messages in the last minute
     blocked_until: float = 0.0
 
     def as_dict(self) -> JSONDict:
@@ -814,7 +835,9 @@ class FakeTelegram:
 
         Flood control is a token bucket per chat: ``private_rate`` messages a second with
         bursts of ``private_burst`` in private chats, ``group_per_minute`` a minute with
-        bursts of ``group_burst`` in groups, and ``global_per_second`` over all chats.
+        bursts of ``group_burst`` in groups (and no more than ``group_per_minute`` in any
+        minute); and no more than ``global_per_second`` in any second over all chats.
+        Calls are counted when the fake handles them, as Telegram counts them on arrival.
         ``strict_html_entities=False`` keeps a bare ``&`` literally, as real Telegram does;
         the default rejects it, as the Bot API documentation demands.
         """
@@ -848,7 +871,7 @@ class FakeTelegram:
         self._commands: dict[tuple[str, str], list[JSONDict]] = {}
         self._callback_queries: dict[str, bool] = {}
         self._webhook = _Webhook()
-        self._global_bucket = _TokenBucket(global_per_second, global_per_second, time.monotonic())
+        self._global_window = _SlidingWindow(global_per_second, 1.0)
         self._methods: dict[str, tuple[str, Callable[[JSONDict], Awaitable[Any]]]] = {}
         for name, handler in self._method_table().items():
             self._methods[name.lower()] = (name, handler)
@@ -917,6 +940,7 @@ class FakeTelegram:
         app.router.add_post("/_fake/private_messages", self._handle_fake_private_messages)
         app.router.add_get("/_fake/chat/{chat_id}", self._handle_fake_chat)
         app.router.add_get("/_fake/calls", self._handle_fake_calls)
+        app.router.add_get("/_fake/flood_log", self._handle_fake_flood_log)
         app.router.add_route("*", "/{tail:.*}", self._handle_not_found)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -1638,6 +1662,19 @@ class FakeTelegram:
                 return web.json_response(dict(counts))
             await asyncio.sleep(0.005)
 
+    async def _handle_fake_flood_log(self, request: web.Request) -> web.Response:
+        """The calls flood control counts, as ``[method, chat_id, time]`` in arrival order
+        (``time.time()``), and how many were answered 429: for a load generator in another
+        process to time the bot's messages."""
+        with self._lock:
+            calls = [
+                [call.method, call.params.get("chat_id"), call.time]
+                for call in self.calls
+                if call.method in _FLOOD_METHODS
+            ]
+            refused = len(self.rate_limited)
+        return web.json_response({"calls": calls, "rate_limited": refused})
+
     async def _handle_fake_chat(self, request: web.Request) -> web.Response:
         messages = self.chat(int(request.match_info["chat_id"]))
         return web.json_response([asdict(m) for m in messages])
@@ -1773,7 +1810,10 @@ class FakeTelegram:
                 chat.bucket = _TokenBucket(self.private_rate, self.private_burst, now)
             else:
                 chat.bucket = _TokenBucket(self.group_per_minute / 60, self.group_burst, now)
+                chat.minute = _SlidingWindow(self.group_per_minute, 60.0)
         chat_wait = chat.bucket.wait(now)
+        if chat.minute is not None:
+            chat_wait = max(chat_wait, chat.minute.wait(now))
         if chat_wait > 0:
             wait = max(1, math.ceil(chat_wait))
             chat.blocked_until = now + wait
@@ -1783,7 +1823,7 @@ class FakeTelegram:
                 retry_after=wait,
                 chat_key=chat.chat_id,
             )
-        global_wait = self._global_bucket.wait(now)
+        global_wait = self._global_window.wait(now)
         if global_wait > 0:
             wait = max(1, math.ceil(global_wait))
             raise _ApiError(
@@ -1793,7 +1833,9 @@ class FakeTelegram:
                 chat_key=chat.chat_id,
             )
         chat.bucket.take()
-        self._global_bucket.take()
+        if chat.minute is not None:
+            chat.minute.take(now)
+        self._global_window.take(now)
 
     def _new_bot_message(
         self, chat: _Chat, params: JSONDict, target: _Message | None, markup: JSONDict | None
