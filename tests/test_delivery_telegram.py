@@ -11,13 +11,13 @@ import pytest
 from telegram import Bot
 from telegram.error import NetworkError
 
-from bots.pacing import FloodControl, FloodLimits
+from bots.pacing import FloodControl
 from bots.telegram.reply import FINAL_ATTEMPTS, ChatPlace, TelegramReply
 from core.conversation.events import ReplyFinished, TextDelta
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.telegram_server import FakeTelegram
-from tests.test_telegram import USER, eventually, final_text, running, telegram
+from tests.test_telegram import UNPACED, USER, eventually, final_text, running, telegram
 
 __all__ = ["telegram"]  # the fixture, shared with the channel's own tests
 
@@ -25,7 +25,7 @@ LONG = " ".join(f"word{i:04d}" for i in range(334))[:3000]
 
 
 def unthrottled(bot: Bot) -> TelegramReply:
-    return TelegramReply(bot, ChatPlace(USER, group=False), FloodControl(FloodLimits(0, 0)))
+    return TelegramReply(bot, ChatPlace(USER, group=False), FloodControl(UNPACED))
 
 
 async def test_502s_on_send_message_and_the_user_still_sees_the_reply(
