@@ -39,6 +39,11 @@ from core.conversation.store import ConversationStore
 from core.conversation.tokens import TokenCounters
 from core.conversation.turns import TurnRunner
 from core.errors import ConfigError
+from core.jobs.batch_api import BatchAPI
+from core.jobs.batches import BatchJobs, BatchOptions
+from core.jobs.commands import JobCommands
+from core.jobs.openai_batches import OpenAIBatches
+from core.jobs.sql_jobs import SqlJobStore
 from core.media.demo_media import DemoImages, DemoSpeech, DemoTranscriber
 from core.media.ffmpeg_audio import FfmpegAudio, find_ffmpeg
 from core.media.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscriber
@@ -143,6 +148,7 @@ class App:
     metrics: PrometheusMetrics
     recovery: TurnRecovery
     media: MediaSteps
+    batches: BatchJobs
 
     @property
     def store(self) -> ConversationStore:
@@ -165,6 +171,8 @@ class ModelPorts:
     images: ImageGenerator
     realtime: RealtimeVoice | None = None
     """Realtime voice sessions: speech for realtime models, and ``/voice talk``."""
+    batches: BatchAPI | None = None
+    """The Batch API (None: batch jobs are not offered, as in demo mode)."""
 
 
 Provider = Callable[[Settings, Registry, MediaOptions], AbstractAsyncContextManager[ModelPorts]]
@@ -277,6 +285,23 @@ async def bootstrap(
             timezone=settings.zone,
         )
         owner = process_owner()
+        batches = BatchJobs(
+            api=ports.batches,
+            jobs=SqlJobStore(storage.database),
+            store=store,
+            choices=choices,
+            outbox=outbox,
+            ledger=storage.budgets,
+            prices=prices,
+            count_tokens=lambda encoding: counters.for_encoding(encoding).count,
+            clock=clock,
+            options=BatchOptions(
+                poll_seconds=settings.jobs_poll_seconds,
+                output_cap=settings.batch_output_tokens,
+                owner=owner,
+                timezone=settings.zone,
+            ),
+        )
         pipeline = InboundPipeline(
             store=store,
             journal=storage.journal,
@@ -289,6 +314,7 @@ async def bootstrap(
             assistant=assistant,
             choices=choices,
             turns=turns,
+            jobs=JobCommands(batches),
         )
         _warn_of_shutdowns(registry, media_options, clock)
         yield App(
@@ -307,6 +333,7 @@ async def bootstrap(
                 storage.journal, outbox, pipeline, clock=clock, owner=owner, writes=writes
             ),
             media,
+            batches,
         )
 
 
@@ -332,6 +359,7 @@ async def openai_models(
             transcriber=OpenAITranscriber(client, retry),
             speech=OpenAISpeech(client, retry, max_input_chars=media.speech.max_input_chars),
             realtime=OpenAIRealtime(client, timeout_seconds=settings.openai_timeout_seconds),
+            batches=OpenAIBatches(client),
             images=OpenAIImages(
                 client,
                 retry,

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
         default=frozenset(), alias="SWITCHBOARD_ALLOWED_USERS"
     )
     jobs_poll_seconds: int = Field(default=60, alias="SWITCHBOARD_JOBS_POLL_SECONDS", gt=0)
+    batch_output_tokens: int = Field(
+        default=1000, alias="SWITCHBOARD_BATCH_OUTPUT_TOKENS", gt=0, le=1_000_000
+    )
 
     auto_migrate: bool = Field(default=True, alias="SWITCHBOARD_AUTO_MIGRATE")
     models_file: Path | None = Field(default=None, alias="SWITCHBOARD_MODELS_FILE")

@@ -343,7 +343,7 @@ class BatchJobs:
         state = _LABELS.get(job.status, job.status)
         if job.status in OPEN_STATES and counts:
             state += f" {counts.get('completed', 0)}/{job.payload.get('requests', 0)}"
-        age = _age(self._clock.now() - job.created_at)
+        age = job_age(self._clock.now() - job.created_at)
         return f"#{job.id} batch of {job.payload.get('requests', '?')} — {state} — {age} ago" + (
             f" — {job.error}" if job.error else ""
         )
@@ -476,7 +476,8 @@ def _add_usage(total: Usage, reported: dict[str, Any]) -> Usage:
     )
 
 
-def _age(elapsed: timedelta) -> str:
+def job_age(elapsed: timedelta) -> str:
+    """How long ago, in words a chat line can hold (``42 s``, ``5 min``, ``3 h``)."""
     seconds = max(int(elapsed.total_seconds()), 0)
     if seconds < 120:
         return f"{seconds} s"
