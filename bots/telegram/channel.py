@@ -27,7 +27,14 @@ from telegram.ext import (
 
 from bots.pacing import FloodControl, FloodLimits
 from bots.telegram.albums import AlbumCollector
-from bots.telegram.files import MEGABYTE, TelegramFile, download_all, file_of, picture_of
+from bots.telegram.files import (
+    MEGABYTE,
+    TelegramFile,
+    download_all,
+    download_document,
+    file_of,
+    picture_of,
+)
 from bots.telegram.reply import ChatPlace, TelegramReply
 from bots.telegram.transport import AiohttpRequest, TolerantUpdatesRequest
 from bots.telegram.typing import TypingIndicators
@@ -290,7 +297,11 @@ class TelegramChannel:
         addressed = "@" in text.split(maxsplit=1)[0]
         if not known and is_group(message.chat) and not addressed:
             return
-        files = pictures[:1] if command.name == "edit" else ()
+        files: Sequence[TelegramFile] = pictures[:1] if command.name == "edit" else ()
+        if command.name == "batch":
+            # /batch as a document's caption: the prompts file (any kind; the core checks).
+            document = file_of(message) if message.document else None
+            files = [document] if document is not None else ()
         await self._deliver(update, message, bot, text, command=command, files=files)
 
     async def _deliver(
@@ -327,6 +338,8 @@ class TelegramChannel:
             return None
 
         async def fetch() -> tuple[Attachment, ...]:
+            if not files[0].is_media:
+                return (await download_document(bot, files[0], self._max_bytes),)
             return await download_all(bot, files, self._max_bytes)
 
         return fetch

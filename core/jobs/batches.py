@@ -30,7 +30,7 @@ from core.jobs.reservations import reservation_from_json, reservation_to_json
 from core.jobs.store import LEASE_SECONDS, Job, JobStore, NewJob
 from core.models.llm import Usage
 from core.models.registry import ModelSpec
-from core.money.budgets import BudgetExceeded, BudgetLedger, Payer
+from core.money.budgets import BudgetExceeded, BudgetLedger, Payer, Scope
 from core.money.money import format_usd
 from core.money.prices import PriceTable
 from core.money.pricing import price_sheet, token_cost
@@ -41,6 +41,8 @@ KIND = "batch"
 BAR_WIDTH = 20
 POLL_BATCH = 100
 """How many due jobs one polling round looks at."""
+NOT_RUN = frozenset({"batch_expired", "batch_cancelled"})
+"""Error codes of requests a batch never ran (it expired or was cancelled first)."""
 NO_API = "Batch jobs need the OpenAI API; they are not available in this mode."
 _LABELS = {
     "validating": "validating",
@@ -121,6 +123,12 @@ class BatchJobs:
                 model, Usage(built.input_tokens, 0, built.requests * built.output_cap)
             )
             payer = Payer.of(user, key)
+            short = await self._short_of(payer, estimate)
+            if short is not None:
+                return (
+                    f"That batch of {built.requests} prompts could cost up to "
+                    f"{format_usd(estimate)} at batch prices, more than {short}"
+                )
             try:
                 reservation = await self._ledger.reserve(
                     payer, estimate, self._clock.now(), self._options.timezone
@@ -164,6 +172,21 @@ class BatchJobs:
             "(held from your budget until it is done). The answers come here as files, "
             f"usually within 24 hours. /jobs shows its state; /jobs cancel {job.id} stops it."
         )
+
+    async def _short_of(self, payer: Payer, estimate: int) -> str | None:
+        """Why ``estimate`` does not fit what is left of ``payer``'s budgets, or None: a
+        batch is held whole, so it must fit (a chat turn instead caps its output)."""
+        now = self._clock.now()
+        for status in await self._ledger.status(payer, now, self._options.timezone):
+            if estimate > status.left_micros:
+                budget = status.budget
+                whose = "this chat's" if budget.scope is Scope.PLACE else "your"
+                return (
+                    f"{format_usd(status.left_micros)} left of {whose} {budget.period.value} "
+                    f"budget of {format_usd(budget.limit_micros)}. Send fewer prompts, or ask "
+                    "an admin to raise it with /quota."
+                )
+        return None
 
     # --- polling and delivering ----------------------------------------------------------
 
@@ -303,6 +326,8 @@ class BatchJobs:
                 custom_id = str(item.get("custom_id"))
                 response = item.get("response") or {}
                 body = response.get("body") or {}
+                if (item.get("error") or {}).get("code") in NOT_RUN:
+                    continue  # never run: reported as such, not as a failure
                 if item.get("error") or response.get("status_code", 200) >= 400:
                     error = item.get("error") or body.get("error") or {}
                     failures[custom_id] = str(error.get("message") or "failed")
