@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -22,9 +23,13 @@ from bots.bootstrap import App, bootstrap
 from bots.console import ConsoleChannel
 from core.money.budgets import Budget, Scope
 from core.money.periods import Period
-from tests.conftest import SettingsFactory
+from tests.conftest import API_KEY, SettingsFactory
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.slack_server import FakeSlack
 from tests.fakes.telegram_server import FakeTelegram
+from tests.test_console import switchboard
+from tests.test_slack import ADA
+from tests.test_slack import running as slack_running
 from tests.test_telegram import USER, eventually
 from tests.test_telegram import running as telegram_running
 
@@ -320,3 +325,45 @@ async def test_two_processes_on_one_database_deliver_a_job_once(
         async with one.app.storage.database.connect() as connection:
             kinds = (await connection.execute(text("SELECT kind FROM usage"))).scalars().all()
         assert kinds == ["batch"] * 3
+
+
+@pytest.mark.slow
+async def test_a_batch_from_a_slack_slash_command(
+    make_settings: SettingsFactory, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    def make_app(**values: object) -> AbstractAsyncContextManager[App]:
+        return bootstrap(make_settings(**values), clock=clock)
+
+    with FakeSlack() as slack:
+        dm = slack.dm_channel(ADA)
+        async with slack_running(make_app, slack) as bot:
+            await slack.slash_command(bot.url, "/batch", "north\nsouth", user_id=ADA, channel_id=dm)
+            await eventually(lambda: len(slack.responses) == 1)
+            assert "Batch #1 sent: 2 prompts" in str(slack.responses[0].payload)
+            await poll_until_done(bot.app, clock)
+            await eventually(lambda: len([f for f in slack.uploads if f.channel == dm]) == 2)
+            uploads = {f.name: f.content for f in slack.uploads if f.channel == dm}
+            assert b"Echo: south" in uploads["batch-1-results.md"]
+            updates = [str(c.params.get("text")) for c in slack.calls_to("chat.update")]
+            assert any("completed" in update for update in updates)
+
+
+@pytest.mark.slow
+def test_the_shell_lists_and_cancels_jobs(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    env = {
+        **os.environ,
+        "OPENAI_API_KEY": API_KEY,
+        "OPENAI_BASE_URL": fake_openai.base_url,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}",
+    }
+    chat = switchboard(env, tmp_path, "chat", "--user", "ada", stdin="/batch how are you\n")
+    assert "Batch #1 sent: 1 prompt" in chat.stdout, chat.stderr
+    listed = switchboard({**env, "OPENAI_API_KEY": ""}, tmp_path, "jobs", "list")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [line for line in listed.stdout.splitlines() if line.startswith("#1 ")]
+    assert "batch" in row and "console:ada" in row
+    assert switchboard(env, tmp_path, "jobs", "list", "console:bob").stdout.strip() == "no jobs"
+    cancelled = switchboard(env, tmp_path, "jobs", "cancel", "1")
+    assert "Cancelling batch #1" in cancelled.stdout, cancelled.stderr
+    (batch,) = fake_openai.batches.batches.values()
+    assert batch.status == "cancelling"
