@@ -367,3 +367,18 @@ def test_the_shell_lists_and_cancels_jobs(tmp_path: Path, fake_openai: FakeOpenA
     assert "Cancelling batch #1" in cancelled.stdout, cancelled.stderr
     (batch,) = fake_openai.batches.batches.values()
     assert batch.status == "cancelling"
+
+
+async def test_an_unreadable_result_file_is_reported_once_and_the_job_closed(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.batches.corrupt_output = True
+    async with console_app(make_settings, tmp_path, clock) as console:
+        await console.say("/batch a question")
+        await poll_until_done(console.app, clock)
+        files = console.files()
+        assert len(files) == 1  # the report; there are no raw lines to send
+        assert "could not be shown: its result files could not be read" in md_of(files)
+        assert "Problem: its result files could not be read" in console.out.getvalue()
+        said = await console.say("/jobs")
+        assert "completed" in said and "its result files could not be read" in said

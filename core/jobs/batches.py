@@ -245,12 +245,20 @@ class BatchJobs:
         assert self._api is not None
         key = _key(job)
         payload = job.payload
-        answers, failures, raw, line_usage = await self._results(state)
-        prompts = await self._prompts(payload["input_file_id"])
+        problem: str | None = None
+        try:
+            answers, failures, raw, line_usage = await self._results(state)
+            prompts = await self._prompts(payload["input_file_id"])
+        except (ValueError, KeyError, AttributeError, SwitchboardError) as exc:
+            # Unreadable results are reported once and the job is closed, not retried forever.
+            log.warning("batch #%d: its result files could not be read: %s", job.id, exc)
+            problem = "its result files could not be read"
+            answers, failures, raw, line_usage, prompts = {}, {}, b"", Usage(), {}
         report = results_markdown(
             job.id, state, payload=payload, prompts=prompts, answers=answers, failures=failures
         )
-        problem: str | None = None
+        if problem is not None:
+            report += f"\nThe answers could not be shown: {problem}.\n"
         try:
             await self._outbox.send_file(
                 key,
@@ -288,6 +296,8 @@ class BatchJobs:
             request_id=state.batch_id,
         )
         final = status_text(job.id, state, payload["requests"], cost=cost)
+        if problem is not None:
+            final += f"\nProblem: {problem}."
         new_payload = await self._show(job, final)
         errors = "; ".join(state.errors) or None
         if not await self._jobs.finish(

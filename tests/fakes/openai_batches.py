@@ -96,6 +96,7 @@ class FakeBatches:
     Attributes:
         failing: prompts whose request fails (a 400 line in the error file).
         expire: when True, batches expire once half their requests are answered.
+        corrupt_output: when True, a finished batch's output file is not JSON Lines.
         files: every stored file by id; batches: every batch by id.
     """
 
@@ -105,6 +106,7 @@ class FakeBatches:
         self._input_chars = input_chars
         self.failing: set[str] = set()
         self.expire = False
+        self.corrupt_output = False
         self.files: dict[str, StoredFile] = {}
         self.batches: dict[str, FakeBatch] = {}
 
@@ -122,6 +124,7 @@ class FakeBatches:
         with self._lock:
             self.failing.clear()
             self.expire = False
+            self.corrupt_output = False
             self.files.clear()
             self.batches.clear()
 
@@ -444,9 +447,10 @@ class FakeBatches:
             (batch.error_lines, "error_file_id", "batch_errors.jsonl"),
         ):
             if lines:
-                stored = StoredFile(
-                    _id("file-"), name, "batch_output", ("\n".join(lines) + "\n").encode()
-                )
+                content = ("\n".join(lines) + "\n").encode()
+                if attribute == "output_file_id" and self.corrupt_output:
+                    content = b"{this is not json\n"
+                stored = StoredFile(_id("file-"), name, "batch_output", content)
                 self.files[stored.id] = stored
                 setattr(batch, attribute, stored.id)
 
