@@ -347,6 +347,15 @@ async def test_a_batch_from_a_slack_slash_command(
             updates = [str(c.params.get("text")) for c in slack.calls_to("chat.update")]
             assert any("completed" in update for update in updates)
 
+            # A .csv file shared in the DM with /batch as its message.
+            prompts = slack.add_file("q.csv", b"prompt,topic\nwind,weather\n", "text/csv", user=ADA)
+            await slack.deliver_event(bot.url, slack.dm(ADA, "/batch", files=[prompts]))
+            await eventually(lambda: "Batch #2 sent: 1 prompt" in str(slack.messages(dm)))
+            await poll_until_done(bot.app, clock)
+            await eventually(lambda: len([f for f in slack.uploads if f.channel == dm]) == 4)
+            uploads = {f.name: f.content for f in slack.uploads if f.channel == dm}
+            assert b"## 1 (topic: weather)" in uploads["batch-2-results.md"]
+
 
 @pytest.mark.slow
 def test_the_shell_lists_and_cancels_jobs(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
