@@ -302,7 +302,15 @@ class TelegramChannel:
             # /batch as a document's caption: the prompts file (any kind; the core checks).
             document = file_of(message) if message.document else None
             files = [document] if document is not None else ()
-        await self._deliver(update, message, bot, text, command=command, files=files)
+        await self._deliver(
+            update,
+            message,
+            bot,
+            text,
+            command=command,
+            files=files,
+            any_kind=command.name == "batch",
+        )
 
     async def _deliver(
         self,
@@ -313,6 +321,7 @@ class TelegramChannel:
         *,
         command: Command | None = None,
         files: Sequence[TelegramFile] = (),
+        any_kind: bool = False,
     ) -> None:
         user = message.from_user
         if user is None:
@@ -330,15 +339,24 @@ class TelegramChannel:
             return TelegramReply(bot, place, self._flood, self._typing, _ACTIONS[activity])
 
         await self._pipeline.handle(
-            Delivery(incoming, open_reply, command=command, fetch=self._fetch(bot, files))
+            Delivery(
+                incoming,
+                open_reply,
+                command=command,
+                fetch=self._fetch(bot, files, any_kind=any_kind),
+            )
         )
 
-    def _fetch(self, bot: Bot, files: Sequence[TelegramFile]) -> FetchFiles | None:
+    def _fetch(
+        self, bot: Bot, files: Sequence[TelegramFile], *, any_kind: bool = False
+    ) -> FetchFiles | None:
+        """How to download ``files``; ``any_kind``: a batch's prompts file, of a kind the
+        core checks itself."""
         if not files:
             return None
 
         async def fetch() -> tuple[Attachment, ...]:
-            if not files[0].is_media:
+            if any_kind:
                 return (await download_document(bot, files[0], self._max_bytes),)
             return await download_all(bot, files, self._max_bytes)
 
