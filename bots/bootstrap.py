@@ -300,6 +300,9 @@ async def bootstrap(
                 output_cap=settings.batch_output_tokens,
                 owner=owner,
                 timezone=settings.zone,
+                webhook_secret=settings.openai_webhook_secret.get_secret_value()
+                if settings.openai_webhook_secret
+                else None,
             ),
         )
         pipeline = InboundPipeline(
@@ -460,6 +463,7 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.openai_api_key,
         settings.telegram_bot_token,
         settings.telegram_webhook_secret,
+        settings.openai_webhook_secret,
         settings.slack_bot_token,
         settings.slack_signing_secret,
         settings.slack_app_token,

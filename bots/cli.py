@@ -39,6 +39,7 @@ from bots.models_cli import (
     offered_models,
     registry_table,
 )
+from bots.openai_webhooks import webhook_routes
 from bots.ops import operations_server
 from bots.scheduler import RECOVERY_SECONDS, PeriodicJob, scheduled
 from bots.slack.channel import SlackChannel
@@ -285,7 +286,11 @@ async def _run(settings: Settings, which: str) -> None:
         try:
             async with (
                 operations_server(
-                    settings.http_port, app.storage.database, app.metrics.registry, channels
+                    settings.http_port,
+                    app.storage.database,
+                    app.metrics.registry,
+                    channels,
+                    routes=webhook_routes(app.batches) if settings.openai_webhook_secret else (),
                 ),
                 scheduled(
                     [

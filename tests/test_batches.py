@@ -7,20 +7,27 @@ processes on one database delivered once."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import io
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from sqlalchemy import text
 
 from bots.bootstrap import App, bootstrap
 from bots.console import ConsoleChannel
+from bots.openai_webhooks import webhook_routes
+from bots.ops import operations_server
 from core.money.budgets import Budget, Scope
 from core.money.periods import Period
 from tests.conftest import API_KEY, SettingsFactory
@@ -30,7 +37,7 @@ from tests.fakes.telegram_server import FakeTelegram
 from tests.test_console import switchboard
 from tests.test_slack import ADA
 from tests.test_slack import running as slack_running
-from tests.test_telegram import USER, eventually
+from tests.test_telegram import USER, eventually, free_port
 from tests.test_telegram import running as telegram_running
 
 MODEL = "gpt-6-luna"  # the shipped default chat model
@@ -391,3 +398,63 @@ async def test_an_unreadable_result_file_is_reported_once_and_the_job_closed(
         assert "Problem: its result files could not be read" in console.out.getvalue()
         said = await console.say("/jobs")
         assert "completed" in said and "its result files could not be read" in said
+
+
+WEBHOOK_KEY = b"a webhook signing key of the test"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(WEBHOOK_KEY).decode()
+
+
+def signed(payload: bytes, webhook_id: str, key: bytes = WEBHOOK_KEY) -> dict[str, str]:
+    """Standard Webhooks headers, as OpenAI signs a delivery."""
+    timestamp = str(int(time.time()))
+    mac = hmac.new(key, f"{webhook_id}.{timestamp}.".encode() + payload, hashlib.sha256)
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": "v1," + base64.b64encode(mac.digest()).decode(),
+        "content-type": "application/json",
+    }
+
+
+async def test_a_signed_webhook_polls_its_batch_at_once_and_bad_or_repeated_ones_do_not(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    async with console_app(
+        make_settings, tmp_path, clock, OPENAI_WEBHOOK_SECRET=WEBHOOK_SECRET
+    ) as console:
+        await console.say("/batch a prompt")
+        (batch,) = fake_openai.batches.batches.values()
+
+        def reads() -> int:
+            return len([r for r in fake_openai.requests if r.path == f"/v1/batches/{batch.id}"])
+
+        port = free_port()
+        app = console.app
+        payload = json.dumps(
+            {
+                "id": "evt_1",
+                "object": "event",
+                "created_at": int(time.time()),
+                "type": "batch.completed",
+                "data": {"id": batch.id},
+            }
+        ).encode()
+        url = f"http://127.0.0.1:{port}/openai/webhooks"
+        async with (
+            operations_server(
+                port, app.storage.database, app.metrics.registry, {},
+                routes=webhook_routes(app.batches),
+            ),
+            aiohttp.ClientSession() as http,
+        ):  # fmt: skip
+            forged = signed(payload, "wh_1", key=b"some other key")
+            async with http.post(url, data=payload, headers=forged) as response:
+                assert response.status == 400
+            assert reads() == 0
+            async with http.post(url, data=payload, headers=signed(payload, "wh_1")) as response:
+                assert response.status == 200
+            assert reads() == 1  # polled at once, though no poll was due
+            assert "[#1 updated] Batch #1: in progress" in console.out.getvalue()
+            async with http.post(url, data=payload, headers=signed(payload, "wh_1")) as response:
+                assert response.status == 200
+            assert reads() == 1  # the same delivery again: nothing more

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,7 +23,7 @@ from core.conversation.channel import Outbox, OutgoingFile
 from core.conversation.choices import ConversationChoices
 from core.conversation.messages import ConversationKey, UserRef
 from core.conversation.store import ConversationStore, UsageRecord
-from core.errors import SwitchboardError, UserInputError, user_message
+from core.errors import InvalidWebhook, SwitchboardError, UserInputError, user_message
 from core.jobs.batch_api import OPEN_STATES, BatchAPI, BatchState
 from core.jobs.prompts import BuiltBatch, build_requests, prompt_of, read_prompts
 from core.jobs.reservations import reservation_from_json, reservation_to_json
@@ -66,6 +66,8 @@ class BatchOptions:
     owner: str
     """This process's name on the leases it takes."""
     timezone: ZoneInfo
+    webhook_secret: str | None = None
+    """``OPENAI_WEBHOOK_SECRET``: webhooks are accepted only when it is set."""
 
 
 class BatchJobs:
@@ -198,20 +200,46 @@ class BatchJobs:
         now = self._clock.now()
         polled = 0
         for job in await self._jobs.due(sorted(OPEN_STATES), now, POLL_BATCH):
-            if job.kind != KIND or not self._outbox.reaches(_key(job)):
-                continue
-            until = now + timedelta(seconds=LEASE_SECONDS)
-            if not await self._jobs.lease(job.id, self._options.owner, until, now):
-                continue  # another process has it
-            polled += 1
-            try:
-                await self._poll(job)
-            except Exception:
-                log.exception("polling batch #%d failed; it is polled again later", job.id)
-                await self._jobs.update(
-                    job.id, self._options.owner, job.status, job.payload, self._next_poll()
-                )
+            polled += await self._poll_leased(job, now)
         return polled
+
+    async def _poll_leased(self, job: Job, now: datetime) -> bool:
+        """Poll ``job`` if its channel runs here and this process gets its lease."""
+        if job.kind != KIND or job.status not in OPEN_STATES:
+            return False
+        if not self._outbox.reaches(_key(job)):
+            return False
+        until = now + timedelta(seconds=LEASE_SECONDS)
+        if not await self._jobs.lease(job.id, self._options.owner, until, now):
+            return False  # another process has it
+        try:
+            await self._poll(job)
+        except Exception:
+            log.exception("polling batch #%d failed; it is polled again later", job.id)
+            await self._jobs.update(
+                job.id, self._options.owner, job.status, job.payload, self._next_poll()
+            )
+        return True
+
+    async def on_webhook(self, payload: bytes, headers: Mapping[str, str]) -> bool:
+        """An OpenAI webhook delivery: verified (``InvalidWebhook`` if it is not),
+        each delivery id once, and a ``batch.*`` event polls its job now; returns whether
+        a job was polled. Polling on schedule stays the safety net."""
+        secret = self._options.webhook_secret
+        if self._api is None or secret is None:
+            raise InvalidWebhook("webhooks are not accepted: OPENAI_WEBHOOK_SECRET is not set")
+        event = self._api.verify_webhook(payload, headers, secret)
+        if event.webhook_id and not await self._store.claim_event(
+            "openai-webhook", event.webhook_id
+        ):
+            log.info("dropping redelivered webhook %s", event.webhook_id)
+            return False
+        if not event.type.startswith("batch."):
+            return False
+        job = await self._jobs.by_openai_id(event.object_id)
+        if job is None:
+            return False
+        return await self._poll_leased(job, self._clock.now())
 
     async def _poll(self, job: Job) -> None:
         assert self._api is not None

@@ -51,6 +51,14 @@ class SqlJobStore:
             await connection.rollback()
         return None if row is None else _job(row)
 
+    async def by_openai_id(self, openai_id: str) -> Job | None:
+        """The job of an OpenAI id."""
+        query = select(_jobs).where(_jobs.c.openai_id == openai_id)
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).first()
+            await connection.rollback()
+        return None if row is None else _job(row)
+
     async def jobs(self, user_id: int | None = None, limit: int = 20) -> list[Job]:
         """Newest first."""
         query = select(_jobs).order_by(_jobs.c.id.desc()).limit(limit)

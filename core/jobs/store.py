@@ -52,6 +52,9 @@ class JobStore(Protocol):
     async def job(self, job_id: int) -> Job | None:
         """One job, or None."""
 
+    async def by_openai_id(self, openai_id: str) -> Job | None:
+        """The job of an OpenAI batch id, or None."""
+
     async def jobs(self, user_id: int | None = None, limit: int = 20) -> list[Job]:
         """The newest jobs, of one user or of everyone."""
 
