@@ -304,6 +304,7 @@ async def bootstrap(
                 if settings.openai_webhook_secret
                 else None,
             ),
+            metrics=metrics,
         )
         pipeline = InboundPipeline(
             store=store,

@@ -151,6 +151,9 @@ async def test_a_batch_from_a_file_is_answered_in_order_with_progress_and_charge
         assert requests[0]["body"]["input"] == "What is 2+2?"
         assert "instructions" in requests[0]["body"]
 
+        clock.advance()
+        await console.app.batches.poll_once()
+        assert console.app.metrics.registry.get_sample_value("switchboard_open_jobs") == 1
         await poll_until_done(console.app, clock)
 
         printed = console.out.getvalue()
@@ -186,8 +189,10 @@ async def test_a_batch_from_a_file_is_answered_in_order_with_progress_and_charge
         assert row.cost_micros == -(-full // 2)
         assert f"${row.cost_micros / 1_000_000:.6f}".rstrip("0") in printed.replace(",", "")
 
-        # Polling again delivers nothing more.
+        # Polling again delivers nothing more, and no job is open.
         await poll_until_done(console.app, clock, rounds=2)
+        gauge = console.app.metrics.registry.get_sample_value("switchboard_open_jobs")
+        assert gauge == 0
         assert len(console.files()) == 2
         said = await console.say("/jobs")
         assert "#1 batch of 3 — completed" in said

@@ -28,6 +28,7 @@ from core.jobs.batch_api import OPEN_STATES, BatchAPI, BatchState
 from core.jobs.prompts import BuiltBatch, build_requests, prompt_of, read_prompts
 from core.jobs.reservations import reservation_from_json, reservation_to_json
 from core.jobs.store import LEASE_SECONDS, Job, JobStore, NewJob
+from core.metrics import Metrics, NullMetrics
 from core.models.llm import Usage
 from core.models.registry import ModelSpec
 from core.money.budgets import BudgetExceeded, BudgetLedger, Payer, Scope
@@ -86,7 +87,9 @@ class BatchJobs:
         count_tokens: Callable[[str | None], Callable[[str], int]],
         clock: Clock,
         options: BatchOptions,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics or NullMetrics()
         self._api = api
         self._jobs = jobs
         self._store = store
@@ -199,6 +202,7 @@ class BatchJobs:
             return 0
         now = self._clock.now()
         polled = 0
+        self._metrics.open_jobs(await self._jobs.count_open(sorted(OPEN_STATES)))
         for job in await self._jobs.due(sorted(OPEN_STATES), now, POLL_BATCH):
             polled += await self._poll_leased(job, now)
         return polled
@@ -394,11 +398,9 @@ class BatchJobs:
 
     # --- /jobs ---------------------------------------------------------------------------
 
-    async def list_jobs(self, principal: str | None, limit: int = 20) -> list[Job]:
-        """The newest batch jobs, of the user ``principal`` (``telegram:123``) or of all."""
-        found = await self._jobs.jobs(None, limit=limit if principal is None else 1000)
-        mine = [job for job in found if principal is None or job.payload.get("user") == principal]
-        return mine[:limit]
+    async def list_jobs(self, user: UserRef, limit: int = 20) -> list[Job]:
+        """The newest batch jobs of ``user``."""
+        return await self._jobs.jobs(await self._store.ensure_user(user), limit=limit)
 
     def describe(self, job: Job) -> str:
         """One line about a job: number, state with progress, and age."""

@@ -56,7 +56,7 @@ class JobCommands:
     async def _jobs(self, args: str, caller: Caller) -> str:
         words = args.split()
         if not words:
-            jobs = await self._batches.list_jobs(caller.user.principal)
+            jobs = await self._batches.list_jobs(caller.user)
             if not jobs:
                 return "You have no jobs. /batch sends a batch of prompts."
             return "Your jobs:\n" + "\n".join(self._batches.describe(job) for job in jobs)

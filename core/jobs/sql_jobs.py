@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, insert, or_, select, update
+from sqlalchemy import Row, Table, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.conversation.store import UsageRecord
@@ -68,6 +68,14 @@ class SqlJobStore:
             rows = (await connection.execute(query)).all()
             await connection.rollback()
         return [_job(row) for row in rows]
+
+    async def count_open(self, open_states: Sequence[str]) -> int:
+        """How many jobs have an open status."""
+        query = select(func.count()).select_from(_jobs).where(_jobs.c.status.in_(list(open_states)))
+        async with self._engine.connect() as connection:
+            count = (await connection.execute(query)).scalar_one()
+            await connection.rollback()
+        return int(count)
 
     async def due(self, open_states: Sequence[str], now: datetime, limit: int) -> list[Job]:
         """Open, unleased jobs whose next poll is due."""

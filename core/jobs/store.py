@@ -58,6 +58,9 @@ class JobStore(Protocol):
     async def jobs(self, user_id: int | None = None, limit: int = 20) -> list[Job]:
         """The newest jobs, of one user or of everyone."""
 
+    async def count_open(self, open_states: Sequence[str]) -> int:
+        """How many jobs are open."""
+
     async def due(self, open_states: Sequence[str], now: datetime, limit: int) -> list[Job]:
         """Open jobs that nobody holds a lease on, oldest first (not leased yet)."""
 
