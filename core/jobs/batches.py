@@ -40,8 +40,10 @@ log = logging.getLogger(__name__)
 
 KIND = "batch"
 BAR_WIDTH = 20
-POLL_BATCH = 100
-"""How many due jobs one polling round looks at."""
+POLL_PAGE = 100
+"""How many due jobs are read from the database at a time in a polling round."""
+POLL_CONCURRENCY = 8
+"""How many jobs one process polls at once."""
 NOT_RUN = frozenset({"batch_expired", "batch_cancelled"})
 """Error codes of requests a batch never ran (it expired or was cancelled first)."""
 NO_API = "Batch jobs need the OpenAI API; they are not available in this mode."
@@ -203,8 +205,18 @@ class BatchJobs:
         now = self._clock.now()
         polled = 0
         self._metrics.open_jobs(await self._jobs.count_open(sorted(OPEN_STATES)))
-        for job in await self._jobs.due(sorted(OPEN_STATES), now, POLL_BATCH):
-            polled += await self._poll_leased(job, now)
+        after = 0
+        # A few at a time: the API's answers, not our own work, take most of a poll.
+        gate = asyncio.Semaphore(POLL_CONCURRENCY)
+
+        async def poll(job: Job) -> bool:
+            async with gate:
+                return await self._poll_leased(job, now)
+
+        # Page by id, so jobs left due (another process's channel) are not read twice.
+        while page := await self._jobs.due(sorted(OPEN_STATES), now, POLL_PAGE, after):
+            polled += sum(await asyncio.gather(*(poll(job) for job in page)))
+            after = page[-1].id
         return polled
 
     async def _poll_leased(self, job: Job, now: datetime) -> bool:

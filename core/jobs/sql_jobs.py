@@ -77,11 +77,14 @@ class SqlJobStore:
             await connection.rollback()
         return int(count)
 
-    async def due(self, open_states: Sequence[str], now: datetime, limit: int) -> list[Job]:
-        """Open, unleased jobs whose next poll is due."""
+    async def due(
+        self, open_states: Sequence[str], now: datetime, limit: int, after: int = 0
+    ) -> list[Job]:
+        """Open, unleased jobs whose next poll is due, in id order after ``after``."""
         query = (
             select(_jobs)
             .where(
+                _jobs.c.id > after,
                 _jobs.c.status.in_(list(open_states)),
                 or_(_jobs.c.lease_until.is_(None), _jobs.c.lease_until < now),
                 or_(_jobs.c.next_poll_at.is_(None), _jobs.c.next_poll_at <= now),

@@ -61,8 +61,11 @@ class JobStore(Protocol):
     async def count_open(self, open_states: Sequence[str]) -> int:
         """How many jobs are open."""
 
-    async def due(self, open_states: Sequence[str], now: datetime, limit: int) -> list[Job]:
-        """Open jobs that nobody holds a lease on, oldest first (not leased yet)."""
+    async def due(
+        self, open_states: Sequence[str], now: datetime, limit: int, after: int = 0
+    ) -> list[Job]:
+        """Open jobs due for a poll that nobody holds a lease on, by id from ``after`` on
+        (not leased yet)."""
 
     async def lease(self, job_id: int, owner: str, until: datetime, now: datetime) -> bool:
         """Take or renew a job's lease while it is open; True if ``owner`` holds it now."""

@@ -92,6 +92,8 @@ class FakeBatch:
 
 class FakeBatches:
     """The Files and Batches endpoints; tests steer outcomes through the attributes.
+    ``parsed`` gives a request's multipart form and JSON body as the fake's middleware read
+    them.
 
     Attributes:
         failing: prompts whose request fails (a 400 line in the error file).
@@ -100,8 +102,15 @@ class FakeBatches:
         files: every stored file by id; batches: every batch by id.
     """
 
-    def __init__(self, lock: threading.Lock, answer: Answer, input_chars: InputChars) -> None:
+    def __init__(
+        self,
+        lock: threading.Lock,
+        answer: Answer,
+        input_chars: InputChars,
+        parsed: Callable[[web.Request], tuple[Any, dict[str, object] | None]],
+    ) -> None:
         self._lock = lock
+        self._parsed = parsed
         self._answer = answer
         self._input_chars = input_chars
         self.failing: set[str] = set()
@@ -131,9 +140,7 @@ class FakeBatches:
     # --- files ---------------------------------------------------------------------------
 
     async def _upload(self, request: web.Request) -> web.Response:
-        from tests.fakes.openai_server import _FORM_KEY
-
-        form = request[_FORM_KEY]
+        form, _ = self._parsed(request)
         if form is None:
             return _error(400, "Invalid request: expected multipart/form-data.")
         purpose = form.text("purpose")
@@ -184,9 +191,7 @@ class FakeBatches:
     # --- batches -------------------------------------------------------------------------
 
     async def _create(self, request: web.Request) -> web.Response:
-        from tests.fakes.openai_server import _BODY_KEY
-
-        body = request[_BODY_KEY]
+        _, body = self._parsed(request)
         if body is None:
             return _error(400, "We could not parse the JSON body of your request.")
         for required in ("input_file_id", "endpoint", "completion_window"):

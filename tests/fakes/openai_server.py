@@ -1311,6 +1311,7 @@ class FakeOpenAI:
             self._lock,
             self._batch_answer,
             _input_chars,
+            lambda request: (request[_FORM_KEY], request[_BODY_KEY]),
         )
 
     # ------------------------------------------------------------------ lifecycle
