@@ -28,6 +28,8 @@ from bots.bootstrap import App, bootstrap
 from bots.console import ConsoleChannel
 from bots.openai_webhooks import webhook_routes
 from bots.ops import operations_server
+from core.jobs.sql_jobs import SqlJobStore
+from core.jobs.store import LEASE_SECONDS
 from core.money.budgets import Budget, Scope
 from core.money.periods import Period
 from tests.conftest import API_KEY, SettingsFactory
@@ -463,3 +465,23 @@ async def test_a_signed_webhook_polls_its_batch_at_once_and_bad_or_repeated_ones
             async with http.post(url, data=payload, headers=signed(payload, "wh_1")) as response:
                 assert response.status == 200
             assert reads() == 1  # the same delivery again: nothing more
+
+
+async def test_a_job_whose_poller_died_is_taken_over_when_its_lease_runs_out(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    async with console_app(make_settings, tmp_path, clock) as console:
+        await console.say("/batch a question")
+        jobs = SqlJobStore(console.app.storage.database)
+        # A process that took the job's lease and was killed: its lease is left behind.
+        now = clock.now()
+        assert await jobs.lease(1, "killed-process", now + timedelta(seconds=LEASE_SECONDS), now)
+        for _ in range(3):
+            clock.advance(LEASE_SECONDS / 4)
+            assert await console.app.batches.poll_once() == 0
+        assert not console.files()
+        clock.advance(LEASE_SECONDS)
+        await poll_until_done(console.app, clock)
+        assert len(console.files()) == 2
+        await poll_until_done(console.app, clock)
+        assert len(console.files()) == 2
