@@ -5,6 +5,7 @@ rows with leases, so several processes can run the same schedule."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -33,9 +34,10 @@ async def scheduled(jobs: Sequence[PeriodicJob]) -> AsyncIterator[AsyncIOSchedul
     """Run ``jobs`` on the current event loop until the block ends; a run never overlaps
     the previous one of the same job, and missed runs are merged into one."""
     scheduler = AsyncIOScheduler(timezone=UTC)
+    running: set[asyncio.Task[object]] = set()
     for job in jobs:
         scheduler.add_job(
-            job.run,
+            _stoppable(job, running),
             "interval",
             seconds=job.seconds,
             id=job.name,
@@ -50,3 +52,27 @@ async def scheduled(jobs: Sequence[PeriodicJob]) -> AsyncIterator[AsyncIOSchedul
         yield scheduler
     finally:
         scheduler.shutdown(wait=False)
+        # A run still under way (the first one starts at once) is stopped here, not left
+        # for the event loop's teardown, which APScheduler would log as a failure.
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+def _stoppable(
+    job: PeriodicJob, running: set[asyncio.Task[object]]
+) -> Callable[[], Awaitable[None]]:
+    """``job.run`` as a task the block's end can stop quietly."""
+
+    async def run() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        running.add(task)
+        try:
+            await job.run()
+        except asyncio.CancelledError:
+            log.debug("%s was stopped by the shutdown", job.name)
+        finally:
+            running.discard(task)
+
+    return run
