@@ -485,3 +485,25 @@ async def test_a_job_whose_poller_died_is_taken_over_when_its_lease_runs_out(
         assert len(console.files()) == 2
         await poll_until_done(console.app, clock)
         assert len(console.files()) == 2
+
+
+async def test_results_that_cannot_be_sent_leave_the_job_closed_charged_and_visible(
+    make_settings: SettingsFactory, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    def make_app(**values: object) -> AbstractAsyncContextManager[App]:
+        return bootstrap(make_settings(**values), clock=clock)
+
+    with FakeTelegram() as telegram:
+        async with telegram_running(make_app, telegram) as app:
+            telegram.private_message(USER, "/batch only one")
+            await eventually(lambda: any("Batch #1 sent" in m.text for m in telegram.chat(USER)))
+            telegram.fail_next("sendDocument", 403, "Forbidden: bot was blocked by the user")
+            await poll_until_done(app, clock)
+            await poll_until_done(app, clock)
+            assert len(telegram.calls_to("sendDocument")) == 1  # tried once, not again
+            (job,) = await SqlJobStore(app.storage.database).jobs()
+            assert job.status == "completed"
+            assert job.error is not None and "could not be sent" in job.error
+            async with app.storage.database.connect() as connection:
+                kinds = (await connection.execute(text("SELECT kind FROM usage"))).scalars()
+                assert list(kinds) == ["batch"]
