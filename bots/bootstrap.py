@@ -40,6 +40,11 @@ from core.conversation.store import ConversationStore
 from core.conversation.tokens import TokenCounters
 from core.conversation.turns import TurnRunner
 from core.errors import ConfigError
+from core.jobs.batch_api import BatchAPI
+from core.jobs.batches import BatchJobs, BatchOptions
+from core.jobs.commands import JobCommands
+from core.jobs.openai_batches import OpenAIBatches
+from core.jobs.sql_jobs import SqlJobStore
 from core.media.demo_media import DemoImages, DemoSpeech, DemoTranscriber
 from core.media.ffmpeg_audio import FfmpegAudio, find_ffmpeg
 from core.media.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscriber
@@ -160,6 +165,7 @@ class App:
     metrics: PrometheusMetrics
     recovery: TurnRecovery
     media: MediaSteps
+    batches: BatchJobs
 
     @property
     def store(self) -> ConversationStore:
@@ -182,6 +188,8 @@ class ModelPorts:
     images: ImageGenerator
     realtime: RealtimeVoice | None = None
     """Realtime voice sessions: speech for realtime models, and ``/voice talk``."""
+    batches: BatchAPI | None = None
+    """The Batch API (None: batch jobs are not offered, as in demo mode)."""
 
 
 Provider = Callable[[Settings, Registry, MediaOptions], AbstractAsyncContextManager[ModelPorts]]
@@ -295,6 +303,27 @@ async def bootstrap(
             timezone=settings.zone,
         )
         owner = process_owner()
+        batches = BatchJobs(
+            api=ports.batches,
+            jobs=SqlJobStore(storage.database),
+            store=store,
+            choices=choices,
+            outbox=outbox,
+            ledger=storage.budgets,
+            prices=prices,
+            count_tokens=lambda encoding: counters.for_encoding(encoding).count,
+            clock=clock,
+            options=BatchOptions(
+                poll_seconds=settings.jobs_poll_seconds,
+                output_cap=settings.batch_output_tokens,
+                owner=owner,
+                timezone=settings.zone,
+                webhook_secret=settings.openai_webhook_secret.get_secret_value()
+                if settings.openai_webhook_secret
+                else None,
+            ),
+            metrics=metrics,
+        )
         pipeline = InboundPipeline(
             store=store,
             journal=storage.journal,
@@ -307,6 +336,7 @@ async def bootstrap(
             assistant=assistant,
             choices=choices,
             turns=turns,
+            jobs=JobCommands(batches),
         )
         _warn_of_shutdowns(registry, media_options, clock)
         yield App(
@@ -331,6 +361,7 @@ async def bootstrap(
                 gone=process_gone,
             ),
             media,
+            batches,
         )
 
 
@@ -358,6 +389,7 @@ async def openai_models(
             transcriber=OpenAITranscriber(client, retry),
             speech=OpenAISpeech(client, retry, max_input_chars=media.speech.max_input_chars),
             realtime=OpenAIRealtime(client, timeout_seconds=settings.openai_timeout_seconds),
+            batches=OpenAIBatches(client),
             images=OpenAIImages(
                 client,
                 retry,
@@ -458,6 +490,7 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.openai_api_key,
         settings.telegram_bot_token,
         settings.telegram_webhook_secret,
+        settings.openai_webhook_secret,
         settings.slack_bot_token,
         settings.slack_signing_secret,
         settings.slack_app_token,

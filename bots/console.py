@@ -44,10 +44,13 @@ from core.conversation.events import (
 from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
 from core.conversation.pipeline import Activity, Delivery, InboundPipeline
 from core.conversation.turns import TurnRunner
+from core.jobs.prompts import SUFFIXES
 from core.media.ports import AUDIO_SUFFIXES, IMAGE_SUFFIXES, Attachment
 
 CHANNEL = "console"
 SHUTDOWN_GRACE_SECONDS = 10.0
+BATCH_SUFFIXES = frozenset(SUFFIXES)
+"""What ``/batch`` takes as a leading path in the console."""
 _LOGIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}")
 
 
@@ -141,10 +144,13 @@ class ConsoleSink:
         raise FileExistsError(f"no free file name in {self._media_dir}")
 
 
-def split_files(line: str) -> tuple[list[Path], str]:
-    """The picture and audio files a line starts with, and the rest of it as text. Words with
-    a picture or audio suffix count, whether or not the file exists (a missing one is then
-    reported instead of reaching the model as text); quotes allow spaces."""
+def split_files(
+    line: str, suffixes: frozenset[str] = IMAGE_SUFFIXES | AUDIO_SUFFIXES
+) -> tuple[list[Path], str]:
+    """The picture and audio files (or files of other ``suffixes``) a line starts with, and
+    the rest of it as text. Words with such a suffix count, whether or not the file exists
+    (a missing one is then reported instead of reaching the model as text); quotes allow
+    spaces."""
     stream = io.StringIO(line)
     lexer = shlex.shlex(stream, posix=True)
     lexer.whitespace_split = True
@@ -158,7 +164,7 @@ def split_files(line: str) -> tuple[list[Path], str]:
         if not word:
             break
         path = Path(word).expanduser()
-        if path.suffix.lower() not in IMAGE_SUFFIXES | AUDIO_SUFFIXES:
+        if path.suffix.lower() not in suffixes:
             break
         files.append(path)
         rest = stream.tell()
@@ -287,7 +293,11 @@ class ConsoleChannel:
     async def _handle(self, line: str) -> None:
         command = parse_command(line.strip())
         text = command.args if command is not None else line
-        files, rest = split_files(text)
+        # /batch takes its prompts file the same way pictures are given: a leading path.
+        batch = command is not None and command.name == "batch"
+        files, rest = split_files(
+            text, BATCH_SUFFIXES if batch else IMAGE_SUFFIXES | AUDIO_SUFFIXES
+        )
         attachments = self._read_files(files)
         if attachments is None:
             return

@@ -29,26 +29,15 @@ class PeriodicJob:
     seconds: float
 
 
-async def _guarded(job: PeriodicJob) -> None:
-    """Run ``job`` once: stopped quietly at shutdown, and a failure logged as one line
-    naming the job (the next run tries again)."""
-    try:
-        await job.run()
-    except asyncio.CancelledError:
-        return  # the scheduler is shutting down
-    except Exception as exc:
-        log.error("scheduled job %s failed: %s", job.name, exc)
-        log.debug("scheduled job %s failed", job.name, exc_info=True)
-
-
 @asynccontextmanager
 async def scheduled(jobs: Sequence[PeriodicJob]) -> AsyncIterator[AsyncIOScheduler]:
     """Run ``jobs`` on the current event loop until the block ends; a run never overlaps
     the previous one of the same job, and missed runs are merged into one."""
     scheduler = AsyncIOScheduler(timezone=UTC)
+    running: set[asyncio.Task[object]] = set()
     for job in jobs:
         scheduler.add_job(
-            _guarded,
+            _stoppable(job, running),
             "interval",
             args=(job,),
             seconds=job.seconds,
@@ -64,3 +53,31 @@ async def scheduled(jobs: Sequence[PeriodicJob]) -> AsyncIterator[AsyncIOSchedul
         yield scheduler
     finally:
         scheduler.shutdown(wait=False)
+        # A run still under way (the first one starts at once) is stopped here, not left
+        # for the event loop's teardown, which APScheduler would log as a failure.
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+def _stoppable(
+    job: PeriodicJob, running: set[asyncio.Task[object]]
+) -> Callable[[], Awaitable[None]]:
+    """``job.run`` as a task the block's end can stop quietly."""
+
+    async def run() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        running.add(task)
+        try:
+            await job.run()
+        except asyncio.CancelledError:
+            log.debug("%s was stopped by the shutdown", job.name)
+        except Exception as exc:
+            # One line; the next run tries again.
+            log.error("scheduled job %s failed: %s", job.name, exc)
+            log.debug("scheduled job %s failed", job.name, exc_info=True)
+        finally:
+            running.discard(task)
+
+    return run

@@ -10,6 +10,7 @@ SwitchboardError
 │   └── MediaTooLarge      a file over a platform's or the API's size limit
 ├── ToolError              a tool failed; its message goes back to the model
 ├── ChannelUnavailable     a chat platform the core wants to post to is not reachable here
+├── InvalidWebhook         an OpenAI webhook whose signature does not verify
 ├── StorageUnavailable     the database cannot be reached: writes are retried, then spooled
 └── UpstreamError          the model provider failed (vendor errors are translated to these)
     ├── RateLimited        429 without ``insufficient_quota``: retried with backoff
@@ -59,6 +60,10 @@ class MediaTooLarge(UserInputError):
 
 class ToolError(SwitchboardError):
     """A tool failed; the message is fed back to the model as the tool's result."""
+
+
+class InvalidWebhook(SwitchboardError):
+    """A webhook delivery that is not signed with ``OPENAI_WEBHOOK_SECRET`` (or is too old)."""
 
 
 class ChannelUnavailable(SwitchboardError):

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
 
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    openai_webhook_secret: SecretStr | None = Field(default=None, alias="OPENAI_WEBHOOK_SECRET")
     database_url: str = Field(default="sqlite+aiosqlite:///switchboard.db", alias="DATABASE_URL")
 
     telegram_bot_token: SecretStr | None = Field(default=None, alias="TELEGRAM_BOT_TOKEN")
@@ -65,6 +66,9 @@ class Settings(BaseSettings):
         default=frozenset(), alias="SWITCHBOARD_ALLOWED_USERS"
     )
     jobs_poll_seconds: int = Field(default=60, alias="SWITCHBOARD_JOBS_POLL_SECONDS", gt=0)
+    batch_output_tokens: int = Field(
+        default=1000, alias="SWITCHBOARD_BATCH_OUTPUT_TOKENS", gt=0, le=1_000_000
+    )
 
     auto_migrate: bool = Field(default=True, alias="SWITCHBOARD_AUTO_MIGRATE")
     models_file: Path | None = Field(default=None, alias="SWITCHBOARD_MODELS_FILE")

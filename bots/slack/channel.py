@@ -331,16 +331,27 @@ class SlackChannel:
         # Redeliveries are recognised (by the pipeline) before the reply starts and files
         # are fetched, so a redelivery never shows a thinking note or downloads anything.
         message = replace(turn.message, event_id=turn.delivery_id)
+        # A file shared with /batch in its message: the prompts file for the batch.
+        command = parse_command(message.text.strip()) if turn.files else None
+        batch = command is not None and command.name == "batch"
         await self._pipeline.handle(
-            Delivery(message, open_reply, fetch=self._fetch(turn), follow_up=turn.follow_up)
+            Delivery(
+                message,
+                open_reply,
+                command=command if batch else None,
+                fetch=self._fetch(turn, any_kind=batch),
+                follow_up=turn.follow_up,
+            )
         )
 
-    def _fetch(self, turn: SlackTurn) -> FetchFiles | None:
+    def _fetch(self, turn: SlackTurn, *, any_kind: bool = False) -> FetchFiles | None:
         if not turn.files:
             return None
 
         async def fetch() -> tuple[Attachment, ...]:
-            return await self._files.fetch(turn.files)
+            return await self._files.fetch(
+                turn.files[:1] if any_kind else turn.files, any_kind=any_kind
+            )
 
         return fetch
 

@@ -106,17 +106,20 @@ class SlackFiles:
         self._max_bytes = max_bytes
         self._session: aiohttp.ClientSession | None = None
 
-    async def fetch(self, files: Sequence[SlackFile]) -> tuple[Attachment, ...]:
+    async def fetch(
+        self, files: Sequence[SlackFile], *, any_kind: bool = False
+    ) -> tuple[Attachment, ...]:
         """Download ``files`` as attachments, in order.
 
-        Raises ``UnsupportedMedia`` for a kind of file the bot does not read or one it could
-        not fetch, and ``MediaTooLarge`` over the limit; nothing is downloaded unless every
-        file passes the checks that can be made beforehand.
+        Raises ``UnsupportedMedia`` for a kind of file the bot does not read (unless
+        ``any_kind``: a batch's prompts file, which the core checks) or one it could not
+        fetch, and ``MediaTooLarge`` over the limit; nothing is downloaded unless every file
+        passes the checks that can be made beforehand.
         """
         for file in files:
             if file.url is not None:
-                self._check(file)
-        resolved = [await self._resolve(file) for file in files]
+                self._check(file, any_kind=any_kind)
+        resolved = [await self._resolve(file, any_kind=any_kind) for file in files]
         return tuple(
             [Attachment(await self._download(file), file.name, file.mime_type) for file in resolved]
         )
@@ -127,15 +130,15 @@ class SlackFiles:
         if session is not None:
             await session.close()
 
-    def _check(self, file: SlackFile) -> None:
-        if not file.wanted:
+    def _check(self, file: SlackFile, *, any_kind: bool = False) -> None:
+        if not file.wanted and not any_kind:
             raise UnsupportedMedia(
                 f"I can look at pictures and listen to audio, but I can't open “{file.name}”."
             )
         if file.size is not None and file.size > self._max_bytes:
             raise MediaTooLarge(self._too_large(file, file.size))
 
-    async def _resolve(self, file: SlackFile) -> SlackFile:
+    async def _resolve(self, file: SlackFile, *, any_kind: bool = False) -> SlackFile:
         """``file`` with its download URL, checked: some events (Slack Connect channels) give
         only the file's id, and ``files.info`` tells the rest."""
         if file.url is not None:
@@ -149,7 +152,7 @@ class SlackFiles:
         if not isinstance(data, dict) or not data.get("id"):
             raise self._unavailable(file)
         resolved = parse_file(data)
-        self._check(resolved)
+        self._check(resolved, any_kind=any_kind)
         if resolved.url is None:
             raise self._unavailable(file)
         return resolved

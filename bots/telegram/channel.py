@@ -27,7 +27,14 @@ from telegram.ext import (
 
 from bots.pacing import FloodControl
 from bots.telegram.albums import AlbumCollector
-from bots.telegram.files import MEGABYTE, TelegramFile, download_all, file_of, picture_of
+from bots.telegram.files import (
+    MEGABYTE,
+    TelegramFile,
+    download_all,
+    download_document,
+    file_of,
+    picture_of,
+)
 from bots.telegram.reply import ChatPlace, TelegramReply, telegram_limits
 from bots.telegram.transport import AiohttpRequest, TolerantUpdatesRequest
 from bots.telegram.typing import TypingIndicators
@@ -302,8 +309,20 @@ class TelegramChannel:
         addressed = "@" in text.split(maxsplit=1)[0]
         if not known and is_group(message.chat) and not addressed:
             return
-        files = pictures[:1] if command.name == "edit" else ()
-        await self._deliver(update, message, bot, text, command=command, files=files)
+        files: Sequence[TelegramFile] = pictures[:1] if command.name == "edit" else ()
+        if command.name == "batch":
+            # /batch as a document's caption: the prompts file (any kind; the core checks).
+            document = file_of(message) if message.document else None
+            files = [document] if document is not None else ()
+        await self._deliver(
+            update,
+            message,
+            bot,
+            text,
+            command=command,
+            files=files,
+            any_kind=command.name == "batch",
+        )
 
     async def _deliver(
         self,
@@ -314,6 +333,7 @@ class TelegramChannel:
         *,
         command: Command | None = None,
         files: Sequence[TelegramFile] = (),
+        any_kind: bool = False,
     ) -> None:
         user = message.from_user
         if user is None:
@@ -338,14 +358,25 @@ class TelegramChannel:
             )
 
         await self._pipeline.handle(
-            Delivery(incoming, open_reply, command=command, fetch=self._fetch(bot, files))
+            Delivery(
+                incoming,
+                open_reply,
+                command=command,
+                fetch=self._fetch(bot, files, any_kind=any_kind),
+            )
         )
 
-    def _fetch(self, bot: Bot, files: Sequence[TelegramFile]) -> FetchFiles | None:
+    def _fetch(
+        self, bot: Bot, files: Sequence[TelegramFile], *, any_kind: bool = False
+    ) -> FetchFiles | None:
+        """How to download ``files``; ``any_kind``: a batch's prompts file, of a kind the
+        core checks itself."""
         if not files:
             return None
 
         async def fetch() -> tuple[Attachment, ...]:
+            if any_kind:
+                return (await download_document(bot, files[0], self._max_bytes),)
             return await download_all(bot, files, self._max_bytes)
 
         return fetch

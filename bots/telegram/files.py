@@ -97,6 +97,13 @@ def check(file: TelegramFile, max_bytes: int) -> None:
 async def download(bot: Bot, file: TelegramFile, max_bytes: int) -> Attachment:
     """Fetch ``file`` (after :func:`check`) as an attachment for the core."""
     check(file, max_bytes)
+    return await download_document(bot, file, max_bytes)
+
+
+async def download_document(bot: Bot, file: TelegramFile, max_bytes: int) -> Attachment:
+    """Fetch a file of any kind (a batch's prompts file) up to ``max_bytes``."""
+    if file.size is not None and file.size > max_bytes:
+        raise MediaTooLarge(_too_large(file.size, max_bytes))
     try:
         found = await bot.get_file(file.file_id)
         data = bytes(await found.download_as_bytearray(read_timeout=DOWNLOAD_TIMEOUT))

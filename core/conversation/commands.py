@@ -45,6 +45,8 @@ COMMANDS: dict[str, str] = {
     "quota": "Admins: /quota set|show|reset <who> … (budgets)",
     "allow": "Admins: let a user in: /allow <who>",
     "block": "Admins: shut a user out: /block <who>",
+    "batch": "Answer many prompts at half price: /batch then one prompt a line, or with a file",
+    "jobs": "Your batch jobs: /jobs, or /jobs cancel <number>",
 }
 
 

@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from math import ceil
+from typing import Protocol
 
 from core.access.policy import AccessPolicy
 from core.clock import Clock
@@ -23,13 +24,14 @@ from core.conversation.choices import ConversationChoices
 from core.conversation.commands import TURN_COMMANDS, Command, Commands
 from core.conversation.events import (
     CommandAnswered,
+    CommandReply,
     Refused,
     ReplyEvent,
     ReplyFailed,
     ReplyFinished,
 )
 from core.conversation.journal import LEASE_SECONDS, NewTurn, TurnJournal
-from core.conversation.messages import IncomingMessage
+from core.conversation.messages import ConversationKey, IncomingMessage
 from core.conversation.ratelimit import MessageRateLimit
 from core.conversation.spool import DurableWrites
 from core.conversation.store import ConversationStore
@@ -55,6 +57,22 @@ class Activity(enum.StrEnum):
 
 
 FetchFiles = Callable[[], Awaitable[tuple[Attachment, ...]]]
+
+
+class FileCommands(Protocol):
+    """Commands answered at once that take the files sent with them (``/batch``, ``/jobs``:
+    ``core.jobs.commands``)."""
+
+    names: frozenset[str]
+
+    async def run(
+        self,
+        key: ConversationKey,
+        command: Command,
+        caller: Caller,
+        attachments: Sequence[Attachment] = (),
+    ) -> CommandReply:
+        """Run ``command`` with ``attachments``; returns what to show."""
 
 
 @dataclass(frozen=True)
@@ -129,8 +147,10 @@ class InboundPipeline:
         assistant: Assistant,
         choices: ConversationChoices,
         turns: TurnRunner,
+        jobs: FileCommands | None = None,
     ) -> None:
         self._store = store
+        self._jobs = jobs
         self._journal = journal
         self._writes = writes
         self._clock = clock
@@ -153,6 +173,10 @@ class InboundPipeline:
             if not await self._let_in(delivery):
                 return
             command = delivery.command
+            if command is not None and self._jobs is not None and command.name in self._jobs.names:
+                if await self._first_delivery(message):
+                    await self._file_command(delivery, command, self._jobs)
+                return
             if command is not None and not (command.name in TURN_COMMANDS and command.args):
                 if await self._first_delivery(message):
                     await self._answer_command(delivery, command)
@@ -249,6 +273,25 @@ class InboundPipeline:
         )
         reply = delivery.reply(Activity.WRITING)
         try:
+            await reply.emit(CommandAnswered(answer))
+        finally:
+            await reply.close()
+
+    async def _file_command(
+        self, delivery: Delivery, command: Command, handler: FileCommands
+    ) -> None:
+        """A command that takes the files sent with it (``/batch``) and answers at once."""
+        message = delivery.message
+        reply = delivery.reply(Activity.WRITING)
+        try:
+            attachments = message.attachments
+            if delivery.fetch is not None:
+                try:
+                    attachments = await delivery.fetch()
+                except SwitchboardError as exc:
+                    await reply.emit(ReplyFailed(user_message(exc)))
+                    return
+            answer = await handler.run(message.key, command, self.caller(message), attachments)
             await reply.emit(CommandAnswered(answer))
         finally:
             await reply.close()

@@ -71,6 +71,7 @@ from aiohttp.typedefs import Handler
 from PIL import Image, ImageOps
 
 from tests.fakes.background import BackgroundLoop
+from tests.fakes.openai_batches import FakeBatches
 from tests.fakes.openai_realtime import REALTIME_PATH, FakeRealtime
 
 __all__ = [
@@ -1380,6 +1381,12 @@ class FakeOpenAI:
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
         self.realtime = FakeRealtime(self._lock, _hear_wav)
+        self.batches = FakeBatches(
+            self._lock,
+            self._batch_answer,
+            _input_chars,
+            lambda request: (request[_FORM_KEY], request[_BODY_KEY]),
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -1453,6 +1460,7 @@ class FakeOpenAI:
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_get("/v1/models/{model}", self._handle_model)
         app.router.add_get(REALTIME_PATH, self.realtime.handle)
+        self.batches.register(app)
         app.router.add_route("*", "/{tail:.*}", self._handle_not_found)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -1504,6 +1512,7 @@ class FakeOpenAI:
             self._call_counter = 0
             self._speech_counter = 0
         self.realtime.reset()
+        self.batches.reset()
 
     def model_requests(self) -> list[RecordedRequest]:
         """Recorded ``/v1/responses`` and ``/v1/chat/completions`` requests, in order."""
@@ -1534,6 +1543,10 @@ class FakeOpenAI:
         """Number of scripts still queued."""
         with self._lock:
             return len(self._queue)
+
+    def _batch_answer(self, prompt: str) -> str:
+        """A batch request's answer: as a synchronous call without a script answers."""
+        return self.default_reply(prompt) if self.default_reply is not None else _echo(prompt, 0)
 
     def _pop_script(self) -> Scripted | None:
         with self._lock:

@@ -1,0 +1,71 @@
+"""The Batch API port: upload a JSONL file of requests, create a batch over it, follow its
+status, cancel it and read its output and error files. ``core.jobs.openai_batches``
+implements it with the OpenAI SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from core.models.llm import Usage
+
+OPEN_STATES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+"""Batch states that will still change; the others are final."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchState:
+    """What the API says about a batch now."""
+
+    batch_id: str
+    status: str
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: tuple[str, ...] = ()
+    """Validation errors of a failed batch, each naming its line when the API does."""
+    usage: Usage | None = None
+    """Tokens the batch used, as the API reports them (None: not reported)."""
+
+    @property
+    def open(self) -> bool:
+        """Whether the batch is still running."""
+        return self.status in OPEN_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """A verified OpenAI webhook: its delivery id, event type and the object it is about."""
+
+    webhook_id: str
+    type: str
+    object_id: str
+
+
+class BatchAPI(Protocol):
+    """The provider's Batch and Files endpoints."""
+
+    async def upload(self, path: Path) -> str:
+        """Upload the JSONL file at ``path`` for a batch; returns its file id."""
+
+    async def create(self, file_id: str, endpoint: str, metadata: dict[str, str]) -> BatchState:
+        """Create a batch over an uploaded file, answered by ``endpoint`` within 24 h."""
+
+    async def retrieve(self, batch_id: str) -> BatchState:
+        """The batch's current state."""
+
+    async def cancel(self, batch_id: str) -> BatchState:
+        """Ask the API to stop the batch; it goes through ``cancelling`` to ``cancelled``."""
+
+    async def content(self, file_id: str) -> bytes:
+        """The bytes of a file (a batch's input, output or error file)."""
+
+    def verify_webhook(
+        self, payload: bytes, headers: Mapping[str, str], secret: str
+    ) -> WebhookEvent:
+        """The event of a webhook delivery signed with ``secret``; ``InvalidWebhook`` if the
+        signature, its headers or its age do not verify."""

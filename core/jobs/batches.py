@@ -1,0 +1,565 @@
+"""Batch jobs, the use cases: ``submit`` (read the prompts, build the request file with the
+conversation's model and mode, reserve the estimate at batch prices, upload, create, record,
+post the status message), ``poll_once`` (each open job under a lease: its status message
+edited with a progress bar; a finished batch's results delivered as files, its cost settled
+and the job closed in one step, so they are delivered once), and ``/jobs`` listing and
+cancelling."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from core.clock import Clock
+from core.conversation.channel import Outbox, OutgoingFile
+from core.conversation.choices import ConversationChoices
+from core.conversation.messages import ConversationKey, UserRef
+from core.conversation.store import ConversationStore, UsageRecord
+from core.errors import InvalidWebhook, SwitchboardError, UserInputError, user_message
+from core.jobs.batch_api import OPEN_STATES, BatchAPI, BatchState
+from core.jobs.prompts import BuiltBatch, build_requests, prompt_of, read_prompts
+from core.jobs.reservations import reservation_from_json, reservation_to_json
+from core.jobs.store import LEASE_SECONDS, Job, JobStore, NewJob
+from core.metrics import Metrics, NullMetrics
+from core.models.llm import Usage
+from core.models.registry import ModelSpec
+from core.money.budgets import BudgetExceeded, BudgetLedger, Payer, Scope
+from core.money.money import format_usd
+from core.money.prices import PriceTable
+from core.money.pricing import price_sheet, token_cost
+
+log = logging.getLogger(__name__)
+
+KIND = "batch"
+BAR_WIDTH = 20
+POLL_PAGE = 100
+"""How many due jobs are read from the database at a time in a polling round."""
+POLL_CONCURRENCY = 8
+"""How many jobs one process polls at once."""
+NOT_RUN = frozenset({"batch_expired", "batch_cancelled"})
+"""Error codes of requests a batch never ran (it expired or was cancelled first)."""
+NO_API = "Batch jobs need the OpenAI API; they are not available in this mode."
+_LABELS = {
+    "validating": "validating",
+    "in_progress": "in progress",
+    "finalizing": "finalizing",
+    "cancelling": "cancelling",
+    "completed": "completed",
+    "failed": "failed",
+    "expired": "expired",
+    "cancelled": "cancelled",
+}
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How batches are made and polled."""
+
+    poll_seconds: float
+    output_cap: int
+    """The most output tokens one answer may use (it bounds the estimate)."""
+    owner: str
+    """This process's name on the leases it takes."""
+    timezone: ZoneInfo
+    webhook_secret: str | None = None
+    """``OPENAI_WEBHOOK_SECRET``: webhooks are accepted only when it is set."""
+
+
+class BatchJobs:
+    """Submits, polls, delivers, lists and cancels batch jobs."""
+
+    def __init__(
+        self,
+        *,
+        api: BatchAPI | None,
+        jobs: JobStore,
+        store: ConversationStore,
+        choices: ConversationChoices,
+        outbox: Outbox,
+        ledger: BudgetLedger,
+        prices: PriceTable,
+        count_tokens: Callable[[str | None], Callable[[str], int]],
+        clock: Clock,
+        options: BatchOptions,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._metrics = metrics or NullMetrics()
+        self._api = api
+        self._jobs = jobs
+        self._store = store
+        self._choices = choices
+        self._outbox = outbox
+        self._ledger = ledger
+        self._prices = prices
+        self._count_tokens = count_tokens
+        self._clock = clock
+        self._options = options
+
+    # --- submitting ----------------------------------------------------------------------
+
+    async def submit(self, key: ConversationKey, user: UserRef, data: bytes, filename: str) -> str:
+        """Send the prompts of ``data`` (a file called ``filename``, or the lines typed after
+        ``/batch`` when ``filename`` is empty) as a batch; returns the line to show the user.
+        Nothing is uploaded when the prompts are invalid or the estimate does not fit the
+        user's budgets."""
+        if self._api is None:
+            return NO_API
+        mode, model = await self._choices.current(key)
+        with tempfile.TemporaryDirectory(prefix="switchboard-batch-") as folder:
+            try:
+                built = await asyncio.to_thread(
+                    build_requests,
+                    read_prompts(data, filename),
+                    Path(folder) / "requests.jsonl",
+                    model=model,
+                    mode=mode,
+                    output_cap=min(self._options.output_cap, model.max_output_tokens),
+                    count_tokens=self._count_tokens(model.encoding),
+                )
+            except UserInputError as exc:
+                return str(exc)
+            estimate = self._cost(
+                model, Usage(built.input_tokens, 0, built.requests * built.output_cap)
+            )
+            payer = Payer.of(user, key)
+            short = await self._short_of(payer, estimate)
+            if short is not None:
+                return (
+                    f"That batch of {built.requests} prompts could cost up to "
+                    f"{format_usd(estimate)} at batch prices, more than {short}"
+                )
+            try:
+                reservation = await self._ledger.reserve(
+                    payer, estimate, self._clock.now(), self._options.timezone
+                )
+            except BudgetExceeded as exc:
+                return (
+                    f"That batch of {built.requests} prompts could cost up to "
+                    f"{format_usd(estimate)} at batch prices. {exc}"
+                )
+            try:
+                file_id = await self._api.upload(built.path)
+                state = await self._api.create(
+                    file_id, built.endpoint, {"switchboard_user": user.principal}
+                )
+            except SwitchboardError as exc:
+                await self._ledger.release(reservation)
+                log.warning("a batch could not be created: %s", exc)
+                return f"The batch could not be sent: {user_message(exc)}"
+        user_id = await self._store.ensure_user(user)
+        conversation = await self._store.active_conversation(key)
+        payload = _payload(key, user, model=model, built=built, estimate=estimate, file_id=file_id)
+        payload["reservation"] = reservation_to_json(reservation)
+        job = await self._jobs.add(
+            NewJob(KIND, state.status, user_id, conversation.id, state.batch_id, payload)
+        )
+        text = status_text(job.id, state, built.requests)
+        try:
+            posted = await self._outbox.post(key, text)
+        except Exception as exc:
+            log.warning("could not post the status of batch #%d: %s", job.id, exc)
+        else:
+            payload = {**payload, "status_message": posted.id, "shown": text}
+            now = self._clock.now()
+            owner = self._options.owner
+            # Only the status message's id is added; the lease keeps pollers off meanwhile.
+            if await self._jobs.lease(job.id, owner, now + timedelta(seconds=LEASE_SECONDS), now):
+                await self._jobs.update(job.id, owner, state.status, payload, self._next_poll())
+        return (
+            f"Batch #{job.id} sent: {built.requests} prompt{'s' if built.requests != 1 else ''} "
+            f"for {model.title or model.id}, at most {format_usd(estimate)} at batch prices "
+            "(held from your budget until it is done). The answers come here as files, "
+            f"usually within 24 hours. /jobs shows its state; /jobs cancel {job.id} stops it."
+        )
+
+    async def _short_of(self, payer: Payer, estimate: int) -> str | None:
+        """Why ``estimate`` does not fit what is left of ``payer``'s budgets, or None: a
+        batch is held whole, so it must fit (a chat turn instead caps its output)."""
+        now = self._clock.now()
+        for status in await self._ledger.status(payer, now, self._options.timezone):
+            if estimate > status.left_micros:
+                budget = status.budget
+                whose = "this chat's" if budget.scope is Scope.PLACE else "your"
+                return (
+                    f"{format_usd(status.left_micros)} left of {whose} {budget.period.value} "
+                    f"budget of {format_usd(budget.limit_micros)}. Send fewer prompts, or ask "
+                    "an admin to raise it with /quota."
+                )
+        return None
+
+    # --- polling and delivering ----------------------------------------------------------
+
+    async def poll_once(self) -> int:
+        """One polling round: every due job whose channel runs here, each under a lease so
+        that one process polls it; returns how many were polled."""
+        if self._api is None:
+            return 0
+        now = self._clock.now()
+        polled = 0
+        self._metrics.open_jobs(await self._jobs.count_open(sorted(OPEN_STATES)))
+        after = 0
+        # A few at a time: the API's answers, not our own work, take most of a poll.
+        gate = asyncio.Semaphore(POLL_CONCURRENCY)
+
+        async def poll(job: Job) -> bool:
+            async with gate:
+                return await self._poll_leased(job, now)
+
+        # Page by id, so jobs left due (another process's channel) are not read twice.
+        while page := await self._jobs.due(sorted(OPEN_STATES), now, POLL_PAGE, after):
+            polled += sum(await asyncio.gather(*(poll(job) for job in page)))
+            after = page[-1].id
+        return polled
+
+    async def _poll_leased(self, job: Job, now: datetime) -> bool:
+        """Poll ``job`` if its channel runs here and this process gets its lease."""
+        if job.kind != KIND or job.status not in OPEN_STATES:
+            return False
+        if not self._outbox.reaches(_key(job)):
+            return False
+        until = now + timedelta(seconds=LEASE_SECONDS)
+        if not await self._jobs.lease(job.id, self._options.owner, until, now):
+            return False  # another process has it
+        try:
+            await self._poll(job)
+        except Exception:
+            log.exception("polling batch #%d failed; it is polled again later", job.id)
+            await self._jobs.update(
+                job.id, self._options.owner, job.status, job.payload, self._next_poll()
+            )
+        return True
+
+    async def on_webhook(self, payload: bytes, headers: Mapping[str, str]) -> bool:
+        """An OpenAI webhook delivery: verified (``InvalidWebhook`` if it is not),
+        each delivery id once, and a ``batch.*`` event polls its job now; returns whether
+        a job was polled. Polling on schedule stays the safety net."""
+        secret = self._options.webhook_secret
+        if self._api is None or secret is None:
+            raise InvalidWebhook("webhooks are not accepted: OPENAI_WEBHOOK_SECRET is not set")
+        event = self._api.verify_webhook(payload, headers, secret)
+        if event.webhook_id and not await self._store.claim_event(
+            "openai-webhook", event.webhook_id
+        ):
+            log.info("dropping redelivered webhook %s", event.webhook_id)
+            return False
+        if not event.type.startswith("batch."):
+            return False
+        job = await self._jobs.by_openai_id(event.object_id)
+        if job is None:
+            return False
+        return await self._poll_leased(job, self._clock.now())
+
+    async def _poll(self, job: Job) -> None:
+        assert self._api is not None
+        state = await self._api.retrieve(job.openai_id)
+        if state.open:
+            payload = await self._show(job, status_text(job.id, state, job.payload["requests"]))
+            payload["counts"] = {"completed": state.completed, "failed": state.failed}
+            await self._jobs.update(
+                job.id, self._options.owner, state.status, payload, self._next_poll()
+            )
+            return
+        await self._deliver(job, state)
+
+    async def _show(self, job: Job, text: str) -> dict[str, Any]:
+        """Edit the job's status message when its text changed; returns the new payload."""
+        payload = dict(job.payload)
+        posted = payload.get("status_message")
+        if posted is None or payload.get("shown") == text:
+            return payload
+        try:
+            await self._outbox.edit(posted, text)
+        except Exception as exc:
+            log.warning("could not update the status of batch #%d: %s", job.id, exc)
+            return payload
+        payload["shown"] = text
+        return payload
+
+    async def _deliver(self, job: Job, state: BatchState) -> None:
+        """Send a finished batch's results, then close the job with its usage row (one
+        transaction) and settle its reservation."""
+        assert self._api is not None
+        key = _key(job)
+        payload = job.payload
+        problem: str | None = None
+        try:
+            answers, failures, raw, line_usage = await self._results(state)
+            prompts = await self._prompts(payload["input_file_id"])
+        except (ValueError, KeyError, AttributeError, SwitchboardError) as exc:
+            # Unreadable results are reported once and the job is closed, not retried forever.
+            log.warning("batch #%d: its result files could not be read: %s", job.id, exc)
+            problem = "its result files could not be read"
+            answers, failures, raw, line_usage, prompts = {}, {}, b"", Usage(), {}
+        report = results_markdown(
+            job.id, state, payload=payload, prompts=prompts, answers=answers, failures=failures
+        )
+        if problem is not None:
+            report += f"\nThe answers could not be shown: {problem}.\n"
+        try:
+            await self._outbox.send_file(
+                key,
+                OutgoingFile(
+                    f"batch-{job.id}-results.md",
+                    report.encode(),
+                    "text/markdown",
+                    caption=f"Batch #{job.id}: {_LABELS.get(state.status, state.status)}",
+                ),
+            )
+            if raw:
+                await self._outbox.send_file(
+                    key, OutgoingFile(f"batch-{job.id}-results.jsonl", raw, "application/jsonl")
+                )
+        except Exception as exc:
+            problem = f"the results could not be sent: {exc}"
+            log.warning("batch #%d: %s", job.id, problem)
+        usage = state.usage or line_usage
+        model = self._choices.registry.models.get(payload["model"])
+        token_prices = model.prices if model is not None else None
+        cost = self._cost(model, usage) if model is not None else 0
+        record = UsageRecord(
+            user_id=job.user_id,
+            conversation_id=job.conversation_id,
+            kind=KIND,
+            model=payload["model"],
+            input_tokens=usage.input_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            output_tokens=usage.output_tokens,
+            cost_micros=cost,
+            prices={
+                **(price_sheet(token_prices) if token_prices else {}),
+                "batch_discount_bp": self._prices.batch_discount_bp,
+            },
+            request_id=state.batch_id,
+        )
+        final = status_text(job.id, state, payload["requests"], cost=cost)
+        if problem is not None:
+            final += f"\nProblem: {problem}."
+        new_payload = await self._show(job, final)
+        errors = "; ".join(state.errors) or None
+        if not await self._jobs.finish(
+            job.id,
+            self._options.owner,
+            status=state.status,
+            payload=new_payload,
+            usage=record,
+            error=problem or errors,
+        ):
+            log.warning("batch #%d was closed by another process meanwhile", job.id)
+            return
+        reservation = reservation_from_json(payload["reservation"])
+        await self._ledger.settle(reservation, cost)
+        log.info("batch #%d %s: delivered, cost %s", job.id, state.status, format_usd(cost))
+
+    async def _results(
+        self, state: BatchState
+    ) -> tuple[dict[str, str], dict[str, str], bytes, Usage]:
+        """The answers and failures by request number, the raw output and error lines, and
+        the usage the lines report."""
+        assert self._api is not None
+        answers: dict[str, str] = {}
+        failures: dict[str, str] = {}
+        raw = b""
+        usage = Usage()
+        for file_id in (state.output_file_id, state.error_file_id):
+            if not file_id:
+                continue
+            content = await self._api.content(file_id)
+            raw += content if content.endswith(b"\n") or not content else content + b"\n"
+            for line in content.decode("utf-8", "replace").splitlines():
+                if not line.strip():
+                    continue
+                item = json.loads(line)
+                custom_id = str(item.get("custom_id"))
+                response = item.get("response") or {}
+                body = response.get("body") or {}
+                if (item.get("error") or {}).get("code") in NOT_RUN:
+                    continue  # never run: reported as such, not as a failure
+                if item.get("error") or response.get("status_code", 200) >= 400:
+                    error = item.get("error") or body.get("error") or {}
+                    failures[custom_id] = str(error.get("message") or "failed")
+                    continue
+                answers[custom_id] = _answer_text(body)
+                usage = _add_usage(usage, body.get("usage") or {})
+        return answers, failures, raw, usage
+
+    async def _prompts(self, file_id: str) -> dict[str, str]:
+        """The prompts by request number, read back from the uploaded request file."""
+        assert self._api is not None
+        prompts: dict[str, str] = {}
+        content = await self._api.content(file_id)
+        for line in content.decode("utf-8").splitlines():
+            if line.strip():
+                item = json.loads(line)
+                prompts[str(item["custom_id"])] = prompt_of(item.get("body") or {})
+        return prompts
+
+    def _cost(self, model: ModelSpec, usage: Usage) -> int:
+        return self._prices.batch_cost(token_cost(model.prices, usage))
+
+    def _next_poll(self) -> datetime:
+        # Half the interval: with several processes each polls a job about once a round.
+        return self._clock.now() + timedelta(seconds=self._options.poll_seconds / 2)
+
+    # --- /jobs ---------------------------------------------------------------------------
+
+    async def list_jobs(self, user: UserRef, limit: int = 20) -> list[Job]:
+        """The newest batch jobs of ``user``."""
+        return await self._jobs.jobs(await self._store.ensure_user(user), limit=limit)
+
+    def describe(self, job: Job) -> str:
+        """One line about a job: number, state with progress, and age."""
+        counts = job.payload.get("counts") or {}
+        state = _LABELS.get(job.status, job.status)
+        if job.status in OPEN_STATES and counts:
+            state += f" {counts.get('completed', 0)}/{job.payload.get('requests', 0)}"
+        age = job_age(self._clock.now() - job.created_at)
+        return f"#{job.id} batch of {job.payload.get('requests', '?')} — {state} — {age} ago" + (
+            f" — {job.error}" if job.error else ""
+        )
+
+    async def cancel(self, job_id: int, principal: str, *, admin: bool) -> str:
+        """Cancel the batch ``job_id`` for its owner (admins: anyone's)."""
+        job = await self._jobs.job(job_id)
+        if job is None or job.kind != KIND or (not admin and job.payload.get("user") != principal):
+            return f"There is no job #{job_id} of yours. /jobs lists them."
+        if job.status not in OPEN_STATES:
+            return f"Job #{job_id} is already {_LABELS.get(job.status, job.status)}."
+        if self._api is None:
+            return NO_API
+        try:
+            await self._api.cancel(job.openai_id)
+        except SwitchboardError as exc:
+            return f"Job #{job_id} could not be cancelled: {user_message(exc)}"
+        return f"Cancelling batch #{job_id}; whatever answers exist will still be delivered."
+
+
+def status_text(job_id: int, state: BatchState, requests: int, *, cost: int | None = None) -> str:
+    """The status message: state, a progress bar (completed / failed / total), and the
+    cost once it is known."""
+    total = state.total or requests
+    done = state.completed + state.failed
+    filled = round(BAR_WIDTH * done / total) if total else 0
+    bar = "█" * filled + "░" * (BAR_WIDTH - filled)
+    lines = [
+        f"Batch #{job_id}: {_LABELS.get(state.status, state.status)}",
+        f"{bar} {state.completed} done, {state.failed} failed, of {total}",
+    ]
+    if state.errors:
+        lines += ["Problems:", *(f"• {error}" for error in state.errors[:10])]
+    if cost is not None:
+        lines.append(f"Cost: {format_usd(cost)} at batch prices.")
+    return "\n".join(lines)
+
+
+def results_markdown(
+    job_id: int,
+    state: BatchState,
+    *,
+    payload: dict[str, Any],
+    prompts: dict[str, str],
+    answers: dict[str, str],
+    failures: dict[str, str],
+) -> str:
+    """The readable results: each prompt followed by its answer, in the order submitted."""
+    labels: dict[str, dict[str, str]] = payload.get("labels") or {}
+    lines = [
+        f"# Batch #{job_id} — {_LABELS.get(state.status, state.status)}",
+        "",
+        f"Model: {payload['model']}. {len(answers)} answered, {len(failures)} failed, "
+        f"of {payload['requests']} prompts.",
+    ]
+    if state.errors:
+        lines += ["", "Problems the API reported:", *(f"- {error}" for error in state.errors)]
+    missing = {
+        "expired": "not answered: the batch expired first",
+        "cancelled": "not answered: the batch was cancelled first",
+        "failed": "not answered: the batch failed",
+    }.get(state.status, "no answer")
+    for number in range(1, payload["requests"] + 1):
+        custom_id = str(number)
+        title = ", ".join(f"{k}: {v}" for k, v in labels.get(custom_id, {}).items())
+        lines += ["", f"## {number}{f' ({title})' if title else ''}", ""]
+        lines += ["**Prompt:**", "", prompts.get(custom_id, ""), ""]
+        if custom_id in answers:
+            lines += ["**Answer:**", "", answers[custom_id]]
+        elif custom_id in failures:
+            lines += [f"**Failed:** {failures[custom_id]}"]
+        else:
+            lines += [f"*{missing}*"]
+    return "\n".join(lines) + "\n"
+
+
+def _payload(
+    key: ConversationKey,
+    user: UserRef,
+    *,
+    model: ModelSpec,
+    built: BuiltBatch,
+    estimate: int,
+    file_id: str,
+) -> dict[str, Any]:
+    return {
+        "key": {
+            "channel": key.channel,
+            "place": key.place,
+            "scope": key.scope,
+            "thread": key.thread,
+        },
+        "user": user.principal,
+        "model": model.id,
+        "requests": built.requests,
+        "estimate": estimate,
+        "input_file_id": file_id,
+        "labels": built.labels,
+    }
+
+
+def _key(job: Job) -> ConversationKey:
+    return ConversationKey(**job.payload["key"])
+
+
+def _answer_text(body: dict[str, Any]) -> str:
+    """The text of a Responses or Chat Completions body."""
+    if "output" in body:
+        texts = [
+            part.get("text", "")
+            for item in body.get("output") or []
+            if item.get("type") == "message"
+            for part in item.get("content") or []
+            if part.get("type") == "output_text"
+        ]
+        return "".join(texts)
+    choices = body.get("choices") or []
+    return str((choices[0].get("message") or {}).get("content") or "") if choices else ""
+
+
+def _add_usage(total: Usage, reported: dict[str, Any]) -> Usage:
+    """Add one answer's reported usage (either API's field names)."""
+    input_tokens = reported.get("input_tokens", reported.get("prompt_tokens", 0))
+    output_tokens = reported.get("output_tokens", reported.get("completion_tokens", 0))
+    details = reported.get("input_tokens_details") or reported.get("prompt_tokens_details") or {}
+    return Usage(
+        total.input_tokens + int(input_tokens),
+        total.cached_input_tokens + int(details.get("cached_tokens", 0)),
+        total.output_tokens + int(output_tokens),
+    )
+
+
+def job_age(elapsed: timedelta) -> str:
+    """How long ago, in words a chat line can hold (``42 s``, ``5 min``, ``3 h``)."""
+    seconds = max(int(elapsed.total_seconds()), 0)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172_800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"

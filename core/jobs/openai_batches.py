@@ -1,0 +1,109 @@
+"""``BatchAPI`` on the OpenAI SDK (``client.files``, ``client.batches``); vendor errors are
+translated into the core's ``UpstreamError`` tree."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import openai
+from openai import AsyncOpenAI
+
+from core.errors import InvalidWebhook
+from core.jobs.batch_api import BatchState, WebhookEvent
+from core.models.llm import Usage
+from core.models.openai_gateway import translate
+
+Endpoint = Literal["/v1/responses", "/v1/chat/completions"]
+
+
+class OpenAIBatches:
+    """The Batch API of an ``AsyncOpenAI`` client (or a compatible server)."""
+
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self._client = client
+
+    async def upload(self, path: Path) -> str:
+        """Upload ``path`` with purpose ``batch``; returns the file id."""
+        try:
+            uploaded = await self._client.files.create(file=path, purpose="batch")
+        except openai.OpenAIError as exc:
+            raise translate(exc) from exc
+        return uploaded.id
+
+    async def create(self, file_id: str, endpoint: str, metadata: dict[str, str]) -> BatchState:
+        """Create a batch with the 24 h completion window (the only one the API offers)."""
+        try:
+            batch = await self._client.batches.create(
+                input_file_id=file_id,
+                endpoint=cast(Endpoint, endpoint),
+                completion_window="24h",
+                metadata=metadata,
+            )
+        except openai.OpenAIError as exc:
+            raise translate(exc) from exc
+        return state_of(batch)
+
+    async def retrieve(self, batch_id: str) -> BatchState:
+        """The batch's state now."""
+        try:
+            return state_of(await self._client.batches.retrieve(batch_id))
+        except openai.OpenAIError as exc:
+            raise translate(exc) from exc
+
+    async def cancel(self, batch_id: str) -> BatchState:
+        """Ask for the batch to be cancelled."""
+        try:
+            return state_of(await self._client.batches.cancel(batch_id))
+        except openai.OpenAIError as exc:
+            raise translate(exc) from exc
+
+    async def content(self, file_id: str) -> bytes:
+        """A file's bytes."""
+        try:
+            response = await self._client.files.content(file_id)
+        except openai.OpenAIError as exc:
+            raise translate(exc) from exc
+        return response.content
+
+    def verify_webhook(
+        self, payload: bytes, headers: Mapping[str, str], secret: str
+    ) -> WebhookEvent:
+        """Verify and parse with the SDK's ``webhooks.unwrap``."""
+        try:
+            event = self._client.webhooks.unwrap(payload, dict(headers), secret=secret)
+        except (openai.InvalidWebhookSignatureError, ValueError) as exc:
+            raise InvalidWebhook(str(exc)) from None
+        webhook_id = next((v for k, v in headers.items() if k.lower() == "webhook-id"), "")
+        # Some event kinds (realtime calls) carry no object id; they concern no job.
+        object_id = getattr(event.data, "id", "")
+        return WebhookEvent(webhook_id, event.type, str(object_id))
+
+
+def state_of(batch: Any) -> BatchState:
+    """A ``BatchState`` from the SDK's ``Batch`` model."""
+    counts = batch.request_counts
+    errors = batch.errors.data if batch.errors is not None and batch.errors.data else []
+    usage = batch.usage
+    return BatchState(
+        batch_id=batch.id,
+        status=batch.status,
+        total=counts.total if counts is not None else 0,
+        completed=counts.completed if counts is not None else 0,
+        failed=counts.failed if counts is not None else 0,
+        output_file_id=batch.output_file_id,
+        error_file_id=batch.error_file_id,
+        errors=tuple(
+            (f"line {error.line}: " if error.line is not None else "")
+            + (error.message or error.code or "invalid")
+            for error in errors
+        ),
+        usage=None
+        if usage is None
+        else Usage(
+            input_tokens=usage.input_tokens,
+            cached_input_tokens=usage.input_tokens_details.cached_tokens,
+            output_tokens=usage.output_tokens,
+        ),
+    )

@@ -1,0 +1,90 @@
+"""The job store port: batch jobs as rows that any process can poll, one at a time under a
+lease, and finish exactly once (the final status and the usage row in one transaction).
+``core.jobs.sql_jobs`` implements it on SQLAlchemy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from core.conversation.store import UsageRecord
+
+LEASE_SECONDS = 120
+"""How long one process keeps a job to itself while it polls or delivers it."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to record once the API accepted it."""
+
+    kind: str
+    status: str
+    user_id: int | None
+    conversation_id: int | None
+    openai_id: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A recorded job: ``status`` is the API's status while it runs; a final status is
+    written only when its results were delivered."""
+
+    id: int
+    kind: str
+    status: str
+    user_id: int | None
+    conversation_id: int | None
+    openai_id: str
+    payload: dict[str, Any]
+    error: str | None
+    created_at: datetime
+
+
+class JobStore(Protocol):
+    """Jobs and their leases; safe for several processes on one database."""
+
+    async def add(self, job: NewJob) -> Job:
+        """Record a new job."""
+
+    async def job(self, job_id: int) -> Job | None:
+        """One job, or None."""
+
+    async def by_openai_id(self, openai_id: str) -> Job | None:
+        """The job of an OpenAI batch id, or None."""
+
+    async def jobs(self, user_id: int | None = None, limit: int = 20) -> list[Job]:
+        """The newest jobs, of one user or of everyone."""
+
+    async def count_open(self, open_states: Sequence[str]) -> int:
+        """How many jobs are open."""
+
+    async def due(
+        self, open_states: Sequence[str], now: datetime, limit: int, after: int = 0
+    ) -> list[Job]:
+        """Open jobs due for a poll that nobody holds a lease on, by id from ``after`` on
+        (not leased yet)."""
+
+    async def lease(self, job_id: int, owner: str, until: datetime, now: datetime) -> bool:
+        """Take or renew a job's lease while it is open; True if ``owner`` holds it now."""
+
+    async def update(
+        self, job_id: int, owner: str, status: str, payload: dict[str, Any], next_poll_at: datetime
+    ) -> bool:
+        """Record a poll's outcome and let the lease go; False if ``owner`` lost the lease."""
+
+    async def finish(
+        self,
+        job_id: int,
+        owner: str,
+        *,
+        status: str,
+        payload: dict[str, Any],
+        usage: UsageRecord | None,
+        error: str | None = None,
+    ) -> bool:
+        """Close an open job leased by ``owner`` with its final ``status`` and its usage
+        row, in one transaction; False (and nothing written) if it was closed already or
+        the lease was lost."""
