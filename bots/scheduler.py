@@ -39,7 +39,6 @@ async def scheduled(jobs: Sequence[PeriodicJob]) -> AsyncIterator[AsyncIOSchedul
         scheduler.add_job(
             _stoppable(job, running),
             "interval",
-            args=(job,),
             seconds=job.seconds,
             id=job.name,
             name=job.name,
