@@ -13,6 +13,7 @@ from core.conversation.store import UsageRecord
 from core.jobs.batch_api import OPEN_STATES
 from core.jobs.store import Job, NewJob
 from core.storage.schema import JobRow, UsageRow
+from core.storage.sql_store import usage_values
 
 _jobs = cast(Table, JobRow.__table__)
 _usage = cast(Table, UsageRow.__table__)
@@ -163,25 +164,8 @@ class SqlJobStore:
             if not result.rowcount:
                 return False
             if usage is not None:
-                await connection.execute(insert(_usage).values(**_usage_values(usage)))
+                await connection.execute(insert(_usage).values(**usage_values(usage)))
         return True
-
-
-def _usage_values(record: UsageRecord) -> dict[str, Any]:
-    return {
-        "user_id": record.user_id,
-        "conversation_id": record.conversation_id,
-        "kind": record.kind,
-        "model": record.model,
-        "input_tokens": record.input_tokens,
-        "cached_input_tokens": record.cached_input_tokens,
-        "output_tokens": record.output_tokens,
-        "units": record.units,
-        "unit": record.unit,
-        "cost_micros": record.cost_micros,
-        "prices": record.prices,
-        "request_id": record.request_id,
-    }
 
 
 def _job(row: Row[Any]) -> Job:

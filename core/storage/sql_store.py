@@ -245,7 +245,7 @@ class SqlConversationStore:
                     ],
                 )
             if usage:
-                await connection.execute(_INSERT_USAGE, [_usage_values(r) for r in usage])
+                await connection.execute(_INSERT_USAGE, [usage_values(r) for r in usage])
         return _stored(message_id, conversation_id, message, created_at)
 
     async def record_usage(self, usage: Sequence[UsageRecord]) -> None:
@@ -253,7 +253,7 @@ class SqlConversationStore:
         if not usage:
             return
         async with _reachable(), self._engine.begin() as connection:
-            await connection.execute(_INSERT_USAGE, [_usage_values(r) for r in usage])
+            await connection.execute(_INSERT_USAGE, [usage_values(r) for r in usage])
 
     async def message_images(self, message_ids: Sequence[int]) -> dict[int, list[PreparedImage]]:
         """The pictures of each message, in the order they were sent."""
@@ -707,7 +707,8 @@ def _stored(
     )
 
 
-def _usage_values(record: UsageRecord) -> dict[str, Any]:
+def usage_values(record: UsageRecord) -> dict[str, Any]:
+    """A usage row's column values (shared with the job store)."""
     return {
         "user_id": record.user_id,
         "conversation_id": record.conversation_id,
@@ -797,7 +798,7 @@ class SqliteConversationStore(SqlConversationStore):
             return await super().add_message(conversation_id, message, usage)
         created_at = datetime.now(UTC)
         values = _message_values(conversation_id, message, created_at)
-        usage_values = [_usage_values(record) for record in usage]
+        usage_values = [usage_values(record) for record in usage]
 
         def append(connection: sqlite3.Connection) -> int:
             with sqlite_transaction(connection):
