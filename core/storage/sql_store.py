@@ -798,13 +798,13 @@ class SqliteConversationStore(SqlConversationStore):
             return await super().add_message(conversation_id, message, usage)
         created_at = datetime.now(UTC)
         values = _message_values(conversation_id, message, created_at)
-        usage_values = [usage_values(record) for record in usage]
+        usage_rows = [usage_values(record) for record in usage]
 
         def append(connection: sqlite3.Connection) -> int:
             with sqlite_transaction(connection):
                 inserted = _sqlite_insert(connection, _messages, [values])
-                if usage_values:
-                    _sqlite_insert(connection, _usage_rows, usage_values)
+                if usage_rows:
+                    _sqlite_insert(connection, _usage_rows, usage_rows)
                 assert inserted.lastrowid is not None
                 return inserted.lastrowid
 
