@@ -100,12 +100,12 @@ class ConsoleSink:
         elif isinstance(event, Transcribed):
             self._out.write(f"(heard) {event.text}\n")
         elif isinstance(event, ImageReady):
-            path = self._save("picture", event.image.image.suffix, event.image.image.data)
+            path = self.save("picture", event.image.image.suffix, event.image.image.data)
             caption = f" — {event.caption}" if event.caption else ""
             self._out.write(f"[picture saved to {path}]{caption}\n")
             self._out.flush()
         elif isinstance(event, VoiceReady):
-            path = self._save("voice", ".ogg", event.note.data)
+            path = self.save("voice", ".ogg", event.note.data)
             self._out.write(f"[voice reply ({event.note.seconds:.1f} s) saved to {path}]\n")
             self._out.flush()
         elif isinstance(event, Notice):
@@ -128,9 +128,6 @@ class ConsoleSink:
 
     def save(self, kind: str, suffix: str, data: bytes) -> Path:
         """Write ``data`` to a new file in the media folder; returns its path."""
-        return self._save(kind, suffix, data)
-
-    def _save(self, kind: str, suffix: str, data: bytes) -> Path:
         self._media_dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         for number in range(1, 10_000):

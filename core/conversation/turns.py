@@ -47,7 +47,6 @@ class TurnRunner:
         self._slots: dict[ConversationKey, _Slot] = {}
         self._turns: dict[ConversationKey, Turn] = {}
         self._stopping: set[str] = set()
-        self._idle: dict[str, asyncio.Event] = {}
 
     async def run(self, key: ConversationKey, sink: ReplySink, body: TurnBody) -> None:
         """Run ``body`` as ``key``'s turn once the turns before it in ``key`` are done; if
@@ -63,13 +62,10 @@ class TurnRunner:
                 assert task is not None
                 turn = Turn(key, task)
                 self._turns[key] = turn
-                self._idle_event(key.channel).clear()
                 try:
                     await body(turn)
                 finally:
                     del self._turns[key]
-                    if not any(k.channel == key.channel for k in self._turns):
-                        self._idle_event(key.channel).set()
         finally:
             slot.users -= 1
             if slot.users == 0:
@@ -100,20 +96,9 @@ class TurnRunner:
             if replace(key, thread="") == replace(place, thread="")
         )
 
-    async def wait_idle(self, channel: str) -> None:
-        """Wait until no reply of ``channel`` is in progress (bound it with a timeout)."""
-        await self._idle_event(channel).wait()
-
     def stop(self, channel: str) -> int:
         """Stop ``channel``'s replies in progress (their text is kept) and refuse its
         messages still waiting for their turn; other channels go on. Returns how many
         replies were stopped."""
         self._stopping.add(channel)
         return sum(self.cancel(key) for key in list(self._turns) if key.channel == channel)
-
-    def _idle_event(self, channel: str) -> asyncio.Event:
-        event = self._idle.get(channel)
-        if event is None:
-            event = self._idle[channel] = asyncio.Event()
-            event.set()
-        return event
