@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.conversation.store import UsageRecord
 from core.jobs.batch_api import OPEN_STATES
-from core.jobs.store import Job, NewJob
+from core.jobs.store import SUBMITTING, Job, NewJob
 from core.storage.schema import JobRow, UsageRow
 from core.storage.sql_store import usage_values
 
@@ -26,8 +26,10 @@ class SqlJobStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def add(self, job: NewJob) -> Job:
-        """Insert the job row."""
+    async def add(
+        self, job: NewJob, owner: str | None = None, until: datetime | None = None
+    ) -> Job:
+        """Insert the job row (with its lease, if any)."""
         async with self._engine.begin() as connection:
             result = await connection.execute(
                 insert(_jobs).values(
@@ -37,6 +39,8 @@ class SqlJobStore:
                     conversation_id=job.conversation_id,
                     openai_id=job.openai_id,
                     payload=job.payload,
+                    lease_owner=owner,
+                    lease_until=until,
                 )
             )
             primary_key = result.inserted_primary_key
@@ -116,20 +120,42 @@ class SqlJobStore:
         return bool(result.rowcount)
 
     async def update(
-        self, job_id: int, owner: str, status: str, payload: dict[str, Any], next_poll_at: datetime
+        self,
+        job_id: int,
+        owner: str,
+        status: str,
+        payload: dict[str, Any],
+        next_poll_at: datetime,
+        *,
+        openai_id: str | None = None,
     ) -> bool:
         """Store the poll's outcome and release the lease."""
+        values: dict[str, Any] = {
+            "status": status,
+            "payload": payload,
+            "next_poll_at": next_poll_at,
+            "lease_owner": None,
+            "lease_until": None,
+        }
+        if openai_id is not None:
+            values["openai_id"] = openai_id
         async with self._engine.begin() as connection:
             result = await connection.execute(
                 update(_jobs)
                 .where(_jobs.c.id == job_id, _jobs.c.lease_owner == owner)
-                .values(
-                    status=status,
-                    payload=payload,
-                    next_poll_at=next_poll_at,
-                    lease_owner=None,
-                    lease_until=None,
-                )
+                .values(**values)
+            )
+        return bool(result.rowcount)
+
+    async def checkpoint(
+        self, job_id: int, owner: str, payload: dict[str, Any], until: datetime
+    ) -> bool:
+        """Conditional on the lease: a lost lease writes nothing."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(_jobs)
+                .where(_jobs.c.id == job_id, _jobs.c.lease_owner == owner)
+                .values(payload=payload, lease_until=until)
             )
         return bool(result.rowcount)
 
@@ -150,7 +176,7 @@ class SqlJobStore:
                 .where(
                     _jobs.c.id == job_id,
                     _jobs.c.lease_owner == owner,
-                    _jobs.c.status.in_(list(OPEN_STATES)),
+                    _jobs.c.status.in_([*OPEN_STATES, SUBMITTING]),
                 )
                 .values(
                     status=status,

@@ -13,17 +13,20 @@ from core.conversation.store import UsageRecord
 
 LEASE_SECONDS = 120
 """How long one process keeps a job to itself while it polls or delivers it."""
+SUBMITTING = "submitting"
+"""A job recorded before its batch is created at the API (``openai_id`` still None): if
+its process dies, the next poller looks for the batch by the job's metadata."""
 
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """A job to record once the API accepted it."""
+    """A job to record (before the API is asked to run it: ``openai_id`` None)."""
 
     kind: str
     status: str
     user_id: int | None
     conversation_id: int | None
-    openai_id: str
+    openai_id: str | None
     payload: dict[str, Any] = field(default_factory=dict)
 
 
@@ -37,7 +40,7 @@ class Job:
     status: str
     user_id: int | None
     conversation_id: int | None
-    openai_id: str
+    openai_id: str | None
     payload: dict[str, Any]
     error: str | None
     created_at: datetime
@@ -46,8 +49,10 @@ class Job:
 class JobStore(Protocol):
     """Jobs and their leases; safe for several processes on one database."""
 
-    async def add(self, job: NewJob) -> Job:
-        """Record a new job."""
+    async def add(
+        self, job: NewJob, owner: str | None = None, until: datetime | None = None
+    ) -> Job:
+        """Record a new job, leased to ``owner`` until ``until`` when they are given."""
 
     async def job(self, job_id: int) -> Job | None:
         """One job, or None."""
@@ -71,9 +76,23 @@ class JobStore(Protocol):
         """Take or renew a job's lease while it is open; True if ``owner`` holds it now."""
 
     async def update(
-        self, job_id: int, owner: str, status: str, payload: dict[str, Any], next_poll_at: datetime
+        self,
+        job_id: int,
+        owner: str,
+        status: str,
+        payload: dict[str, Any],
+        next_poll_at: datetime,
+        *,
+        openai_id: str | None = None,
     ) -> bool:
-        """Record a poll's outcome and let the lease go; False if ``owner`` lost the lease."""
+        """Record a poll's outcome (and the API's id for the job, when given) and let the
+        lease go; False if ``owner`` lost the lease."""
+
+    async def checkpoint(
+        self, job_id: int, owner: str, payload: dict[str, Any], until: datetime
+    ) -> bool:
+        """Write ``payload`` and keep the lease until ``until``, only while ``owner``
+        holds it: a step is recorded before the next one starts. False if it was lost."""
 
     async def finish(
         self,
@@ -85,6 +104,6 @@ class JobStore(Protocol):
         usage: UsageRecord | None,
         error: str | None = None,
     ) -> bool:
-        """Close an open job leased by ``owner`` with its final ``status`` and its usage
-        row, in one transaction; False (and nothing written) if it was closed already or
-        the lease was lost."""
+        """Close an open (or submitting) job leased by ``owner`` with its final ``status``
+        and its usage row, in one transaction; False (and nothing written) if it was
+        closed already or the lease was lost."""
