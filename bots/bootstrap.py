@@ -321,6 +321,7 @@ async def bootstrap(
                 webhook_secret=settings.openai_webhook_secret.get_secret_value()
                 if settings.openai_webhook_secret
                 else None,
+                gone=process_gone,
             ),
             metrics=metrics,
         )

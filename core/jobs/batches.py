@@ -95,6 +95,9 @@ class BatchOptions:
     timezone: ZoneInfo
     webhook_secret: str | None = None
     """``OPENAI_WEBHOOK_SECRET``: webhooks are accepted only when it is set."""
+    gone: Callable[[str], bool] = lambda owner: False
+    """Whether a lease owner is a process known to be dead (its jobs are taken over at
+    once rather than when the lease runs out)."""
 
 
 class BatchJobs:
@@ -269,6 +272,7 @@ class BatchJobs:
         that one process polls it; returns how many were polled."""
         if self._api is None:
             return 0
+        await self._release_dead()
         now = self._clock.now()
         polled = 0
         self._metrics.open_jobs(await self._jobs.count_open(sorted(LIVE)))
@@ -285,6 +289,13 @@ class BatchJobs:
             polled += sum(await asyncio.gather(*(poll(job) for job in page)))
             after = page[-1].id
         return polled
+
+    async def _release_dead(self) -> None:
+        """Free the leases of processes that died holding them (on this machine)."""
+        for owner in await self._jobs.lease_owners():
+            if owner != self._options.owner and self._options.gone(owner):
+                released = await self._jobs.release_leases(owner)
+                log.info("took over %d jobs of %s, which is gone", released, owner)
 
     async def _poll_leased(self, job: Job, now: datetime) -> bool:
         """Poll ``job`` if its channel runs here and this process gets its lease."""

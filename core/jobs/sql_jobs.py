@@ -119,6 +119,24 @@ class SqlJobStore:
             )
         return bool(result.rowcount)
 
+    async def lease_owners(self) -> list[str]:
+        """Distinct owners of the leases held."""
+        query = select(_jobs.c.lease_owner).where(_jobs.c.lease_owner.is_not(None)).distinct()
+        async with self._engine.connect() as connection:
+            owners = (await connection.execute(query)).scalars().all()
+            await connection.rollback()
+        return [str(owner) for owner in owners]
+
+    async def release_leases(self, owner: str) -> int:
+        """Clear ``owner``'s leases."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(_jobs)
+                .where(_jobs.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+        return int(result.rowcount)
+
     async def update(
         self,
         job_id: int,

@@ -75,6 +75,13 @@ class JobStore(Protocol):
     async def lease(self, job_id: int, owner: str, until: datetime, now: datetime) -> bool:
         """Take or renew a job's lease while it is open; True if ``owner`` holds it now."""
 
+    async def lease_owners(self) -> list[str]:
+        """Who holds job leases now (each owner once)."""
+
+    async def release_leases(self, owner: str) -> int:
+        """Let go every job lease ``owner`` holds (a process known to be dead); returns
+        how many."""
+
     async def update(
         self,
         job_id: int,

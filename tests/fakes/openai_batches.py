@@ -120,6 +120,8 @@ class FakeBatches:
         failing: prompts whose request fails (a 400 line in the error file).
         expire: when True, batches expire once half their requests are answered.
         corrupt_output: when True, a finished batch's output file is not JSON Lines.
+        hold_upload: uploads (``POST /v1/files``) that store their file, then keep the
+            answer until the client goes away (a process killed while uploading).
         hold_create: creations that make their batch, then keep the answer until the client
             goes away (a process killed while creating a batch).
         drop_create: creations that make their batch, then drop the connection unanswered
@@ -142,6 +144,7 @@ class FakeBatches:
         self.failing: set[str] = set()
         self.expire = False
         self.corrupt_output = False
+        self.hold_upload = 0
         self.hold_create = 0
         self.drop_create = 0
         self.files: dict[str, StoredFile] = {}
@@ -169,6 +172,7 @@ class FakeBatches:
             self.failing.clear()
             self.expire = False
             self.corrupt_output = False
+            self.hold_upload = 0
             self.hold_create = 0
             self.drop_create = 0
             self.files.clear()
@@ -210,6 +214,9 @@ class FakeBatches:
         with self._lock:
             self.files[stored.id] = stored
             self.largest_part = max(self.largest_part, len(upload.data))
+            hold, self.hold_upload = self.hold_upload > 0, max(self.hold_upload - 1, 0)
+        if hold:
+            await _until_gone(request)
         return web.json_response(stored.object())
 
     # --- uploads (a file in parts) -------------------------------------------------------
@@ -404,10 +411,8 @@ class FakeBatches:
             drop, self.drop_create = self.drop_create > 0, max(self.drop_create - 1, 0)
         if drop and request.transport is not None:
             request.transport.abort()
-        while hold:
-            if request.transport is None or request.transport.is_closing():
-                break
-            await asyncio.sleep(0.05)
+        if hold:
+            await _until_gone(request)
         return web.json_response(self._object(batch))
 
     async def _list(self, request: web.Request) -> web.Response:
@@ -697,6 +702,14 @@ class FakeBatches:
             },
             "metadata": batch.metadata,
         }
+
+
+async def _until_gone(request: web.Request) -> None:
+    """Wait until the client closes the connection (or died)."""
+    while True:
+        if request.transport is None or request.transport.is_closing():
+            return
+        await asyncio.sleep(0.05)
 
 
 def _line_error(code: str, line: int | None, message: str) -> dict[str, Any]:
