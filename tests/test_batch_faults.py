@@ -260,6 +260,28 @@ async def test_a_process_killed_while_uploading_closes_the_job_unsent_and_tells_
     assert "Please send it again" in line
 
 
+async def test_an_outage_while_fetching_the_results_delivers_them_at_a_later_poll(
+    make_settings: SettingsFactory, tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    clock = SteppingClock()
+    async with console_app(make_settings, tmp_path, clock) as console:
+        await console.say("/batch what is up")
+        (batch,) = fake_openai.batches.batches.values()
+        while batch.status != "completed":
+            clock.advance()
+            await console.app.batches.poll_once()
+            if batch.status == "finalizing":
+                fake_openai.batches.content_outage = 1  # the next read of the results fails
+        assert not console.files()  # not delivered, not closed: the job waits
+        (job,) = await console.app.batches.list_jobs(UserRef("console", "ada"))
+        assert job.status == "finalizing" and job.error is None
+        await poll_until_done(console.app, clock)
+        assert "Echo: what is up" in md_of(console.files())
+        assert len(console.files()) == 2
+        (job,) = await console.app.batches.list_jobs(UserRef("console", "ada"))
+        assert (job.status, job.error) == ("completed", None)
+
+
 async def _is(status: Awaitable[str | None], wanted: str) -> bool:
     return await status == wanted
 

@@ -24,7 +24,14 @@ from core.conversation.channel import Outbox, OutgoingFile
 from core.conversation.choices import ConversationChoices
 from core.conversation.messages import ConversationKey, UserRef
 from core.conversation.store import ConversationStore, UsageRecord
-from core.errors import InvalidWebhook, SwitchboardError, UserInputError, user_message
+from core.errors import (
+    InvalidWebhook,
+    RateLimited,
+    SwitchboardError,
+    UpstreamUnavailable,
+    UserInputError,
+    user_message,
+)
 from core.jobs.batch_api import OPEN_STATES, BatchAPI, BatchState
 from core.jobs.prompts import BuiltBatch, build_requests, prompt_of, read_prompts
 from core.jobs.reservations import reservation_from_json, reservation_to_json
@@ -312,8 +319,11 @@ class BatchJobs:
             log.warning("%s", exc)
         except Exception:
             log.exception("polling batch #%d failed; it is polled again later", job.id)
+            # The row, not ``job``: it may hold steps recorded since (files sent).
+            current = await self._jobs.job(job.id)
+            payload = current.payload if current is not None else job.payload
             await self._jobs.update(
-                job.id, self._options.owner, job.status, job.payload, self._next_poll()
+                job.id, self._options.owner, job.status, payload, self._next_poll()
             )
         return True
 
@@ -410,6 +420,8 @@ class BatchJobs:
         try:
             answers, failures, raw, line_usage = await self._results(state)
             prompts = await self._prompts(payload["input_file_id"])
+        except (RateLimited, UpstreamUnavailable):
+            raise  # passing: the next poll reads them again
         except (ValueError, KeyError, AttributeError, SwitchboardError) as exc:
             # Unreadable results are reported once and the job is closed, not retried forever.
             log.warning("batch #%d: its result files could not be read: %s", job.id, exc)
@@ -483,14 +495,14 @@ class BatchJobs:
         payload = dict(job.payload)
         trouble: list[str] = []
         for file in files:
-            delivery: dict[str, Any] = payload.get("delivery") or {"sent": [], "sending": None}
-            if file.filename in delivery["sent"]:
+            delivery: dict[str, Any] = payload.get("delivery") or {"done": [], "sending": None}
+            if file.filename in delivery["done"]:
                 continue
             if delivery["sending"] == file.filename:
                 trouble.append(
                     f"a restart interrupted sending {file.filename}; it may not have arrived"
                 )
-                delivery = {"sent": [*delivery["sent"], file.filename], "sending": None}
+                delivery = {"done": [*delivery["done"], file.filename], "sending": None}
                 payload["delivery"] = delivery
                 continue
             payload["delivery"] = {**delivery, "sending": file.filename}
@@ -504,7 +516,8 @@ class BatchJobs:
                 log.warning("batch #%d: %s could not be sent: %s", job.id, file.filename, exc)
                 break
             finally:
-                payload["delivery"] = {"sent": [*delivery["sent"], file.filename], "sending": None}
+                # Done either way: a file that could not be sent is not tried again.
+                payload["delivery"] = {"done": [*delivery["done"], file.filename], "sending": None}
             until = self._clock.now() + timedelta(seconds=LEASE_SECONDS)
             await self._jobs.checkpoint(job.id, owner, payload, until)
         return payload, "; ".join(trouble) or None

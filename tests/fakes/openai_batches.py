@@ -120,6 +120,8 @@ class FakeBatches:
         failing: prompts whose request fails (a 400 line in the error file).
         expire: when True, batches expire once half their requests are answered.
         corrupt_output: when True, a finished batch's output file is not JSON Lines.
+        content_outage: file content reads (``GET /v1/files/{id}/content``) answered 500
+            before they are served again (an outage while results are fetched).
         hold_upload: uploads (``POST /v1/files``) that store their file, then keep the
             answer until the client goes away (a process killed while uploading).
         hold_create: creations that make their batch, then keep the answer until the client
@@ -144,6 +146,7 @@ class FakeBatches:
         self.failing: set[str] = set()
         self.expire = False
         self.corrupt_output = False
+        self.content_outage = 0
         self.hold_upload = 0
         self.hold_create = 0
         self.drop_create = 0
@@ -172,6 +175,7 @@ class FakeBatches:
             self.failing.clear()
             self.expire = False
             self.corrupt_output = False
+            self.content_outage = 0
             self.hold_upload = 0
             self.hold_create = 0
             self.drop_create = 0
@@ -356,6 +360,18 @@ class FakeBatches:
         return web.json_response(stored.object())
 
     async def _content(self, request: web.Request) -> web.Response:
+        with self._lock:
+            outage, self.content_outage = self.content_outage > 0, max(self.content_outage - 1, 0)
+        if outage:
+            body = {
+                "error": {
+                    "message": "The server had an error while processing your request.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+            return web.json_response(body, status=500)
         stored = self._stored(request.match_info["file_id"])
         if stored is None:
             return _error(404, f"No such File object: {request.match_info['file_id']}", "id")
