@@ -142,19 +142,19 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.mark.slow
 async def test_a_process_killed_while_its_job_is_open_delivers_it_once_after_the_restart(
-    tmp_path: Path, fake_openai: FakeOpenAI, sqlite_url: str
+    tmp_path: Path, fake_openai: FakeOpenAI, database_url: str
 ) -> None:
-    env = env_for(fake_openai, sqlite_url)
+    env = env_for(fake_openai, database_url)
     with FakeTelegram() as telegram:
         async with bot(env, tmp_path, "telegram", **telegram_values(telegram)) as first:
             await until(lambda: bool(telegram.calls_to("getUpdates")))
             telegram.private_message(USER, "/batch first question\nsecond question")
             await until(lambda: any("Batch #1 sent" in m.text for m in telegram.chat(USER)))
-            await until(lambda: _is(job_status(sqlite_url), "in_progress"))
+            await until(lambda: _is(job_status(database_url), "in_progress"))
             await kill(first)
         assert not telegram.calls_to("sendDocument")
         async with bot(env, tmp_path, "telegram", **telegram_values(telegram)):
-            await until(lambda: _is(job_status(sqlite_url), "completed"))
+            await until(lambda: _is(job_status(database_url), "completed"))
             await asyncio.sleep(3)  # more polling rounds: nothing more may go out
     assert documents(telegram) == ["batch-1-results.jsonl", "batch-1-results.md"]
     (report,) = [
@@ -164,7 +164,7 @@ async def test_a_process_killed_while_its_job_is_open_delivers_it_once_after_the
     ]
     assert b"Echo: first question" in report and b"Echo: second question" in report
     assert len(fake_openai.batches.batches) == 1
-    await assert_charged_once(sqlite_url, fake_openai)
+    await assert_charged_once(database_url, fake_openai)
 
 
 @pytest.mark.slow
@@ -331,6 +331,8 @@ async def test_two_processes_on_one_database_poll_and_deliver_each_job_once(
             async with bot(env, tmp_path, "slack", **values, SLACK_PORT=str(ports[1])):
                 await until(lambda: _listening(ports[1]))
                 await submit_and_deliver(slack, dm, ports)
+                await until(lambda: _all_completed(database_url), 60)
+                await asyncio.sleep(3)  # more rounds by both: nothing more may go out
         names = sorted(f.name for f in slack.uploads if f.channel == dm)
         assert names == sorted(
             f"batch-{n}-results.{ext}" for n in range(1, JOBS + 1) for ext in ("md", "jsonl")
@@ -352,7 +354,11 @@ async def submit_and_deliver(slack: FakeSlack, dm: str, ports: tuple[int, int]) 
         url = f"http://127.0.0.1:{ports[n % 2]}/slack/events"
         await slack.slash_command(url, "/batch", f"question {n}", user_id=ADA, channel_id=dm)
     await until(lambda: len([f for f in slack.uploads if f.channel == dm]) >= 2 * JOBS, 90)
-    await asyncio.sleep(3)  # more rounds by both: nothing more may go out
+
+
+async def _all_completed(database_url: str) -> bool:
+    rows = await query(database_url, "SELECT status FROM jobs")
+    return len(rows) == JOBS and {row.status for row in rows} == {"completed"}
 
 
 def closed_in_logs(folder: Path) -> list[int]:

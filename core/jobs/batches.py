@@ -310,7 +310,9 @@ class BatchJobs:
             return False
         if not self._outbox.reaches(_key(job)):
             return False
-        until = now + timedelta(seconds=LEASE_SECONDS)
+        # The lease lasts until the job's next poll is due: a poll that finds nothing new
+        # writes nothing more, and the job comes due again when the lease runs out.
+        until = self._next_poll()
         if not await self._jobs.lease(job.id, self._options.owner, until, now):
             return False  # another process has it
         try:
@@ -353,13 +355,24 @@ class BatchJobs:
             await self._resume(job)
             return
         state = await self._api.retrieve(job.openai_id)
+        owner = self._options.owner
         if state.open:
-            payload = await self._show(job, status_text(job.id, state, job.payload["requests"]))
-            payload["counts"] = {"completed": state.completed, "failed": state.failed}
-            await self._jobs.update(
-                job.id, self._options.owner, state.status, payload, self._next_poll()
-            )
+            text = status_text(job.id, state, job.payload["requests"])
+            counts = {"completed": state.completed, "failed": state.failed}
+            if (
+                state.status == job.status
+                and job.payload.get("counts") == counts
+                and job.payload.get("shown", text) == text
+            ):
+                return  # nothing new: the lease stands until the next poll
+            payload = await self._show(job, text)
+            payload["counts"] = counts
+            await self._jobs.update(job.id, owner, state.status, payload, self._next_poll())
             return
+        # Delivering takes longer than a poll: hold the job for as long as a step may take.
+        now = self._clock.now()
+        if not await self._jobs.lease(job.id, owner, now + timedelta(seconds=LEASE_SECONDS), now):
+            raise _LeaseLost(f"batch #{job.id} was taken over by another process")
         await self._deliver(job, state)
 
     async def _resume(self, job: Job) -> None:
