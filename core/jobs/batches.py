@@ -59,6 +59,9 @@ NOT_RUN = frozenset({"batch_expired", "batch_cancelled"})
 TOKEN_KEY = "switchboard_job"
 """The batch metadata key that carries the job's token, by which a batch whose creation
 was not recorded is found again."""
+CLOCK_SKEW = timedelta(minutes=10)
+"""How far back before a job's row (the database's clock) its batch (OpenAI's clock) is
+looked for."""
 NO_API = "Batch jobs need the OpenAI API; they are not available in this mode."
 _LABELS = {
     SUBMITTING: "being sent",
@@ -251,7 +254,9 @@ class BatchJobs:
             log.warning("creating batch #%d failed (%s); looking for it", job.id, exc)
             problem = user_message(exc)
             try:
-                found = await self._api.find(TOKEN_KEY, payload["token"], job.created_at)
+                found = await self._api.find(
+                    TOKEN_KEY, payload["token"], job.created_at - CLOCK_SKEW
+                )
             except SwitchboardError:
                 return _Sent(None, payload, file_id, problem, undecided=True)
             return _Sent(found, payload, file_id, problem)
@@ -381,7 +386,7 @@ class BatchJobs:
         created, and the job is closed as failed, its estimate released, the user told."""
         assert self._api is not None
         owner = self._options.owner
-        found = await self._api.find(TOKEN_KEY, job.payload["token"], job.created_at)
+        found = await self._api.find(TOKEN_KEY, job.payload["token"], job.created_at - CLOCK_SKEW)
         key = _key(job)
         if found is not None:
             payload = {**job.payload, "input_file_id": found.input_file_id}
