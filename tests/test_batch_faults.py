@@ -124,7 +124,23 @@ def batch_cost(input_tokens: int, output_tokens: int) -> int:
     return -(-full // 2)
 
 
+async def set_default_budget(env: dict[str, str], cwd: Path) -> None:
+    """$10 in total for each user, set from the shell: the batch's estimate is held in it."""
+    process = await asyncio.create_subprocess_exec(
+        SWITCHBOARD, "quota", "set", "default", "10", "total", env=env, cwd=cwd,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert await process.wait() == 0
+
+
+async def budget_spent_and_held(database_url: str) -> tuple[int, int]:
+    rows = await query(database_url, "SELECT spent_micros, reserved_micros FROM budget_counters")
+    assert rows, "the budget was never charged"
+    return sum(r.spent_micros for r in rows), sum(r.reserved_micros for r in rows)
+
+
 async def assert_charged_once(database_url: str, fake_openai: FakeOpenAI) -> None:
+    """One usage row at batch prices, and the budget charged that much, nothing held."""
     (batch,) = fake_openai.batches.batches.values()
     rows = await query(
         database_url, "SELECT kind, request_id, cost_micros, input_tokens, output_tokens FROM usage"
@@ -133,6 +149,7 @@ async def assert_charged_once(database_url: str, fake_openai: FakeOpenAI) -> Non
     assert (row.kind, row.request_id) == ("batch", batch.id)
     assert (row.input_tokens, row.output_tokens) == (batch.input_tokens, batch.output_tokens)
     assert row.cost_micros == batch_cost(batch.input_tokens, batch.output_tokens)
+    assert await budget_spent_and_held(database_url) == (row.cost_micros, 0)
 
 
 @pytest.fixture
@@ -145,6 +162,7 @@ async def test_a_process_killed_while_its_job_is_open_delivers_it_once_after_the
     tmp_path: Path, fake_openai: FakeOpenAI, database_url: str
 ) -> None:
     env = env_for(fake_openai, database_url)
+    await set_default_budget(env, tmp_path)
     with FakeTelegram() as telegram:
         async with bot(env, tmp_path, "telegram", **telegram_values(telegram)) as first:
             await until(lambda: bool(telegram.calls_to("getUpdates")))
@@ -172,6 +190,7 @@ async def test_a_process_killed_while_sending_the_results_sends_no_file_twice(
     tmp_path: Path, fake_openai: FakeOpenAI, sqlite_url: str
 ) -> None:
     env = env_for(fake_openai, sqlite_url)
+    await set_default_budget(env, tmp_path)
     with FakeTelegram() as telegram:
         # Telegram takes the report, and the bot dies before it hears so.
         telegram.hold_next("sendDocument")
@@ -198,6 +217,7 @@ async def test_a_process_killed_while_creating_the_batch_finds_it_after_the_rest
     tmp_path: Path, fake_openai: FakeOpenAI, sqlite_url: str
 ) -> None:
     env = env_for(fake_openai, sqlite_url)
+    await set_default_budget(env, tmp_path)
     with FakeTelegram() as telegram:
         # OpenAI makes the batch, and the bot dies before it hears its id.
         fake_openai.batches.hold_create = 1
@@ -242,6 +262,7 @@ async def test_a_process_killed_while_uploading_closes_the_job_unsent_and_tells_
     tmp_path: Path, fake_openai: FakeOpenAI, sqlite_url: str
 ) -> None:
     env = env_for(fake_openai, sqlite_url)
+    await set_default_budget(env, tmp_path)
     with FakeTelegram() as telegram:
         fake_openai.batches.hold_upload = 1
         async with bot(env, tmp_path, "telegram", **telegram_values(telegram)) as first:
@@ -256,6 +277,7 @@ async def test_a_process_killed_while_uploading_closes_the_job_unsent_and_tells_
     (row,) = await query(sqlite_url, "SELECT error FROM jobs")
     assert "restarted before the batch was sent" in row.error
     assert await query(sqlite_url, "SELECT id FROM usage") == []
+    assert await budget_spent_and_held(sqlite_url) == (0, 0)  # the estimate was released
     (line,) = [m.text for m in telegram.chat(USER) if "not sent" in m.text]
     assert "Please send it again" in line
 
