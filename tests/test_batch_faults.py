@@ -213,6 +213,28 @@ async def test_a_process_killed_while_sending_the_results_sends_no_file_twice(
 
 
 @pytest.mark.slow
+async def test_a_process_stopped_while_sending_the_results_leaves_the_rest_to_the_next(
+    tmp_path: Path, fake_openai: FakeOpenAI, sqlite_url: str
+) -> None:
+    env = env_for(fake_openai, sqlite_url)
+    await set_default_budget(env, tmp_path)
+    with FakeTelegram() as telegram:
+        telegram.hold_next("sendDocument")
+        async with bot(env, tmp_path, "telegram", **telegram_values(telegram)) as first:
+            await until(lambda: bool(telegram.calls_to("getUpdates")))
+            telegram.private_message(USER, "/batch red\ngreen")
+            await until(lambda: bool(telegram.calls_to("sendDocument")))
+            first.send_signal(signal.SIGTERM)  # a deploy: the channel stops under the call
+            assert await asyncio.wait_for(first.wait(), 30) == 0
+        assert await job_status(sqlite_url) == "finalizing"  # left open, not closed failed
+        async with bot(env, tmp_path, "telegram", **telegram_values(telegram)):
+            await until(lambda: _is(job_status(sqlite_url), "completed"))
+            await asyncio.sleep(3)
+    assert documents(telegram) == ["batch-1-results.jsonl", "batch-1-results.md"]
+    await assert_charged_once(sqlite_url, fake_openai)
+
+
+@pytest.mark.slow
 async def test_a_process_killed_while_creating_the_batch_finds_it_after_the_restart(
     tmp_path: Path, fake_openai: FakeOpenAI, sqlite_url: str
 ) -> None:

@@ -81,6 +81,11 @@ class _LeaseLost(Exception):
     and another process took the job over): it stops touching the job."""
 
 
+class _NotHere(Exception):
+    """The job's channel stopped running in this process (a shutdown) while its results
+    were being sent: the job is left open for the next process."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Sent:
     """What became of sending a batch: its state if it was created; else why not, and
@@ -324,8 +329,11 @@ class BatchJobs:
             await self._poll(job)
         except _LeaseLost as exc:
             log.warning("%s", exc)
-        except Exception:
-            log.exception("polling batch #%d failed; it is polled again later", job.id)
+        except Exception as exc:
+            if isinstance(exc, _NotHere):
+                log.info("%s", exc)
+            else:
+                log.exception("polling batch #%d failed; it is polled again later", job.id)
             # The row, not ``job``: it may hold steps recorded since (files sent).
             current = await self._jobs.job(job.id)
             payload = current.payload if current is not None else job.payload
@@ -523,6 +531,8 @@ class BatchJobs:
                 delivery = {"done": [*delivery["done"], file.filename], "sending": None}
                 payload["delivery"] = delivery
                 continue
+            if not self._outbox.reaches(_key(job)):
+                raise _NotHere(f"batch #{job.id}: its channel stopped here; delivered later")
             payload["delivery"] = {**delivery, "sending": file.filename}
             until = self._clock.now() + timedelta(seconds=LEASE_SECONDS)
             if not await self._jobs.checkpoint(job.id, owner, payload, until):
@@ -530,12 +540,17 @@ class BatchJobs:
             try:
                 await self._outbox.send_file(_key(job), file)
             except Exception as exc:
+                if not self._outbox.reaches(_key(job)):
+                    # The channel stopped under the call (a shutdown): whether the file
+                    # arrived is unknown, so it stays "being sent" for the next process,
+                    # which sends the rest and closes the job.
+                    raise _NotHere(f"batch #{job.id}: its channel stopped while sending") from exc
                 trouble.append(f"the results could not be sent: {exc}")
                 log.warning("batch #%d: %s could not be sent: %s", job.id, file.filename, exc)
-                break
-            finally:
-                # Done either way: a file that could not be sent is not tried again.
+                # Refused by the platform (the chat is gone): not tried again.
                 payload["delivery"] = {"done": [*delivery["done"], file.filename], "sending": None}
+                break
+            payload["delivery"] = {"done": [*delivery["done"], file.filename], "sending": None}
             until = self._clock.now() + timedelta(seconds=LEASE_SECONDS)
             await self._jobs.checkpoint(job.id, owner, payload, until)
         return payload, "; ".join(trouble) or None
