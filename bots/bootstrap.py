@@ -43,7 +43,11 @@ from core.errors import ConfigError
 from core.jobs.batch_api import BatchAPI
 from core.jobs.batches import BatchJobs, BatchOptions
 from core.jobs.commands import JobCommands
+from core.jobs.finetune_api import FineTuningAPI
+from core.jobs.finetune_commands import FileCommandSet, FineTuneCommands
+from core.jobs.finetunes import FineTuneJobs, FineTuneOptions
 from core.jobs.openai_batches import OpenAIBatches
+from core.jobs.openai_finetune import OpenAIFineTuning
 from core.jobs.sql_jobs import SqlJobStore
 from core.media.demo_media import DemoImages, DemoSpeech, DemoTranscriber
 from core.media.ffmpeg_audio import FfmpegAudio, find_ffmpeg
@@ -59,6 +63,7 @@ from core.models.openai_gateway import OpenAIGateway, RetryPolicy
 from core.models.openai_realtime import OpenAIRealtime
 from core.models.realtime import RealtimeVoice
 from core.models.registry import Registry, load_registry
+from core.models.sql_fine_tuned import SqlFineTunedModels
 from core.money.budgets import BudgetLedger
 from core.money.metering import Meter
 from core.money.prices import PriceTable, load_prices
@@ -166,6 +171,7 @@ class App:
     recovery: TurnRecovery
     media: MediaSteps
     batches: BatchJobs
+    finetunes: FineTuneJobs
 
     @property
     def store(self) -> ConversationStore:
@@ -190,6 +196,8 @@ class ModelPorts:
     """Realtime voice sessions: speech for realtime models, and ``/voice talk``."""
     batches: BatchAPI | None = None
     """The Batch API (None: batch jobs are not offered, as in demo mode)."""
+    fine_tuning: FineTuningAPI | None = None
+    """The fine-tuning API (None: /finetune is not offered, as in demo mode)."""
 
 
 Provider = Callable[[Settings, Registry, MediaOptions], AbstractAsyncContextManager[ModelPorts]]
@@ -324,6 +332,30 @@ async def bootstrap(
             ),
             metrics=metrics,
         )
+        finetunes = FineTuneJobs(
+            api=ports.fine_tuning,
+            webhooks=ports.batches,
+            jobs=SqlJobStore(storage.database),
+            models=SqlFineTunedModels(storage.database),
+            store=store,
+            choices=choices,
+            outbox=outbox,
+            ledger=storage.budgets,
+            prices=prices,
+            count_tokens=lambda encoding: counters.for_encoding(encoding).count,
+            clock=clock,
+            options=FineTuneOptions(
+                enabled=settings.finetune == "on",
+                poll_seconds=settings.jobs_poll_seconds,
+                owner=owner,
+                timezone=settings.zone,
+                webhook_secret=settings.openai_webhook_secret.get_secret_value()
+                if settings.openai_webhook_secret
+                else None,
+            ),
+        )
+        # The models fine-tuned before (by any process) are offered from the start.
+        await finetunes.refresh_models()
         pipeline = InboundPipeline(
             store=store,
             journal=storage.journal,
@@ -336,7 +368,7 @@ async def bootstrap(
             assistant=assistant,
             choices=choices,
             turns=turns,
-            jobs=JobCommands(batches),
+            jobs=FileCommandSet(JobCommands(batches), FineTuneCommands(finetunes)),
         )
         _warn_of_shutdowns(registry, media_options, clock)
         yield App(
@@ -362,6 +394,7 @@ async def bootstrap(
             ),
             media,
             batches,
+            finetunes,
         )
 
 
@@ -390,6 +423,7 @@ async def openai_models(
             speech=OpenAISpeech(client, retry, max_input_chars=media.speech.max_input_chars),
             realtime=OpenAIRealtime(client, timeout_seconds=settings.openai_timeout_seconds),
             batches=OpenAIBatches(client),
+            fine_tuning=OpenAIFineTuning(client),
             images=OpenAIImages(
                 client,
                 retry,

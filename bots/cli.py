@@ -42,7 +42,7 @@ from bots.models_cli import (
 )
 from bots.openai_webhooks import webhook_routes
 from bots.ops import operations_server
-from bots.scheduler import RECOVERY_SECONDS, PeriodicJob, scheduled
+from bots.scheduler import RECOVERY_SECONDS, PeriodicJob, poll_jobs, scheduled
 from bots.slack.channel import SlackChannel
 from bots.telegram.channel import TelegramChannel
 from core.access.quota_args import QuotaSyntaxError, parse_quota
@@ -294,7 +294,9 @@ async def _run(settings: Settings, which: str) -> None:
                     app.storage.database,
                     app.metrics.registry,
                     channels,
-                    routes=webhook_routes(app.batches) if settings.openai_webhook_secret else (),
+                    routes=webhook_routes(app.batches, app.finetunes)
+                    if settings.openai_webhook_secret
+                    else (),
                 ),
                 scheduled(
                     [
@@ -313,8 +315,11 @@ async def _run(settings: Settings, which: str) -> None:
 
 
 def jobs_poll(app: App) -> PeriodicJob:
-    """The scheduler's poll of open batch jobs, every ``SWITCHBOARD_JOBS_POLL_SECONDS``."""
-    return PeriodicJob("jobs-poll", app.batches.poll_once, app.settings.jobs_poll_seconds)
+    """The scheduler's poll of open batch and fine-tune jobs, every
+    ``SWITCHBOARD_JOBS_POLL_SECONDS``."""
+    return PeriodicJob(
+        "jobs-poll", poll_jobs(app.batches, app.finetunes), app.settings.jobs_poll_seconds
+    )
 
 
 async def _until_stopped(channel: Channel, stop: asyncio.Event) -> None:

@@ -44,6 +44,7 @@ from core.conversation.events import (
 from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
 from core.conversation.pipeline import Activity, Delivery, InboundPipeline
 from core.conversation.turns import TurnRunner
+from core.jobs.finetune_commands import FILE_COMMANDS
 from core.jobs.prompts import SUFFIXES
 from core.media.ports import AUDIO_SUFFIXES, IMAGE_SUFFIXES, Attachment
 
@@ -290,8 +291,8 @@ class ConsoleChannel:
     async def _handle(self, line: str) -> None:
         command = parse_command(line.strip())
         text = command.args if command is not None else line
-        # /batch takes its prompts file the same way pictures are given: a leading path.
-        batch = command is not None and command.name == "batch"
+        # /batch and /finetune take their file the same way pictures are given: a leading path.
+        batch = command is not None and command.name in FILE_COMMANDS
         files, rest = split_files(
             text, BATCH_SUFFIXES if batch else IMAGE_SUFFIXES | AUDIO_SUFFIXES
         )

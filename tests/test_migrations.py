@@ -30,6 +30,7 @@ TABLES = {
     "budget_counters",
     "posted_messages",
     "turns",
+    "fine_tuned_models",
 }
 
 

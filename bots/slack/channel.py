@@ -60,6 +60,7 @@ from core.conversation.events import CommandReply
 from core.conversation.messages import ConversationKey, IncomingMessage
 from core.conversation.pipeline import Activity, Delivery, FetchFiles, InboundPipeline
 from core.errors import ConfigError
+from core.jobs.finetune_commands import FILE_COMMANDS
 from core.media.ports import Attachment
 from core.metrics import Metrics, NullMetrics
 from core.settings import Settings
@@ -331,9 +332,9 @@ class SlackChannel:
         # Redeliveries are recognised (by the pipeline) before the reply starts and files
         # are fetched, so a redelivery never shows a thinking note or downloads anything.
         message = replace(turn.message, event_id=turn.delivery_id)
-        # A file shared with /batch in its message: the prompts file for the batch.
+        # A file shared with /batch or /finetune in its message: the file for that job.
         command = parse_command(message.text.strip()) if turn.files else None
-        batch = command is not None and command.name == "batch"
+        batch = command is not None and command.name in FILE_COMMANDS
         await self._pipeline.handle(
             Delivery(
                 message,

@@ -53,6 +53,7 @@ from core.conversation.events import CommandAnswered, Refused, ReplyEvent
 from core.conversation.messages import ConversationKey, IncomingMessage
 from core.conversation.pipeline import Activity, Delivery, FetchFiles, InboundPipeline
 from core.errors import ConfigError
+from core.jobs.finetune_commands import FILE_COMMANDS
 from core.media.ports import Attachment
 from core.metrics import Metrics, NullMetrics
 from core.settings import Settings
@@ -310,8 +311,9 @@ class TelegramChannel:
         if not known and is_group(message.chat) and not addressed:
             return
         files: Sequence[TelegramFile] = pictures[:1] if command.name == "edit" else ()
-        if command.name == "batch":
-            # /batch as a document's caption: the prompts file (any kind; the core checks).
+        with_file = command.name in FILE_COMMANDS
+        if with_file:
+            # /batch or /finetune as a document's caption: its file (any kind; the core checks).
             document = file_of(message) if message.document else None
             files = [document] if document is not None else ()
         await self._deliver(
@@ -321,7 +323,7 @@ class TelegramChannel:
             text,
             command=command,
             files=files,
-            any_kind=command.name == "batch",
+            any_kind=with_file,
         )
 
     async def _deliver(

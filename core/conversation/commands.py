@@ -47,6 +47,7 @@ COMMANDS: dict[str, str] = {
     "block": "Admins: shut a user out: /block <who>",
     "batch": "Answer many prompts at half price: /batch then one prompt a line, or with a file",
     "jobs": "Your batch jobs: /jobs, or /jobs cancel <number>",
+    "finetune": "Admins: train a model on example chats: /finetune with a .jsonl file, or status",
 }
 
 

@@ -412,7 +412,7 @@ class BatchJobs:
 
     async def list_jobs(self, user: UserRef, limit: int = 20) -> list[Job]:
         """The newest batch jobs of ``user``."""
-        return await self._jobs.jobs(await self._store.ensure_user(user), limit=limit)
+        return await self._jobs.jobs(await self._store.ensure_user(user), limit=limit, kind=KIND)
 
     def describe(self, job: Job) -> str:
         """One line about a job: number, state with progress, and age."""

@@ -270,3 +270,15 @@ class JobRow(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+class FineTunedModelRow(Base):
+    """A model made by a fine-tuning job: offered by ``/model`` in every process, with its
+    base model's limits, prices and lifecycle."""
+
+    __tablename__ = "fine_tuned_models"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    base_model: Mapped[str] = mapped_column(String(128))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,0 +1,453 @@
+"""Fine-tuning jobs, the use cases (admins): ``submit`` (check the training file by line,
+estimate the training cost and hold it from the admin's budget, upload, create the job,
+record it, post its status message), ``poll_once`` (each open job under a lease, as batches
+are: the status message edited with the state and the last events; a finished job closed
+once, its model added to the registry and the database, its cost settled), webhooks, and
+``/finetune status`` and ``cancel``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from core.clock import Clock
+from core.conversation.channel import Outbox
+from core.conversation.choices import ConversationChoices
+from core.conversation.messages import ConversationKey, UserRef
+from core.conversation.store import ConversationStore, UsageRecord
+from core.errors import (
+    InvalidWebhook,
+    SwitchboardError,
+    UpstreamMisconfigured,
+    UpstreamRejected,
+    UserInputError,
+    user_message,
+)
+from core.jobs.batches import job_age
+from core.jobs.finetune_api import (
+    OPEN_STATES,
+    WEBHOOK_EVENTS,
+    FineTuneEvent,
+    FineTuneState,
+    FineTuningAPI,
+    WebhookVerifier,
+)
+from core.jobs.reservations import reservation_from_json, reservation_to_json
+from core.jobs.store import LEASE_SECONDS, Job, JobStore, NewJob
+from core.jobs.training import TrainingSet, check_training_file
+from core.models.fine_tuned import FineTunedModel, FineTunedModels, offer_fine_tuned
+from core.money.budgets import BudgetExceeded, BudgetLedger, Payer
+from core.money.money import format_usd
+from core.money.prices import PriceTable
+
+log = logging.getLogger(__name__)
+
+KIND = "finetune"
+EVENTS_SHOWN = 5
+"""How many of a job's newest events its status message shows."""
+POLL_PAGE = 100
+SWITCHED_OFF = (
+    "Fine-tuning is switched off on this bot (SWITCHBOARD_FINETUNE=off). "
+    "Models fine-tuned before keep working."
+)
+NO_API = "Fine-tuning needs the OpenAI API; it is not available in this mode."
+REFUSED = "refused"
+"""The final status of a job the API would not create (it has no OpenAI id)."""
+_LABELS = {
+    "validating_files": "validating the file",
+    "queued": "queued",
+    "running": "training",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    REFUSED: "refused by the API",
+}
+
+
+@dataclass(frozen=True)
+class FineTuneOptions:
+    """How fine-tuning jobs are made and polled."""
+
+    enabled: bool
+    """``SWITCHBOARD_FINETUNE``: whether new jobs may be created."""
+    poll_seconds: float
+    owner: str
+    """This process's name on the leases it takes."""
+    timezone: ZoneInfo
+    epochs: int = 3
+    """Epochs each job trains for (sent to the API, so the estimate is what is charged)."""
+    webhook_secret: str | None = None
+
+
+class FineTuneJobs:
+    """Submits, polls, lists and cancels fine-tuning jobs, and offers their models."""
+
+    def __init__(
+        self,
+        *,
+        api: FineTuningAPI | None,
+        webhooks: WebhookVerifier | None,
+        jobs: JobStore,
+        models: FineTunedModels,
+        store: ConversationStore,
+        choices: ConversationChoices,
+        outbox: Outbox,
+        ledger: BudgetLedger,
+        prices: PriceTable,
+        count_tokens: Callable[[str | None], Callable[[str], int]],
+        clock: Clock,
+        options: FineTuneOptions,
+    ) -> None:
+        self._api = api
+        self._webhooks = webhooks
+        self._jobs = jobs
+        self._models = models
+        self._store = store
+        self._choices = choices
+        self._outbox = outbox
+        self._ledger = ledger
+        self._prices = prices
+        self._count_tokens = count_tokens
+        self._clock = clock
+        self._options = options
+
+    # --- submitting ----------------------------------------------------------------------
+
+    async def submit(self, key: ConversationKey, user: UserRef, data: bytes) -> str:
+        """Fine-tune on the training file ``data`` for the admin ``user``; returns the line
+        to show. Nothing is uploaded when the file has problems, the switch is off or the
+        estimate does not fit the admin's budgets."""
+        if not self._options.enabled:
+            return SWITCHED_OFF
+        if self._api is None:
+            return NO_API
+        registry = self._choices.registry
+        _, current = await self._choices.current(key)
+        base = registry.fine_tune_base(current)
+        if base is None:
+            return (
+                f"{current.title or current.id} cannot be fine-tuned, and the registry names "
+                "no default model for fine-tuning (defaults.fine_tune)."
+            )
+        if base.id not in self._prices.fine_tuning_training_per_million_tokens:
+            return f"There is no training price for {base.id} in the price table."
+        try:
+            training = await asyncio.to_thread(
+                check_training_file,
+                data,
+                self._count_tokens(base.encoding),
+                max_example_tokens=base.context_window,
+            )
+        except UserInputError as exc:
+            return str(exc)
+        epochs = self._options.epochs
+        estimate = self._prices.training_cost(base.id, training.tokens * epochs)
+        described = _describe(training, epochs, base.id, estimate)
+        try:
+            reservation = await self._ledger.reserve(
+                Payer.of(user, key), estimate, self._clock.now(), self._options.timezone
+            )
+        except BudgetExceeded as exc:
+            return f"{described} {exc}"
+        user_id = await self._store.ensure_user(user)
+        conversation = await self._store.active_conversation(key)
+        payload: dict[str, Any] = {
+            "key": {
+                "channel": key.channel,
+                "place": key.place,
+                "scope": key.scope,
+                "thread": key.thread,
+            },
+            "user": user.principal,
+            "model": base.id,
+            "examples": training.examples,
+            "tokens": training.tokens,
+            "epochs": epochs,
+            "estimate": estimate,
+        }
+        try:
+            with tempfile.TemporaryDirectory(prefix="switchboard-finetune-") as folder:
+                path = Path(folder) / "training.jsonl"
+                await asyncio.to_thread(path.write_bytes, data)
+                file_id = await self._api.upload(path)
+            payload["training_file"] = file_id
+            state = await self._api.create(file_id, base.id, epochs=epochs, suffix=_suffix(user))
+        except SwitchboardError as exc:
+            await self._ledger.release(reservation)
+            refused = isinstance(exc, UpstreamRejected | UpstreamMisconfigured)
+            log.warning("a fine-tuning job could not be created: %s", exc)
+            reason = str(exc) if refused else user_message(exc)
+            job = await self._jobs.add(
+                NewJob(
+                    KIND,
+                    REFUSED if refused else "failed",
+                    user_id,
+                    conversation.id,
+                    None,
+                    payload,
+                    error=reason,
+                )
+            )
+            if refused:
+                return (
+                    f"OpenAI refused fine-tune #{job.id}: {reason}. Nothing was charged; "
+                    "models fine-tuned before keep working."
+                )
+            return f"Fine-tune #{job.id} could not be sent: {reason} Nothing was charged."
+        payload["reservation"] = reservation_to_json(reservation)
+        job = await self._jobs.add(
+            NewJob(KIND, state.status, user_id, conversation.id, state.job_id, payload)
+        )
+        text = status_text(job, state, ())
+        try:
+            posted = await self._outbox.post(key, text)
+        except Exception as exc:
+            log.warning("could not post the status of fine-tune #%d: %s", job.id, exc)
+        else:
+            payload = {**payload, "status_message": posted.id, "shown": text}
+            now = self._clock.now()
+            owner = self._options.owner
+            if await self._jobs.lease(job.id, owner, now + timedelta(seconds=LEASE_SECONDS), now):
+                await self._jobs.update(job.id, owner, state.status, payload, self._next_poll())
+        return (
+            f"Fine-tune #{job.id} started: {described} (held from your budget until it "
+            f"is done). /finetune status shows it; /finetune cancel {job.id} stops it."
+        )
+
+    # --- polling -------------------------------------------------------------------------
+
+    async def refresh_models(self) -> list[str]:
+        """Offer the fine-tuned models another process (or an earlier run) made."""
+        return await offer_fine_tuned(self._choices.registry, self._models)
+
+    async def poll_once(self) -> int:
+        """One polling round: the fine-tuned models made elsewhere are offered, and each
+        due job whose channel runs here is polled under a lease; returns how many were."""
+        await self.refresh_models()
+        if self._api is None:
+            return 0
+        now = self._clock.now()
+        polled = 0
+        after = 0
+        while page := await self._jobs.due(sorted(OPEN_STATES), now, POLL_PAGE, after):
+            for job in page:
+                polled += await self._poll_leased(job, now)
+            after = page[-1].id
+        return polled
+
+    async def on_webhook(self, payload: bytes, headers: Mapping[str, str]) -> bool:
+        """An OpenAI webhook delivery about a fine-tuning job: verified (``InvalidWebhook``
+        if not), each delivery id once; a ``fine_tuning.job.*`` event polls its job now.
+        Returns whether a job was polled."""
+        secret = self._options.webhook_secret
+        if self._webhooks is None or secret is None:
+            raise InvalidWebhook("webhooks are not accepted: OPENAI_WEBHOOK_SECRET is not set")
+        event = self._webhooks.verify_webhook(payload, headers, secret)
+        if event.webhook_id and not await self._store.claim_event(
+            "openai-webhook", event.webhook_id
+        ):
+            log.info("dropping redelivered webhook %s", event.webhook_id)
+            return False
+        if event.type not in WEBHOOK_EVENTS:
+            return False
+        job = await self._jobs.by_openai_id(event.object_id)
+        if job is None:
+            return False
+        return await self._poll_leased(job, self._clock.now())
+
+    async def _poll_leased(self, job: Job, now: datetime) -> bool:
+        if job.kind != KIND or job.status not in OPEN_STATES:
+            return False
+        if not self._outbox.reaches(_key(job)):
+            return False
+        until = now + timedelta(seconds=LEASE_SECONDS)
+        if not await self._jobs.lease(job.id, self._options.owner, until, now):
+            return False  # another process has it
+        try:
+            await self._poll(job)
+        except Exception:
+            log.exception("polling fine-tune #%d failed; it is polled again later", job.id)
+            await self._jobs.update(
+                job.id, self._options.owner, job.status, job.payload, self._next_poll()
+            )
+        return True
+
+    async def _poll(self, job: Job) -> None:
+        assert self._api is not None
+        state = await self._api.retrieve(job.openai_id)
+        events = await self._api.events(job.openai_id, EVENTS_SHOWN)
+        if state.open:
+            payload = await self._show(job, status_text(job, state, events))
+            await self._jobs.update(
+                job.id, self._options.owner, state.status, payload, self._next_poll()
+            )
+            return
+        await self._close(job, state, events)
+
+    async def _close(self, job: Job, state: FineTuneState, events: Sequence[FineTuneEvent]) -> None:
+        """A finished job: its model offered (succeeded), the job closed with its usage row
+        in one step, the reservation settled, and the admin told once."""
+        payload = job.payload
+        base = str(payload["model"])
+        name = state.fine_tuned_model if state.status == "succeeded" else None
+        problem = None
+        if state.status == "succeeded" and not name:
+            problem = "the API named no fine-tuned model"
+        cost = 0
+        usage = None
+        if name:
+            await self._models.add(FineTunedModel(name, base), job.id)
+            if self._choices.registry.add_fine_tuned(name, base) is None:
+                problem = f"its base model {base} is not in the registry"
+            tokens = state.trained_tokens or payload["tokens"] * payload["epochs"]
+            cost = self._prices.training_cost(base, tokens)
+            usage = UsageRecord(
+                user_id=job.user_id,
+                conversation_id=job.conversation_id,
+                kind="fine_tune",
+                model=base,
+                input_tokens=tokens,
+                cached_input_tokens=0,
+                output_tokens=0,
+                cost_micros=cost,
+                prices={
+                    "training_per_million_tokens": (
+                        self._prices.fine_tuning_training_per_million_tokens[base]
+                    )
+                },
+                request_id=state.job_id,
+            )
+        error = state.error if state.status == "failed" else problem
+        final = status_text(job, state, events, cost=cost if name else None)
+        new_payload = await self._show(job, final)
+        if name:
+            new_payload["fine_tuned_model"] = name
+        if not await self._jobs.finish(
+            job.id,
+            self._options.owner,
+            status=state.status,
+            payload=new_payload,
+            usage=usage,
+            error=error,
+            open_states=sorted(OPEN_STATES),
+        ):
+            log.warning("fine-tune #%d was closed by another process meanwhile", job.id)
+            return
+        reservation = reservation_from_json(payload["reservation"])
+        if usage is not None:
+            await self._ledger.settle(reservation, cost)
+        else:
+            await self._ledger.release(reservation)
+        log.info("fine-tune #%d %s", job.id, state.status)
+        try:
+            await self._outbox.post(_key(job), outcome_text(job.id, state, name, error))
+        except Exception as exc:
+            log.warning("could not tell the outcome of fine-tune #%d: %s", job.id, exc)
+
+    async def _show(self, job: Job, text: str) -> dict[str, Any]:
+        """Edit the job's status message when its text changed; returns the new payload."""
+        payload = dict(job.payload)
+        posted = payload.get("status_message")
+        if posted is None or payload.get("shown") == text:
+            return payload
+        try:
+            await self._outbox.edit(posted, text)
+        except Exception as exc:
+            log.warning("could not update the status of fine-tune #%d: %s", job.id, exc)
+            return payload
+        payload["shown"] = text
+        return payload
+
+    def _next_poll(self) -> datetime:
+        # Half the interval: with several processes each polls a job about once a round.
+        return self._clock.now() + timedelta(seconds=self._options.poll_seconds / 2)
+
+    # --- /finetune status and cancel -----------------------------------------------------
+
+    async def status(self, limit: int = 20) -> str:
+        """Every fine-tuning job, newest first: state, age, model."""
+        jobs = await self._jobs.jobs(None, limit=limit, kind=KIND)
+        if not jobs:
+            return "No fine-tuning jobs yet. Send a .jsonl training file with /finetune."
+        now = self._clock.now()
+        lines = ["Fine-tuning jobs:"]
+        for job in jobs:
+            label = _LABELS.get(job.status, job.status)
+            made = job.payload.get("fine_tuned_model")
+            model = (
+                f"{job.payload.get('model', '?')} → {made}"
+                if made
+                else job.payload.get("model", "?")
+            )
+            line = f"#{job.id} {model} — {label} — {job_age(now - job.created_at)} ago"
+            lines.append(line + (f" — {job.error}" if job.error else ""))
+        return "\n".join(lines)
+
+    async def cancel(self, job_id: int) -> str:
+        """Ask the API to stop the fine-tuning job ``job_id``."""
+        job = await self._jobs.job(job_id)
+        if job is None or job.kind != KIND:
+            return f"There is no fine-tune #{job_id}. /finetune status lists them."
+        if job.status not in OPEN_STATES:
+            return f"Fine-tune #{job_id} is already {_LABELS.get(job.status, job.status)}."
+        if self._api is None:
+            return NO_API
+        try:
+            await self._api.cancel(job.openai_id)
+        except SwitchboardError as exc:
+            return f"Fine-tune #{job_id} could not be cancelled: {user_message(exc)}"
+        return f"Cancelling fine-tune #{job_id}; its status message will say when it stopped."
+
+
+def status_text(
+    job: Job, state: FineTuneState, events: Sequence[FineTuneEvent], *, cost: int | None = None
+) -> str:
+    """The status message: the job's state, its newest events, and its model and cost once
+    it succeeded."""
+    lines = [
+        f"Fine-tune #{job.id} of {job.payload.get('model', state.model)}: "
+        f"{_LABELS.get(state.status, state.status)}"
+    ]
+    if events:
+        lines += ["Latest events:", *(f"• {event.message}" for event in events[-EVENTS_SHOWN:])]
+    if state.fine_tuned_model and state.status == "succeeded":
+        lines.append(f"Model: {state.fine_tuned_model}")
+    if state.status == "failed" and state.error:
+        lines.append(f"Error: {state.error}")
+    if cost is not None:
+        lines.append(f"Cost: {format_usd(cost)}.")
+    return "\n".join(lines)
+
+
+def outcome_text(job_id: int, state: FineTuneState, name: str | None, error: str | None) -> str:
+    """The one message that tells how a job ended."""
+    if state.status == "succeeded" and name and not error:
+        return f"Fine-tune #{job_id} succeeded: {name} is ready. Choose it with /model {name}"
+    if state.status == "cancelled":
+        return f"Fine-tune #{job_id} was cancelled; nothing was charged."
+    label = _LABELS.get(state.status, state.status)
+    return f"Fine-tune #{job_id} {label}: {error or 'no reason given'}."
+
+
+def _describe(training: TrainingSet, epochs: int, base: str, estimate: int) -> str:
+    return (
+        f"{training.examples} examples, {training.tokens:,} tokens x {epochs} epochs on {base}, "
+        f"estimated {format_usd(estimate)}"
+    )
+
+
+def _suffix(user: UserRef) -> str:
+    """A short label for the model's name (letters, digits and dashes; at most 18)."""
+    cleaned = "".join(c if c.isalnum() else "-" for c in (user.username or user.user_id))
+    return cleaned.strip("-")[:18] or "switchboard"
+
+
+def _key(job: Job) -> ConversationKey:
+    return ConversationKey(**job.payload["key"])

@@ -1,0 +1,364 @@
+"""Fine-tuning jobs end to end: the real OpenAI SDK against the fake fine-tuning API, the
+console, Telegram and Slack channels, the SQL job store. Validation by line before anything
+is uploaded, success (one edited status message, the model persisted and chosen with /model
+in a new app on the same database, answering), failure, cancellation, the API refusing new
+jobs, the switch off, non-admins refused, and webhooks."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from sqlalchemy import text
+
+from bots.bootstrap import App, bootstrap
+from bots.openai_webhooks import webhook_routes
+from bots.ops import operations_server
+from core.jobs.sql_jobs import SqlJobStore
+from tests.conftest import SettingsFactory
+from tests.fakes.openai_finetune import Refusal
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.slack_server import FakeSlack
+from tests.fakes.telegram_server import FakeTelegram
+from tests.test_batches import (
+    WEBHOOK_SECRET,
+    Console,
+    SteppingClock,
+    console_app,
+    signed,
+)
+from tests.test_slack import ADA
+from tests.test_slack import running as slack_running
+from tests.test_telegram import USER, eventually, free_port
+from tests.test_telegram import running as telegram_running
+
+ADMIN = "console:ada"
+BASE = "gpt-4.1-mini"  # the registry's default base for fine-tuning (defaults.fine_tune)
+TRAINING_PRICE = 5_000_000  # gpt-4.1-mini, micro-dollars per 1M training tokens
+
+
+@pytest.fixture
+def clock() -> SteppingClock:
+    return SteppingClock()
+
+
+def example(n: int) -> dict[str, object]:
+    return {
+        "messages": [
+            {"role": "system", "content": "You answer like a pirate."},
+            {"role": "user", "content": f"Question number {n}?"},
+            {"role": "assistant", "content": f"Arr, answer number {n}!"},
+        ]
+    }
+
+
+def training_bytes(count: int = 12) -> bytes:
+    return "".join(json.dumps(example(n)) + "\n" for n in range(count)).encode()
+
+
+def training_file(tmp_path: Path, count: int = 12, name: str = "train.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_bytes(training_bytes(count))
+    return path
+
+
+async def poll_until_done(app: App, clock: SteppingClock, rounds: int = 8) -> None:
+    for _ in range(rounds):
+        clock.advance()
+        await app.finetunes.poll_once()
+
+
+def uploads(fake: FakeOpenAI) -> list[str]:
+    return [f.purpose for f in fake.batches.files.values()]
+
+
+async def usage_rows(app: App) -> list[tuple[str, str, int, int, str]]:
+    async with app.storage.database.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT kind, model, input_tokens, cost_micros, request_id FROM usage")
+        )
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+async def test_problems_are_reported_by_line_and_nothing_is_uploaded(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    good = json.dumps(example(0))
+    lines = [
+        good,
+        "not json at all",
+        json.dumps({"messages": [{"role": "bot", "content": "hi"}]}),
+        json.dumps({"messages": [{"role": "user", "content": "only a question"}]}),
+        json.dumps({"prompt": "no messages"}),
+        json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant"}]}),
+    ]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join(lines) + "\n")
+    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+        said = await console.say(f"/finetune {broken}")
+        assert "nothing was uploaded" in said
+        assert "line 1:" not in said
+        assert "line 2: not valid JSON" in said
+        assert 'line 3: message 1 has role "bot"; use system, user or assistant' in said
+        assert "line 3: no assistant message" in said
+        assert "line 4: no assistant message" in said
+        assert 'line 5: needs a "messages" list' in said
+        assert "line 6: message 2 has no text content" in said
+
+        few = training_file(tmp_path, count=3, name="few.jsonl")
+        said = await console.say(f"/finetune {few}")
+        assert "the file has 3 examples; fine-tuning needs at least 10" in said
+
+        wrong_kind = tmp_path / "train.csv"
+        wrong_kind.write_text("prompt\nhello\n")
+        assert "I can't fine-tune on 'train.csv'" in await console.say(f"/finetune {wrong_kind}")
+        assert "Send a .jsonl training file" in await console.say("/finetune")
+
+        assert uploads(fake_openai) == []
+        assert not fake_openai.fine_tuning.jobs
+        assert "No fine-tuning jobs yet" in await console.say("/finetune status")
+
+
+async def test_a_fine_tune_succeeds_and_a_new_app_offers_and_answers_with_its_model(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    path = training_file(tmp_path)
+    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+        said = await console.say(f"/finetune {path}")
+        assert "Fine-tune #1 started: 12 examples" in said
+        assert f"x 3 epochs on {BASE}, estimated $" in said
+        (job,) = fake_openai.fine_tuning.jobs.values()
+        assert (job.model, job.epochs) == (BASE, 3)
+        assert fake_openai.batches.files[job.training_file].purpose == "fine-tune"
+        assert fake_openai.batches.files[job.training_file].data == path.read_bytes()
+        assert "[#1] Fine-tune #1 of gpt-4.1-mini: validating the file" in console.out.getvalue()
+
+        await poll_until_done(console.app, clock)
+        printed = console.out.getvalue()
+        assert "[#1 updated] Fine-tune #1 of gpt-4.1-mini: training" in printed
+        assert "• Step 3/6: training loss=" in printed  # the latest events, relayed
+        assert job.fine_tuned_model is not None
+        name = job.fine_tuned_model
+        assert f"Model: {name}" in printed
+        assert printed.count(f"Fine-tune #1 succeeded: {name} is ready") == 1
+        assert name in console.app.registry.models
+
+        # Charged once, at the training price, for the tokens the API trained on.
+        assert job.trained_tokens is not None
+        cost = -(-job.trained_tokens * TRAINING_PRICE // 1_000_000)
+        assert await usage_rows(console.app) == [
+            ("fine_tune", BASE, job.trained_tokens, cost, job.id)
+        ]
+        await poll_until_done(console.app, clock, rounds=2)
+        assert console.out.getvalue().count("succeeded: ") == 1
+        assert len(await usage_rows(console.app)) == 1
+        status = await console.say("/finetune status")
+        assert f"#1 {BASE} → {name} — succeeded" in status
+
+    # A new process on the same database offers the model, and it answers.
+    async with console_app(
+        make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN, name="two", user="bob"
+    ) as later:
+        spec = later.app.registry.models[name]
+        base = later.app.registry.models[BASE]
+        assert (spec.shutdown, spec.successor, spec.prices) == (
+            base.shutdown,
+            base.successor,
+            base.prices,
+        )
+        # (One console session: a session's end stops the channel's turns in this app.)
+        said = await later.say("/model", f"/model {name}", "Ahoy there")
+        assert f"• {name}" in said
+        assert "Model set to GPT-4.1 mini fine-tune" in said
+        assert "Echo: Ahoy there" in said
+        assert fake_openai.model_requests()[-1].body["model"] == name
+
+
+async def test_a_failed_job_is_reported_once_with_its_error_and_charges_nothing(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.fine_tuning.fail_with = "The training loss diverged."
+    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+        await console.say(f"/finetune {training_file(tmp_path)}")
+        await poll_until_done(console.app, clock)
+        await poll_until_done(console.app, clock)
+        printed = console.out.getvalue()
+        assert printed.count("Fine-tune #1 failed: The training loss diverged.") == 1
+        assert "Error: The training loss diverged." in printed  # the status message
+        (job,) = await SqlJobStore(console.app.storage.database).jobs()
+        assert (job.status, job.error) == ("failed", "The training loss diverged.")
+        assert await usage_rows(console.app) == []
+        assert not [m for m in console.app.registry.models if m.startswith("ft:")]
+        assert "#1 gpt-4.1-mini — failed — " in await console.say("/finetune status")
+
+
+async def test_a_cancelled_job_is_reported_once(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+        await console.say(f"/finetune {training_file(tmp_path)}")
+        assert "Cancelling fine-tune #1" in await console.say("/finetune cancel 1")
+        await poll_until_done(console.app, clock)
+        assert console.out.getvalue().count("Fine-tune #1 was cancelled") == 1
+        assert "already cancelled" in await console.say("/finetune cancel 1")
+        (job,) = await SqlJobStore(console.app.storage.database).jobs()
+        assert job.status == "cancelled"
+        assert await usage_rows(console.app) == []
+
+
+@pytest.mark.parametrize("status", [400, 403])
+async def test_when_the_api_refuses_new_jobs_the_admin_is_told_once_and_old_models_work(
+    make_settings: SettingsFactory,
+    tmp_path: Path,
+    clock: SteppingClock,
+    fake_openai: FakeOpenAI,
+    status: int,
+) -> None:
+    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+        await console.say(f"/finetune {training_file(tmp_path)}")
+        await poll_until_done(console.app, clock)
+        (made,) = fake_openai.fine_tuning.models
+
+        fake_openai.fine_tuning.refuse_creation = Refusal(status=status)
+        said = await console.say(f"/finetune {training_file(tmp_path)}")
+        assert "OpenAI refused fine-tune #2: " in said
+        assert "stopped accepting new fine-tuning jobs on 2027-01-06" in said
+        assert "Nothing was charged" in said
+        assert len(fake_openai.fine_tuning.jobs) == 1
+        job = await SqlJobStore(console.app.storage.database).job(2)
+        assert job is not None and job.status == "refused" and job.error
+        await poll_until_done(console.app, clock)
+        assert len(await usage_rows(console.app)) == 1  # the first job's only
+        assert "#2 gpt-4.1-mini — refused by the API" in await console.say("/finetune status")
+
+    # The model made before keeps answering (in a new session: see above).
+    async with console_app(make_settings, tmp_path, clock, name="two") as later:
+        said = await later.say(f"/model {made}", "still here?")
+        assert "Echo: still here?" in said
+        assert fake_openai.model_requests()[-1].body["model"] == made
+
+
+async def test_the_switch_off_refuses_new_jobs_in_one_line(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    async with console_app(
+        make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN, SWITCHBOARD_FINETUNE="off"
+    ) as console:
+        said = await console.say(f"/finetune {training_file(tmp_path)}")
+        assert "Fine-tuning is switched off on this bot (SWITCHBOARD_FINETUNE=off)" in said
+        assert uploads(fake_openai) == []
+        assert await SqlJobStore(console.app.storage.database).jobs() == []
+
+
+async def test_non_admins_are_refused(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+        bob = Console(console.app, io.StringIO(), tmp_path / "bob", "bob")
+        assert "Only admins can fine-tune models." in await bob.say(
+            f"/finetune {training_file(tmp_path)}"
+        )
+        assert "Only admins can fine-tune models." in await bob.say("/finetune status")
+        assert uploads(fake_openai) == []
+
+
+async def test_a_signed_webhook_polls_its_job_at_once_and_a_repeated_one_does_not(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    async with console_app(
+        make_settings,
+        tmp_path,
+        clock,
+        SWITCHBOARD_ADMINS=ADMIN,
+        OPENAI_WEBHOOK_SECRET=WEBHOOK_SECRET,
+    ) as console:
+        await console.say(f"/finetune {training_file(tmp_path)}")
+        (job,) = fake_openai.fine_tuning.jobs.values()
+
+        def reads() -> int:
+            path = f"/v1/fine_tuning/jobs/{job.id}"
+            return len([r for r in fake_openai.requests if r.path == path])
+
+        app = console.app
+        port = free_port()
+        payload = json.dumps(
+            {
+                "id": "evt_ft_1",
+                "object": "event",
+                "created_at": int(time.time()),
+                "type": "fine_tuning.job.succeeded",
+                "data": {"id": job.id},
+            }
+        ).encode()
+        url = f"http://127.0.0.1:{port}/openai/webhooks"
+        async with (
+            operations_server(
+                port, app.storage.database, app.metrics.registry, {},
+                routes=webhook_routes(app.batches, app.finetunes),
+            ),
+            aiohttp.ClientSession() as http,
+        ):  # fmt: skip
+            forged = signed(payload, "wh_ft_1", key=b"some other key")
+            async with http.post(url, data=payload, headers=forged) as response:
+                assert response.status == 400
+            assert reads() == 0
+            async with http.post(url, data=payload, headers=signed(payload, "wh_ft_1")) as response:
+                assert response.status == 200
+            assert reads() == 1  # polled at once, though no poll was due
+            assert "[#1 updated] Fine-tune #1 of gpt-4.1-mini: queued" in console.out.getvalue()
+            async with http.post(url, data=payload, headers=signed(payload, "wh_ft_1")) as response:
+                assert response.status == 200
+            assert reads() == 1  # the same delivery again: nothing more
+
+
+async def test_a_fine_tune_from_a_telegram_document(
+    make_settings: SettingsFactory, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    def make_app(**values: object) -> AbstractAsyncContextManager[App]:
+        return bootstrap(make_settings(**values), clock=clock)
+
+    with FakeTelegram() as telegram:
+        async with telegram_running(
+            make_app, telegram, SWITCHBOARD_ADMINS=f"telegram:{USER}"
+        ) as app:
+            telegram.document_message(
+                USER, training_bytes(), file_name="train.jsonl", caption="/finetune"
+            )
+            await eventually(
+                lambda: any("Fine-tune #1 started" in m.text for m in telegram.chat(USER))
+            )
+            await poll_until_done(app, clock)
+            (job,) = fake_openai.fine_tuning.jobs.values()
+            edits = [c.params["text"] for c in telegram.calls_to("editMessageText")]
+            assert any("training" in e for e in edits)
+            assert any(f"Model: {job.fine_tuned_model}" in e for e in edits)
+            await eventually(
+                lambda: any("Fine-tune #1 succeeded" in m.text for m in telegram.chat(USER))
+            )
+
+
+@pytest.mark.slow
+async def test_a_fine_tune_from_a_file_shared_in_slack(
+    make_settings: SettingsFactory, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    def make_app(**values: object) -> AbstractAsyncContextManager[App]:
+        return bootstrap(make_settings(**values), clock=clock)
+
+    with FakeSlack() as slack:
+        dm = slack.dm_channel(ADA)
+        async with slack_running(make_app, slack, SWITCHBOARD_ADMINS=f"slack:{ADA}") as bot:
+            shared = slack.add_file("train.jsonl", training_bytes(), "application/jsonl", user=ADA)
+            await slack.deliver_event(bot.url, slack.dm(ADA, "/finetune", files=[shared]))
+            await eventually(lambda: "Fine-tune #1 started" in str(slack.messages(dm)))
+            await poll_until_done(bot.app, clock)
+            await eventually(lambda: "Fine-tune #1 succeeded" in str(slack.messages(dm)))
+            updates = [str(c.params.get("text")) for c in slack.calls_to("chat.update")]
+            assert any("succeeded" in update for update in updates)
+            await slack.slash_command(bot.url, "/finetune", "status", user_id=ADA, channel_id=dm)
+            await eventually(lambda: len(slack.responses) == 1)
+            assert "#1 gpt-4.1-mini → ft:" in str(slack.responses[0].payload)
