@@ -6,21 +6,27 @@ jobs, the switch off, non-admins refused, and webhooks."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import openai
 import pytest
 from sqlalchemy import text
 
 from bots.bootstrap import App, bootstrap
 from bots.openai_webhooks import webhook_routes
 from bots.ops import operations_server
+from bots.scheduler import poll_jobs
 from core.jobs.sql_jobs import SqlJobStore
-from tests.conftest import SettingsFactory
+from core.money.budgets import Budget, Scope
+from core.money.periods import Period
+from tests.conftest import API_KEY, SettingsFactory
 from tests.fakes.openai_finetune import Refusal
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import FakeSlack
@@ -362,3 +368,115 @@ async def test_a_fine_tune_from_a_file_shared_in_slack(
             await slack.slash_command(bot.url, "/finetune", "status", user_id=ADA, channel_id=dm)
             await eventually(lambda: len(slack.responses) == 1)
             assert "#1 gpt-4.1-mini → ft:" in str(slack.responses[0].payload)
+
+
+async def test_an_estimate_over_budget_uploads_nothing(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+        await console.app.storage.budgets.set_budget(Budget(Scope.DEFAULT, "", Period.TOTAL, 1))
+        said = await console.say(f"/finetune {training_file(tmp_path)}")
+        assert "12 examples" in said and "estimated $" in said
+        assert "budget" in said and "Fine-tune #" not in said
+        assert uploads(fake_openai) == []
+        assert await SqlJobStore(console.app.storage.database).jobs() == []
+
+
+@pytest.mark.slow
+async def test_two_processes_on_one_database_close_a_job_once_and_both_offer_its_model(
+    make_settings: SettingsFactory,
+    tmp_path: Path,
+    clock: SteppingClock,
+    fake_openai: FakeOpenAI,
+    database_url: str,
+) -> None:
+    settings = {"DATABASE_URL": database_url, "SWITCHBOARD_ADMINS": ADMIN}
+    async with (
+        console_app(make_settings, tmp_path, clock, name="one", **settings) as one,
+        console_app(make_settings, tmp_path, clock, name="two", **settings) as two,
+    ):
+        await one.say(f"/finetune {training_file(tmp_path)}")
+        for _ in range(8):
+            clock.advance()
+            await asyncio.gather(one.app.finetunes.poll_once(), two.app.finetunes.poll_once())
+        (name,) = fake_openai.fine_tuning.models
+        told = one.out.getvalue() + two.out.getvalue()
+        assert told.count("Fine-tune #1 succeeded") == 1
+        assert len(await usage_rows(one.app)) == 1
+        # Whichever process closed it, the other offers the model after its next round.
+        await two.app.finetunes.poll_once()
+        await one.app.finetunes.poll_once()
+        assert name in one.app.registry.models and name in two.app.registry.models
+
+
+class Counting:
+    """A kind of job whose polling rounds are counted, and fail when told to."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.rounds = 0
+        self.fail = fail
+
+    async def poll_once(self) -> int:
+        self.rounds += 1
+        if self.fail:
+            raise RuntimeError("the API is down")
+        return 1
+
+
+async def test_one_kind_of_job_failing_to_poll_does_not_stop_the_others() -> None:
+    broken, fine = Counting(fail=True), Counting()
+    poll = poll_jobs(broken, fine)
+    assert await poll() == 1
+    assert await poll() == 1
+    assert (broken.rounds, fine.rounds) == (2, 2)
+
+
+async def test_a_fine_tuned_model_retires_with_its_base_model(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+        await console.say(f"/finetune {training_file(tmp_path)}")
+        await poll_until_done(console.app, clock)
+        (name,) = fake_openai.fine_tuning.models
+        shutdown = console.app.registry.models[BASE].shutdown
+        successor = console.app.registry.models[BASE].successor
+    assert shutdown is not None and successor is not None
+    clock.moment = datetime.combine(shutdown, datetime.min.time(), UTC) + timedelta(days=1)
+    async with console_app(make_settings, tmp_path, clock, name="later") as later:
+        said = await later.say("/model", f"/model {name}")
+        assert f"• {name}" not in said  # no longer offered
+        title = later.app.registry.models[successor].title
+        assert f"Model set to {title}" in said  # its conversations go to the successor
+
+
+async def test_the_fake_fine_tuning_api_answers_like_openai(fake_openai: FakeOpenAI) -> None:
+    client = openai.AsyncOpenAI(api_key=API_KEY, base_url=fake_openai.base_url, max_retries=0)
+    async with client:
+        uploaded = await client.files.create(
+            file=("train.jsonl", training_bytes()), purpose="fine-tune"
+        )
+        with pytest.raises(openai.BadRequestError, match="not available for fine-tuning"):
+            await client.fine_tuning.jobs.create(model="gpt-6-luna", training_file=uploaded.id)
+        job = await client.fine_tuning.jobs.create(model=BASE, training_file=uploaded.id)
+        assert (job.status, job.hyperparameters.n_epochs) == ("validating_files", 3)
+        while job.status != "succeeded":
+            job = await client.fine_tuning.jobs.retrieve(job.id)
+        assert job.fine_tuned_model and job.fine_tuned_model.startswith(f"ft:{BASE}:")
+        events = await client.fine_tuning.jobs.list_events(job.id, limit=2)
+        assert events.data[0].message == "The job has successfully completed"
+        assert len(events.data) == 2 and events.has_more
+        listed = await client.fine_tuning.jobs.list()
+        assert [j.id for j in listed.data] == [job.id]
+        with pytest.raises(openai.BadRequestError, match="cannot be cancelled"):
+            await client.fine_tuning.jobs.cancel(job.id)
+        with pytest.raises(openai.NotFoundError):
+            await client.fine_tuning.jobs.retrieve("ftjob-nope")
+
+        answer = await client.chat.completions.create(
+            model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert answer.choices[0].message.content == "Echo: hi"
+        with pytest.raises(openai.NotFoundError, match="does not exist"):
+            await client.chat.completions.create(
+                model=f"ft:{BASE}:someone-else:x:1234", messages=[{"role": "user", "content": "hi"}]
+            )

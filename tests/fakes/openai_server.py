@@ -1330,6 +1330,10 @@ class FakeOpenAI:
         transcriptions: every successful transcription, in order.
         speeches: every successful speech request, in order.
         images: every successful image generation or edit, in order.
+        batches: the Files and Batch API (``tests.fakes.openai_batches``).
+        fine_tuning: the fine-tuning API (``tests.fakes.openai_finetune``); the ``ft:``
+            models it made answer Responses and Chat Completions calls, other ``ft:``
+            names get ``model_not_found``.
         speech_chars_per_second: characters of ``input`` spoken per second at speed 1.
         today: the fake's date for shutdowns; a model is refused from its shutdown date
             on (None: never).
