@@ -355,7 +355,7 @@ async def bootstrap(
             ),
         )
         # The models fine-tuned before (by any process) are offered from the start.
-        await finetunes.refresh_models()
+        await finetunes.offer_stored_models()
         pipeline = InboundPipeline(
             store=store,
             journal=storage.journal,

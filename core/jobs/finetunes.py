@@ -183,7 +183,7 @@ class FineTuneJobs:
             await self._ledger.release(reservation)
             refused = isinstance(exc, UpstreamRejected | UpstreamMisconfigured)
             log.warning("a fine-tuning job could not be created: %s", exc)
-            reason = str(exc) if refused else user_message(exc)
+            reason = (str(exc) if refused else user_message(exc)).rstrip(".")
             job = await self._jobs.add(
                 NewJob(
                     KIND,
@@ -200,7 +200,7 @@ class FineTuneJobs:
                     f"OpenAI refused fine-tune #{job.id}: {reason}. Nothing was charged; "
                     "models fine-tuned before keep working."
                 )
-            return f"Fine-tune #{job.id} could not be sent: {reason} Nothing was charged."
+            return f"Fine-tune #{job.id} could not be sent: {reason}. Nothing was charged."
         payload["reservation"] = reservation_to_json(reservation)
         job = await self._jobs.add(
             NewJob(KIND, state.status, user_id, conversation.id, state.job_id, payload)
@@ -226,6 +226,14 @@ class FineTuneJobs:
     async def refresh_models(self) -> list[str]:
         """Offer the fine-tuned models another process (or an earlier run) made."""
         return await offer_fine_tuned(self._choices.registry, self._models)
+
+    async def offer_stored_models(self) -> None:
+        """At start-up, offer the fine-tuned models made before; a database that cannot
+        be read yet (not migrated) is logged, and every polling round tries again."""
+        try:
+            await self.refresh_models()
+        except Exception as exc:
+            log.warning("the fine-tuned models could not be read: %s", exc)
 
     async def poll_once(self) -> int:
         """One polling round: the fine-tuned models made elsewhere are offered, and each
@@ -380,12 +388,9 @@ class FineTuneJobs:
         lines = ["Fine-tuning jobs:"]
         for job in jobs:
             label = _LABELS.get(job.status, job.status)
-            made = job.payload.get("fine_tuned_model")
-            model = (
-                f"{job.payload.get('model', '?')} → {made}"
-                if made
-                else job.payload.get("model", "?")
-            )
+            model = str(job.payload.get("model", "?"))
+            if made := job.payload.get("fine_tuned_model"):
+                model += f" → {made}"
             line = f"#{job.id} {model} — {label} — {job_age(now - job.created_at)} ago"
             lines.append(line + (f" — {job.error}" if job.error else ""))
         return "\n".join(lines)
