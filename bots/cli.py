@@ -50,6 +50,7 @@ from core.clock import SystemClock
 from core.conversation.messages import ConversationKey, UserRef
 from core.errors import ConfigError
 from core.jobs.batches import job_age
+from core.jobs.finetunes import KIND as FINETUNE
 from core.jobs.sql_jobs import SqlJobStore
 from core.logs import configure_logging
 from core.money.accounting import (
@@ -409,7 +410,11 @@ async def _jobs_list(settings: Settings, who: str | None) -> None:
 
 async def _jobs_cancel(settings: Settings, number: int) -> int:
     async with bootstrap(settings) as app:
-        print(await app.batches.cancel(number, SHELL, admin=True))
+        job = await SqlJobStore(app.storage.database).job(number)
+        if job is not None and job.kind == FINETUNE:
+            print(await app.finetunes.cancel(number))
+        else:
+            print(await app.batches.cancel(number, SHELL, admin=True))
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import time
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from bots.openai_webhooks import webhook_routes
 from bots.ops import operations_server
 from bots.scheduler import poll_jobs
 from core.jobs.sql_jobs import SqlJobStore
+from core.jobs.store import LEASE_SECONDS
 from core.money.budgets import Budget, Scope
 from core.money.periods import Period
 from tests.conftest import API_KEY, SettingsFactory
@@ -38,6 +40,7 @@ from tests.test_batches import (
     console_app,
     signed,
 )
+from tests.test_console import switchboard
 from tests.test_slack import ADA
 from tests.test_slack import running as slack_running
 from tests.test_telegram import USER, eventually, free_port
@@ -480,3 +483,43 @@ async def test_the_fake_fine_tuning_api_answers_like_openai(fake_openai: FakeOpe
             await client.chat.completions.create(
                 model=f"ft:{BASE}:someone-else:x:1234", messages=[{"role": "user", "content": "hi"}]
             )
+
+
+async def test_a_job_whose_poller_died_is_taken_over_when_its_lease_runs_out(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+        await console.say(f"/finetune {training_file(tmp_path)}")
+        jobs = SqlJobStore(console.app.storage.database)
+        # A process that took the job's lease and was killed: its lease is left behind.
+        now = clock.now()
+        assert await jobs.lease(1, "killed-process", now + timedelta(seconds=LEASE_SECONDS), now)
+        for _ in range(3):
+            clock.advance(LEASE_SECONDS / 4)
+            assert await console.app.finetunes.poll_once() == 0
+        clock.advance(LEASE_SECONDS)
+        await poll_until_done(console.app, clock)
+        await poll_until_done(console.app, clock)
+        assert console.out.getvalue().count("Fine-tune #1 succeeded") == 1
+        assert len(await usage_rows(console.app)) == 1
+
+
+@pytest.mark.slow
+def test_the_shell_lists_and_cancels_fine_tunes(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    env = {
+        **os.environ,
+        "OPENAI_API_KEY": API_KEY,
+        "OPENAI_BASE_URL": fake_openai.base_url,
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}",
+        "SWITCHBOARD_ADMINS": ADMIN,
+    }
+    path = training_file(tmp_path)
+    chat = switchboard(env, tmp_path, "chat", "--user", "ada", stdin=f"/finetune {path}\n")
+    assert "Fine-tune #1 started" in chat.stdout, chat.stderr
+    listed = switchboard({**env, "OPENAI_API_KEY": ""}, tmp_path, "jobs", "list")
+    (row,) = [line for line in listed.stdout.splitlines() if line.startswith("#1 ")]
+    assert "finetune" in row and ADMIN in row
+    cancelled = switchboard(env, tmp_path, "jobs", "cancel", "1")
+    assert "Cancelling fine-tune #1" in cancelled.stdout, cancelled.stderr
+    (job,) = fake_openai.fine_tuning.jobs.values()
+    assert job.status == "cancelled"
