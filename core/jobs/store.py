@@ -1,7 +1,6 @@
 """The job store port: batch and fine-tune jobs as rows that any process can poll, one at a
 time under a lease, and finish exactly once (the final status and the usage row in one
-transaction).
-``core.jobs.sql_jobs`` implements it on SQLAlchemy."""
+transaction). ``core.jobs.sql_jobs`` implements it on SQLAlchemy."""
 
 from __future__ import annotations
 
