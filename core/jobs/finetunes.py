@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ SWITCHED_OFF = (
 NO_API = "Fine-tuning needs the OpenAI API; it is not available in this mode."
 REFUSED = "refused"
 """The final status of a job the API would not create (it has no OpenAI id)."""
+_API_STATUS = re.compile(r"^Error code: \d+ - ")
+"""The SDK's prefix on an error's message; the admin is shown the API's own words."""
 _LABELS = {
     "validating_files": "validating the file",
     "queued": "queued",
@@ -183,7 +186,7 @@ class FineTuneJobs:
             await self._ledger.release(reservation)
             refused = isinstance(exc, UpstreamRejected | UpstreamMisconfigured)
             log.warning("a fine-tuning job could not be created: %s", exc)
-            reason = (str(exc) if refused else user_message(exc)).rstrip(".")
+            reason = (_API_STATUS.sub("", str(exc)) if refused else user_message(exc)).rstrip(".")
             job = await self._jobs.add(
                 NewJob(
                     KIND,
