@@ -24,8 +24,10 @@ from bots.bootstrap import App, bootstrap
 from bots.openai_webhooks import webhook_routes
 from bots.ops import operations_server
 from bots.scheduler import poll_jobs
+from core.errors import ConfigError
 from core.jobs.sql_jobs import SqlJobStore
 from core.jobs.store import LEASE_SECONDS
+from core.models.registry import load_registry
 from core.money.budgets import Budget, Scope
 from core.money.periods import Period
 from tests.conftest import API_KEY, SettingsFactory
@@ -523,3 +525,21 @@ def test_the_shell_lists_and_cancels_fine_tunes(tmp_path: Path, fake_openai: Fak
     assert "Cancelling fine-tune #1" in cancelled.stdout, cancelled.stderr
     (job,) = fake_openai.fine_tuning.jobs.values()
     assert job.status == "cancelled"
+
+
+def test_the_registry_names_a_fine_tunable_default_and_refuses_one_that_is_not(
+    tmp_path: Path,
+) -> None:
+    registry = load_registry()
+    luna = registry.models["gpt-6-luna"]
+    assert registry.fine_tune_base(luna) == registry.models[BASE]  # luna cannot be tuned
+    assert registry.fine_tune_base(registry.models["gpt-4o"]) == registry.models["gpt-4o"]
+    spec = registry.add_fine_tuned("ft:gpt-4o:org:mine:abc", "gpt-4o")
+    assert spec is not None and spec.title == "GPT-4o fine-tune mine"
+    assert "fine-tuning" not in spec.capabilities
+    assert registry.add_fine_tuned("ft:unknown:org:x:1", "no-such-base") is None
+
+    override = tmp_path / "models.toml"
+    override.write_text('[defaults]\nfine_tune = "gpt-6-luna"\n')
+    with pytest.raises(ConfigError, match=r"defaults\.fine_tune must name a model with the"):
+        load_registry(override)
