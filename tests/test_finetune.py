@@ -24,6 +24,7 @@ from bots.bootstrap import App, bootstrap
 from bots.openai_webhooks import webhook_routes
 from bots.ops import operations_server
 from bots.scheduler import poll_jobs
+from core.conversation.messages import ConversationKey
 from core.errors import ConfigError
 from core.jobs.sql_jobs import SqlJobStore
 from core.jobs.store import LEASE_SECONDS
@@ -165,6 +166,7 @@ async def test_a_fine_tune_succeeds_and_a_new_app_offers_and_answers_with_its_mo
         assert await usage_rows(console.app) == [
             ("fine_tune", BASE, job.trained_tokens, cost, job.id)
         ]
+        assert job.training_file not in fake_openai.batches.files  # deleted once final
         await poll_until_done(console.app, clock, rounds=2)
         assert console.out.getvalue().count("succeeded: ") == 1
         assert len(await usage_rows(console.app)) == 1
@@ -206,6 +208,7 @@ async def test_a_failed_job_is_reported_once_with_its_error_and_charges_nothing(
         assert await usage_rows(console.app) == []
         assert not [m for m in console.app.registry.models if m.startswith("ft:")]
         assert "#1 gpt-4.1-mini — failed — " in await console.say("/finetune status")
+        assert uploads(fake_openai) == []  # the training file was deleted
 
 
 async def test_a_cancelled_job_is_reported_once(
@@ -220,6 +223,7 @@ async def test_a_cancelled_job_is_reported_once(
         (job,) = await SqlJobStore(console.app.storage.database).jobs()
         assert job.status == "cancelled"
         assert await usage_rows(console.app) == []
+        assert uploads(fake_openai) == []  # the training file was deleted
 
 
 @pytest.mark.parametrize("status", [400, 403])
@@ -241,6 +245,7 @@ async def test_when_the_api_refuses_new_jobs_the_admin_is_told_once_and_old_mode
         assert "stopped accepting new fine-tuning jobs on 2027-01-06" in said
         assert "Nothing was charged" in said
         assert len(fake_openai.fine_tuning.jobs) == 1
+        assert uploads(fake_openai) == []  # both training files deleted
         job = await SqlJobStore(console.app.storage.database).job(2)
         assert job is not None and job.status == "refused" and job.error
         await poll_until_done(console.app, clock)
@@ -472,6 +477,10 @@ async def test_the_fake_fine_tuning_api_answers_like_openai(fake_openai: FakeOpe
         assert len(events.data) == 2 and events.has_more
         listed = await client.fine_tuning.jobs.list()
         assert [j.id for j in listed.data] == [job.id]
+        deleted = await client.files.delete(uploaded.id)
+        assert (deleted.id, deleted.deleted) == (uploaded.id, True)
+        with pytest.raises(openai.NotFoundError, match="No such File object"):
+            await client.files.delete(uploaded.id)
         with pytest.raises(openai.BadRequestError, match="cannot be cancelled"):
             await client.fine_tuning.jobs.cancel(job.id)
         with pytest.raises(openai.NotFoundError):
@@ -543,3 +552,158 @@ def test_the_registry_names_a_fine_tunable_default_and_refuses_one_that_is_not(
     override.write_text('[defaults]\nfine_tune = "gpt-6-luna"\n')
     with pytest.raises(ConfigError, match=r"defaults\.fine_tune must name a model with the"):
         load_registry(override)
+
+
+async def test_a_non_admins_telegram_document_is_refused_before_it_is_fetched(
+    make_settings: SettingsFactory, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    def make_app(**values: object) -> AbstractAsyncContextManager[App]:
+        return bootstrap(make_settings(**values), clock=clock)
+
+    with FakeTelegram() as telegram:
+        async with telegram_running(make_app, telegram, SWITCHBOARD_ADMINS="telegram:999"):
+            telegram.document_message(
+                USER, training_bytes(), file_name="train.jsonl", caption="/finetune"
+            )
+            await eventually(
+                lambda: any("Only admins can fine-tune" in m.text for m in telegram.chat(USER))
+            )
+            assert telegram.calls_to("getFile") == []  # nothing asked for, nothing downloaded
+            assert uploads(fake_openai) == []
+
+
+@pytest.mark.slow
+async def test_a_non_admins_slack_file_is_refused_before_it_is_fetched(
+    make_settings: SettingsFactory, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    def make_app(**values: object) -> AbstractAsyncContextManager[App]:
+        return bootstrap(make_settings(**values), clock=clock)
+
+    with FakeSlack() as slack:
+        dm = slack.dm_channel(ADA)
+        async with slack_running(make_app, slack, SWITCHBOARD_ADMINS="slack:U0SOMEONE") as bot:
+            shared = slack.add_file("train.jsonl", training_bytes(), "application/jsonl", user=ADA)
+            await slack.deliver_event(bot.url, slack.dm(ADA, "/finetune", files=[shared]))
+            await eventually(lambda: "Only admins can fine-tune" in str(slack.messages(dm)))
+            assert slack.downloads == []
+            assert slack.calls_to("files.info") == []
+            assert uploads(fake_openai) == []
+
+
+BLOCKED = "Forbidden: bot was blocked by the user"
+
+
+async def test_an_outcome_the_chat_refused_is_told_by_a_new_app_on_the_same_database(
+    make_settings: SettingsFactory, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    def make_app(**values: object) -> AbstractAsyncContextManager[App]:
+        return bootstrap(make_settings(**values), clock=clock)
+
+    def told() -> list[str]:
+        return [m.text for m in telegram.chat(USER) if "Fine-tune #1 succeeded:" in m.text]
+
+    admins = f"telegram:{USER}"
+    with FakeTelegram() as telegram:
+        async with telegram_running(make_app, telegram, SWITCHBOARD_ADMINS=admins) as app:
+            telegram.document_message(
+                USER, training_bytes(), file_name="train.jsonl", caption="/finetune"
+            )
+            await eventually(
+                lambda: any("Fine-tune #1 started" in m.text for m in telegram.chat(USER))
+            )
+            (trained,) = fake_openai.fine_tuning.jobs.values()
+            # The admin has blocked the bot by the time the job ends.
+            sent = len(telegram.calls_to("sendMessage"))
+            telegram.fail_next("sendMessage", 403, BLOCKED)
+            for _ in range(10):
+                clock.advance()
+                await app.finetunes.poll_once()
+                if len(telegram.calls_to("sendMessage")) > sent:
+                    break
+            assert trained.status == "succeeded"
+            assert told() == []
+            (job,) = await SqlJobStore(app.storage.database).jobs()
+            assert job.status == "running"  # still open: its outcome is not told yet
+            assert await usage_rows(app) == []
+            assert trained.training_file in fake_openai.batches.files
+        # That process stops before its next poll; another one on the database tells it.
+        async with telegram_running(make_app, telegram, SWITCHBOARD_ADMINS=admins) as later:
+            # (getUpdates was called already: wait for this channel itself.)
+            await eventually(lambda: later.outbox.reaches(ConversationKey("telegram", str(USER))))
+            clock.advance()
+            assert await later.finetunes.poll_once() == 1
+            assert told() == [
+                f"Fine-tune #1 succeeded: {trained.fine_tuned_model} is ready. "
+                f"Choose it with /model {trained.fine_tuned_model}"
+            ]
+            (job,) = await SqlJobStore(later.storage.database).jobs()
+            assert (job.status, job.error) == ("succeeded", None)
+            assert len(await usage_rows(later)) == 1
+            assert trained.training_file not in fake_openai.batches.files
+            clock.advance()
+            await later.finetunes.poll_once()
+            assert len(told()) == 1
+
+
+async def test_an_outcome_that_cannot_be_told_for_a_day_closes_the_job_with_the_reason(
+    make_settings: SettingsFactory, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    def make_app(**values: object) -> AbstractAsyncContextManager[App]:
+        return bootstrap(make_settings(**values), clock=clock)
+
+    fake_openai.fine_tuning.fail_with = "The training loss diverged."
+    with FakeTelegram() as telegram:
+        async with telegram_running(
+            make_app, telegram, SWITCHBOARD_ADMINS=f"telegram:{USER}"
+        ) as app:
+            telegram.document_message(
+                USER, training_bytes(), file_name="train.jsonl", caption="/finetune"
+            )
+            await eventually(
+                lambda: any("Fine-tune #1 started" in m.text for m in telegram.chat(USER))
+            )
+            (trained,) = fake_openai.fine_tuning.jobs.values()
+            for _ in range(3):
+                telegram.fail_next("sendMessage", 403, BLOCKED)
+            jobs = SqlJobStore(app.storage.database)
+            for _ in range(10):
+                clock.advance()
+                await app.finetunes.poll_once()
+                if trained.status == "failed":
+                    break
+            clock.advance()
+            await app.finetunes.poll_once()  # tried again: still blocked
+            (job,) = await jobs.jobs()
+            assert job.status == "running"
+            clock.advance(timedelta(days=1).total_seconds())
+            await app.finetunes.poll_once()
+            (job,) = await jobs.jobs()
+            assert job.status == "failed"
+            assert job.error == (
+                f"The training loss diverged.; its outcome could not be posted: {BLOCKED}"
+            )
+            assert "— failed — " in await app.finetunes.status()
+            assert not any("Fine-tune #1 failed" in m.text for m in telegram.chat(USER))
+            assert trained.training_file not in fake_openai.batches.files
+            assert await usage_rows(app) == []
+
+
+async def test_a_training_file_that_cannot_be_deleted_is_logged_once_and_blocks_nothing(
+    make_settings: SettingsFactory,
+    tmp_path: Path,
+    clock: SteppingClock,
+    fake_openai: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+        await console.say(f"/finetune {training_file(tmp_path)}")
+        (trained,) = fake_openai.fine_tuning.jobs.values()
+        # Deleted from the account meanwhile (the dashboard): the API answers 404.
+        del fake_openai.batches.files[trained.training_file]
+        await poll_until_done(console.app, clock)
+        await poll_until_done(console.app, clock)
+        assert console.out.getvalue().count("Fine-tune #1 succeeded") == 1
+        assert len(await usage_rows(console.app)) == 1
+        failures = [r for r in caplog.records if "could not delete the training file" in r.message]
+        assert len(failures) == 1
+        assert trained.training_file in failures[0].message

@@ -1,6 +1,6 @@
 """The fine-tuning API port: upload a training file, create a supervised fine-tuning job on
-it, follow its status and events, cancel it. ``core.jobs.openai_finetune`` implements it with
-the OpenAI SDK."""
+it, follow its status and events, cancel it, delete its training file once it is done.
+``core.jobs.openai_finetune`` implements it with the OpenAI SDK."""
 
 from __future__ import annotations
 
@@ -68,6 +68,9 @@ class FineTuningAPI(Protocol):
 
     async def cancel(self, job_id: str) -> FineTuneState:
         """Ask the API to stop the job."""
+
+    async def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded file (a finished job's training file) from the account."""
 
 
 class WebhookVerifier(Protocol):

@@ -59,6 +59,9 @@ SWITCHED_OFF = (
     "Models fine-tuned before keep working."
 )
 NO_API = "Fine-tuning needs the OpenAI API; it is not available in this mode."
+OUTCOME_RETRY = timedelta(days=1)
+"""How long each poll tries again to post how a job ended before the job is closed with
+the failure recorded (the admin's chat gone for good)."""
 REFUSED = "refused"
 """The final status of a job the API would not create (it has no OpenAI id)."""
 _API_STATUS = re.compile(r"^Error code: \d+ - ")
@@ -198,6 +201,7 @@ class FineTuneJobs:
                     error=reason,
                 )
             )
+            await self._delete_training_file(job.id, payload.get("training_file"))
             if refused:
                 return (
                     f"OpenAI refused fine-tune #{job.id}: {reason}. Nothing was charged; "
@@ -303,8 +307,11 @@ class FineTuneJobs:
         await self._close(job, state, events)
 
     async def _close(self, job: Job, state: FineTuneState, events: Sequence[FineTuneEvent]) -> None:
-        """A finished job: its model offered (succeeded), the job closed with its usage row
-        in one step, the reservation settled, and the admin told once."""
+        """A finished job: its model offered (succeeded), the admin told how it ended, and
+        only then the job closed with its usage row in one step, the reservation settled and
+        the training file deleted. A process that dies before the close leaves the job open
+        and the next poll (any process's) tells it again, so the outcome is never lost; a
+        post that fails leaves the job open for the next poll, for ``OUTCOME_RETRY``."""
         payload = job.payload
         base = str(payload["model"])
         name = state.fine_tuned_model if state.status == "succeeded" else None
@@ -340,6 +347,17 @@ class FineTuneJobs:
         new_payload = await self._show(job, final)
         if name:
             new_payload["fine_tuned_model"] = name
+        unsent = await self._tell_outcome(job, outcome_text(job.id, state, name, error))
+        if unsent is not None:
+            if not self._gave_up(new_payload):
+                await self._jobs.update(
+                    job.id, self._options.owner, job.status, new_payload, self._next_poll()
+                )
+                return
+            log.warning("fine-tune #%d is closed without its outcome told: %s", job.id, unsent)
+            error = f"{error}; {unsent}" if error else unsent
+        else:
+            new_payload.pop("outcome_unsent_since", None)
         if not await self._jobs.finish(
             job.id,
             self._options.owner,
@@ -357,10 +375,43 @@ class FineTuneJobs:
         else:
             await self._ledger.release(reservation)
         log.info("fine-tune #%d %s", job.id, state.status)
+        await self._delete_training_file(job.id, payload.get("training_file"))
+
+    async def _tell_outcome(self, job: Job, text: str) -> str | None:
+        """Post how ``job`` ended; None once posted, else what went wrong. A first failure
+        is noted in the payload (``outcome_unsent_since``) and logged."""
         try:
-            await self._outbox.post(_key(job), outcome_text(job.id, state, name, error))
+            await self._outbox.post(_key(job), text)
         except Exception as exc:
-            log.warning("could not tell the outcome of fine-tune #%d: %s", job.id, exc)
+            if "outcome_unsent_since" not in job.payload:
+                log.warning(
+                    "could not tell the outcome of fine-tune #%d (tried again at each poll "
+                    "for %g hours): %s",
+                    job.id,
+                    OUTCOME_RETRY.total_seconds() / 3600,
+                    exc,
+                )
+            return f"its outcome could not be posted: {exc}"
+        return None
+
+    def _gave_up(self, payload: dict[str, Any]) -> bool:
+        """Whether the outcome of a job whose post failed has been tried for long enough;
+        the first failure's time is recorded in ``payload``."""
+        now = self._clock.now()
+        since = payload.setdefault("outcome_unsent_since", now.isoformat())
+        return now - datetime.fromisoformat(str(since)) >= OUTCOME_RETRY
+
+    async def _delete_training_file(self, job_id: int, file_id: object) -> None:
+        """Best effort: remove a finished job's training file from the account; a failure
+        is logged and nothing else waits on it."""
+        if self._api is None or not isinstance(file_id, str) or not file_id:
+            return
+        try:
+            await self._api.delete_file(file_id)
+        except Exception as exc:
+            log.warning(
+                "could not delete the training file %s of fine-tune #%d: %s", file_id, job_id, exc
+            )
 
     async def _show(self, job: Job, text: str) -> dict[str, Any]:
         """Edit the job's status message when its text changed; returns the new payload."""

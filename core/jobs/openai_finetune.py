@@ -70,6 +70,13 @@ class OpenAIFineTuning:
         except openai.OpenAIError as exc:
             raise translate(exc) from exc
 
+    async def delete_file(self, file_id: str) -> None:
+        """``DELETE /v1/files/{file_id}``."""
+        try:
+            await self._client.files.delete(file_id)
+        except openai.OpenAIError as exc:
+            raise translate(exc) from exc
+
 
 def state_of(job: Any) -> FineTuneState:
     """A ``FineTuneState`` from the SDK's ``FineTuningJob`` model."""
