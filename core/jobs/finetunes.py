@@ -1,8 +1,9 @@
 """Fine-tuning jobs, the use cases (admins): ``submit`` (check the training file by line,
 estimate the training cost and hold it from the admin's budget, upload, create the job,
 record it, post its status message), ``poll_once`` (each open job under a lease, as batches
-are: the status message edited with the state and the last events; a finished job closed
-once, its model added to the registry and the database, its cost settled), webhooks, and
+are: the status message edited with the state and the last events; a finished job's
+model added to the registry and the database, its outcome told, and only then the job
+closed once, its cost settled and its training file deleted), webhooks, and
 ``/finetune status`` and ``cancel``."""
 
 from __future__ import annotations
