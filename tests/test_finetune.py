@@ -646,7 +646,10 @@ async def test_an_outcome_the_chat_refused_is_told_by_a_new_app_on_the_same_data
 
 
 async def test_an_outcome_that_cannot_be_told_for_a_day_closes_the_job_with_the_reason(
-    make_settings: SettingsFactory, clock: SteppingClock, fake_openai: FakeOpenAI
+    make_settings: SettingsFactory,
+    clock: SteppingClock,
+    fake_openai: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     def make_app(**values: object) -> AbstractAsyncContextManager[App]:
         return bootstrap(make_settings(**values), clock=clock)
@@ -663,6 +666,7 @@ async def test_an_outcome_that_cannot_be_told_for_a_day_closes_the_job_with_the_
                 lambda: any("Fine-tune #1 started" in m.text for m in telegram.chat(USER))
             )
             (trained,) = fake_openai.fine_tuning.jobs.values()
+            sent = len(telegram.calls_to("sendMessage"))
             for _ in range(3):
                 telegram.fail_next("sendMessage", 403, BLOCKED)
             jobs = SqlJobStore(app.storage.database)
@@ -686,6 +690,9 @@ async def test_an_outcome_that_cannot_be_told_for_a_day_closes_the_job_with_the_
             assert not any("Fine-tune #1 failed" in m.text for m in telegram.chat(USER))
             assert trained.training_file not in fake_openai.batches.files
             assert await usage_rows(app) == []
+            assert len(telegram.calls_to("sendMessage")) == sent + 3  # three tries, no more
+            logged = [r for r in caplog.records if "could not tell the outcome" in r.message]
+            assert len(logged) == 1  # the first failure; the close is logged on its own
 
 
 async def test_a_training_file_that_cannot_be_deleted_is_logged_once_and_blocks_nothing(
