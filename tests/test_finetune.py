@@ -28,6 +28,7 @@ from core.conversation.messages import ConversationKey
 from core.errors import ConfigError
 from core.jobs.sql_jobs import SqlJobStore
 from core.jobs.store import LEASE_SECONDS
+from core.jobs.training import TrainingFileError, check_training_file
 from core.models.registry import load_registry
 from core.money.budgets import Budget, Scope
 from core.money.periods import Period
@@ -116,7 +117,7 @@ async def test_problems_are_reported_by_line_and_nothing_is_uploaded(
         assert "nothing was uploaded" in said
         assert "line 1:" not in said
         assert "line 2: not valid JSON" in said
-        assert 'line 3: message 1 has role "bot"; use system, user or assistant' in said
+        assert 'line 3: message 1 has role "bot"; use system, user, assistant or tool' in said
         assert "line 3: no assistant message" in said
         assert "line 4: no assistant message" in said
         assert 'line 5: needs a "messages" list' in said
@@ -714,3 +715,115 @@ async def test_a_training_file_that_cannot_be_deleted_is_logged_once_and_blocks_
         failures = [r for r in caplog.records if "could not delete the training file" in r.message]
         assert len(failures) == 1
         assert trained.training_file in failures[0].message
+
+
+def tool_example(n: int) -> dict[str, object]:
+    """A chat example with a tool call, its result, and a weighted answer."""
+    call = {
+        "id": f"call_{n}",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": json.dumps({"city": f"Port {n}"})},
+    }
+    return {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": f"Weather in port {n}?"}]},
+            {"role": "assistant", "content": "Arr, let me look.", "weight": 0},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": f"call_{n}", "content": "Sunny"},
+            {"role": "assistant", "content": "Sunny skies, matey!", "weight": 1},
+        ],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}],
+    }
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def test_the_chat_format_with_tool_calls_weights_and_text_parts_is_accepted() -> None:
+    data = "".join(json.dumps(tool_example(n)) + "\n" for n in range(10)).encode()
+    checked = check_training_file(data, words)
+    assert checked.examples == 10
+    # Tool definitions and tool calls are read by the model, so they count as tokens.
+    plain = check_training_file(
+        "".join(json.dumps(example(n)) + "\n" for n in range(10)).encode(), words
+    )
+    assert checked.largest > plain.largest
+
+
+def test_format_mistakes_of_tools_and_weights_are_reported_by_line() -> None:
+    good = [json.dumps(tool_example(n)) for n in range(10)]
+    bad = [
+        {
+            "messages": [
+                {"role": "user", "content": "q", "weight": 1},
+                {"role": "assistant", "content": "a"},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a", "weight": 2},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a", "weight": 0},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "q", "tool_calls": []},
+                {"role": "assistant", "content": "a"},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "a", "mood": "x"},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+                {"role": "assistant", "content": "a"},
+            ]
+        },
+        {
+            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+            "prompt": "x",
+        },
+    ]
+    data = "\n".join(good + [json.dumps(item) for item in bad]).encode()
+    with pytest.raises(TrainingFileError) as raised:
+        check_training_file(data, words)
+    said = str(raised.value)
+    assert "line 1:" not in said and "line 10:" not in said
+    assert "line 11: message 1: weight must be 0 or 1, on assistant messages only" in said
+    assert "line 12: message 2: weight must be 0 or 1, on assistant messages only" in said
+    assert "line 13: no assistant message to learn from" in said
+    assert "line 14: message 1: tool_calls must be a list, on assistant messages only" in said
+    assert 'line 15: message 2 has an unknown key "mood"' in said
+    assert "line 16: message 1: only non-empty text parts are supported in content" in said
+    assert 'line 17: unknown key "prompt"' in said
+
+
+async def test_an_example_over_the_base_models_training_limit_is_refused_by_line(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    registry = load_registry()
+    limit = registry.models[BASE].training_example_tokens
+    assert limit is not None and limit < registry.models[BASE].context_window
+    lines = [json.dumps(example(n)) for n in range(12)]
+    # Far below the context window (about a million tokens) but over the training limit.
+    long = example(99)
+    long["messages"][1]["content"] = "word " * (limit + 10)  # type: ignore[index]
+    lines.insert(4, json.dumps(long))
+    path = tmp_path / "long.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+        said = await console.say(f"/finetune {path}")
+        assert "line 5: " in said and f"more than the model's {limit:,} per example" in said
+        assert uploads(fake_openai) == []
+        assert not fake_openai.fine_tuning.jobs

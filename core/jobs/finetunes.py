@@ -150,7 +150,7 @@ class FineTuneJobs:
                 check_training_file,
                 data,
                 self._count_tokens(base.encoding),
-                max_example_tokens=base.context_window,
+                max_example_tokens=base.training_example_tokens or base.context_window,
             )
         except UserInputError as exc:
             return str(exc)

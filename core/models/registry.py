@@ -97,6 +97,8 @@ class ModelSpec(Entry):
     capabilities: frozenset[str] = frozenset()
     encoding: str | None = None
     prices: TokenPrices = TokenPrices()
+    training_example_tokens: int | None = Field(default=None, gt=0)
+    """The most tokens one fine-tuning example may have (None: the context window)."""
 
     @property
     def supports_tools(self) -> bool:
