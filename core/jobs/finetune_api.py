@@ -4,12 +4,9 @@ it, follow its status and events, cancel it, delete its training file once it is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-
-from core.jobs.batch_api import WebhookEvent
 
 OPEN_STATES = frozenset({"validating_files", "queued", "running"})
 """Fine-tuning job states that will still change; the others (``succeeded``, ``failed``,
@@ -71,12 +68,3 @@ class FineTuningAPI(Protocol):
 
     async def delete_file(self, file_id: str) -> None:
         """Delete an uploaded file (a finished job's training file) from the account."""
-
-
-class WebhookVerifier(Protocol):
-    """Checks an OpenAI webhook's signature (the Batch API adapter does)."""
-
-    def verify_webhook(
-        self, payload: bytes, headers: Mapping[str, str], secret: str
-    ) -> WebhookEvent:
-        """The event of a delivery signed with ``secret``; ``InvalidWebhook`` if not."""

@@ -25,7 +25,6 @@ from core.conversation.choices import ConversationChoices
 from core.conversation.messages import ConversationKey, UserRef
 from core.conversation.store import ConversationStore, UsageRecord
 from core.errors import (
-    InvalidWebhook,
     SwitchboardError,
     UpstreamMisconfigured,
     UpstreamRejected,
@@ -39,10 +38,17 @@ from core.jobs.finetune_api import (
     FineTuneEvent,
     FineTuneState,
     FineTuningAPI,
+)
+from core.jobs.polling import (
+    JobPolling,
+    PollingOptions,
     WebhookVerifier,
+    accept_webhook,
+    job_key,
+    key_payload,
 )
 from core.jobs.reservations import reservation_from_json, reservation_to_json
-from core.jobs.store import LEASE_SECONDS, Job, JobStore, NewJob
+from core.jobs.store import Job, JobStore, NewJob
 from core.jobs.training import TrainingSet, check_training_file
 from core.models.fine_tuned import FineTunedModel, FineTunedModels, offer_fine_tuned
 from core.money.budgets import BudgetExceeded, BudgetLedger, Payer
@@ -54,7 +60,6 @@ log = logging.getLogger(__name__)
 KIND = "finetune"
 EVENTS_SHOWN = 5
 """How many of a job's newest events its status message shows."""
-POLL_PAGE = 100
 SWITCHED_OFF = (
     "Fine-tuning is switched off on this bot (SWITCHBOARD_FINETUNE=off). "
     "Models fine-tuned before keep working."
@@ -124,6 +129,15 @@ class FineTuneJobs:
         self._count_tokens = count_tokens
         self._clock = clock
         self._options = options
+        self._polling = JobPolling(
+            kind=KIND,
+            label="fine-tune",
+            open_states=OPEN_STATES,
+            jobs=jobs,
+            outbox=outbox,
+            clock=clock,
+            options=PollingOptions(options.owner, options.poll_seconds),
+        )
 
     # --- submitting ----------------------------------------------------------------------
 
@@ -166,12 +180,7 @@ class FineTuneJobs:
         user_id = await self._store.ensure_user(user)
         conversation = await self._store.active_conversation(key)
         payload: dict[str, Any] = {
-            "key": {
-                "channel": key.channel,
-                "place": key.place,
-                "scope": key.scope,
-                "thread": key.thread,
-            },
+            "key": key_payload(key),
             "user": user.principal,
             "model": base.id,
             "examples": training.examples,
@@ -213,17 +222,7 @@ class FineTuneJobs:
         job = await self._jobs.add(
             NewJob(KIND, state.status, user_id, conversation.id, state.job_id, payload)
         )
-        text = status_text(job, state, ())
-        try:
-            posted = await self._outbox.post(key, text)
-        except Exception as exc:
-            log.warning("could not post the status of fine-tune #%d: %s", job.id, exc)
-        else:
-            payload = {**payload, "status_message": posted.id, "shown": text}
-            now = self._clock.now()
-            owner = self._options.owner
-            if await self._jobs.lease(job.id, owner, now + timedelta(seconds=LEASE_SECONDS), now):
-                await self._jobs.update(job.id, owner, state.status, payload, self._next_poll())
+        await self._polling.post_status(job, status_text(job, state, ()))
         return (
             f"Fine-tune #{job.id} started: {described} (held from your budget until it "
             f"is done). /finetune status shows it; /finetune cancel {job.id} stops it."
@@ -249,60 +248,30 @@ class FineTuneJobs:
         await self.refresh_models()
         if self._api is None:
             return 0
-        now = self._clock.now()
-        polled = 0
-        after = 0
-        while page := await self._jobs.due(sorted(OPEN_STATES), now, POLL_PAGE, after):
-            for job in page:
-                polled += await self._poll_leased(job, now)
-            after = page[-1].id
-        return polled
+        return await self._polling.poll_due(self._poll)
 
     async def on_webhook(self, payload: bytes, headers: Mapping[str, str]) -> bool:
         """An OpenAI webhook delivery about a fine-tuning job: verified (``InvalidWebhook``
         if not), each delivery id once; a ``fine_tuning.job.*`` event polls its job now.
         Returns whether a job was polled."""
-        secret = self._options.webhook_secret
-        if self._webhooks is None or secret is None:
-            raise InvalidWebhook("webhooks are not accepted: OPENAI_WEBHOOK_SECRET is not set")
-        event = self._webhooks.verify_webhook(payload, headers, secret)
-        if event.webhook_id and not await self._store.claim_event(
-            "openai-webhook", event.webhook_id
-        ):
-            log.info("dropping redelivered webhook %s", event.webhook_id)
-            return False
-        if event.type not in WEBHOOK_EVENTS:
+        event = await accept_webhook(
+            self._webhooks, self._options.webhook_secret, self._store, payload, headers
+        )
+        if event is None or event.type not in WEBHOOK_EVENTS:
             return False
         job = await self._jobs.by_openai_id(event.object_id)
         if job is None:
             return False
-        return await self._poll_leased(job, self._clock.now())
-
-    async def _poll_leased(self, job: Job, now: datetime) -> bool:
-        if job.kind != KIND or job.status not in OPEN_STATES:
-            return False
-        if not self._outbox.reaches(_key(job)):
-            return False
-        until = now + timedelta(seconds=LEASE_SECONDS)
-        if not await self._jobs.lease(job.id, self._options.owner, until, now):
-            return False  # another process has it
-        try:
-            await self._poll(job)
-        except Exception:
-            log.exception("polling fine-tune #%d failed; it is polled again later", job.id)
-            await self._jobs.update(
-                job.id, self._options.owner, job.status, job.payload, self._next_poll()
-            )
-        return True
+        return await self._polling.poll_leased(job, self._clock.now(), self._poll)
 
     async def _poll(self, job: Job) -> None:
         assert self._api is not None
         state = await self._api.retrieve(job.openai_id)
         events = await self._api.events(job.openai_id, EVENTS_SHOWN)
         if state.open:
-            payload = await self._show(job, status_text(job, state, events))
+            payload = await self._polling.show(job, status_text(job, state, events))
             await self._jobs.update(
-                job.id, self._options.owner, state.status, payload, self._next_poll()
+                job.id, self._polling.owner, state.status, payload, self._polling.next_poll()
             )
             return
         await self._close(job, state, events)
@@ -345,14 +314,14 @@ class FineTuneJobs:
             )
         error = state.error if state.status == "failed" else problem
         final = status_text(job, state, events, cost=cost if name else None)
-        new_payload = await self._show(job, final)
+        new_payload = await self._polling.show(job, final)
         if name:
             new_payload["fine_tuned_model"] = name
         unsent = await self._tell_outcome(job, outcome_text(job.id, state, name, error))
         if unsent is not None:
             if not self._gave_up(new_payload):
                 await self._jobs.update(
-                    job.id, self._options.owner, job.status, new_payload, self._next_poll()
+                    job.id, self._polling.owner, job.status, new_payload, self._polling.next_poll()
                 )
                 return
             log.warning("fine-tune #%d is closed without its outcome told: %s", job.id, unsent)
@@ -361,12 +330,12 @@ class FineTuneJobs:
             new_payload.pop("outcome_unsent_since", None)
         if not await self._jobs.finish(
             job.id,
-            self._options.owner,
+            self._polling.owner,
             status=state.status,
             payload=new_payload,
             usage=usage,
             error=error,
-            open_states=sorted(OPEN_STATES),
+            open_states=self._polling.open_states,
         ):
             log.warning("fine-tune #%d was closed by another process meanwhile", job.id)
             return
@@ -382,7 +351,7 @@ class FineTuneJobs:
         """Post how ``job`` ended; None once posted, else what went wrong. A first failure
         is noted in the payload (``outcome_unsent_since``) and logged."""
         try:
-            await self._outbox.post(_key(job), text)
+            await self._outbox.post(job_key(job), text)
         except Exception as exc:
             if "outcome_unsent_since" not in job.payload:
                 log.warning(
@@ -413,24 +382,6 @@ class FineTuneJobs:
             log.warning(
                 "could not delete the training file %s of fine-tune #%d: %s", file_id, job_id, exc
             )
-
-    async def _show(self, job: Job, text: str) -> dict[str, Any]:
-        """Edit the job's status message when its text changed; returns the new payload."""
-        payload = dict(job.payload)
-        posted = payload.get("status_message")
-        if posted is None or payload.get("shown") == text:
-            return payload
-        try:
-            await self._outbox.edit(posted, text)
-        except Exception as exc:
-            log.warning("could not update the status of fine-tune #%d: %s", job.id, exc)
-            return payload
-        payload["shown"] = text
-        return payload
-
-    def _next_poll(self) -> datetime:
-        # Half the interval: with several processes each polls a job about once a round.
-        return self._clock.now() + timedelta(seconds=self._options.poll_seconds / 2)
 
     # --- /finetune status and cancel -----------------------------------------------------
 
@@ -507,7 +458,3 @@ def _suffix(user: UserRef) -> str:
     """A short label for the model's name (letters, digits and dashes; at most 18)."""
     cleaned = "".join(c if c.isalnum() else "-" for c in (user.username or user.user_id))
     return cleaned.strip("-")[:18] or "switchboard"
-
-
-def _key(job: Job) -> ConversationKey:
-    return ConversationKey(**job.payload["key"])
