@@ -43,8 +43,9 @@ from core.errors import ConfigError
 from core.jobs.batch_api import BatchAPI
 from core.jobs.batches import BatchJobs, BatchOptions
 from core.jobs.commands import JobCommands
+from core.jobs.file_commands import FileCommandSet
 from core.jobs.finetune_api import FineTuningAPI
-from core.jobs.finetune_commands import FileCommandSet, FineTuneCommands
+from core.jobs.finetune_commands import FineTuneCommands
 from core.jobs.finetunes import FineTuneJobs, FineTuneOptions
 from core.jobs.openai_batches import OpenAIBatches
 from core.jobs.openai_finetune import OpenAIFineTuning
@@ -311,9 +312,15 @@ async def bootstrap(
             timezone=settings.zone,
         )
         owner = process_owner()
+        job_store = SqlJobStore(storage.database)
+        webhook_secret = (
+            settings.openai_webhook_secret.get_secret_value()
+            if settings.openai_webhook_secret
+            else None
+        )
         batches = BatchJobs(
             api=ports.batches,
-            jobs=SqlJobStore(storage.database),
+            jobs=job_store,
             store=store,
             choices=choices,
             outbox=outbox,
@@ -326,16 +333,14 @@ async def bootstrap(
                 output_cap=settings.batch_output_tokens,
                 owner=owner,
                 timezone=settings.zone,
-                webhook_secret=settings.openai_webhook_secret.get_secret_value()
-                if settings.openai_webhook_secret
-                else None,
+                webhook_secret=webhook_secret,
             ),
             metrics=metrics,
         )
         finetunes = FineTuneJobs(
             api=ports.fine_tuning,
             webhooks=ports.batches,
-            jobs=SqlJobStore(storage.database),
+            jobs=job_store,
             models=SqlFineTunedModels(storage.database),
             store=store,
             choices=choices,
@@ -349,9 +354,7 @@ async def bootstrap(
                 poll_seconds=settings.jobs_poll_seconds,
                 owner=owner,
                 timezone=settings.zone,
-                webhook_secret=settings.openai_webhook_secret.get_secret_value()
-                if settings.openai_webhook_secret
-                else None,
+                webhook_secret=webhook_secret,
             ),
         )
         # The models fine-tuned before (by any process) are offered from the start.

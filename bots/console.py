@@ -26,7 +26,7 @@ from typing import TextIO
 
 from bots.line_editing import LineEditor
 from core.conversation.channel import OutgoingFile, Reply
-from core.conversation.commands import Commands, parse_command
+from core.conversation.commands import FILE_COMMANDS, Commands, parse_command
 from core.conversation.events import (
     CommandAnswered,
     ImageReady,
@@ -44,7 +44,6 @@ from core.conversation.events import (
 from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
 from core.conversation.pipeline import Activity, Delivery, InboundPipeline
 from core.conversation.turns import TurnRunner
-from core.jobs.finetune_commands import FILE_COMMANDS
 from core.jobs.prompts import SUFFIXES
 from core.media.ports import AUDIO_SUFFIXES, IMAGE_SUFFIXES, Attachment
 

@@ -55,12 +55,17 @@ from bots.slack.render import escape
 from bots.slack.reply import NativeStreaming, SlackReply, SlashCommandReply
 from bots.slack.retry import retry_handlers
 from core.conversation.channel import Outbox, OutgoingFile, Reply
-from core.conversation.commands import COMMANDS, TURN_COMMANDS, Command, parse_command
+from core.conversation.commands import (
+    COMMANDS,
+    FILE_COMMANDS,
+    TURN_COMMANDS,
+    Command,
+    parse_command,
+)
 from core.conversation.events import CommandReply
 from core.conversation.messages import ConversationKey, IncomingMessage
 from core.conversation.pipeline import Activity, Delivery, FetchFiles, InboundPipeline
 from core.errors import ConfigError
-from core.jobs.finetune_commands import FILE_COMMANDS
 from core.media.ports import Attachment
 from core.metrics import Metrics, NullMetrics
 from core.settings import Settings

@@ -48,12 +48,11 @@ from bots.telegram.updates import (
 )
 from bots.telegram.webhook import WebhookServer
 from core.conversation.channel import Outbox, OutgoingFile, Reply
-from core.conversation.commands import COMMANDS, Command, parse_command
+from core.conversation.commands import COMMANDS, FILE_COMMANDS, Command, parse_command
 from core.conversation.events import CommandAnswered, Refused, ReplyEvent
 from core.conversation.messages import ConversationKey, IncomingMessage
 from core.conversation.pipeline import Activity, Delivery, FetchFiles, InboundPipeline
 from core.errors import ConfigError
-from core.jobs.finetune_commands import FILE_COMMANDS
 from core.media.ports import Attachment
 from core.metrics import Metrics, NullMetrics
 from core.settings import Settings

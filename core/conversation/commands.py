@@ -55,6 +55,9 @@ ADMIN_COMMANDS = frozenset({"quota", "allow", "block", "finetune"})
 """Commands only admins may run: the command refuses anyone else, and the pipeline fetches
 no file sent with one from anyone else."""
 
+FILE_COMMANDS = frozenset({"batch", "finetune"})
+"""Commands whose message may carry a file for them (a caption, a shared file, a path)."""
+
 TURN_COMMANDS = frozenset({"image", "edit"})
 """Commands that run as a turn (``Assistant.draw_image``/``edit_image``), streaming a picture
 to the reply sink, rather than answering with a ``CommandReply``."""

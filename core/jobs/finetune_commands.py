@@ -1,7 +1,5 @@
 """``/finetune`` in every channel (admins): a JSONL training file sent with it starts a
-fine-tuning job; ``/finetune status`` lists the jobs; ``/finetune cancel <n>`` stops one.
-``FileCommandSet`` hands each file-taking command (``/batch``, ``/jobs``, ``/finetune``) to
-the commands that run it."""
+fine-tuning job; ``/finetune status`` lists the jobs; ``/finetune cancel <n>`` stops one."""
 
 from __future__ import annotations
 
@@ -12,15 +10,12 @@ from pathlib import Path
 from core.conversation.commands import Command
 from core.conversation.events import CommandReply
 from core.conversation.messages import ConversationKey
-from core.conversation.pipeline import FileCommands
 from core.jobs.finetunes import FineTuneJobs
 from core.media.ports import Attachment
 from core.money.accounting import Caller
 
 log = logging.getLogger(__name__)
 
-FILE_COMMANDS = frozenset({"batch", "finetune"})
-"""The commands whose message may carry a file for them (a caption, a shared file, a path)."""
 FINETUNE_USAGE = (
     "Send a .jsonl training file (one chat example a line: "
     '{"messages": [{"role": "user", …}, {"role": "assistant", …}]}, at least 10) with '
@@ -60,24 +55,3 @@ class FineTuneCommands:
         if len(words) == 2 and words[0].lower() == "cancel" and words[1].lstrip("#").isdigit():
             return CommandReply(await self._finetunes.cancel(int(words[1].lstrip("#"))))
         return CommandReply(FINETUNE_USAGE)
-
-
-class FileCommandSet:
-    """Several ``FileCommands`` as one: each command goes to the set that names it."""
-
-    def __init__(self, *groups: FileCommands) -> None:
-        self._groups = groups
-        self.names = frozenset(name for group in groups for name in group.names)
-
-    async def run(
-        self,
-        key: ConversationKey,
-        command: Command,
-        caller: Caller,
-        attachments: Sequence[Attachment] = (),
-    ) -> CommandReply:
-        """Run ``command`` with the group that names it."""
-        for group in self._groups:
-            if command.name in group.names:
-                return await group.run(key, command, caller, attachments)
-        return CommandReply(f"I don't know /{command.name}. Send /help for the commands.")
