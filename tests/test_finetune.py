@@ -30,7 +30,7 @@ from core.jobs.sql_jobs import SqlJobStore
 from core.jobs.store import LEASE_SECONDS
 from core.jobs.training import TrainingFileError, check_training_file
 from core.models.registry import load_registry
-from core.money.budgets import Budget, Scope
+from core.money.budgets import Budget, Payer, Scope, place_of
 from core.money.periods import Period
 from tests.conftest import API_KEY, SettingsFactory
 from tests.fakes.openai_finetune import Refusal
@@ -827,3 +827,45 @@ async def test_an_example_over_the_base_models_training_limit_is_refused_by_line
         assert "line 5: " in said and f"more than the model's {limit:,} per example" in said
         assert uploads(fake_openai) == []
         assert not fake_openai.fine_tuning.jobs
+
+
+async def budget_of(app: App, clock: SteppingClock, job_id: int) -> tuple[int, int]:
+    """What the job's payer has spent and has held, in micro-dollars."""
+    job = await SqlJobStore(app.storage.database).job(job_id)
+    assert job is not None
+    payer = Payer(job.payload["user"], place_of(ConversationKey(**job.payload["key"])))
+    (status,) = await app.storage.budgets.status(payer, clock.now(), app.settings.zone)
+    return status.spent_micros, status.reserved_micros
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_the_estimate_is_held_to_the_micro_dollar_and_settled_or_released(
+    make_settings: SettingsFactory,
+    tmp_path: Path,
+    clock: SteppingClock,
+    fake_openai: FakeOpenAI,
+    fails: bool,
+) -> None:
+    if fails:
+        fake_openai.fine_tuning.fail_with = "The training loss diverged."
+    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+        app = console.app
+        await app.storage.budgets.set_budget(Budget(Scope.DEFAULT, "", Period.TOTAL, 10**8))
+        said = await console.say(f"/finetune {training_file(tmp_path)}")
+        job = await SqlJobStore(app.storage.database).job(1)
+        assert job is not None
+        tokens, epochs = job.payload["tokens"], job.payload["epochs"]
+        estimate = -(-tokens * epochs * TRAINING_PRICE // 1_000_000)
+        assert job.payload["estimate"] == estimate
+        assert f"{tokens:,} tokens x {epochs} epochs" in said
+        assert await budget_of(app, clock, 1) == (0, estimate)
+
+        await poll_until_done(app, clock)
+        (trained,) = fake_openai.fine_tuning.jobs.values()
+        if fails:
+            assert await budget_of(app, clock, 1) == (0, 0)
+        else:
+            assert trained.trained_tokens is not None
+            cost = -(-trained.trained_tokens * TRAINING_PRICE // 1_000_000)
+            assert cost != estimate  # the fake counts tokens its own way, as the API does
+            assert await budget_of(app, clock, 1) == (cost, 0)
