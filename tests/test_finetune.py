@@ -869,3 +869,36 @@ async def test_the_estimate_is_held_to_the_micro_dollar_and_settled_or_released(
             cost = -(-trained.trained_tokens * TRAINING_PRICE // 1_000_000)
             assert cost != estimate  # the fake counts tokens its own way, as the API does
             assert await budget_of(app, clock, 1) == (cost, 0)
+
+
+async def test_a_job_the_api_no_longer_knows_is_closed_as_failed_after_a_day_and_told_once(
+    make_settings: SettingsFactory,
+    tmp_path: Path,
+    clock: SteppingClock,
+    fake_openai: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+        app = console.app
+        await app.storage.budgets.set_budget(Budget(Scope.DEFAULT, "", Period.TOTAL, 10**8))
+        await console.say(f"/finetune {training_file(tmp_path)}")
+        (trained,) = fake_openai.fine_tuning.jobs.values()
+        del fake_openai.fine_tuning.jobs[trained.id]  # the API answers 404 from now on
+        await poll_until_done(app, clock, rounds=3)
+        jobs = SqlJobStore(app.storage.database)
+        (job,) = await jobs.jobs()
+        assert job.status == "validating_files"  # still open: it may mend within the day
+        assert await budget_of(app, clock, 1) == (0, job.payload["estimate"])
+
+        clock.advance(timedelta(days=1).total_seconds())
+        await poll_until_done(app, clock, rounds=3)
+        (job,) = await jobs.jobs()
+        assert job.status == "failed"
+        assert job.error is not None and job.error.startswith("OpenAI would not say how it is")
+        printed = console.out.getvalue()
+        assert printed.count("Fine-tune #1 failed: OpenAI would not say how it is") == 1
+        assert await budget_of(app, clock, 1) == (0, 0)
+        assert await usage_rows(app) == []
+        assert "#1 gpt-4.1-mini — failed — " in await console.say("/finetune status")
+        logged = [r for r in caplog.records if "will not say how fine-tune #1 is" in r.message]
+        assert len(logged) == 1

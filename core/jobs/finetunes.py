@@ -13,7 +13,7 @@ import logging
 import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,13 @@ SWITCHED_OFF = (
 NO_API = "Fine-tuning needs the OpenAI API; it is not available in this mode."
 OUTCOME_RETRY = timedelta(days=1)
 """How long each poll tries again to post how a job ended before the job is closed with
-the failure recorded (the admin's chat gone for good)."""
+the failure recorded (the admin's chat gone for good), and how long the API may refuse to
+say how a job is (it no longer knows it, the key lost access) before the job is closed as
+failed."""
+OUTCOME_UNSENT_SINCE = "outcome_unsent_since"
+"""The payload's note of when posting a job's outcome first failed."""
+UNFOLLOWED_SINCE = "unfollowed_since"
+"""The payload's note of when the API first refused to say how a job is."""
 REFUSED = "refused"
 """The final status of a job the API would not create (it has no OpenAI id)."""
 _API_STATUS = re.compile(r"^Error code: \d+ - ")
@@ -266,15 +272,43 @@ class FineTuneJobs:
 
     async def _poll(self, job: Job) -> None:
         assert self._api is not None
-        state = await self._api.retrieve(job.openai_id)
-        events = await self._api.events(job.openai_id, EVENTS_SHOWN)
+        try:
+            state = await self._api.retrieve(job.openai_id)
+            events = await self._api.events(job.openai_id, EVENTS_SHOWN)
+        except UpstreamMisconfigured as exc:
+            await self._unfollowed(job, exc)
+            return
         if state.open:
             payload = await self._polling.show(job, status_text(job, state, events))
+            payload.pop(UNFOLLOWED_SINCE, None)
             await self._jobs.update(
                 job.id, self._polling.owner, state.status, payload, self._polling.next_poll()
             )
             return
         await self._close(job, state, events)
+
+    async def _unfollowed(self, job: Job, exc: UpstreamMisconfigured) -> None:
+        """The API refused to say how ``job`` is, in a way that does not mend by itself
+        (404: it no longer knows the job; 401 or 403: the key lost access). Logged at the
+        first refusal; polled again until ``OUTCOME_RETRY`` has passed, then closed as
+        failed with the reason, the hold released, and the admin told."""
+        payload = dict(job.payload)
+        if UNFOLLOWED_SINCE not in payload:
+            log.warning(
+                "the API will not say how fine-tune #%d is (closed as failed after %g hours "
+                "of this): %s",
+                job.id,
+                OUTCOME_RETRY.total_seconds() / 3600,
+                exc,
+            )
+        if not self._gave_up(payload, UNFOLLOWED_SINCE):
+            await self._jobs.update(
+                job.id, self._polling.owner, job.status, payload, self._polling.next_poll()
+            )
+            return
+        reason = f"OpenAI would not say how it is for {OUTCOME_RETRY.days} day(s): {exc}"
+        failed = FineTuneState(job.openai_id, "failed", str(payload["model"]), error=reason)
+        await self._close(replace(job, payload=payload), failed, ())
 
     async def _close(self, job: Job, state: FineTuneState, events: Sequence[FineTuneEvent]) -> None:
         """A finished job: its model offered (succeeded), the admin told how it ended, and
@@ -319,7 +353,7 @@ class FineTuneJobs:
             new_payload["fine_tuned_model"] = name
         unsent = await self._tell_outcome(job, outcome_text(job.id, state, name, error))
         if unsent is not None:
-            if not self._gave_up(new_payload):
+            if not self._gave_up(new_payload, OUTCOME_UNSENT_SINCE):
                 await self._jobs.update(
                     job.id, self._polling.owner, job.status, new_payload, self._polling.next_poll()
                 )
@@ -327,7 +361,7 @@ class FineTuneJobs:
             log.warning("fine-tune #%d is closed without its outcome told: %s", job.id, unsent)
             error = f"{error}; {unsent}" if error else unsent
         else:
-            new_payload.pop("outcome_unsent_since", None)
+            new_payload.pop(OUTCOME_UNSENT_SINCE, None)
         if not await self._jobs.finish(
             job.id,
             self._polling.owner,
@@ -349,11 +383,11 @@ class FineTuneJobs:
 
     async def _tell_outcome(self, job: Job, text: str) -> str | None:
         """Post how ``job`` ended; None once posted, else what went wrong. A first failure
-        is noted in the payload (``outcome_unsent_since``) and logged."""
+        is noted in the payload (``OUTCOME_UNSENT_SINCE``) and logged."""
         try:
             await self._outbox.post(job_key(job), text)
         except Exception as exc:
-            if "outcome_unsent_since" not in job.payload:
+            if OUTCOME_UNSENT_SINCE not in job.payload:
                 log.warning(
                     "could not tell the outcome of fine-tune #%d (tried again at each poll "
                     "for %g hours): %s",
@@ -364,11 +398,11 @@ class FineTuneJobs:
             return f"its outcome could not be posted: {exc}"
         return None
 
-    def _gave_up(self, payload: dict[str, Any]) -> bool:
-        """Whether the outcome of a job whose post failed has been tried for long enough;
-        the first failure's time is recorded in ``payload``."""
+    def _gave_up(self, payload: dict[str, Any], since_key: str) -> bool:
+        """Whether a failure first noted in ``payload`` under ``since_key`` (noted now if it
+        was not) has gone on for ``OUTCOME_RETRY``."""
         now = self._clock.now()
-        since = payload.setdefault("outcome_unsent_since", now.isoformat())
+        since = payload.setdefault(since_key, now.isoformat())
         return now - datetime.fromisoformat(str(since)) >= OUTCOME_RETRY
 
     async def _delete_training_file(self, job_id: int, file_id: object) -> None:
