@@ -5,9 +5,9 @@ Part 1 — checking a training file: ``core.jobs.training.check_training_file`` 
 50,000 three-message examples, counting tokens with the shipped default base model's
 counter. Wall time and the Python heap's peak (tracemalloc) beyond the file's bytes.
 
-Part 2 — what every polling round adds in every process: ``FineTuneJobs.refresh_models``
-reads the ``fine_tuned_models`` table to offer models other processes made (SQLite), with
-0, 10 and 100 stored models, after the first round has added them (the steady state).
+Part 2 — what every polling round adds in every process: ``offer_fine_tuned`` (each round
+of ``FineTuneJobs.poll_once``) reads the ``fine_tuned_models`` table to offer models other
+processes made (SQLite), with 0, 10 and 100 stored models, after the first round has added them (the steady state).
 
     python -m bench.finetune_jobs
 """

@@ -748,7 +748,7 @@ def test_the_chat_format_with_tool_calls_weights_and_text_parts_is_accepted() ->
     plain = check_training_file(
         "".join(json.dumps(example(n)) + "\n" for n in range(10)).encode(), words
     )
-    assert checked.largest > plain.largest
+    assert checked.tokens > plain.tokens
 
 
 def test_format_mistakes_of_tools_and_weights_are_reported_by_line() -> None:

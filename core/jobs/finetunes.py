@@ -96,12 +96,15 @@ class FineTuneOptions:
     enabled: bool
     """``SWITCHBOARD_FINETUNE``: whether new jobs may be created."""
     poll_seconds: float
+    """``SWITCHBOARD_JOBS_POLL_SECONDS``."""
     owner: str
     """This process's name on the leases it takes."""
     timezone: ZoneInfo
+    """The bot's time zone, where budget periods begin."""
     epochs: int = 3
     """Epochs each job trains for (sent to the API, so the estimate is what is charged)."""
     webhook_secret: str | None = None
+    """``OPENAI_WEBHOOK_SECRET``: webhooks are accepted only when it is set."""
 
 
 class FineTuneJobs:
@@ -236,22 +239,18 @@ class FineTuneJobs:
 
     # --- polling -------------------------------------------------------------------------
 
-    async def refresh_models(self) -> list[str]:
-        """Offer the fine-tuned models another process (or an earlier run) made."""
-        return await offer_fine_tuned(self._choices.registry, self._models)
-
     async def offer_stored_models(self) -> None:
         """At start-up, offer the fine-tuned models made before; a database that cannot
         be read yet (not migrated) is logged, and every polling round tries again."""
         try:
-            await self.refresh_models()
+            await offer_fine_tuned(self._choices.registry, self._models)
         except Exception as exc:
             log.warning("the fine-tuned models could not be read: %s", exc)
 
     async def poll_once(self) -> int:
         """One polling round: the fine-tuned models made elsewhere are offered, and each
         due job whose channel runs here is polled under a lease; returns how many were."""
-        await self.refresh_models()
+        await offer_fine_tuned(self._choices.registry, self._models)
         if self._api is None:
             return 0
         return await self._polling.poll_due(self._poll)

@@ -4,10 +4,10 @@ vendor errors are translated into the core's ``UpstreamError`` tree."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import openai
 from openai import AsyncOpenAI
+from openai.types.fine_tuning import FineTuningJob
 
 from core.jobs.finetune_api import FineTuneEvent, FineTuneState
 from core.models.openai_gateway import translate
@@ -78,7 +78,7 @@ class OpenAIFineTuning:
             raise translate(exc) from exc
 
 
-def state_of(job: Any) -> FineTuneState:
+def state_of(job: FineTuningJob) -> FineTuneState:
     """A ``FineTuneState`` from the SDK's ``FineTuningJob`` model."""
     error = job.error
     message = None

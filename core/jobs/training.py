@@ -32,12 +32,10 @@ class TrainingFileError(UserInputError):
 
 @dataclass(frozen=True, slots=True)
 class TrainingSet:
-    """What a valid training file holds: how many examples, their tokens, the largest."""
+    """What a valid training file holds: how many examples, and their tokens."""
 
     examples: int
     tokens: int
-    largest: int
-    """Tokens of the longest example."""
 
 
 def check_training_file(
@@ -50,7 +48,7 @@ def check_training_file(
     except UnicodeDecodeError:
         raise TrainingFileError("The training file is not UTF-8 text.") from None
     problems: list[str] = []
-    examples = tokens = largest = 0
+    examples = tokens = 0
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -60,7 +58,6 @@ def check_training_file(
             continue
         examples += 1
         tokens += example_tokens
-        largest = max(largest, example_tokens)
         if max_example_tokens is not None and example_tokens > max_example_tokens:
             problems.append(
                 f"line {number}: {example_tokens:,} tokens, more than the model's "
@@ -80,7 +77,7 @@ def check_training_file(
         raise TrainingFileError(
             "The training file has problems; nothing was uploaded:\n" + "\n".join(lines)
         )
-    return TrainingSet(examples, tokens, largest)
+    return TrainingSet(examples, tokens)
 
 
 def _check_line(line: str, count: Callable[[str], int]) -> tuple[list[str], int]:
