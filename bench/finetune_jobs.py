@@ -7,7 +7,8 @@ counter. Wall time and the Python heap's peak (tracemalloc) beyond the file's by
 
 Part 2 — what every polling round adds in every process: ``offer_fine_tuned`` (each round
 of ``FineTuneJobs.poll_once``) reads the ``fine_tuned_models`` table to offer models other
-processes made (SQLite), with 0, 10 and 100 stored models, after the first round has added them (the steady state).
+processes made (SQLite), with 0, 10 and 100 stored models, after the first round has added
+them (the steady state).
 
     python -m bench.finetune_jobs
 """
