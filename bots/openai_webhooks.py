@@ -29,12 +29,11 @@ def webhook_routes(batches: BatchJobs, finetunes: FineTuneJobs | None = None) ->
             return web.Response(status=413, text="too large\n")
         payload = await request.read()
         # Which jobs it is about decides who verifies it; the signature covers the type.
-        fine_tuning = finetunes is not None and _event_type(payload).startswith(FINE_TUNING_PREFIX)
+        handle = batches.on_webhook
+        if finetunes is not None and _event_type(payload).startswith(FINE_TUNING_PREFIX):
+            handle = finetunes.on_webhook
         try:
-            if fine_tuning and finetunes is not None:
-                await finetunes.on_webhook(payload, dict(request.headers))
-            else:
-                await batches.on_webhook(payload, dict(request.headers))
+            await handle(payload, dict(request.headers))
         except InvalidWebhook as exc:
             log.warning("refused an OpenAI webhook from %s: %s", request.remote, exc)
             return web.Response(status=400, text="invalid signature\n")

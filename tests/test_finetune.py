@@ -11,6 +11,7 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,11 +54,26 @@ from tests.test_telegram import running as telegram_running
 ADMIN = "console:ada"
 BASE = "gpt-4.1-mini"  # the registry's default base for fine-tuning (defaults.fine_tune)
 TRAINING_PRICE = 5_000_000  # gpt-4.1-mini, micro-dollars per 1M training tokens
+AppFactory = Callable[..., AbstractAsyncContextManager[App]]
 
 
 @pytest.fixture
 def clock() -> SteppingClock:
     return SteppingClock()
+
+
+@pytest.fixture
+def make_app(make_settings: SettingsFactory, clock: SteppingClock) -> AppFactory:
+    def make(**values: object) -> AbstractAsyncContextManager[App]:
+        return bootstrap(make_settings(**values), clock=clock)
+
+    return make
+
+
+async def finetune_from_telegram(telegram: FakeTelegram) -> None:
+    """The admin ``USER`` sends a training file with /finetune; returns once it started."""
+    telegram.document_message(USER, training_bytes(), file_name="train.jsonl", caption="/finetune")
+    await eventually(lambda: any("Fine-tune #1 started" in m.text for m in telegram.chat(USER)))
 
 
 def example(n: int) -> dict[str, object]:
@@ -334,21 +350,13 @@ async def test_a_signed_webhook_polls_its_job_at_once_and_a_repeated_one_does_no
 
 
 async def test_a_fine_tune_from_a_telegram_document(
-    make_settings: SettingsFactory, clock: SteppingClock, fake_openai: FakeOpenAI
+    make_app: AppFactory, clock: SteppingClock, fake_openai: FakeOpenAI
 ) -> None:
-    def make_app(**values: object) -> AbstractAsyncContextManager[App]:
-        return bootstrap(make_settings(**values), clock=clock)
-
     with FakeTelegram() as telegram:
         async with telegram_running(
             make_app, telegram, SWITCHBOARD_ADMINS=f"telegram:{USER}"
         ) as app:
-            telegram.document_message(
-                USER, training_bytes(), file_name="train.jsonl", caption="/finetune"
-            )
-            await eventually(
-                lambda: any("Fine-tune #1 started" in m.text for m in telegram.chat(USER))
-            )
+            await finetune_from_telegram(telegram)
             await poll_until_done(app, clock)
             (job,) = fake_openai.fine_tuning.jobs.values()
             edits = [c.params["text"] for c in telegram.calls_to("editMessageText")]
@@ -361,11 +369,8 @@ async def test_a_fine_tune_from_a_telegram_document(
 
 @pytest.mark.slow
 async def test_a_fine_tune_from_a_file_shared_in_slack(
-    make_settings: SettingsFactory, clock: SteppingClock, fake_openai: FakeOpenAI
+    make_app: AppFactory, clock: SteppingClock, fake_openai: FakeOpenAI
 ) -> None:
-    def make_app(**values: object) -> AbstractAsyncContextManager[App]:
-        return bootstrap(make_settings(**values), clock=clock)
-
     with FakeSlack() as slack:
         dm = slack.dm_channel(ADA)
         async with slack_running(make_app, slack, SWITCHBOARD_ADMINS=f"slack:{ADA}") as bot:
@@ -556,11 +561,8 @@ def test_the_registry_names_a_fine_tunable_default_and_refuses_one_that_is_not(
 
 
 async def test_a_non_admins_telegram_document_is_refused_before_it_is_fetched(
-    make_settings: SettingsFactory, clock: SteppingClock, fake_openai: FakeOpenAI
+    make_app: AppFactory, clock: SteppingClock, fake_openai: FakeOpenAI
 ) -> None:
-    def make_app(**values: object) -> AbstractAsyncContextManager[App]:
-        return bootstrap(make_settings(**values), clock=clock)
-
     with FakeTelegram() as telegram:
         async with telegram_running(make_app, telegram, SWITCHBOARD_ADMINS="telegram:999"):
             telegram.document_message(
@@ -575,11 +577,8 @@ async def test_a_non_admins_telegram_document_is_refused_before_it_is_fetched(
 
 @pytest.mark.slow
 async def test_a_non_admins_slack_file_is_refused_before_it_is_fetched(
-    make_settings: SettingsFactory, clock: SteppingClock, fake_openai: FakeOpenAI
+    make_app: AppFactory, clock: SteppingClock, fake_openai: FakeOpenAI
 ) -> None:
-    def make_app(**values: object) -> AbstractAsyncContextManager[App]:
-        return bootstrap(make_settings(**values), clock=clock)
-
     with FakeSlack() as slack:
         dm = slack.dm_channel(ADA)
         async with slack_running(make_app, slack, SWITCHBOARD_ADMINS="slack:U0SOMEONE") as bot:
@@ -595,23 +594,15 @@ BLOCKED = "Forbidden: bot was blocked by the user"
 
 
 async def test_an_outcome_the_chat_refused_is_told_by_a_new_app_on_the_same_database(
-    make_settings: SettingsFactory, clock: SteppingClock, fake_openai: FakeOpenAI
+    make_app: AppFactory, clock: SteppingClock, fake_openai: FakeOpenAI
 ) -> None:
-    def make_app(**values: object) -> AbstractAsyncContextManager[App]:
-        return bootstrap(make_settings(**values), clock=clock)
-
     def told() -> list[str]:
         return [m.text for m in telegram.chat(USER) if "Fine-tune #1 succeeded:" in m.text]
 
     admins = f"telegram:{USER}"
     with FakeTelegram() as telegram:
         async with telegram_running(make_app, telegram, SWITCHBOARD_ADMINS=admins) as app:
-            telegram.document_message(
-                USER, training_bytes(), file_name="train.jsonl", caption="/finetune"
-            )
-            await eventually(
-                lambda: any("Fine-tune #1 started" in m.text for m in telegram.chat(USER))
-            )
+            await finetune_from_telegram(telegram)
             (trained,) = fake_openai.fine_tuning.jobs.values()
             # The admin has blocked the bot by the time the job ends.
             sent = len(telegram.calls_to("sendMessage"))
@@ -647,25 +638,17 @@ async def test_an_outcome_the_chat_refused_is_told_by_a_new_app_on_the_same_data
 
 
 async def test_an_outcome_that_cannot_be_told_for_a_day_closes_the_job_with_the_reason(
-    make_settings: SettingsFactory,
+    make_app: AppFactory,
     clock: SteppingClock,
     fake_openai: FakeOpenAI,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def make_app(**values: object) -> AbstractAsyncContextManager[App]:
-        return bootstrap(make_settings(**values), clock=clock)
-
     fake_openai.fine_tuning.fail_with = "The training loss diverged."
     with FakeTelegram() as telegram:
         async with telegram_running(
             make_app, telegram, SWITCHBOARD_ADMINS=f"telegram:{USER}"
         ) as app:
-            telegram.document_message(
-                USER, training_bytes(), file_name="train.jsonl", caption="/finetune"
-            )
-            await eventually(
-                lambda: any("Fine-tune #1 started" in m.text for m in telegram.chat(USER))
-            )
+            await finetune_from_telegram(telegram)
             (trained,) = fake_openai.fine_tuning.jobs.values()
             sent = len(telegram.calls_to("sendMessage"))
             for _ in range(3):
