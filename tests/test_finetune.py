@@ -885,3 +885,10 @@ async def test_a_job_the_api_no_longer_knows_is_closed_as_failed_after_a_day_and
         assert "#1 gpt-4.1-mini — failed — " in await console.say("/finetune status")
         logged = [r for r in caplog.records if "will not say how fine-tune #1 is" in r.message]
         assert len(logged) == 1
+
+
+def test_a_training_file_over_the_upload_limit_is_refused_before_it_is_read() -> None:
+    data = training_bytes()
+    with pytest.raises(TrainingFileError, match="at most 100 bytes"):
+        check_training_file(data, words, max_bytes=100)
+    assert check_training_file(data, words, max_bytes=len(data)).examples == 12

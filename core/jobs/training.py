@@ -24,6 +24,8 @@ MESSAGE_KEYS = frozenset({"role", "content", "name", "weight", "tool_calls", "to
 EXAMPLE_KEYS = frozenset({"messages", "tools", "parallel_tool_calls"})
 """The keys an example may have besides its messages: the tools its assistant may call."""
 MAX_PROBLEMS_SHOWN = 10
+MAX_FILE_BYTES = 512 * 1024 * 1024
+"""The largest file OpenAI's Files API takes for fine-tuning."""
 
 
 class TrainingFileError(UserInputError):
@@ -39,10 +41,19 @@ class TrainingSet:
 
 
 def check_training_file(
-    data: bytes, count: Callable[[str], int], *, max_example_tokens: int | None = None
+    data: bytes,
+    count: Callable[[str], int],
+    *,
+    max_example_tokens: int | None = None,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> TrainingSet:
     """Check the JSONL training file ``data``; raises ``TrainingFileError`` listing the
-    problems by line (the first ``MAX_PROBLEMS_SHOWN`` of them)."""
+    problems by line (the first ``MAX_PROBLEMS_SHOWN`` of them), or saying it is over
+    ``max_bytes``."""
+    if len(data) > max_bytes:
+        raise TrainingFileError(
+            f"The training file is {len(data):,} bytes; OpenAI takes at most {max_bytes:,} bytes."
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
