@@ -5,7 +5,6 @@ it, follow its status and events, cancel it, delete its training file once it is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 OPEN_STATES = frozenset({"validating_files", "queued", "running"})
@@ -49,8 +48,8 @@ class FineTuneEvent:
 class FineTuningAPI(Protocol):
     """The provider's fine-tuning endpoints (and the Files upload they need)."""
 
-    async def upload(self, path: Path) -> str:
-        """Upload the JSONL training file at ``path``; returns its file id."""
+    async def upload(self, name: str, data: bytes) -> str:
+        """Upload the JSONL training file ``data`` as ``name``; returns its file id."""
 
     async def create(
         self, training_file: str, model: str, *, epochs: int, suffix: str | None

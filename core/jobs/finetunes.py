@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -74,6 +72,8 @@ OUTCOME_UNSENT_SINCE = "outcome_unsent_since"
 """The payload's note of when posting a job's outcome first failed."""
 UNFOLLOWED_SINCE = "unfollowed_since"
 """The payload's note of when the API first refused to say how a job is."""
+TRAINING_FILE_NAME = "training.jsonl"
+"""The name a training file is uploaded under."""
 REFUSED = "refused"
 """The final status of a job the API would not create (it has no OpenAI id)."""
 _API_STATUS = re.compile(r"^Error code: \d+ - ")
@@ -180,14 +180,14 @@ class FineTuneJobs:
         epochs = self._options.epochs
         estimate = self._prices.training_cost(base.id, training.tokens * epochs)
         described = _describe(training, epochs, base.id, estimate)
+        user_id = await self._store.ensure_user(user)
+        conversation = await self._store.active_conversation(key)
         try:
             reservation = await self._ledger.reserve(
                 Payer.of(user, key), estimate, self._clock.now(), self._options.timezone
             )
         except BudgetExceeded as exc:
             return f"{described} {exc}"
-        user_id = await self._store.ensure_user(user)
-        conversation = await self._store.active_conversation(key)
         payload: dict[str, Any] = {
             "key": key_payload(key),
             "user": user.principal,
@@ -198,10 +198,7 @@ class FineTuneJobs:
             "estimate": estimate,
         }
         try:
-            with tempfile.TemporaryDirectory(prefix="switchboard-finetune-") as folder:
-                path = Path(folder) / "training.jsonl"
-                await asyncio.to_thread(path.write_bytes, data)
-                file_id = await self._api.upload(path)
+            file_id = await self._api.upload(TRAINING_FILE_NAME, data)
             payload["training_file"] = file_id
             state = await self._api.create(file_id, base.id, epochs=epochs, suffix=_suffix(user))
         except SwitchboardError as exc:

@@ -3,8 +3,6 @@ vendor errors are translated into the core's ``UpstreamError`` tree."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import openai
 from openai import AsyncOpenAI
 from openai.types.fine_tuning import FineTuningJob
@@ -19,10 +17,10 @@ class OpenAIFineTuning:
     def __init__(self, client: AsyncOpenAI) -> None:
         self._client = client
 
-    async def upload(self, path: Path) -> str:
-        """Upload ``path`` with purpose ``fine-tune``; returns the file id."""
+    async def upload(self, name: str, data: bytes) -> str:
+        """Upload ``data`` as ``name`` with purpose ``fine-tune``; returns the file id."""
         try:
-            uploaded = await self._client.files.create(file=path, purpose="fine-tune")
+            uploaded = await self._client.files.create(file=(name, data), purpose="fine-tune")
         except openai.OpenAIError as exc:
             raise translate(exc) from exc
         return uploaded.id
