@@ -1,10 +1,11 @@
 """Fine-tuning jobs, the use cases (admins): ``submit`` (check the training file by line,
 estimate the training cost and hold it from the admin's budget, upload, create the job,
-record it, post its status message), ``poll_once`` (each open job under a lease, as batches
-are: the status message edited with the state and the last events; a finished job's
-model added to the registry and the database, its outcome told, and only then the job
-closed once, its cost settled and its training file deleted), webhooks, and
-``/finetune status`` and ``cancel``."""
+record it, post its status message), ``poll_once`` (each open job under a lease, through
+``core.jobs.polling`` as batches are: the status message edited with the state and the last
+events; a finished job's model added to the registry and the database, its outcome told,
+and only then the job closed once, its cost settled and its training file deleted; a job
+the API will not describe for a day closed as failed), webhooks, and ``/finetune status``
+and ``cancel``."""
 
 from __future__ import annotations
 
@@ -267,6 +268,7 @@ class FineTuneJobs:
         return await self._polling.poll_leased(job, self._clock.now(), self._poll)
 
     async def _poll(self, job: Job) -> None:
+        """Ask the API how ``job`` is: show it while it runs, close it once it ended."""
         assert self._api is not None
         try:
             state = await self._api.retrieve(job.openai_id)
