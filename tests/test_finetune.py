@@ -892,3 +892,31 @@ def test_a_training_file_over_the_upload_limit_is_refused_before_it_is_read() ->
     with pytest.raises(TrainingFileError, match="at most 100 bytes"):
         check_training_file(data, words, max_bytes=100)
     assert check_training_file(data, words, max_bytes=len(data)).examples == 12
+
+
+async def test_with_the_switch_turned_off_a_running_job_still_ends_and_its_model_is_offered(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+        assert "Fine-tune #1 started" in await console.say(f"/finetune {training_file(tmp_path)}")
+
+    # Restarted with SWITCHBOARD_FINETUNE=off on the same database.
+    async with console_app(
+        make_settings,
+        tmp_path,
+        clock,
+        SWITCHBOARD_ADMINS=ADMIN,
+        SWITCHBOARD_FINETUNE="off",
+        name="two",
+    ) as later:
+        await poll_until_done(later.app, clock)
+        (trained,) = fake_openai.fine_tuning.jobs.values()
+        name = trained.fine_tuned_model
+        assert name is not None and name in later.app.registry.models
+        assert later.out.getvalue().count(f"Fine-tune #1 succeeded: {name} is ready") == 1
+        assert len(await usage_rows(later.app)) == 1
+        said = await later.say(f"/finetune {training_file(tmp_path)}", f"/model {name}", "Ahoy")
+        assert "Fine-tuning is switched off" in said
+        assert "Echo: Ahoy" in said
+        assert fake_openai.model_requests()[-1].body["model"] == name
+        assert len(fake_openai.fine_tuning.jobs) == 1
