@@ -920,3 +920,23 @@ async def test_with_the_switch_turned_off_a_running_job_still_ends_and_its_model
         assert "Echo: Ahoy" in said
         assert fake_openai.model_requests()[-1].body["model"] == name
         assert len(fake_openai.fine_tuning.jobs) == 1
+
+
+async def test_a_job_the_database_cannot_record_is_cancelled_and_its_hold_released(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+        app = console.app
+        await app.storage.budgets.set_budget(Budget(Scope.DEFAULT, "", Period.TOTAL, 10**8))
+        async with app.storage.database.begin() as connection:
+            # The jobs table cannot be written: the job is created at the API, not recorded.
+            await connection.execute(text("ALTER TABLE jobs RENAME TO jobs_elsewhere"))
+        said = await console.say(f"/finetune {training_file(tmp_path)}")
+        assert "could not be recorded (the database failed), so it was cancelled" in said
+        assert "Nothing was charged" in said
+        (trained,) = fake_openai.fine_tuning.jobs.values()
+        assert trained.status == "cancelled"
+        assert uploads(fake_openai) == []  # its training file deleted
+        payer = Payer(ADMIN, place_of(ConversationKey("console", place="ada")))
+        (status,) = await app.storage.budgets.status(payer, clock.now(), app.settings.zone)
+        assert (status.spent_micros, status.reserved_micros) == (0, 0)

@@ -218,7 +218,7 @@ class FineTuneJobs:
                     error=reason,
                 )
             )
-            await self._delete_training_file(job.id, payload.get("training_file"))
+            await self._delete_training_file(payload.get("training_file"), f"fine-tune #{job.id}")
             if refused:
                 return (
                     f"OpenAI refused fine-tune #{job.id}: {reason}. Nothing was charged; "
@@ -226,9 +226,25 @@ class FineTuneJobs:
                 )
             return f"Fine-tune #{job.id} could not be sent: {reason}. Nothing was charged."
         payload["reservation"] = reservation_to_json(reservation)
-        job = await self._jobs.add(
-            NewJob(KIND, state.status, user_id, conversation.id, state.job_id, payload)
-        )
+        try:
+            job = await self._jobs.add(
+                NewJob(KIND, state.status, user_id, conversation.id, state.job_id, payload)
+            )
+        except Exception:
+            # A job nothing here would follow must not train and charge unseen.
+            log.exception("fine-tuning job %s could not be recorded", state.job_id)
+            cancelled = await self._abandon(state.job_id, file_id)
+            await self._ledger.release(reservation)
+            if cancelled:
+                return (
+                    "The fine-tune could not be recorded (the database failed), so it was "
+                    "cancelled at OpenAI. Nothing was charged; try again later."
+                )
+            return (
+                f"The fine-tune could not be recorded (the database failed) nor cancelled: "
+                f"OpenAI job {state.job_id} may still run and be charged there; cancel it "
+                "in OpenAI's dashboard."
+            )
         await self._polling.post_status(job, status_text(job, state, ()))
         return (
             f"Fine-tune #{job.id} started: {described} (held from your budget until it "
@@ -377,7 +393,7 @@ class FineTuneJobs:
         else:
             await self._ledger.release(reservation)
         log.info("fine-tune #%d %s", job.id, state.status)
-        await self._delete_training_file(job.id, payload.get("training_file"))
+        await self._delete_training_file(payload.get("training_file"), f"fine-tune #{job.id}")
 
     async def _tell_outcome(self, job: Job, text: str) -> str | None:
         """Post how ``job`` ended; None once posted, else what went wrong. A first failure
@@ -403,17 +419,27 @@ class FineTuneJobs:
         since = payload.setdefault(since_key, now.isoformat())
         return now - datetime.fromisoformat(str(since)) >= OUTCOME_RETRY
 
-    async def _delete_training_file(self, job_id: int, file_id: object) -> None:
-        """Best effort: remove a finished job's training file from the account; a failure
-        is logged and nothing else waits on it."""
+    async def _abandon(self, openai_id: str, file_id: str) -> bool:
+        """Cancel a job the API created but the database did not record, and delete its
+        training file; returns whether it was cancelled (a failure is logged)."""
+        assert self._api is not None
+        try:
+            await self._api.cancel(openai_id)
+        except SwitchboardError as exc:
+            log.error("fine-tuning job %s could not be cancelled: %s", openai_id, exc)
+            return False
+        await self._delete_training_file(file_id, f"fine-tuning job {openai_id}")
+        return True
+
+    async def _delete_training_file(self, file_id: object, of: str) -> None:
+        """Best effort: remove the training file of a finished job (``of`` names it in the
+        log) from the account; a failure is logged and nothing else waits on it."""
         if self._api is None or not isinstance(file_id, str) or not file_id:
             return
         try:
             await self._api.delete_file(file_id)
         except Exception as exc:
-            log.warning(
-                "could not delete the training file %s of fine-tune #%d: %s", file_id, job_id, exc
-            )
+            log.warning("could not delete the training file %s of %s: %s", file_id, of, exc)
 
     # --- /finetune status and cancel -----------------------------------------------------
 
