@@ -1,7 +1,8 @@
 """Nothing unrecorded: what a turn must write at its end — the reply and its usage rows, or
-usage alone — is retried while the database is briefly away and, if it stays away, kept in
-a local spool and written when it returns (``DurableWrites``). The spool is a port
-(``ReplySpool``); ``core.storage.file_spool`` keeps it in files."""
+usage alone, and the settle of its budget reservations — is retried while the database is
+briefly away and, if it stays away, kept in a local spool and written when it returns
+(``DurableWrites``). The spool is a port (``ReplySpool``); ``core.storage.file_spool``
+keeps it in files."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from core.conversation.journal import TurnJournal
 from core.conversation.messages import NewMessage, StoredMessage
 from core.conversation.store import ConversationStore, UsageRecord
 from core.errors import StorageUnavailable
+from core.money.budgets import BudgetLedger, Reservation
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +26,17 @@ RETRY_SECONDS = 15.0
 
 @dataclass(frozen=True)
 class SpooledWrite:
-    """A write that could not be made: a message (with its usage), usage alone, or the
-    end of a turn (``closes_turn``, failed for ``failure`` or else delivered)."""
+    """A write that could not be made: a message (with its usage), usage alone, the end
+    of a turn (``closes_turn``, failed for ``failure`` or else delivered), or the settle of
+    a budget reservation (``settles``, to ``cost``)."""
 
     conversation_id: int | None
     message: NewMessage | None
     usage: tuple[UsageRecord, ...] = ()
     closes_turn: int | None = None
     failure: str | None = None
+    settles: Reservation | None = None
+    cost: int = 0
 
 
 class ReplySpool(Protocol):
@@ -59,7 +64,9 @@ class DurableWrites:
         *,
         retry_seconds: float = RETRY_SECONDS,
         first_delay: float = 0.25,
+        ledger: BudgetLedger | None = None,
     ) -> None:
+        self._ledger = ledger
         self._store = store
         self._journal = journal
         self._spool = spool
@@ -82,6 +89,12 @@ class DurableWrites:
         """Close a turn (delivered, or failed): kept for later too, so a reply the user saw
         is never delivered again once the database is back."""
         await self._retried(SpooledWrite(None, None, closes_turn=turn_id, failure=failed))
+
+    async def settle_later(self, reservation: Reservation, cost: int) -> None:
+        """Keep the settle of ``reservation`` to ``cost`` for when the database is back (the
+        meter tried it already): not retried here, so the user's answer is not held up. A
+        held reservation settles once, so a settle written twice counts once."""
+        await self._spool.keep(SpooledWrite(None, None, settles=reservation, cost=cost))
 
     async def replay(self) -> int:
         """Write what the spool holds, if the database is back; returns how many were
@@ -115,6 +128,11 @@ class DurableWrites:
                 delay = min(delay * 2, 5.0)
 
     async def _write(self, write: SpooledWrite) -> StoredMessage | None:
+        if write.settles is not None:
+            if self._ledger is None:
+                raise StorageUnavailable("no budget ledger to settle the reservation with")
+            await self._ledger.settle(write.settles, write.cost)
+            return None
         if write.closes_turn is not None:
             await self._journal.close_turn(write.closes_turn, failed=write.failure)
             return None
