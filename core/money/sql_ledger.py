@@ -13,8 +13,9 @@ per call cost more than running them.
 A reservation made with a ``Hold`` also writes one ``budget_holds`` row per counter, in the
 same transaction, leased to its process. Settling deletes those rows and, only for the rows
 it deleted, moves the amount from reserved to spent — so a settle replayed from the spool
-counts once. ``release_abandoned`` marks the rows of expired leases or dead owners released
-and gives back what they held; a settle arriving later still adds what the call cost.
+counts once. ``release_abandoned`` gives back what expired leases held, marking their rows
+released (a settle arriving later still adds what the call cost), and deletes the rows of
+owners known to be dead, which will never settle.
 Database outages are raised as ``StorageUnavailable``.
 """
 
@@ -286,17 +287,24 @@ class SqlBudgetLedger:
                     expired = True
             if not dead and not expired:
                 return 0
-            abandoned = _holds.c.expires_at < now
+            # A dead owner never settles: its rows go; an expired lease's owner may still.
+            released = []
             if dead:
-                abandoned = or_(abandoned, _holds.c.owner.in_(dead))
-            released = (
-                await connection.execute(
-                    update(_holds)
-                    .where(_holds.c.released == false(), abandoned)
-                    .values(released=True)
-                    .returning(*_HOLD_KEY, _holds.c.amount, _holds.c.reservation)
+                gone_rows = await connection.execute(
+                    delete(_holds)
+                    .where(_holds.c.owner.in_(dead))
+                    .returning(*_HOLD_KEY, _holds.c.amount, _holds.c.reservation, _holds.c.released)
                 )
-            ).all()
+                released = [row for row in gone_rows if not row.released]
+            if expired:
+                released += (
+                    await connection.execute(
+                        update(_holds)
+                        .where(_holds.c.released == false(), _holds.c.expires_at < now)
+                        .values(released=True)
+                        .returning(*_HOLD_KEY, _holds.c.amount, _holds.c.reservation)
+                    )
+                ).all()
             if released:
                 await connection.execute(
                     _SETTLE,
