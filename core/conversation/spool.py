@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from core.conversation.journal import TurnJournal
 from core.conversation.messages import NewMessage, StoredMessage
@@ -19,6 +19,7 @@ from core.errors import StorageUnavailable
 from core.money.budgets import BudgetLedger, Reservation
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 RETRY_SECONDS = 15.0
 """How long a write is retried before it is spooled."""
@@ -112,20 +113,29 @@ class DurableWrites:
             log.info("wrote %d spooled replies or usage rows to the database", written)
         return written
 
-    async def _retried(self, write: SpooledWrite) -> StoredMessage | None:
+    async def attempt(self, write: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``write``, retried with backoff while the database is away, for as long as
+        the end-of-turn writes are; ``StorageUnavailable`` if it stays away. For a write
+        nothing can go on without (recording an incoming message)."""
         delay = self._first_delay
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._retry_seconds
         while True:
             try:
-                return await self._write(write)
-            except StorageUnavailable as exc:
+                return await write()
+            except StorageUnavailable:
                 if loop.time() + delay > deadline:
-                    await self._spool.keep(write)
-                    log.error("database unavailable (%s); the write is spooled", exc)
-                    return None
+                    raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _retried(self, write: SpooledWrite) -> StoredMessage | None:
+        try:
+            return await self.attempt(lambda: self._write(write))
+        except StorageUnavailable as exc:
+            await self._spool.keep(write)
+            log.error("database unavailable (%s); the write is spooled", exc)
+            return None
 
     async def _write(self, write: SpooledWrite) -> StoredMessage | None:
         if write.settles is not None:

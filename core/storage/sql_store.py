@@ -397,7 +397,7 @@ class SqlConversationStore:
     ) -> int | None:
         """Record ``turn`` leased to ``owner`` and claim its event, in one transaction;
         None for a redelivered event."""
-        async with self._engine.begin() as connection:
+        async with _reachable(), self._engine.begin() as connection:
             if event_id is not None:
                 claimed = await connection.execute(
                     self._dialect.insert(ProcessedEventRow)
