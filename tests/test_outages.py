@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import sqlite3
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -232,21 +231,24 @@ async def test_a_reply_finished_while_sqlite_is_locked_by_another_process_is_kep
     fake_openai.enqueue(Scripted(text=ANSWER, chunks=8, chunk_delay=0.4))
     with FakeTelegram() as telegram:
         bot = await start_bot(env, tmp_path, telegram)
-        locker: subprocess.Popen[str] | None = None
+        locker: asyncio.subprocess.Process | None = None
         try:
             await until(lambda: bool(telegram.calls_to("getUpdates")))
             telegram.private_message(USER, QUESTION)
             await until(lambda: any(text.strip() for text in shown(telegram)))
             # Another process holds the database for longer than the busy timeout.
-            locker = subprocess.Popen(
-                [sys.executable, "-c", HOLD_LOCK, str(database), str(busy + 4)],
-                stdout=subprocess.PIPE,
-                text=True,
+            locker = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                HOLD_LOCK,
+                str(database),
+                str(busy + 4),
+                stdout=asyncio.subprocess.PIPE,
             )
             assert locker.stdout is not None
-            assert await asyncio.to_thread(locker.stdout.readline) == "locked\n"
+            assert await locker.stdout.readline() == b"locked\n"
             await until(lambda: ANSWER in shown(telegram), within=busy + 30)
-            await asyncio.to_thread(locker.wait, 60)
+            assert await asyncio.wait_for(locker.wait(), 60) == 0
 
             async def written() -> bool:
                 return not await FileSpool(tmp_path / "spool").pending() and bool(
@@ -257,12 +259,9 @@ async def test_a_reply_finished_while_sqlite_is_locked_by_another_process_is_kep
             await until(lambda: open_turns(database) == 0)  # closed, directly or from the spool
             await assert_answer_stored_once(url)
         finally:
-            if locker is not None:
-                if locker.poll() is None:
-                    locker.kill()
-                locker.wait()
-                if locker.stdout is not None:
-                    locker.stdout.close()
+            if locker is not None and locker.returncode is None:
+                locker.kill()
+                await locker.wait()
             errors = await stopped(bot)
     assert bot.returncode == 0, errors
     assert "settle is spooled" in errors  # the lock outlasted the busy timeout
