@@ -18,14 +18,19 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import text
 
-from core.money.budgets import Budget, BudgetLedger, Hold, Payer, Scope
+from core.conversation.spool import SpooledWrite
+from core.errors import StorageUnavailable
+from core.money.budgets import Budget, BudgetExceeded, BudgetLedger, Hold, Payer, Reservation, Scope
+from core.money.metering import Meter
 from core.money.periods import Period
 from core.money.sql_ledger import SqlBudgetLedger, budget_ledger
 from core.storage.database import upgrade
+from core.storage.file_spool import FileSpool
 from tests.conftest import API_KEY, engine_for
 from tests.fakes.memory_budgets import InMemoryBudgetLedger
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.telegram_server import FakeTelegram
+from tests.test_metering import FixedClock
 from tests.test_recovery import start_bot, until
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -164,6 +169,50 @@ class TestHeldReservations:
         reservation = await ledger.reserve(ADA, 100_000, NOW, UTC_ZONE, Hold(ALIVE, NOW))
         assert reservation.hold is None and reservation.claims == ()
         assert await ledger.release_abandoned(NOW + timedelta(days=1), never_gone) == 0
+
+
+class UnreachableAtSettle(InMemoryBudgetLedger):
+    """The database goes away between the reservation and its settle."""
+
+    async def settle(self, reservation: Reservation, actual: int) -> None:
+        raise StorageUnavailable("connection refused")
+
+
+async def test_the_meter_leases_to_its_process_and_spools_a_settle_it_cannot_write(
+    tmp_path: Path,
+) -> None:
+    ledger = UnreachableAtSettle()
+    await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, DOLLAR))
+    spool = FileSpool(tmp_path / "spool")
+
+    async def unsettled(reservation: Reservation, cost: int) -> None:
+        await spool.keep(SpooledWrite(None, None, settles=reservation, cost=cost))
+
+    meter = Meter(ledger, FixedClock(), UTC_ZONE, owner=ALIVE, unsettled=unsettled)
+    async with meter.reserved(ADA, 300_000) as bill:
+        bill.add(120_000)
+    [(_, write)] = await spool.pending()
+    assert write.settles is not None and write.cost == 120_000
+    assert write.settles.hold is not None and write.settles.amount == 300_000
+    # Written when the database is back (the spool's replay), once however often it is.
+    await InMemoryBudgetLedger.settle(ledger, write.settles, write.cost)
+    await InMemoryBudgetLedger.settle(ledger, write.settles, write.cost)
+    assert await held(ledger) == (120_000, 0, DOLLAR - 120_000)
+
+
+async def test_a_dead_process_s_whole_budget_is_free_again_for_its_recovered_turn() -> None:
+    ledger = InMemoryBudgetLedger()
+    await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, DOLLAR))
+    # What a process killed mid-call leaves: all the money held, never settled.
+    await ledger.reserve(ADA, DOLLAR, NOW, UTC_ZONE, Hold(DEAD, NOW + timedelta(seconds=20)))
+    alive = Meter(ledger, FixedClock(), UTC_ZONE, owner=ALIVE)
+    with pytest.raises(BudgetExceeded):
+        async with alive.reserved(ADA, 1):
+            pass
+    assert await alive.release_abandoned(lambda owner: owner == DEAD) == 1
+    async with alive.reserved(ADA, DOLLAR) as bill:
+        bill.add(5)
+    assert await held(ledger) == (5, 0, DOLLAR - 5)
 
 
 # --- a real process killed while it holds a reservation -----------------------------------

@@ -25,10 +25,11 @@ from core.money.pricing import LinearCost
 
 log = logging.getLogger(__name__)
 
-HOLD_SECONDS = 60.0
+HOLD_SECONDS = 20.0
 """How long a reservation stays held without being renewed (renewed every third of it while
-its call runs): the longest a dead process's reservation can keep money from its users when
-it is not known to be dead."""
+its call runs), as long as a turn's lease: when another machine takes over a dead process's
+turn, that process's reservations are about to be released too. A dead process of this
+machine is known dead at once (turn recovery asks)."""
 
 SIZINGS = 3
 """Reservations tried for a capped call: the whole call, then what the budget that refused
