@@ -85,6 +85,7 @@ def shown(telegram: FakeTelegram) -> list[str]:
 async def stopped(bot: asyncio.subprocess.Process) -> str:
     bot.send_signal(signal.SIGTERM)
     _, errors = await asyncio.wait_for(bot.communicate(), 30)
+    print(errors.decode(errors="replace"))  # shown if the test fails
     return errors.decode(errors="replace")
 
 

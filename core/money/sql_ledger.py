@@ -13,9 +13,10 @@ per call cost more than running them.
 A reservation made with a ``Hold`` also writes one ``budget_holds`` row per counter, in the
 same transaction, leased to its process. Settling deletes those rows and, only for the rows
 it deleted, moves the amount from reserved to spent — so a settle replayed from the spool
-counts once. ``release_abandoned`` gives back what expired leases held, marking their rows
-released (a settle arriving later still adds what the call cost), and deletes the rows of
-owners known to be dead, which will never settle.
+counts once. ``release_abandoned`` gives back what expired leases and dead owners held,
+marking their rows released: a settle arriving later (from a process only cut off, or
+replayed from a dead one's spool) still adds what the call cost, once. Released rows no
+settle came for are forgotten after a day.
 Database outages are raised as ``StorageUnavailable``.
 """
 
@@ -287,24 +288,19 @@ class SqlBudgetLedger:
                     expired = True
             if not dead and not expired:
                 return 0
-            # A dead owner never settles: its rows go; an expired lease's owner may still.
-            released = []
+            abandoned = _holds.c.expires_at < now
             if dead:
-                gone_rows = await connection.execute(
-                    delete(_holds)
-                    .where(_holds.c.owner.in_(dead))
-                    .returning(*_HOLD_KEY, _holds.c.amount, _holds.c.reservation, _holds.c.released)
+                abandoned = or_(abandoned, _holds.c.owner.in_(dead))
+            # Marked, not deleted: a settle may still come — from an owner only cut off, or
+            # from a dead owner's spool, replayed by the process that takes its place.
+            released = (
+                await connection.execute(
+                    update(_holds)
+                    .where(_holds.c.released == false(), abandoned)
+                    .values(released=True)
+                    .returning(*_HOLD_KEY, _holds.c.amount, _holds.c.reservation)
                 )
-                released = [row for row in gone_rows if not row.released]
-            if expired:
-                released += (
-                    await connection.execute(
-                        update(_holds)
-                        .where(_holds.c.released == false(), _holds.c.expires_at < now)
-                        .values(released=True)
-                        .returning(*_HOLD_KEY, _holds.c.amount, _holds.c.reservation)
-                    )
-                ).all()
+            ).all()
             if released:
                 await connection.execute(
                     _SETTLE,

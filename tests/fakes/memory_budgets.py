@@ -122,11 +122,8 @@ class InMemoryBudgetLedger:
         """Release the held reservations whose lease ran out or whose owner is gone."""
         async with self._lock:
             released = 0
-            for name, held in list(self._holds.items()):
-                dead = gone(held.owner)
-                if dead:
-                    del self._holds[name]  # it will never settle
-                if not held.released and (dead or held.until < now):
+            for held in self._holds.values():
+                if not held.released and (held.until < now or gone(held.owner)):
                     held.released = True
                     released += 1
                     for key in held.keys:
