@@ -210,6 +210,12 @@ class SqlBudgetLedger:
             budgets = [_budget(row) for row in rows]
             claims = _ordered(claims_for(budgets, payer, now, tz))
             refused = _oversized(claims, amount)
+            key = None
+            if claims and not refused and hold is not None:
+                # Before the counters: their row locks are then held only for the upsert
+                # and the commit (a refusal rolls these rows back with the rest).
+                key = uuid.uuid4().hex
+                await connection.execute(insert(_holds), _hold_rows(key, hold, claims, amount))
             if claims and not refused:
                 params: dict[str, object] = {"amount": amount}
                 for index, claim in enumerate(claims):
@@ -231,10 +237,6 @@ class SqlBudgetLedger:
                     lefts.append((claim, _left(claim, row)))
                 # Leaving the block rolls back the claims already made.
                 raise _tightest(lefts, now, tz)
-            key = None
-            if claims and hold is not None:
-                key = uuid.uuid4().hex
-                await connection.execute(insert(_holds), _hold_rows(key, hold, claims, amount))
         return Reservation(tuple(claims), amount, key)
 
     async def settle(self, reservation: Reservation, actual: int) -> None:
