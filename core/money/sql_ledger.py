@@ -68,7 +68,7 @@ from core.money.budgets import (
     refusal,
 )
 from core.money.periods import Period, window
-from core.storage.database import in_sqlite_connection, sqlite_transaction
+from core.storage.database import broken_query, in_sqlite_connection, sqlite_transaction
 from core.storage.schema import BudgetCounterRow, BudgetHoldRow, BudgetRow
 
 _T = TypeVar("_T")
@@ -478,6 +478,8 @@ async def _reachable() -> AsyncIterator[None]:
     try:
         yield
     except _OUTAGES as exc:
+        if broken_query(exc):
+            raise
         raise StorageUnavailable(str(exc).splitlines()[0][:200]) from exc
     except DBAPIError as exc:
         if not exc.connection_invalidated:
