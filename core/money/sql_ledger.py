@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -257,7 +257,7 @@ class SqlBudgetLedger:
                         "amount": 0 if row.released else int(row.amount),
                         "actual": actual,
                     }
-                    for row in held
+                    for row in _in_lock_order(held)
                 ]
             if params:
                 await connection.execute(_SETTLE, params)
@@ -308,7 +308,7 @@ class SqlBudgetLedger:
                     _SETTLE,
                     [
                         {**_row_key_values(row), "amount": int(row.amount), "actual": 0}
-                        for row in released
+                        for row in _in_lock_order(released)
                     ],
                 )
             await connection.execute(
@@ -444,6 +444,12 @@ def _row_key_values(row: Any) -> dict[str, object]:
         "k_period": row.period,
         "k_window": row.window_start,
     }
+
+
+def _in_lock_order(rows: Iterable[Any]) -> list[Any]:
+    """``budget_holds`` rows in the order ``_ordered`` gives their counters, so that a
+    settle or a release never waits on a reservation that waits on it."""
+    return sorted(rows, key=lambda r: (r.scope, r.subject, r.period, _aware(r.window_start)))
 
 
 def _hold_rows(key: str, hold: Hold, claims: Sequence[Claim], amount: int) -> list[dict[str, Any]]:
