@@ -247,7 +247,17 @@ async def bootstrap(
             images=ports.images,
             realtime=ports.realtime,
         )
-        meter = Meter(storage.budgets, clock, settings.zone)
+        owner = process_owner()
+        writes = DurableWrites(
+            storage.store,
+            storage.journal,
+            FileSpool(settings.spool_dir),
+            retry_seconds=settings.store_retry_seconds,
+            ledger=storage.budgets,
+        )
+        meter = Meter(
+            storage.budgets, clock, settings.zone, owner=owner, unsettled=writes.settle_later
+        )
         outbox = Outbox(storage.store, storage.access.admins)
 
         async def retired(old: str, new: str) -> None:
@@ -274,12 +284,6 @@ async def bootstrap(
         turns = TurnRunner()
         choices = ConversationChoices(
             store, registry, turns, clock, can_speak=True, can_talk=media.can_talk
-        )
-        writes = DurableWrites(
-            store,
-            storage.journal,
-            FileSpool(settings.spool_dir),
-            retry_seconds=settings.store_retry_seconds,
         )
         assistant = Assistant(
             store=store,
@@ -310,7 +314,6 @@ async def bootstrap(
             clock=clock,
             timezone=settings.zone,
         )
-        owner = process_owner()
         batches = BatchJobs(
             api=ports.batches,
             jobs=SqlJobStore(storage.database),
@@ -391,6 +394,7 @@ async def bootstrap(
                 owner=owner,
                 writes=writes,
                 gone=process_gone,
+                meter=meter,
             ),
             media,
             batches,
