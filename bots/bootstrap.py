@@ -248,7 +248,17 @@ async def bootstrap(
             images=ports.images,
             realtime=ports.realtime,
         )
-        meter = Meter(storage.budgets, clock, settings.zone)
+        owner = process_owner()
+        writes = DurableWrites(
+            storage.store,
+            storage.journal,
+            FileSpool(settings.spool_dir),
+            retry_seconds=settings.store_retry_seconds,
+            ledger=storage.budgets,
+        )
+        meter = Meter(
+            storage.budgets, clock, settings.zone, owner=owner, unsettled=writes.settle_later
+        )
         outbox = Outbox(storage.store, storage.access.admins)
 
         async def retired(old: str, new: str) -> None:
@@ -275,12 +285,6 @@ async def bootstrap(
         turns = TurnRunner()
         choices = ConversationChoices(
             store, registry, turns, clock, can_speak=True, can_talk=media.can_talk
-        )
-        writes = DurableWrites(
-            store,
-            storage.journal,
-            FileSpool(settings.spool_dir),
-            retry_seconds=settings.store_retry_seconds,
         )
         assistant = Assistant(
             store=store,
@@ -311,7 +315,6 @@ async def bootstrap(
             clock=clock,
             timezone=settings.zone,
         )
-        owner = process_owner()
         job_store = SqlJobStore(storage.database)
         webhook_secret = (
             settings.openai_webhook_secret.get_secret_value()
@@ -394,6 +397,7 @@ async def bootstrap(
                 owner=owner,
                 writes=writes,
                 gone=process_gone,
+                meter=meter,
             ),
             media,
             batches,

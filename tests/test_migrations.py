@@ -28,6 +28,7 @@ TABLES = {
     "jobs",
     "budgets",
     "budget_counters",
+    "budget_holds",
     "posted_messages",
     "turns",
     "fine_tuned_models",

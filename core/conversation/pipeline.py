@@ -217,8 +217,11 @@ class InboundPipeline:
             platform_message_id=message.platform_message_id,
         )
         try:
-            turn_id = await self._journal.accept_turn(
-                turn, message.event_id, self._owner, self._lease_end()
+            # A database away for a few seconds delays the answer; longer, the user is told.
+            turn_id = await self._writes.attempt(
+                lambda: self._journal.accept_turn(
+                    turn, message.event_id, self._owner, self._lease_end()
+                )
             )
         except Exception as exc:
             log.exception("could not record a %s message", message.key.channel)
