@@ -42,7 +42,7 @@ from bots.models_cli import (
 )
 from bots.openai_webhooks import webhook_routes
 from bots.ops import operations_server
-from bots.scheduler import RECOVERY_SECONDS, PeriodicJob, scheduled
+from bots.scheduler import RECOVERY_SECONDS, PeriodicJob, poll_jobs, scheduled
 from bots.slack.channel import SlackChannel
 from bots.telegram.channel import TelegramChannel
 from core.access.quota_args import QuotaSyntaxError, parse_quota
@@ -50,6 +50,7 @@ from core.clock import SystemClock
 from core.conversation.messages import ConversationKey, UserRef
 from core.errors import ConfigError
 from core.jobs.batches import job_age
+from core.jobs.finetunes import KIND as FINETUNE
 from core.jobs.sql_jobs import SqlJobStore
 from core.logs import configure_logging
 from core.money.accounting import (
@@ -294,7 +295,9 @@ async def _run(settings: Settings, which: str) -> None:
                     app.storage.database,
                     app.metrics.registry,
                     channels,
-                    routes=webhook_routes(app.batches) if settings.openai_webhook_secret else (),
+                    routes=webhook_routes(app.batches, app.finetunes)
+                    if settings.openai_webhook_secret
+                    else (),
                 ),
                 scheduled(
                     [
@@ -313,8 +316,11 @@ async def _run(settings: Settings, which: str) -> None:
 
 
 def jobs_poll(app: App) -> PeriodicJob:
-    """The scheduler's poll of open batch jobs, every ``SWITCHBOARD_JOBS_POLL_SECONDS``."""
-    return PeriodicJob("jobs-poll", app.batches.poll_once, app.settings.jobs_poll_seconds)
+    """The scheduler's poll of open batch and fine-tune jobs, every
+    ``SWITCHBOARD_JOBS_POLL_SECONDS``."""
+    return PeriodicJob(
+        "jobs-poll", poll_jobs(app.batches, app.finetunes), app.settings.jobs_poll_seconds
+    )
 
 
 async def _until_stopped(channel: Channel, stop: asyncio.Event) -> None:
@@ -404,7 +410,11 @@ async def _jobs_list(settings: Settings, who: str | None) -> None:
 
 async def _jobs_cancel(settings: Settings, number: int) -> int:
     async with bootstrap(settings) as app:
-        print(await app.batches.cancel(number, SHELL, admin=True))
+        job = await SqlJobStore(app.storage.database).job(number)
+        if job is not None and job.kind == FINETUNE:
+            print(await app.finetunes.cancel(number))
+        else:
+            print(await app.batches.cancel(number, SHELL, admin=True))
     return 0
 
 

@@ -1,7 +1,7 @@
 """The scheduler every ``switchboard run`` process starts: APScheduler 3's
-``AsyncIOScheduler`` running the core's periodic work (turn recovery now; the jobs poll
-next) on the event loop. Jobs are plain coroutine functions; what they work on are database
-rows with leases, so several processes can run the same schedule."""
+``AsyncIOScheduler`` running the core's periodic work (turn recovery, and the poll of batch
+and fine-tune jobs) on the event loop. Jobs are plain coroutine functions; what they work on
+are database rows with leases, so several processes can run the same schedule."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -27,6 +28,30 @@ class PeriodicJob:
     name: str
     run: Callable[[], Awaitable[object]]
     seconds: float
+
+
+class Poller(Protocol):
+    """Jobs of one kind, polled in rounds (``BatchJobs``, ``FineTuneJobs``)."""
+
+    async def poll_once(self) -> int:
+        """One polling round; returns how many jobs were polled."""
+
+
+def poll_jobs(*pollers: Poller) -> Callable[[], Awaitable[int]]:
+    """One polling round of every kind of job, in turn: a kind whose round fails does not
+    keep the others from theirs (the failure is logged, and the next round tries again)."""
+
+    async def poll() -> int:
+        polled = 0
+        for poller in pollers:
+            try:
+                polled += await poller.poll_once()
+            except Exception as exc:
+                log.error("polling %s failed: %s", type(poller).__name__, exc)
+                log.debug("polling %s failed", type(poller).__name__, exc_info=True)
+        return polled
+
+    return poll
 
 
 @asynccontextmanager

@@ -36,7 +36,7 @@ async def test_a_job_recorded_before_its_batch_is_held_by_its_submitter_until_re
         "alpha",
         now + timedelta(seconds=120),
     )
-    assert (job.status, job.openai_id) == (SUBMITTING, None)
+    assert (job.status, job.openai_id) == (SUBMITTING, "")  # not known yet
     assert await jobs.due(LIVE, now, 10) == []  # leased: nobody else polls it
     assert not await jobs.checkpoint(job.id, "beta", {"x": 1}, now)  # not beta's to write
     assert await jobs.checkpoint(job.id, "alpha", {"token": "t1", "file": "f"}, now)

@@ -48,7 +48,7 @@ from bots.telegram.updates import (
 )
 from bots.telegram.webhook import WebhookServer
 from core.conversation.channel import Outbox, OutgoingFile, Reply
-from core.conversation.commands import COMMANDS, Command, parse_command
+from core.conversation.commands import COMMANDS, FILE_COMMANDS, Command, parse_command
 from core.conversation.events import CommandAnswered, Refused, ReplyEvent
 from core.conversation.messages import ConversationKey, IncomingMessage
 from core.conversation.pipeline import Activity, Delivery, FetchFiles, InboundPipeline
@@ -310,8 +310,9 @@ class TelegramChannel:
         if not known and is_group(message.chat) and not addressed:
             return
         files: Sequence[TelegramFile] = pictures[:1] if command.name == "edit" else ()
-        if command.name == "batch":
-            # /batch as a document's caption: the prompts file (any kind; the core checks).
+        with_file = command.name in FILE_COMMANDS
+        if with_file:
+            # /batch or /finetune as a document's caption: its file (any kind; the core checks).
             document = file_of(message) if message.document else None
             files = [document] if document is not None else ()
         await self._deliver(
@@ -321,7 +322,7 @@ class TelegramChannel:
             text,
             command=command,
             files=files,
-            any_kind=command.name == "batch",
+            any_kind=with_file,
         )
 
     async def _deliver(

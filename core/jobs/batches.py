@@ -364,7 +364,7 @@ class BatchJobs:
 
     async def _poll(self, job: Job) -> None:
         assert self._api is not None
-        if job.openai_id is None:
+        if not job.openai_id:
             await self._resume(job)
             return
         state = await self._api.retrieve(job.openai_id)
@@ -609,7 +609,7 @@ class BatchJobs:
 
     async def list_jobs(self, user: UserRef, limit: int = 20) -> list[Job]:
         """The newest batch jobs of ``user``."""
-        return await self._jobs.jobs(await self._store.ensure_user(user), limit=limit)
+        return await self._jobs.jobs(await self._store.ensure_user(user), limit=limit, kind=KIND)
 
     def describe(self, job: Job) -> str:
         """One line about a job: number, state with progress, and age."""
@@ -629,7 +629,7 @@ class BatchJobs:
             return f"There is no job #{job_id} of yours. /jobs lists them."
         if job.status not in LIVE:
             return f"Job #{job_id} is already {_LABELS.get(job.status, job.status)}."
-        if job.openai_id is None:
+        if not job.openai_id:
             return f"Batch #{job_id} is still being sent; cancel it in a moment."
         if self._api is None:
             return NO_API

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -41,6 +41,7 @@ class SqlJobStore:
                     payload=job.payload,
                     lease_owner=owner,
                     lease_until=until,
+                    error=job.error,
                 )
             )
             primary_key = result.inserted_primary_key
@@ -64,11 +65,15 @@ class SqlJobStore:
             await connection.rollback()
         return None if row is None else _job(row)
 
-    async def jobs(self, user_id: int | None = None, limit: int = 20) -> list[Job]:
+    async def jobs(
+        self, user_id: int | None = None, limit: int = 20, *, kind: str | None = None
+    ) -> list[Job]:
         """Newest first."""
         query = select(_jobs).order_by(_jobs.c.id.desc()).limit(limit)
         if user_id is not None:
             query = query.where(_jobs.c.user_id == user_id)
+        if kind is not None:
+            query = query.where(_jobs.c.kind == kind)
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).all()
             await connection.rollback()
@@ -186,15 +191,17 @@ class SqlJobStore:
         payload: dict[str, Any],
         usage: UsageRecord | None,
         error: str | None = None,
+        open_states: Collection[str] | None = None,
     ) -> bool:
         """The final status and the usage row together, once."""
+        still_open = list([*OPEN_STATES, SUBMITTING] if open_states is None else open_states)
         async with self._engine.begin() as connection:
             result = await connection.execute(
                 update(_jobs)
                 .where(
                     _jobs.c.id == job_id,
                     _jobs.c.lease_owner == owner,
-                    _jobs.c.status.in_([*OPEN_STATES, SUBMITTING]),
+                    _jobs.c.status.in_(still_open),
                 )
                 .values(
                     status=status,
@@ -219,7 +226,7 @@ def _job(row: Row[Any]) -> Job:
         status=row.status,
         user_id=row.user_id,
         conversation_id=row.conversation_id,
-        openai_id=row.openai_id,
+        openai_id=row.openai_id or "",
         payload=dict(row.payload or {}),
         error=row.error,
         created_at=_aware(row.created_at),

@@ -1,10 +1,10 @@
-"""The job store port: batch jobs as rows that any process can poll, one at a time under a
-lease, and finish exactly once (the final status and the usage row in one transaction).
-``core.jobs.sql_jobs`` implements it on SQLAlchemy."""
+"""The job store port: batch and fine-tune jobs as rows that any process can poll, one at a
+time under a lease, and finish exactly once (the final status and the usage row in one
+transaction). ``core.jobs.sql_jobs`` implements it on SQLAlchemy."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -20,7 +20,9 @@ its process dies, the next poller looks for the batch by the job's metadata."""
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """A job to record (before the API is asked to run it: ``openai_id`` None)."""
+    """A job to record: before the API is asked to run it (``openai_id`` None, state
+    ``submitting``), once the API accepted it, or, with no ``openai_id``, a job the API
+    refused, recorded in its final state."""
 
     kind: str
     status: str
@@ -28,6 +30,7 @@ class NewJob:
     conversation_id: int | None
     openai_id: str | None
     payload: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +43,9 @@ class Job:
     status: str
     user_id: int | None
     conversation_id: int | None
-    openai_id: str | None
+    openai_id: str
+    """The API's id of the job ("" until it is known: a job being submitted, or one the
+    API refused)."""
     payload: dict[str, Any]
     error: str | None
     created_at: datetime
@@ -60,8 +65,10 @@ class JobStore(Protocol):
     async def by_openai_id(self, openai_id: str) -> Job | None:
         """The job of an OpenAI batch id, or None."""
 
-    async def jobs(self, user_id: int | None = None, limit: int = 20) -> list[Job]:
-        """The newest jobs, of one user or of everyone."""
+    async def jobs(
+        self, user_id: int | None = None, limit: int = 20, *, kind: str | None = None
+    ) -> list[Job]:
+        """The newest jobs, of one user or of everyone, of one kind or of all."""
 
     async def count_open(self, open_states: Sequence[str]) -> int:
         """How many jobs are open."""
@@ -110,7 +117,9 @@ class JobStore(Protocol):
         payload: dict[str, Any],
         usage: UsageRecord | None,
         error: str | None = None,
+        open_states: Collection[str] | None = None,
     ) -> bool:
         """Close an open (or submitting) job leased by ``owner`` with its final ``status``
         and its usage row, in one transaction; False (and nothing written) if it was
-        closed already or the lease was lost."""
+        closed already or the lease was lost. ``open_states``: the statuses of the job's
+        kind that are still open (None: a batch's, ``submitting`` included)."""

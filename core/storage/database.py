@@ -49,6 +49,14 @@ def database_url(url: str) -> URL:
     return parsed
 
 
+def broken_query(error: BaseException) -> bool:
+    """Whether a database error is SQLite's generic ``SQLITE_ERROR`` (no such table, bad
+    SQL): a bug or a missing migration, not an outage to wait out — SQLite raises both as
+    ``OperationalError``, with a busy or locked database, a disk I/O error, and so on."""
+    cause = getattr(error, "orig", None) or error
+    return getattr(cause, "sqlite_errorcode", None) == sqlite3.SQLITE_ERROR
+
+
 def create_engine(url: str, **options: Any) -> AsyncEngine:
     """An ``AsyncEngine`` for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
     parsed = database_url(url)

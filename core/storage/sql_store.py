@@ -43,7 +43,7 @@ from core.conversation.messages import (
 from core.conversation.store import Spend, UsageRecord
 from core.errors import StorageUnavailable
 from core.media.ports import PreparedImage
-from core.storage.database import in_sqlite_connection, sqlite_transaction
+from core.storage.database import broken_query, in_sqlite_connection, sqlite_transaction
 from core.storage.schema import (
     AccessRuleRow,
     ConversationRow,
@@ -397,7 +397,7 @@ class SqlConversationStore:
     ) -> int | None:
         """Record ``turn`` leased to ``owner`` and claim its event, in one transaction;
         None for a redelivered event."""
-        async with self._engine.begin() as connection:
+        async with _reachable(), self._engine.begin() as connection:
             if event_id is not None:
                 claimed = await connection.execute(
                     self._dialect.insert(ProcessedEventRow)
@@ -663,6 +663,8 @@ async def _reachable() -> AsyncIterator[None]:
         OSError,
         sqlite3.OperationalError,
     ) as exc:
+        if broken_query(exc):
+            raise
         raise StorageUnavailable(str(exc).splitlines()[0][:200]) from exc
     except DBAPIError as exc:
         if not exc.connection_invalidated:

@@ -164,6 +164,7 @@ class FakeBatches:
         app.router.add_post("/v1/uploads/{upload_id}/parts", self._add_part)
         app.router.add_post("/v1/uploads/{upload_id}/complete", self._complete_upload)
         app.router.add_post("/v1/uploads/{upload_id}/cancel", self._cancel_upload)
+        app.router.add_delete("/v1/files/{file_id}", self._delete)
         app.router.add_post("/v1/batches", self._create)
         app.router.add_get("/v1/batches", self._list)
         app.router.add_get("/v1/batches/{batch_id}", self._retrieve)
@@ -376,6 +377,14 @@ class FakeBatches:
         if stored is None:
             return _error(404, f"No such File object: {request.match_info['file_id']}", "id")
         return web.Response(body=stored.data, content_type="application/octet-stream")
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        with self._lock:
+            stored = self.files.pop(file_id, None)
+        if stored is None:
+            return _error(404, f"No such File object: {file_id}", "id")
+        return web.json_response({"id": file_id, "object": "file", "deleted": True})
 
     # --- batches -------------------------------------------------------------------------
 
