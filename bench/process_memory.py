@@ -1,10 +1,12 @@
 """Benchmark: how heavy a ``switchboard run telegram`` process is (issue 17, item 3).
 
 A real ``switchboard run telegram`` process (``python -m bots.cli``) is started against the
-fake Bot API and the fake OpenAI, each in its own process, on a fresh SQLite database.
-Reported per checkout: start-up wall and CPU (user + system) seconds until the first
-``getUpdates`` reaches the fake Bot API, resident memory (``VmRSS``) idle two seconds
-after that, and resident memory after ``--turns`` short turns spread over ``--chats`` chats.
+fake Bot API and the fake OpenAI, each in its own process, on a SQLite database that
+``switchboard db upgrade`` migrated beforehand (so it starts as a restart does; a first
+start also runs the migrations). Reported per checkout: start-up wall and CPU (user +
+system) seconds until the first ``getUpdates`` reaches the fake Bot API, resident memory
+(``VmRSS``) idle two seconds after that, and resident memory after ``--turns`` short
+turns spread over ``--chats`` chats.
 
 Several checkouts (``--checkout DIR``, repeatable; default: this one) are measured in the
 same run, alternating, so that their figures can be compared as ratios::
@@ -12,8 +14,10 @@ same run, alternating, so that their figures can be compared as ratios::
     git worktree add /tmp/light_base <sha>
     python -m bench.process_memory --checkout /tmp/light_base --checkout . [--runs 3]
 
-Each checkout's ``bots`` and ``core`` are put first on ``PYTHONPATH``; the fakes and this
-file come from the current checkout, the installed libraries from this interpreter.
+Each checkout's ``bots`` and ``core`` are put first on ``PYTHONPATH`` and compiled to
+bytecode first (as ``pip install`` does for a deployment; otherwise every start would
+compile them again where ``PYTHONDONTWRITEBYTECODE`` is set); the fakes and this file come
+from the current checkout, the installed libraries from ``--python``.
 """
 
 from __future__ import annotations
@@ -101,6 +105,12 @@ async def measure(
                 async with fake.get("/_fake/calls", params=query) as response:
                     return int((await response.json()).get(method, 0))
 
+            migrate = await asyncio.create_subprocess_exec(
+                python, "-m", "bots.cli", "db", "upgrade", env=env, cwd=folder,
+                stdout=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            if await migrate.wait() != 0:
+                raise RuntimeError(f"{checkout}: db upgrade failed")
             polls = await calls("getUpdates", 0)
             sent = await calls("sendMessage", 0)
             started = time.perf_counter()
@@ -155,6 +165,13 @@ async def main() -> None:
     args = parser.parse_args()
     checkouts: list[Path] = [c.resolve() for c in args.checkout or [Path(".")]]
     figures: dict[Path, list[list[float]]] = {c: [] for c in checkouts}
+    for checkout in checkouts:
+        folders = [str(checkout / name) for name in ("bots", "core", "migrations")]
+        compiling = await asyncio.create_subprocess_exec(
+            args.python, "-m", "compileall", "-q", *folders
+        )
+        if await compiling.wait() != 0:
+            raise RuntimeError(f"{checkout}: compileall failed")
     with (
         fake_openai_process() as openai_url,
         fake_process("tests.fakes.telegram_server", "FAKE_TELEGRAM", *UNLIMITED) as telegram_url,
