@@ -22,13 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 
+from core.storage.database import alembic_config, shipped_head
 from tests.conftest import API_KEY
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import FakeSlack
 from tests.fakes.telegram_server import FakeTelegram
-
-pytestmark = pytest.mark.slow
 
 SWITCHBOARD = str(Path(sys.executable).parent / "switchboard")
 # ``switchboard`` itself, with the names of the modules it had loaded written at exit.
@@ -111,6 +111,7 @@ async def until(check: Callable[[], bool]) -> None:
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.slow
 async def test_run_telegram_loads_no_slack_and_no_media_library(
     env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -134,6 +135,7 @@ async def test_run_telegram_loads_no_slack_and_no_media_library(
     assert imported(modules, ("aiohttp.web",)) == []  # polling: no webhook, no ops port
 
 
+@pytest.mark.slow
 async def test_run_slack_loads_no_telegram_and_no_media_library(
     env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -169,3 +171,10 @@ async def test_run_slack_loads_no_telegram_and_no_media_library(
     assert "bots.slack.channel" in modules and "openai" in modules
     assert imported(modules, TELEGRAM) == []
     assert imported(modules, ONLY_WHEN_USED) == []
+
+
+def test_the_head_start_up_reads_from_the_migration_files_is_alembics() -> None:
+    """Start-up skips Alembic when ``alembic_version`` holds this revision: it must be the
+    head Alembic itself would upgrade to."""
+    alembic = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://"))
+    assert shipped_head() == alembic.get_current_head() is not None
