@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import logging
 import math
 import os
@@ -21,6 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import Any
 
 from core.errors import ConfigError, MediaTooLarge, UnsupportedMedia
 from core.media.ports import AUDIO_SUFFIXES, AudioPart, PreparedAudio, VoiceNote
@@ -361,21 +363,28 @@ def _interpolate(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
     return ys[index - 1] + share * (ys[index] - ys[index - 1])
 
 
-def _quietest_pause(pcm: bytes) -> float | None:
-    """Seconds into ``pcm`` (16 kHz mono s16le) of the middle of its quietest pause: of the
-    stretches of at least 300 ms under -40 dBFS (found with pydub, in 10 ms steps), the
-    quietest, the latest of equals; ``None`` when there is none."""
+@functools.cache
+def _pydub() -> Any:
+    """pydub, imported once, on first use."""
     with warnings.catch_warnings():
         # pydub imports audioop (deprecated since Python 3.11) and warns at import when no
         # ffmpeg is on PATH; it is only used on raw PCM here, and ffmpeg is found apart.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
-        from pydub import AudioSegment, silence
+        import pydub.silence
 
-    audio = AudioSegment(
+    return pydub
+
+
+def _quietest_pause(pcm: bytes) -> float | None:
+    """Seconds into ``pcm`` (16 kHz mono s16le) of the middle of its quietest pause: of the
+    stretches of at least 300 ms under -40 dBFS (found with pydub, in 10 ms steps), the
+    quietest, the latest of equals; ``None`` when there is none."""
+    pydub = _pydub()
+    audio = pydub.AudioSegment(
         data=pcm[: len(pcm) - len(pcm) % 2], sample_width=2, frame_rate=_PCM_RATE, channels=1
     )
-    pauses = silence.detect_silence(
+    pauses = pydub.silence.detect_silence(
         audio,
         min_silence_len=_PAUSE_MS,
         silence_thresh=_SILENCE_DBFS,
