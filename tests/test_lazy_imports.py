@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-from core.storage.database import alembic_config, shipped_head
-from tests.conftest import API_KEY
+from core.storage.database import alembic_config, migrate, shipped_head, stamped_revision
+from tests.conftest import API_KEY, engine_for
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import FakeSlack
 from tests.fakes.telegram_server import FakeTelegram
@@ -178,3 +178,16 @@ def test_the_head_start_up_reads_from_the_migration_files_is_alembics() -> None:
     head Alembic itself would upgrade to."""
     alembic = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://"))
     assert shipped_head() == alembic.get_current_head() is not None
+
+
+async def test_start_up_migrates_a_new_database_and_only_reads_a_current_ones_revision(
+    database_url: str,
+) -> None:
+    async with engine_for(database_url) as engine:
+        assert await stamped_revision(engine) is None  # a new database: no table yet
+
+        await migrate(engine, database_url)
+        assert await stamped_revision(engine) == shipped_head()
+
+        await migrate(engine, database_url)  # at the head: the revision is read, nothing runs
+        assert await stamped_revision(engine) == shipped_head()
