@@ -53,7 +53,7 @@ from core.jobs.sql_jobs import SqlJobStore
 from core.media.demo_media import DemoImages, DemoSpeech, DemoTranscriber
 from core.media.ffmpeg_audio import FfmpegAudio, find_ffmpeg
 from core.media.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscriber
-from core.media.pillow_images import PillowPictures
+from core.media.pillow_pictures import PillowPictures
 from core.media.ports import ImageGenerator, SpeechSynthesizer, Transcriber
 from core.media.steps import MediaKit, MediaOptions, MediaSteps
 from core.metrics_prometheus import PrometheusMetrics
@@ -70,7 +70,7 @@ from core.money.metering import Meter
 from core.money.prices import PriceTable, load_prices
 from core.money.sql_ledger import budget_ledger
 from core.settings import Settings
-from core.storage.database import create_engine, upgrade
+from core.storage.database import create_engine, migrate
 from core.storage.file_spool import FileSpool
 from core.storage.sql_store import conversation_store
 from core.tools.builtin import builtin_tools
@@ -109,7 +109,7 @@ async def open_storage(settings: Settings, *, clock: Clock | None = None) -> Asy
     database = create_engine(settings.database_url)
     try:
         if settings.auto_migrate:
-            await upgrade(settings.database_url)
+            await migrate(database, settings.database_url)
         store = conversation_store(database)
         async with kept_fresh(access, store):
             yield Storage(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from telegram import Bot, BotCommand, CallbackQuery, Message, Update
@@ -46,7 +47,6 @@ from bots.telegram.updates import (
     place_of,
     user_ref,
 )
-from bots.telegram.webhook import WebhookServer
 from core.conversation.channel import Outbox, OutgoingFile, Reply
 from core.conversation.commands import COMMANDS, FILE_COMMANDS, Command, parse_command
 from core.conversation.events import CommandAnswered, Refused, ReplyEvent
@@ -56,6 +56,9 @@ from core.errors import ConfigError
 from core.media.ports import Attachment
 from core.metrics import Metrics, NullMetrics
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from bots.telegram.webhook import WebhookServer
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +153,8 @@ class TelegramChannel:
             server: WebhookServer | None = None
             try:
                 if webhook:
+                    from bots.telegram.webhook import WebhookServer  # aiohttp's server
+
                     secret = self._settings.telegram_webhook_secret
                     assert secret is not None
                     server = WebhookServer(
