@@ -191,13 +191,13 @@ async def burst(tmp: Path, timeline: list[list[object]]) -> list[object]:
         ("first sendMessage", [asked + t / 1000 for t in times]),
     ):
         ms = [(t - asked) * 1000 for t in moments]
-        quantiles = [percentile(ms, q) for q in (0.1, 0.2, 0.5, 0.9, 1.0)]
+        quantiles = [percentile(ms, q) for q in (0.0, 0.1, 0.2, 0.5, 0.9, 1.0)]
         timeline.append([stage, len(ms), *quantiles])
     with contextlib.closing(sqlite3.connect(database)) as db:
         roles = [role for (role,) in db.execute("SELECT role FROM messages ORDER BY id")]
     last_question = max(i for i, role in enumerate(roles) if role == "user")
     early = sum(role == "assistant" for role in roles[:last_question])
-    timeline.append(["answers stored before the last question", early, "", "", "", "", ""])
+    timeline.append(["answers stored before the last question", early, *[""] * 6])
     # 100 calls at 30 a second: the 50th can go out 50/30 s after the first.
     uniform_floor = 1000 * (BURST_CHATS / 2) / OVERALL_PER_SECOND
     return [
@@ -308,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ]
             print(table(headers, rows))
             print("\nWhole turns: when each stage was reached, ms after the questions")
-            headers = ["stage", "turns", "p10", "p20", "p50", "p90", "last"]
+            headers = ["stage", "turns", "first", "p10", "p20", "p50", "p90", "last"]
             print(table(headers, timeline))
         if args.part in ("wait", "all"):
             rows = []
