@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
-from core.conversation.admission import Admission, leave, outside
+from core.conversation.admission import Admission, AdmittedGateway, leave, outside
 from core.conversation.events import ReplyEvent, ReplyFailed, ReplyFinished
 from core.conversation.messages import ConversationKey, Role
 from core.conversation.turns import RESTARTING, Turn, TurnBody, TurnRunner
+from core.models.llm import ChatTurn, LLMEvent, LLMRequest, TextChunk
+from core.models.registry import load_registry
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.telegram_server import FakeTelegram
@@ -282,3 +285,43 @@ async def test_a_burst_of_chats_is_answered_first_come_first_served(
     assert max(stored[c][Role.ASSISTANT] for c in first) < min(stored[c][Role.USER] for c in last)
     sent = {call.params["chat_id"]: call.time for call in lifted.calls_to("sendMessage")}
     assert max(sent[c] for c in first) < min(sent[c] for c in last)
+
+
+class SlowModel:
+    """An ``LLMGateway`` whose answer comes when the test says so (a long stream)."""
+
+    def __init__(self) -> None:
+        self.called = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
+        self.called.set()
+        await self.answer.wait()
+        yield TextChunk("done")
+
+
+async def test_a_turn_waiting_for_the_model_does_not_keep_others_waiting() -> None:
+    """One slot: while the first turn's model streams, the next turn works; when the
+    stream ends the first turn takes a slot back before storing its answer."""
+    runner = TurnRunner(Admission(1, hold_seconds=60))
+    model = SlowModel()
+    gateway = AdmittedGateway(model)
+    request = LLMRequest(load_registry().model(None), "", [ChatTurn("user", "hi")])
+    order: list[str] = []
+
+    async def streaming(turn: Turn) -> None:
+        async for event in gateway.stream(request):
+            assert isinstance(event, TextChunk)
+        order.append("first stores its answer")
+
+    async def quick(turn: Turn) -> None:
+        order.append("second works")
+        await model.called.wait()
+
+    first = asyncio.create_task(runner.run(key("a"), Sink(), streaming))
+    await model.called.wait()
+    await asyncio.wait_for(runner.run(key("b"), Sink(), quick), 5)
+    assert order == ["second works"]
+    model.answer.set()
+    await asyncio.wait_for(first, 5)
+    assert order == ["second works", "first stores its answer"]
