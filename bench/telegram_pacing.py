@@ -183,7 +183,7 @@ async def burst(tmp: Path, timeline: list[list[object]], *, warm: bool = False) 
             body = [{"chat_id": chat, "text": _question(chat)} for chat in chats]
             async with fake.post("/_fake/private_messages", json=body) as response:
                 response.raise_for_status()
-            query = {"method": "sendMessage", "at_least": str(BURST_CHATS), "timeout": "120"}
+            query = {"method": "sendMessage", "at_least": str(BURST_CHATS + warm), "timeout": "120"}
             async with fake.get("/_fake/calls", params=query) as response:
                 response.raise_for_status()
             async with fake.get("/_fake/flood_log") as response:
