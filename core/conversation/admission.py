@@ -58,11 +58,6 @@ class Admission:
         self._waiting: list[_Waiter] = []
         self._arrivals = itertools.count()
 
-    @property
-    def limit(self) -> int:
-        """How many turns may work at once (0: no limit)."""
-        return self._limit
-
     def arrival(self) -> int:
         """Take the next place in the arrival order (when a turn is handed to the runner)."""
         return next(self._arrivals)
