@@ -20,7 +20,7 @@ import argparse
 import asyncio
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import aiohttp
 from bench.common import API_KEY, fake_openai_process, fake_process, percentile, table
 from bots.bootstrap import App, bootstrap, run_loop
 from bots.telegram.channel import TelegramChannel
+from core.models.llm import LLMGateway
 from core.settings import load_settings
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.telegram_server import FakeTelegram
@@ -51,9 +52,16 @@ RAISED = {
 
 @asynccontextmanager
 async def bot(
-    telegram_url: str, token: str, openai_url: str, database: Path, **env: str
+    telegram_url: str,
+    token: str,
+    openai_url: str,
+    database: Path,
+    *,
+    wrap_gateway: Callable[[LLMGateway], LLMGateway] | None = None,
+    **env: str,
 ) -> AsyncIterator[App]:
-    """The bot, its Telegram channel configured by ``env`` on top of the benchmark's settings."""
+    """The bot, its Telegram channel configured by ``env`` on top of the benchmark's settings
+    (``wrap_gateway``: see ``bootstrap``)."""
     settings = load_settings(
         None,
         OPENAI_API_KEY=API_KEY,
@@ -66,7 +74,7 @@ async def bot(
         SWITCHBOARD_USER_MESSAGES_PER_MINUTE="0",
         **env,
     )
-    async with bootstrap(settings) as app:
+    async with bootstrap(settings, wrap_gateway=wrap_gateway) as app:
         channel = TelegramChannel(app.pipeline, app.outbox, settings)
         stop = asyncio.Event()
         task = asyncio.create_task(channel.run(stop))

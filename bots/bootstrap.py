@@ -26,6 +26,7 @@ from core.access.names import UserDirectory
 from core.access.policy import AccessPolicy, kept_fresh
 from core.clock import Clock, SystemClock
 from core.conversation.admin_notices import AdminNotices
+from core.conversation.admission import Admission, AdmittedGateway
 from core.conversation.assistant import Assistant, AssistantOptions
 from core.conversation.channel import Outbox
 from core.conversation.choices import ConversationChoices
@@ -282,13 +283,13 @@ async def bootstrap(
                 raise ConfigError(f"mode {mode.id!r} names unknown tools: {', '.join(missing)}")
         store = storage.store
         metrics = PrometheusMetrics()
-        turns = TurnRunner()
+        turns = TurnRunner(Admission(settings.turns_working))
         choices = ConversationChoices(
             store, registry, turns, clock, can_speak=True, can_talk=media.can_talk
         )
         assistant = Assistant(
             store=store,
-            gateway=wrap_gateway(gateway) if wrap_gateway else gateway,
+            gateway=AdmittedGateway(wrap_gateway(gateway) if wrap_gateway else gateway),
             choices=choices,
             context=ContextBuilder(store, context_tokens=settings.context_tokens),
             tools=tools,

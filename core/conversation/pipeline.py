@@ -18,6 +18,7 @@ from typing import Protocol
 
 from core.access.policy import AccessPolicy
 from core.clock import Clock
+from core.conversation import admission
 from core.conversation.assistant import Assistant
 from core.conversation.channel import Reply
 from core.conversation.choices import ConversationChoices
@@ -116,6 +117,7 @@ class Delivered:
         if not isinstance(event, ReplyFinished | ReplyFailed):
             await self._reply.emit(event)
             return
+        admission.leave()  # the reply is ready: showing it may wait for the platform's pacing
         try:
             await self._reply.emit(event)
         except Exception:
