@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
 from core.conversation.journal import TurnJournal
@@ -78,13 +79,13 @@ class DurableWrites:
         self, conversation_id: int, message: NewMessage, usage: Sequence[UsageRecord] = ()
     ) -> StoredMessage | None:
         """Store ``message`` and ``usage``; None when they went to the spool instead."""
-        write = SpooledWrite(conversation_id, message, tuple(usage))
+        write = SpooledWrite(conversation_id, message, _keyed(usage))
         return await self._retried(write)
 
     async def record_usage(self, usage: Sequence[UsageRecord]) -> None:
         """Store usage rows of no message (a spoken reply)."""
         if usage:
-            await self._retried(SpooledWrite(None, None, tuple(usage)))
+            await self._retried(SpooledWrite(None, None, _keyed(usage)))
 
     async def close_turn(self, turn_id: int, *, failed: str | None = None) -> None:
         """Close a turn (delivered, or failed): kept for later too, so a reply the user saw
@@ -99,7 +100,10 @@ class DurableWrites:
 
     async def replay(self) -> int:
         """Write what the spool holds, if the database is back; returns how many were
-        written. A message whose turn already has its answer stored is not written twice."""
+        written. Every kind of entry is safe to write again — after a crash between writing
+        an entry and removing it: a message whose turn already has its answer stored is
+        not written twice, usage rows carry a unique ``write_key`` (stored once), closing a
+        turn and settling a held reservation happen once."""
         written = 0
         for name, write in await self._spool.pending():
             try:
@@ -157,3 +161,12 @@ class DurableWrites:
         if message is None or message.turn_id is None:
             return False
         return await self._journal.turn_message_stored(message.turn_id, message.role)
+
+
+def _keyed(usage: Sequence[UsageRecord]) -> tuple[UsageRecord, ...]:
+    """``usage`` with a unique write key on each row, made now, once: every later attempt
+    and replay of the write carries the same key, so the row is stored once."""
+    return tuple(
+        record if record.write_key else replace(record, write_key=uuid.uuid4().hex)
+        for record in usage
+    )

@@ -39,6 +39,9 @@ class UsageRecord:
     cost_micros: int = 0
     prices: dict[str, int] = field(default_factory=dict)
     request_id: str | None = None
+    write_key: str | None = None
+    """Unique per row once set (the end-of-turn writes set it): a row written again, as a
+    spool replayed after a crash does, is stored once."""
 
 
 @dataclass(frozen=True, slots=True)

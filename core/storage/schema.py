@@ -184,6 +184,8 @@ class UsageRow(Base):
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     prices: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     request_id: Mapped[str | None] = mapped_column(String(128))
+    write_key: Mapped[str | None] = mapped_column(String(32), index=True, unique=True)
+    """Set by the end-of-turn writes, so that a row written twice is stored once."""
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), index=True
     )

@@ -91,7 +91,6 @@ _CONVERSATION_COLUMNS = (
 # The statements of every turn, built once: constructing statements per call was a visible
 # share of a turn's cost. Values are bound at execution.
 _INSERT_MESSAGE = insert(_messages).returning(_messages.c.id)
-_INSERT_USAGE = insert(_usage_rows)
 _ACTIVE_CONVERSATION = select(
     *_CONVERSATION_COLUMNS,
     select(func.max(_messages.c.id))
@@ -245,15 +244,22 @@ class SqlConversationStore:
                     ],
                 )
             if usage:
-                await connection.execute(_INSERT_USAGE, [usage_values(r) for r in usage])
+                await connection.execute(
+                    self._dialect.insert(_usage_rows).on_conflict_do_nothing(),
+                    [usage_values(r) for r in usage],
+                )
         return _stored(message_id, conversation_id, message, created_at)
 
     async def record_usage(self, usage: Sequence[UsageRecord]) -> None:
-        """Store usage rows that belong to no new message."""
+        """Store usage rows that belong to no new message; a row whose ``write_key`` is
+        stored already is not stored again."""
         if not usage:
             return
         async with _reachable(), self._engine.begin() as connection:
-            await connection.execute(_INSERT_USAGE, [usage_values(r) for r in usage])
+            await connection.execute(
+                self._dialect.insert(_usage_rows).on_conflict_do_nothing(),
+                [usage_values(r) for r in usage],
+            )
 
     async def message_images(self, message_ids: Sequence[int]) -> dict[int, list[PreparedImage]]:
         """The pictures of each message, in the order they were sent."""
@@ -724,6 +730,7 @@ def usage_values(record: UsageRecord) -> dict[str, Any]:
         "cost_micros": record.cost_micros,
         "prices": dict(record.prices),
         "request_id": record.request_id,
+        "write_key": record.write_key,
         "created_at": datetime.now(UTC),
     }
 
@@ -806,7 +813,7 @@ class SqliteConversationStore(SqlConversationStore):
             with sqlite_transaction(connection):
                 inserted = _sqlite_insert(connection, _messages, [values])
                 if usage_rows:
-                    _sqlite_insert(connection, _usage_rows, usage_rows)
+                    _sqlite_insert(connection, _usage_rows, usage_rows, ignore_conflict=True)
                 assert inserted.lastrowid is not None
                 return inserted.lastrowid
 
