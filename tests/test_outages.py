@@ -209,6 +209,11 @@ async def test_a_message_sent_while_postgresql_stays_down_is_refused_clearly(
         "⚠️ I can't reach my database right now, so I couldn't take that message. "
         "Please send it again in a minute."
     ]
+    # The log names the cause in one line, with no traceback (the outage is not a bug).
+    refused = [line for line in errors.splitlines() if "could not record a telegram" in line]
+    assert len(refused) == 1, errors
+    assert "could not record a telegram message: " in refused[0] and "ERROR" in refused[0]
+    assert "Traceback" not in errors, errors
 
 
 HOLD_LOCK = """

@@ -37,7 +37,7 @@ from core.conversation.ratelimit import MessageRateLimit
 from core.conversation.spool import DurableWrites
 from core.conversation.store import ConversationStore
 from core.conversation.turns import RESTARTING, TurnRunner
-from core.errors import SwitchboardError, user_message
+from core.errors import StorageUnavailable, SwitchboardError, user_message
 from core.media.ports import Attachment
 from core.money.accounting import Caller
 
@@ -226,7 +226,10 @@ class InboundPipeline:
                 )
             )
         except Exception as exc:
-            log.exception("could not record a %s message", message.key.channel)
+            if isinstance(exc, StorageUnavailable):  # an outage: one line naming the cause
+                log.error("could not record a %s message: %s", message.key.channel, exc)
+            else:
+                log.exception("could not record a %s message", message.key.channel)
             reply = delivery.reply(Activity.WRITING)
             try:
                 await reply.emit(ReplyFailed(user_message(exc)))
@@ -359,8 +362,10 @@ class InboundPipeline:
             else:
                 now = self._clock.now()
                 await self._journal.lease_turn(turn_id, self._owner, now, now)
-        except Exception:
+        except StorageUnavailable as exc:
             # The lease runs out by itself; recovery will look at the turn again.
+            log.error("could not record how turn %d ended: %s", turn_id, exc)
+        except Exception:
             log.exception("could not record how turn %d ended", turn_id)
 
     async def _renew(self, turn_id: int | None) -> None:
