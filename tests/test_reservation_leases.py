@@ -175,6 +175,44 @@ class TestHeldReservations:
         assert await ledger.release_abandoned(NOW + timedelta(days=1), never_gone) == 0
 
 
+@pytest.mark.parametrize(
+    ("ledger_kind", "database_url"),
+    [("sqlite", "sqlite"), ("sqlite-portable", "sqlite"), ("postgresql", "postgresql")],
+    indirect=True,
+    ids=["sqlite", "sqlite-portable", "postgresql"],
+)
+async def test_released_holds_no_settle_came_for_are_forgotten_by_a_later_round(
+    ledgers: list[BudgetLedger], database_url: str
+) -> None:
+    """A released hold waits a day for a settle; then the next recovery round forgets it,
+    even when that round has nothing new to release."""
+    ledger, other = ledgers
+    await ledger.set_budget(Budget(Scope.USER, ADA.user, Period.DAILY, DOLLAR))
+    await ledger.reserve(ADA, 100_000, NOW, UTC_ZONE, Hold(DEAD, NOW))
+    await ledger.reserve(ADA, 200_000, NOW, UTC_ZONE, Hold(DEAD, NOW))
+    kept = await ledger.reserve(ADA, 300_000, NOW, UTC_ZONE, Hold(ALIVE, NOW + timedelta(days=3)))
+
+    async def hold_rows() -> list[tuple[int, bool]]:
+        async with engine_for(database_url) as engine, engine.connect() as connection:
+            rows = await connection.execute(
+                text("SELECT amount, released FROM budget_holds ORDER BY amount")
+            )
+            return [(int(amount), bool(released)) for amount, released in rows]
+
+    assert await other.release_abandoned(NOW + timedelta(seconds=1), never_gone) == 2
+    assert await hold_rows() == [(100_000, True), (200_000, True), (300_000, False)]
+    # Within the day the rows wait for a settle that may still come.
+    assert await other.release_abandoned(NOW + timedelta(hours=23), never_gone) == 0
+    assert len(await hold_rows()) == 3
+    # A later round with nothing to release forgets them; the live hold stays.
+    assert await other.release_abandoned(NOW + timedelta(days=1, seconds=2), never_gone) == 0
+    assert await hold_rows() == [(300_000, False)]
+    assert await held(ledger) == (0, 300_000, 700_000)
+    await ledger.settle(kept, 250_000)
+    assert await held(ledger) == (250_000, 0, 750_000)
+    assert await hold_rows() == []
+
+
 class UnreachableAtSettle(InMemoryBudgetLedger):
     """The database goes away between the reservation and its settle."""
 

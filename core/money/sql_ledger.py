@@ -16,7 +16,8 @@ it deleted, moves the amount from reserved to spent — so a settle replayed fro
 counts once. ``release_abandoned`` gives back what expired leases and dead owners held,
 marking their rows released: a settle arriving later (from a process only cut off, or
 replayed from a dead one's spool) still adds what the call cost, once. Released rows no
-settle came for are forgotten after a day.
+settle came for are forgotten after a day, by the same recovery round (a bounded batch per
+round, found by a read that touches only the index when there are none).
 Database outages are raised as ``StorageUnavailable``.
 """
 
@@ -78,6 +79,8 @@ _holds = cast(Table, BudgetHoldRow.__table__)
 FORGET_RELEASED = timedelta(days=1)
 """How long the rows of a released reservation wait for a settle that may still come (the
 process was only cut off, not dead); no call takes that long."""
+FORGET_AT_ONCE = 1000
+"""At most this many forgotten hold rows are deleted per recovery round (bounded work)."""
 _BUDGET_COLUMNS = select(
     _budgets.c.scope, _budgets.c.subject, _budgets.c.period, _budgets.c.limit_micros
 )
@@ -99,6 +102,11 @@ _SETTLE_HOLDS = (
     delete(_holds)
     .where(_holds.c.reservation == bindparam("hold"))
     .returning(*_HOLD_KEY, _holds.c.amount, _holds.c.released)
+)
+_FORGOTTEN = (
+    select(_holds.c.id)
+    .where(_holds.c.released == true(), _holds.c.expires_at < bindparam("before"))
+    .limit(FORGET_AT_ONCE)
 )
 _SETTLE = (
     update(_counters)
@@ -274,8 +282,10 @@ class SqlBudgetLedger:
             )
 
     async def release_abandoned(self, now: datetime, gone: Callable[[str], bool]) -> int:
-        """Release the held reservations whose lease ran out or whose owner is gone."""
+        """Release the held reservations whose lease ran out or whose owner is gone, and
+        forget released ones no settle came for within ``FORGET_RELEASED``."""
         async with _reachable(), self._engine.begin() as connection:
+            await self._forget_released(connection, now)
             owners = await connection.execute(
                 select(_holds.c.owner, func.min(_holds.c.expires_at))
                 .where(_holds.c.released == false())
@@ -311,12 +321,15 @@ class SqlBudgetLedger:
                         for row in _in_lock_order(released)
                     ],
                 )
-            await connection.execute(
-                delete(_holds).where(
-                    _holds.c.released == true(), _holds.c.expires_at < now - FORGET_RELEASED
-                )
-            )
         return len({row.reservation for row in released})
+
+    async def _forget_released(self, connection: AsyncConnection, now: datetime) -> None:
+        """Delete (a bounded batch of) the released rows no settle came for in time; only
+        a read when there are none."""
+        ids = (await connection.execute(_FORGOTTEN, {"before": now - FORGET_RELEASED})).scalars()
+        forgotten = list(ids)
+        if forgotten:
+            await connection.execute(delete(_holds).where(_holds.c.id.in_(forgotten)))
 
     async def release(self, reservation: Reservation) -> None:
         """Drop a reservation whose call failed."""
