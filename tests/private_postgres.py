@@ -5,6 +5,13 @@ same port. The shared server on 5432 is never touched.
 
 Run as root (CI containers), the binaries run as the ``postgres`` user, since ``initdb``
 refuses root; the folder is then owned by that user.
+
+Signals go only to this server's own live postmaster: ``stop`` checks that the pid in
+``postmaster.pid`` is a running ``postgres`` of this data directory (a stale file, left by a
+server that died, is removed, never used to signal a pid the system may have given to
+another process since), and returns only once the postmaster and every process it had are
+gone — so no process of this server outlives it to signal a recycled pid (PostgreSQL's
+processes signal their postmaster and each other with SIGUSR1).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import pwd
 import shutil
 import socket
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -95,9 +103,26 @@ class PrivatePostgres:
 
     async def stop(self, mode: str = "fast") -> None:
         """Stop the server: ``immediate`` kills it without a clean shutdown; stopping a
-        stopped server does nothing."""
-        if (self._data / "postmaster.pid").exists():
-            await self._run("pg_ctl", "-D", str(self._data), "-m", mode, "-w", "stop")
+        stopped server does nothing. Returns once none of its processes is left."""
+        postmaster = self._postmaster()
+        if postmaster is None:
+            # Not running: a pid file left behind is stale, and its pid may be anyone's now.
+            (self._data / "postmaster.pid").unlink(missing_ok=True)
+            return
+        processes = {postmaster, *_children(postmaster)}
+        await self._run("pg_ctl", "-D", str(self._data), "-m", mode, "-w", "stop")
+        await _all_gone(processes)
+
+    def _postmaster(self) -> int | None:
+        """The pid in ``postmaster.pid`` if it is this server's running postmaster."""
+        try:
+            lines = (self._data / "postmaster.pid").read_text().splitlines()
+            pid, data = int(lines[0]), lines[1]
+        except (FileNotFoundError, IndexError, ValueError):
+            return None
+        if Path(data) != self._data or not _is_postgres(pid, of=self._data):
+            return None
+        return pid
 
     def server_log(self) -> str:
         """What the server logged (for a failing test's message)."""
@@ -125,3 +150,41 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
+def _is_postgres(pid: int, *, of: Path) -> bool:
+    """Whether ``pid`` runs ``postgres`` on the data directory ``of``."""
+    if not Path("/proc").is_dir():  # no /proc to ask: trust the pid file
+        return True
+    command = _cmdline(pid)
+    return command is not None and b"postgres" in command and os.fsencode(of) in command
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (a postmaster's backends and workers)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+async def _all_gone(pids: set[int], within: float = 15.0) -> None:
+    """Wait until none of ``pids`` runs a ``postgres`` any more (a pid given to a new process
+    since does not count)."""
+    deadline = time.monotonic() + within
+    while left := {pid for pid in pids if b"postgres" in (_cmdline(pid) or b"")}:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"PostgreSQL processes {sorted(left)} outlived the server")
+        await asyncio.sleep(0.02)
