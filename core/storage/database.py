@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -14,14 +15,16 @@ from typing import Any, TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from core.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_CACHE_KIB = 32_768
+PING_AFTER_IDLE_SECONDS = 2.0
+"""A pooled PostgreSQL connection unused for this long is pinged before it is used again."""
 
 
 def database_url(url: str) -> URL:
@@ -61,7 +64,36 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
         engine = create_async_engine(parsed, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(parsed, pool_pre_ping=True, **options)
+    engine = create_async_engine(parsed, **options)
+    _ping_when_idle(engine.sync_engine, PING_AFTER_IDLE_SECONDS)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle: float) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, for connections that sat in the pool ``idle``
+    seconds or more: one whose server went away (restarted, or a proxy dropped it) is
+    replaced before use. A connection taken again at once is not pinged — a ping costs
+    three round trips (``BEGIN``, ``;``, ``ROLLBACK``), on every checkout of a turn's five
+    or so — and if its server dies in that moment, the statement fails as a disconnect:
+    the pool drops every connection older than that, and the store reports it as the
+    database being unavailable, as for a server that is down."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine.pool, "checkin")
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < idle:
+            return
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError("the pooled connection did not answer a ping") from exc
+        if not alive:
+            raise DisconnectionError("the pooled connection did not answer a ping")
 
 
 async def ping(engine: AsyncEngine) -> None:
