@@ -102,6 +102,11 @@ _ACTIVE_CONVERSATION = select(
 ).where(_conversations.c.key == bindparam("key"), _conversations.c.active)
 
 
+_SQLITE_ACTIVE_CONVERSATION = str(_ACTIVE_CONVERSATION.compile(dialect=sqlite.dialect()))
+"""The active conversation's query as SQLite runs it (the columns of
+``_CONVERSATION_COLUMNS``, then ``last_message_id``)."""
+
+
 class SqlConversationStore:
     """Conversation state in a relational database through an ``AsyncEngine``."""
 
@@ -761,6 +766,32 @@ class SqliteConversationStore(SqlConversationStore):
                 return inserted.rowcount > 0
 
         return await self._write(claim)
+
+    async def active_conversation(self, key: ConversationKey) -> Conversation:
+        """The open conversation of ``key``, read as one function in the connection's
+        thread (every turn reads it); created by the portable path when missing."""
+
+        def read(connection: sqlite3.Connection) -> tuple[Any, ...] | None:
+            row: tuple[Any, ...] | None = connection.execute(
+                _SQLITE_ACTIVE_CONVERSATION, (str(key),)
+            ).fetchone()
+            return row
+
+        async with _reachable():
+            row = await in_sqlite_connection(self._engine, read)
+        if row is None:
+            return await super().active_conversation(key)
+        conversation_id, mode, model, voice, voice_talk, created_at, last = row
+        return Conversation(
+            conversation_id,
+            key,
+            mode,
+            model,
+            _aware(datetime.fromisoformat(created_at)),
+            last,
+            voice=bool(voice),
+            voice_talk=bool(voice_talk),
+        )
 
     async def accept_turn(
         self, turn: NewTurn, event_id: str | None, owner: str, until: datetime
