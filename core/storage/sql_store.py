@@ -6,6 +6,7 @@ the ORM's bookkeeping was most of their cost (see bench/RESULTS.md).
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -16,6 +17,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import (
     JSON,
     Column,
+    DateTime,
     Table,
     bindparam,
     delete,
@@ -988,17 +990,45 @@ def _sqlite_insert(
 ) -> sqlite3.Cursor:
     """Insert ``rows`` (dicts with the same keys) into ``table``, stored as SQLAlchemy
     stores them on SQLite: JSON as its text, times as ``YYYY-MM-DD HH:MM:SS.ffffff``."""
-    names = list(rows[0])
-    columns = [table.c[name] for name in names]
+    sql, converters = _sqlite_insert_plan(table, tuple(rows[0]), ignore_conflict)
+    params = [
+        tuple(
+            value if convert is None else convert(value)
+            for convert, value in zip(converters, row.values(), strict=True)
+        )
+        for row in rows
+    ]
+    if len(params) == 1:
+        return connection.execute(sql, params[0])
+    return connection.executemany(sql, params)
+
+
+@functools.cache
+def _sqlite_insert_plan(
+    table: Table, names: tuple[str, ...], ignore_conflict: bool
+) -> tuple[str, tuple[Callable[[Any], object] | None, ...]]:
+    """The statement inserting ``names`` into ``table``, and how each value is stored
+    (None: as it is; JSON's None too is stored as ``null``, as SQLAlchemy does); made
+    once per table and columns."""
     sql = (
         f"INSERT INTO {table.name} ({', '.join(names)}) "
         f"VALUES ({', '.join('?' for _ in names)})"
         + (" ON CONFLICT DO NOTHING" if ignore_conflict else "")
     )
-    params = [tuple(_sqlite_value(column, row[column.name]) for column in columns) for row in rows]
-    if len(params) == 1:
-        return connection.execute(sql, params[0])
-    return connection.executemany(sql, params)
+    converters = tuple(_sqlite_converter(table.c[name]) for name in names)
+    return sql, converters
+
+
+def _sqlite_converter(column: Column[Any]) -> Callable[[Any], object] | None:
+    if isinstance(column.type, JSON):
+        return json.dumps
+    if isinstance(column.type, DateTime):
+        return _sqlite_time
+    return None
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    return None if value is None else value.strftime(_SQLITE_TIME)
 
 
 def _sqlite_value(column: Column[Any], value: object) -> object:
