@@ -990,11 +990,12 @@ def _sqlite_insert(
 ) -> sqlite3.Cursor:
     """Insert ``rows`` (dicts with the same keys) into ``table``, stored as SQLAlchemy
     stores them on SQLite: JSON as its text, times as ``YYYY-MM-DD HH:MM:SS.ffffff``."""
-    sql, converters = _sqlite_insert_plan(table, tuple(rows[0]), ignore_conflict)
+    names = tuple(rows[0])
+    sql, converters = _sqlite_insert_plan(table, names, ignore_conflict)
     params = [
         tuple(
-            value if convert is None else convert(value)
-            for convert, value in zip(converters, row.values(), strict=True)
+            row[name] if convert is None else convert(row[name])
+            for name, convert in zip(names, converters, strict=True)
         )
         for row in rows
     ]
