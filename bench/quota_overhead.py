@@ -2,7 +2,9 @@
 
 Part 1 (SQLite) — the time a turn spends on its budgets: one reservation before the model
 call and one settlement after, with three budgets applying (the user's own, the default's
-monthly, the chat's), measured one turn at a time on a database that already holds them.
+monthly, the chat's), measured one turn at a time on a database that already holds them;
+turns alternate between a reservation without a lease and one leased to the process (a
+``Hold``, as the meter makes them), so the two rows compare in one run.
 
 Part 2 (PostgreSQL, when ``TEST_DATABASE_URL`` or ``--postgres URL`` is given) — budget
 checks per second: 100 users at once, each reserving and settling in a loop for a few
@@ -19,7 +21,7 @@ import asyncio
 import os
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -27,7 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.common import percentile, table
-from core.money.budgets import Budget, BudgetExceeded, Payer, Scope
+from core.money.budgets import Budget, BudgetExceeded, Hold, Payer, Scope
 from core.money.periods import Period
 from core.money.sql_ledger import SqlBudgetLedger, budget_ledger
 from core.storage.database import create_engine, upgrade
@@ -46,27 +48,33 @@ async def sqlite_overhead(database: Path) -> list[list[object]]:
         ledger = budget_ledger(engine)
         await _budgets(ledger, users=1000)
         payer = Payer("telegram:7", "telegram::-100:")
-        timings: list[float] = []
+        timings: dict[bool, list[float]] = {False: [], True: []}
         for n in range(TURNS):
+            leased = n % 2 == 1
             started = time.perf_counter()
-            reservation = await ledger.reserve(payer, 2_000, datetime.now(UTC), ZONE)
+            now = datetime.now(UTC)
+            hold = Hold("bench:1:x", now + timedelta(seconds=20)) if leased else None
+            reservation = await ledger.reserve(payer, 2_000, now, ZONE, hold)
             await ledger.settle(reservation, 1_000 + n % 7)
-            timings.append((time.perf_counter() - started) * 1000)
+            timings[leased].append((time.perf_counter() - started) * 1000)
     finally:
         await engine.dispose()
-    measured = timings[100:]  # after warm-up
-    return [
-        [
-            "reserve + settle",
-            len(measured),
-            percentile(measured, 0.5),
-            percentile(measured, 0.99),
-            max(measured),
-        ]
-    ]
+    rows: list[list[object]] = []
+    for leased, name in ((False, "reserve + settle"), (True, "reserve + settle, leased")):
+        measured = timings[leased][50:]  # after warm-up
+        rows.append(
+            [
+                name,
+                len(measured),
+                percentile(measured, 0.5),
+                percentile(measured, 0.99),
+                max(measured),
+            ]
+        )
+    return rows
 
 
-async def postgres_throughput(url: str) -> list[list[object]]:
+async def postgres_throughput(url: str, leased: bool) -> list[list[object]]:
     await upgrade(url)
     engines = [create_engine(url), create_engine(url)]
     try:
@@ -81,8 +89,10 @@ async def postgres_throughput(url: str) -> list[list[object]]:
             ledger = ledgers[index % 2]
             payer = Payer(f"telegram:{index}", "telegram::-100:")
             while time.monotonic() < deadline:
+                now = datetime.now(UTC)
+                hold = Hold(f"bench:{index % 2}:x", now + timedelta(seconds=20)) if leased else None
                 try:
-                    reservation = await ledger.reserve(payer, 2_000, datetime.now(UTC), ZONE)
+                    reservation = await ledger.reserve(payer, 2_000, now, ZONE, hold)
                 except BudgetExceeded:
                     refused += 1
                     continue
@@ -96,7 +106,7 @@ async def postgres_throughput(url: str) -> list[list[object]]:
     finally:
         for engine in engines:
             await engine.dispose()
-    return [[USERS, f"{elapsed:.1f}", checks, refused, checks / elapsed]]
+    return [[USERS, "yes" if leased else "no", f"{elapsed:.1f}", checks, refused, checks / elapsed]]
 
 
 async def _budgets(ledger: SqlBudgetLedger, users: int) -> None:
@@ -109,6 +119,7 @@ async def _budgets(ledger: SqlBudgetLedger, users: int) -> None:
 async def _clear(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         await connection.execute(text("DELETE FROM budget_counters"))
+        await connection.execute(text("DELETE FROM budget_holds"))
         await connection.execute(text("DELETE FROM budgets"))
 
 
@@ -123,9 +134,13 @@ def main() -> None:
     if not args.postgres:
         print("\n(no PostgreSQL URL given: part 2 skipped)")
         return
-    rows = asyncio.run(postgres_throughput(args.postgres))
+    rows = [
+        row
+        for leased in (False, True, False, True)  # alternating, in one run
+        for row in asyncio.run(postgres_throughput(args.postgres, leased))
+    ]
     print(f"\nBudget checks per second on PostgreSQL ({USERS} users at once, two engines)")
-    print(table(["users", "seconds", "checks", "refused", "checks/s"], rows))
+    print(table(["users", "leased", "seconds", "checks", "refused", "checks/s"], rows))
 
 
 if __name__ == "__main__":

@@ -43,12 +43,17 @@ from core.errors import ConfigError
 from core.jobs.batch_api import BatchAPI
 from core.jobs.batches import BatchJobs, BatchOptions
 from core.jobs.commands import JobCommands
+from core.jobs.file_commands import FileCommandSet
+from core.jobs.finetune_api import FineTuningAPI
+from core.jobs.finetune_commands import FineTuneCommands
+from core.jobs.finetunes import FineTuneJobs, FineTuneOptions
 from core.jobs.openai_batches import OpenAIBatches
+from core.jobs.openai_finetune import OpenAIFineTuning
 from core.jobs.sql_jobs import SqlJobStore
 from core.media.demo_media import DemoImages, DemoSpeech, DemoTranscriber
 from core.media.ffmpeg_audio import FfmpegAudio, find_ffmpeg
 from core.media.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscriber
-from core.media.pillow_images import PillowPictures
+from core.media.pillow_pictures import PillowPictures
 from core.media.ports import ImageGenerator, SpeechSynthesizer, Transcriber
 from core.media.steps import MediaKit, MediaOptions, MediaSteps
 from core.metrics_prometheus import PrometheusMetrics
@@ -59,12 +64,13 @@ from core.models.openai_gateway import OpenAIGateway, RetryPolicy
 from core.models.openai_realtime import OpenAIRealtime
 from core.models.realtime import RealtimeVoice
 from core.models.registry import Registry, load_registry
+from core.models.sql_fine_tuned import SqlFineTunedModels
 from core.money.budgets import BudgetLedger
 from core.money.metering import Meter
 from core.money.prices import PriceTable, load_prices
 from core.money.sql_ledger import budget_ledger
 from core.settings import Settings
-from core.storage.database import create_engine, upgrade
+from core.storage.database import create_engine, migrate
 from core.storage.file_spool import FileSpool
 from core.storage.sql_store import conversation_store
 from core.tools.builtin import builtin_tools
@@ -103,7 +109,7 @@ async def open_storage(settings: Settings, *, clock: Clock | None = None) -> Asy
     database = create_engine(settings.database_url)
     try:
         if settings.auto_migrate:
-            await upgrade(settings.database_url)
+            await migrate(database, settings.database_url)
         store = conversation_store(database)
         async with kept_fresh(access, store):
             yield Storage(
@@ -166,6 +172,7 @@ class App:
     recovery: TurnRecovery
     media: MediaSteps
     batches: BatchJobs
+    finetunes: FineTuneJobs
 
     @property
     def store(self) -> ConversationStore:
@@ -190,6 +197,8 @@ class ModelPorts:
     """Realtime voice sessions: speech for realtime models, and ``/voice talk``."""
     batches: BatchAPI | None = None
     """The Batch API (None: batch jobs are not offered, as in demo mode)."""
+    fine_tuning: FineTuningAPI | None = None
+    """The fine-tuning API (None: /finetune is not offered, as in demo mode)."""
 
 
 Provider = Callable[[Settings, Registry, MediaOptions], AbstractAsyncContextManager[ModelPorts]]
@@ -239,7 +248,17 @@ async def bootstrap(
             images=ports.images,
             realtime=ports.realtime,
         )
-        meter = Meter(storage.budgets, clock, settings.zone)
+        owner = process_owner()
+        writes = DurableWrites(
+            storage.store,
+            storage.journal,
+            FileSpool(settings.spool_dir),
+            retry_seconds=settings.store_retry_seconds,
+            ledger=storage.budgets,
+        )
+        meter = Meter(
+            storage.budgets, clock, settings.zone, owner=owner, unsettled=writes.settle_later
+        )
         outbox = Outbox(storage.store, storage.access.admins)
 
         async def retired(old: str, new: str) -> None:
@@ -266,12 +285,6 @@ async def bootstrap(
         turns = TurnRunner()
         choices = ConversationChoices(
             store, registry, turns, clock, can_speak=True, can_talk=media.can_talk
-        )
-        writes = DurableWrites(
-            store,
-            storage.journal,
-            FileSpool(settings.spool_dir),
-            retry_seconds=settings.store_retry_seconds,
         )
         assistant = Assistant(
             store=store,
@@ -302,10 +315,15 @@ async def bootstrap(
             clock=clock,
             timezone=settings.zone,
         )
-        owner = process_owner()
+        job_store = SqlJobStore(storage.database)
+        webhook_secret = (
+            settings.openai_webhook_secret.get_secret_value()
+            if settings.openai_webhook_secret
+            else None
+        )
         batches = BatchJobs(
             api=ports.batches,
-            jobs=SqlJobStore(storage.database),
+            jobs=job_store,
             store=store,
             choices=choices,
             outbox=outbox,
@@ -318,12 +336,33 @@ async def bootstrap(
                 output_cap=settings.batch_output_tokens,
                 owner=owner,
                 timezone=settings.zone,
-                webhook_secret=settings.openai_webhook_secret.get_secret_value()
-                if settings.openai_webhook_secret
-                else None,
+                webhook_secret=webhook_secret,
+                gone=process_gone,
             ),
             metrics=metrics,
         )
+        finetunes = FineTuneJobs(
+            api=ports.fine_tuning,
+            webhooks=ports.batches,
+            jobs=job_store,
+            models=SqlFineTunedModels(storage.database),
+            store=store,
+            choices=choices,
+            outbox=outbox,
+            ledger=storage.budgets,
+            prices=prices,
+            count_tokens=lambda encoding: counters.for_encoding(encoding).count,
+            clock=clock,
+            options=FineTuneOptions(
+                enabled=settings.finetune == "on",
+                poll_seconds=settings.jobs_poll_seconds,
+                owner=owner,
+                timezone=settings.zone,
+                webhook_secret=webhook_secret,
+            ),
+        )
+        # The models fine-tuned before (by any process) are offered from the start.
+        await finetunes.offer_stored_models()
         pipeline = InboundPipeline(
             store=store,
             journal=storage.journal,
@@ -336,7 +375,7 @@ async def bootstrap(
             assistant=assistant,
             choices=choices,
             turns=turns,
-            jobs=JobCommands(batches),
+            jobs=FileCommandSet(JobCommands(batches), FineTuneCommands(finetunes)),
         )
         _warn_of_shutdowns(registry, media_options, clock)
         yield App(
@@ -359,9 +398,11 @@ async def bootstrap(
                 owner=owner,
                 writes=writes,
                 gone=process_gone,
+                meter=meter,
             ),
             media,
             batches,
+            finetunes,
         )
 
 
@@ -390,6 +431,7 @@ async def openai_models(
             speech=OpenAISpeech(client, retry, max_input_chars=media.speech.max_input_chars),
             realtime=OpenAIRealtime(client, timeout_seconds=settings.openai_timeout_seconds),
             batches=OpenAIBatches(client),
+            fine_tuning=OpenAIFineTuning(client),
             images=OpenAIImages(
                 client,
                 retry,

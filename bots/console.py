@@ -26,7 +26,7 @@ from typing import TextIO
 
 from bots.line_editing import LineEditor
 from core.conversation.channel import OutgoingFile, Reply
-from core.conversation.commands import Commands, parse_command
+from core.conversation.commands import FILE_COMMANDS, Commands, parse_command
 from core.conversation.events import (
     CommandAnswered,
     ImageReady,
@@ -290,8 +290,8 @@ class ConsoleChannel:
     async def _handle(self, line: str) -> None:
         command = parse_command(line.strip())
         text = command.args if command is not None else line
-        # /batch takes its prompts file the same way pictures are given: a leading path.
-        batch = command is not None and command.name == "batch"
+        # /batch and /finetune take their file the same way pictures are given: a leading path.
+        batch = command is not None and command.name in FILE_COMMANDS
         files, rest = split_files(
             text, BATCH_SUFFIXES if batch else IMAGE_SUFFIXES | AUDIO_SUFFIXES
         )

@@ -1,7 +1,7 @@
 """The scheduler every ``switchboard run`` process starts: APScheduler 3's
-``AsyncIOScheduler`` running the core's periodic work (turn recovery now; the jobs poll
-next) on the event loop. Jobs are plain coroutine functions; what they work on are database
-rows with leases, so several processes can run the same schedule."""
+``AsyncIOScheduler`` running the core's periodic work (turn recovery, and the poll of batch
+and fine-tune jobs) on the event loop. Jobs are plain coroutine functions; what they work on
+are database rows with leases, so several processes can run the same schedule."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 
 RECOVERY_SECONDS = 5.0
 """How often open turns left by a dead process are looked for."""
+STOP_GRACE_SECONDS = 5.0
+"""How long a run under way at the end of the block may take to finish before it is stopped."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,30 @@ class PeriodicJob:
     name: str
     run: Callable[[], Awaitable[object]]
     seconds: float
+
+
+class Poller(Protocol):
+    """Jobs of one kind, polled in rounds (``BatchJobs``, ``FineTuneJobs``)."""
+
+    async def poll_once(self) -> int:
+        """One polling round; returns how many jobs were polled."""
+
+
+def poll_jobs(*pollers: Poller) -> Callable[[], Awaitable[int]]:
+    """One polling round of every kind of job, in turn: a kind whose round fails does not
+    keep the others from theirs (the failure is logged, and the next round tries again)."""
+
+    async def poll() -> int:
+        polled = 0
+        for poller in pollers:
+            try:
+                polled += await poller.poll_once()
+            except Exception as exc:
+                log.error("polling %s failed: %s", type(poller).__name__, exc)
+                log.debug("polling %s failed", type(poller).__name__, exc_info=True)
+        return polled
+
+    return poll
 
 
 @asynccontextmanager
@@ -53,10 +80,15 @@ async def scheduled(jobs: Sequence[PeriodicJob]) -> AsyncIterator[AsyncIOSchedul
     finally:
         scheduler.shutdown(wait=False)
         # A run still under way (the first one starts at once) is stopped here, not left
-        # for the event loop's teardown, which APScheduler would log as a failure.
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        # for the event loop's teardown, which APScheduler would log as a failure. It gets
+        # a moment to finish first: a query cancelled in flight makes SQLAlchemy close its
+        # aiosqlite connection in a task that can outlive the worker thread, and then the
+        # event loop's teardown waits for it forever (a start-up failing at once hung so).
+        if running:
+            _, unfinished = await asyncio.wait(set(running), timeout=STOP_GRACE_SECONDS)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
 
 
 def _stoppable(

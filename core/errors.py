@@ -169,4 +169,9 @@ def user_message(error: BaseException) -> str:
         return "The model service cannot be reached right now. Please try again shortly."
     if isinstance(error, UpstreamUnavailable):
         return "The model service is not answering right now. Please try again shortly."
+    if isinstance(error, StorageUnavailable):
+        return (
+            "I can't reach my database right now, so I couldn't take that message. "
+            "Please send it again in a minute."
+        )
     return "Something went wrong on our side. Please try again."

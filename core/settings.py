@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     batch_output_tokens: int = Field(
         default=1000, alias="SWITCHBOARD_BATCH_OUTPUT_TOKENS", gt=0, le=1_000_000
     )
+    finetune: Literal["on", "off"] = Field(default="on", alias="SWITCHBOARD_FINETUNE")
 
     auto_migrate: bool = Field(default=True, alias="SWITCHBOARD_AUTO_MIGRATE")
     models_file: Path | None = Field(default=None, alias="SWITCHBOARD_MODELS_FILE")

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from core.money.budgets import Budget, BudgetExceeded, Payer, Reservation, Scope
+from core.money.budgets import Budget, BudgetExceeded, Hold, Payer, Reservation, Scope
 from core.money.metering import Meter
 from core.money.periods import Period
 from core.money.pricing import PER_MILLION, LinearCost
@@ -40,10 +40,12 @@ class RacingLedger(InMemoryBudgetLedger):
         self.races = races
         self.tried: list[int] = []
 
-    async def reserve(self, payer: Payer, amount: int, now: datetime, tz: ZoneInfo) -> Reservation:
+    async def reserve(
+        self, payer: Payer, amount: int, now: datetime, tz: ZoneInfo, hold: Hold | None = None
+    ) -> Reservation:
         self.tried.append(amount)
         try:
-            return await super().reserve(payer, amount, now, tz)
+            return await super().reserve(payer, amount, now, tz, hold)
         except BudgetExceeded:
             if self.races > 0:
                 self.races -= 1

@@ -28,8 +28,10 @@ TABLES = {
     "jobs",
     "budgets",
     "budget_counters",
+    "budget_holds",
     "posted_messages",
     "turns",
+    "fine_tuned_models",
 }
 
 

@@ -55,7 +55,13 @@ from bots.slack.render import escape
 from bots.slack.reply import NativeStreaming, SlackReply, SlashCommandReply
 from bots.slack.retry import retry_handlers
 from core.conversation.channel import Outbox, OutgoingFile, Reply
-from core.conversation.commands import COMMANDS, TURN_COMMANDS, Command, parse_command
+from core.conversation.commands import (
+    COMMANDS,
+    FILE_COMMANDS,
+    TURN_COMMANDS,
+    Command,
+    parse_command,
+)
 from core.conversation.events import CommandReply
 from core.conversation.messages import ConversationKey, IncomingMessage
 from core.conversation.pipeline import Activity, Delivery, FetchFiles, InboundPipeline
@@ -331,9 +337,9 @@ class SlackChannel:
         # Redeliveries are recognised (by the pipeline) before the reply starts and files
         # are fetched, so a redelivery never shows a thinking note or downloads anything.
         message = replace(turn.message, event_id=turn.delivery_id)
-        # A file shared with /batch in its message: the prompts file for the batch.
+        # A file shared with /batch or /finetune in its message: the file for that job.
         command = parse_command(message.text.strip()) if turn.files else None
-        batch = command is not None and command.name == "batch"
+        batch = command is not None and command.name in FILE_COMMANDS
         await self._pipeline.handle(
             Delivery(
                 message,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from telegram import Bot, BotCommand, CallbackQuery, Message, Update
@@ -46,9 +47,8 @@ from bots.telegram.updates import (
     place_of,
     user_ref,
 )
-from bots.telegram.webhook import WebhookServer
 from core.conversation.channel import Outbox, OutgoingFile, Reply
-from core.conversation.commands import COMMANDS, Command, parse_command
+from core.conversation.commands import COMMANDS, FILE_COMMANDS, Command, parse_command
 from core.conversation.events import CommandAnswered, Refused, ReplyEvent
 from core.conversation.messages import ConversationKey, IncomingMessage
 from core.conversation.pipeline import Activity, Delivery, FetchFiles, InboundPipeline
@@ -56,6 +56,9 @@ from core.errors import ConfigError
 from core.media.ports import Attachment
 from core.metrics import Metrics, NullMetrics
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from bots.telegram.webhook import WebhookServer
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +155,8 @@ class TelegramChannel:
             server: WebhookServer | None = None
             try:
                 if webhook:
+                    from bots.telegram.webhook import WebhookServer  # aiohttp's server
+
                     secret = self._settings.telegram_webhook_secret
                     assert secret is not None
                     server = WebhookServer(
@@ -312,8 +317,9 @@ class TelegramChannel:
         if not known and is_group(message.chat) and not addressed:
             return
         files: Sequence[TelegramFile] = pictures[:1] if command.name == "edit" else ()
-        if command.name == "batch":
-            # /batch as a document's caption: the prompts file (any kind; the core checks).
+        with_file = command.name in FILE_COMMANDS
+        if with_file:
+            # /batch or /finetune as a document's caption: its file (any kind; the core checks).
             document = file_of(message) if message.document else None
             files = [document] if document is not None else ()
         await self._deliver(
@@ -323,7 +329,7 @@ class TelegramChannel:
             text,
             command=command,
             files=files,
-            any_kind=command.name == "batch",
+            any_kind=with_file,
         )
 
     async def _deliver(

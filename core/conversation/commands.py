@@ -47,8 +47,16 @@ COMMANDS: dict[str, str] = {
     "block": "Admins: shut a user out: /block <who>",
     "batch": "Answer many prompts at half price: /batch then one prompt a line, or with a file",
     "jobs": "Your batch jobs: /jobs, or /jobs cancel <number>",
+    "finetune": "Admins: train a model on example chats: /finetune with a .jsonl file, or status",
 }
 
+
+ADMIN_COMMANDS = frozenset({"quota", "allow", "block", "finetune"})
+"""Commands only admins may run: the command refuses anyone else, and the pipeline fetches
+no file sent with one from anyone else."""
+
+FILE_COMMANDS = frozenset({"batch", "finetune"})
+"""Commands whose message may carry a file for them (a caption, a shared file, a path)."""
 
 TURN_COMMANDS = frozenset({"image", "edit"})
 """Commands that run as a turn (``Assistant.draw_image``/``edit_image``), streaming a picture

@@ -21,7 +21,7 @@ from core.clock import Clock
 from core.conversation.assistant import Assistant
 from core.conversation.channel import Reply
 from core.conversation.choices import ConversationChoices
-from core.conversation.commands import TURN_COMMANDS, Command, Commands
+from core.conversation.commands import ADMIN_COMMANDS, TURN_COMMANDS, Command, Commands
 from core.conversation.events import (
     CommandAnswered,
     CommandReply,
@@ -217,8 +217,11 @@ class InboundPipeline:
             platform_message_id=message.platform_message_id,
         )
         try:
-            turn_id = await self._journal.accept_turn(
-                turn, message.event_id, self._owner, self._lease_end()
+            # A database away for a few seconds delays the answer; longer, the user is told.
+            turn_id = await self._writes.attempt(
+                lambda: self._journal.accept_turn(
+                    turn, message.event_id, self._owner, self._lease_end()
+                )
             )
         except Exception as exc:
             log.exception("could not record a %s message", message.key.channel)
@@ -280,18 +283,22 @@ class InboundPipeline:
     async def _file_command(
         self, delivery: Delivery, command: Command, handler: FileCommands
     ) -> None:
-        """A command that takes the files sent with it (``/batch``) and answers at once."""
+        """A command that takes the files sent with it (``/batch``) and answers at once;
+        an admin command's files are fetched only for an admin (the command refuses others)."""
         message = delivery.message
+        caller = self.caller(message)
         reply = delivery.reply(Activity.WRITING)
         try:
-            attachments = message.attachments
-            if delivery.fetch is not None:
+            attachments: Sequence[Attachment] = message.attachments
+            if command.name in ADMIN_COMMANDS and not caller.admin:
+                attachments = ()
+            elif delivery.fetch is not None:
                 try:
                     attachments = await delivery.fetch()
                 except SwitchboardError as exc:
                     await reply.emit(ReplyFailed(user_message(exc)))
                     return
-            answer = await handler.run(message.key, command, self.caller(message), attachments)
+            answer = await handler.run(message.key, command, caller, attachments)
             await reply.emit(CommandAnswered(answer))
         finally:
             await reply.close()

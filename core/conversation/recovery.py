@@ -17,6 +17,7 @@ from core.conversation.journal import LEASE_SECONDS, OpenTurn, TurnJournal
 from core.conversation.messages import IncomingMessage
 from core.conversation.pipeline import Delivered, InboundPipeline
 from core.conversation.spool import DurableWrites
+from core.money.metering import Meter
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,9 @@ FILES_LOST = (
 class TurnRecovery:
     """Finishes the open turns whose lease ran out, for the channels running here. ``gone``
     says whether a lease owner is known to be dead (a process of this machine that no
-    longer runs), so its turns need not wait for their leases to run out."""
+    longer runs), so its turns need not wait for their leases to run out. With a ``meter``,
+    the budget reservations dead processes left are released first, so that the turns
+    answered again find their users' money free."""
 
     def __init__(
         self,
@@ -44,7 +47,9 @@ class TurnRecovery:
         owner: str,
         writes: DurableWrites,
         gone: Callable[[str], bool] = lambda owner: False,
+        meter: Meter | None = None,
     ) -> None:
+        self._meter = meter
         self._gone = gone
         self._writes = writes
         self._journal = journal
@@ -54,12 +59,14 @@ class TurnRecovery:
         self._owner = owner
 
     async def run_once(self) -> int:
-        """Write what the spool kept, then take over and finish what is open now; returns
-        how many turns were taken."""
+        """Write what the spool kept, release what dead processes held, then take over and
+        finish what is open now; returns how many turns were taken."""
         now = self._clock.now()
         try:
             # First the spool: a turn whose answer is spooled is answered already.
             await self._writes.replay()
+            if self._meter is not None:
+                await self._meter.release_abandoned(lambda o: o != self._owner and self._gone(o))
             for owner in await self._journal.lease_owners():
                 if owner != self._owner and self._gone(owner):
                     released = await self._journal.release_leases(owner)

@@ -1,22 +1,25 @@
 """Nothing unrecorded: what a turn must write at its end — the reply and its usage rows, or
-usage alone — is retried while the database is briefly away and, if it stays away, kept in
-a local spool and written when it returns (``DurableWrites``). The spool is a port
-(``ReplySpool``); ``core.storage.file_spool`` keeps it in files."""
+usage alone, and the settle of its budget reservations — is retried while the database is
+briefly away and, if it stays away, kept in a local spool and written when it returns
+(``DurableWrites``). The spool is a port (``ReplySpool``); ``core.storage.file_spool``
+keeps it in files."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from core.conversation.journal import TurnJournal
 from core.conversation.messages import NewMessage, StoredMessage
 from core.conversation.store import ConversationStore, UsageRecord
 from core.errors import StorageUnavailable
+from core.money.budgets import BudgetLedger, Reservation
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 RETRY_SECONDS = 15.0
 """How long a write is retried before it is spooled."""
@@ -24,14 +27,17 @@ RETRY_SECONDS = 15.0
 
 @dataclass(frozen=True)
 class SpooledWrite:
-    """A write that could not be made: a message (with its usage), usage alone, or the
-    end of a turn (``closes_turn``, failed for ``failure`` or else delivered)."""
+    """A write that could not be made: a message (with its usage), usage alone, the end
+    of a turn (``closes_turn``, failed for ``failure`` or else delivered), or the settle of
+    a budget reservation (``settles``, to ``cost``)."""
 
     conversation_id: int | None
     message: NewMessage | None
     usage: tuple[UsageRecord, ...] = ()
     closes_turn: int | None = None
     failure: str | None = None
+    settles: Reservation | None = None
+    cost: int = 0
 
 
 class ReplySpool(Protocol):
@@ -59,7 +65,9 @@ class DurableWrites:
         *,
         retry_seconds: float = RETRY_SECONDS,
         first_delay: float = 0.25,
+        ledger: BudgetLedger | None = None,
     ) -> None:
+        self._ledger = ledger
         self._store = store
         self._journal = journal
         self._spool = spool
@@ -83,6 +91,12 @@ class DurableWrites:
         is never delivered again once the database is back."""
         await self._retried(SpooledWrite(None, None, closes_turn=turn_id, failure=failed))
 
+    async def settle_later(self, reservation: Reservation, cost: int) -> None:
+        """Keep the settle of ``reservation`` to ``cost`` for when the database is back (the
+        meter tried it already): not retried here, so the user's answer is not held up. A
+        held reservation settles once, so a settle written twice counts once."""
+        await self._spool.keep(SpooledWrite(None, None, settles=reservation, cost=cost))
+
     async def replay(self) -> int:
         """Write what the spool holds, if the database is back; returns how many were
         written. A message whose turn already has its answer stored is not written twice."""
@@ -99,22 +113,36 @@ class DurableWrites:
             log.info("wrote %d spooled replies or usage rows to the database", written)
         return written
 
-    async def _retried(self, write: SpooledWrite) -> StoredMessage | None:
+    async def attempt(self, write: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``write``, retried with backoff while the database is away, for as long as
+        the end-of-turn writes are; ``StorageUnavailable`` if it stays away. For a write
+        nothing can go on without (recording an incoming message)."""
         delay = self._first_delay
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._retry_seconds
         while True:
             try:
-                return await self._write(write)
-            except StorageUnavailable as exc:
+                return await write()
+            except StorageUnavailable:
                 if loop.time() + delay > deadline:
-                    await self._spool.keep(write)
-                    log.error("database unavailable (%s); the write is spooled", exc)
-                    return None
+                    raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    async def _retried(self, write: SpooledWrite) -> StoredMessage | None:
+        try:
+            return await self.attempt(lambda: self._write(write))
+        except StorageUnavailable as exc:
+            await self._spool.keep(write)
+            log.error("database unavailable (%s); the write is spooled", exc)
+            return None
+
     async def _write(self, write: SpooledWrite) -> StoredMessage | None:
+        if write.settles is not None:
+            if self._ledger is None:
+                raise StorageUnavailable("no budget ledger to settle the reservation with")
+            await self._ledger.settle(write.settles, write.cost)
+            return None
         if write.closes_turn is not None:
             await self._journal.close_turn(write.closes_turn, failed=write.failure)
             return None

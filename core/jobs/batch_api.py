@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +31,7 @@ class BatchState:
     """Validation errors of a failed batch, each naming its line when the API does."""
     usage: Usage | None = None
     """Tokens the batch used, as the API reports them (None: not reported)."""
+    input_file_id: str | None = None
 
     @property
     def open(self) -> bool:
@@ -50,10 +52,17 @@ class BatchAPI(Protocol):
     """The provider's Batch and Files endpoints."""
 
     async def upload(self, path: Path) -> str:
-        """Upload the JSONL file at ``path`` for a batch; returns its file id."""
+        """Upload the JSONL file at ``path`` for a batch, reading it a part at a time (so
+        memory does not grow with the file); returns its file id."""
 
     async def create(self, file_id: str, endpoint: str, metadata: dict[str, str]) -> BatchState:
-        """Create a batch over an uploaded file, answered by ``endpoint`` within 24 h."""
+        """Create a batch over an uploaded file, answered by ``endpoint`` within 24 h. Tried
+        once: a create whose answer was lost may have made the batch, so the caller looks
+        for it with ``find`` rather than creating it again."""
+
+    async def find(self, key: str, value: str, since: datetime) -> BatchState | None:
+        """The batch created since ``since`` whose metadata has ``key`` = ``value``, or
+        None if there is none."""
 
     async def retrieve(self, batch_id: str) -> BatchState:
         """The batch's current state."""

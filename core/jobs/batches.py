@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,18 @@ from core.conversation.channel import Outbox, OutgoingFile
 from core.conversation.choices import ConversationChoices
 from core.conversation.messages import ConversationKey, UserRef
 from core.conversation.store import ConversationStore, UsageRecord
-from core.errors import InvalidWebhook, SwitchboardError, UserInputError, user_message
+from core.errors import (
+    InvalidWebhook,
+    RateLimited,
+    SwitchboardError,
+    UpstreamUnavailable,
+    UserInputError,
+    user_message,
+)
 from core.jobs.batch_api import OPEN_STATES, BatchAPI, BatchState
 from core.jobs.prompts import BuiltBatch, build_requests, prompt_of, read_prompts
 from core.jobs.reservations import reservation_from_json, reservation_to_json
-from core.jobs.store import LEASE_SECONDS, Job, JobStore, NewJob
+from core.jobs.store import LEASE_SECONDS, SUBMITTING, Job, JobStore, NewJob
 from core.metrics import Metrics, NullMetrics
 from core.models.llm import Usage
 from core.models.registry import ModelSpec
@@ -44,10 +52,19 @@ POLL_PAGE = 100
 """How many due jobs are read from the database at a time in a polling round."""
 POLL_CONCURRENCY = 8
 """How many jobs one process polls at once."""
+LIVE = OPEN_STATES | {SUBMITTING}
+"""The job states a poll can change."""
 NOT_RUN = frozenset({"batch_expired", "batch_cancelled"})
 """Error codes of requests a batch never ran (it expired or was cancelled first)."""
+TOKEN_KEY = "switchboard_job"
+"""The batch metadata key that carries the job's token, by which a batch whose creation
+was not recorded is found again."""
+CLOCK_SKEW = timedelta(minutes=10)
+"""How far back before a job's row (the database's clock) its batch (OpenAI's clock) is
+looked for."""
 NO_API = "Batch jobs need the OpenAI API; they are not available in this mode."
 _LABELS = {
+    SUBMITTING: "being sent",
     "validating": "validating",
     "in_progress": "in progress",
     "finalizing": "finalizing",
@@ -57,6 +74,28 @@ _LABELS = {
     "expired": "expired",
     "cancelled": "cancelled",
 }
+
+
+class _LeaseLost(Exception):
+    """This process no longer holds the job it was working on (it stalled past the lease
+    and another process took the job over): it stops touching the job."""
+
+
+class _NotHere(Exception):
+    """The job's channel stopped running in this process (a shutdown) while its results
+    were being sent: the job is left open for the next process."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """What became of sending a batch: its state if it was created; else why not, and
+    whether it might exist all the same (then the next poller looks for it)."""
+
+    state: BatchState | None
+    payload: dict[str, Any]
+    file_id: str = ""
+    problem: str = ""
+    undecided: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +110,9 @@ class BatchOptions:
     timezone: ZoneInfo
     webhook_secret: str | None = None
     """``OPENAI_WEBHOOK_SECRET``: webhooks are accepted only when it is set."""
+    gone: Callable[[str], bool] = lambda owner: False
+    """Whether a lease owner is a process known to be dead (its jobs are taken over at
+    once rather than when the lease runs out)."""
 
 
 class BatchJobs:
@@ -145,22 +187,35 @@ class BatchJobs:
                     f"That batch of {built.requests} prompts could cost up to "
                     f"{format_usd(estimate)} at batch prices. {exc}"
                 )
-            try:
-                file_id = await self._api.upload(built.path)
-                state = await self._api.create(
-                    file_id, built.endpoint, {"switchboard_user": user.principal}
+            user_id = await self._store.ensure_user(user)
+            conversation = await self._store.active_conversation(key)
+            payload = _payload(key, user, model=model, built=built, estimate=estimate)
+            payload["reservation"] = reservation_to_json(reservation)
+            # The row comes first, leased to this process, with a token the batch carries
+            # in its metadata: if this process dies between creating the batch and
+            # recording it, the next poller finds the batch by the token (``_resume``).
+            payload["token"] = secrets.token_hex(16)
+            now = self._clock.now()
+            job = await self._jobs.add(
+                NewJob(KIND, SUBMITTING, user_id, conversation.id, None, payload),
+                self._options.owner,
+                now + timedelta(seconds=LEASE_SECONDS),
+            )
+            sent = await self._send(job, built)
+        if sent.state is None:
+            if sent.undecided:
+                return (
+                    f"Batch #{job.id} may not have been sent ({sent.problem}); it is checked "
+                    "again shortly, and /jobs shows what became of it."
                 )
-            except SwitchboardError as exc:
-                await self._ledger.release(reservation)
-                log.warning("a batch could not be created: %s", exc)
-                return f"The batch could not be sent: {user_message(exc)}"
-        user_id = await self._store.ensure_user(user)
-        conversation = await self._store.active_conversation(key)
-        payload = _payload(key, user, model=model, built=built, estimate=estimate, file_id=file_id)
-        payload["reservation"] = reservation_to_json(reservation)
-        job = await self._jobs.add(
-            NewJob(KIND, state.status, user_id, conversation.id, state.batch_id, payload)
-        )
+            await self._ledger.release(reservation)
+            await self._jobs.finish(
+                job.id, self._options.owner, status="failed", payload=payload, usage=None,
+                error=sent.problem,
+            )  # fmt: skip
+            return f"The batch could not be sent: {sent.problem}"
+        state = sent.state
+        payload = {**sent.payload, "input_file_id": state.input_file_id or sent.file_id}
         text = status_text(job.id, state, built.requests)
         try:
             posted = await self._outbox.post(key, text)
@@ -168,17 +223,49 @@ class BatchJobs:
             log.warning("could not post the status of batch #%d: %s", job.id, exc)
         else:
             payload = {**payload, "status_message": posted.id, "shown": text}
-            now = self._clock.now()
-            owner = self._options.owner
-            # Only the status message's id is added; the lease keeps pollers off meanwhile.
-            if await self._jobs.lease(job.id, owner, now + timedelta(seconds=LEASE_SECONDS), now):
-                await self._jobs.update(job.id, owner, state.status, payload, self._next_poll())
+        await self._jobs.update(
+            job.id, self._options.owner, state.status, payload, self._next_poll(),
+            openai_id=state.batch_id,
+        )  # fmt: skip
         return (
             f"Batch #{job.id} sent: {built.requests} prompt{'s' if built.requests != 1 else ''} "
             f"for {model.title or model.id}, at most {format_usd(estimate)} at batch prices "
             "(held from your budget until it is done). The answers come here as files, "
             f"usually within 24 hours. /jobs shows its state; /jobs cancel {job.id} stops it."
         )
+
+    async def _send(self, job: Job, built: BuiltBatch) -> _Sent:
+        """Upload the request file and create the batch, at most once."""
+        assert self._api is not None
+        owner = self._options.owner
+        try:
+            file_id = await self._api.upload(built.path)
+        except SwitchboardError as exc:
+            log.warning("batch #%d could not be uploaded: %s", job.id, exc)
+            return _Sent(None, job.payload, problem=user_message(exc))
+        # The upload may have taken long: renew the lease, and create nothing if another
+        # process took the job over meanwhile (it finds no batch and closes the job).
+        payload = {**job.payload, "input_file_id": file_id}
+        now = self._clock.now()
+        if not await self._jobs.checkpoint(
+            job.id, owner, payload, now + timedelta(seconds=LEASE_SECONDS)
+        ):
+            return _Sent(None, payload, problem="the upload took too long", undecided=True)
+        metadata = {"switchboard_user": payload["user"], TOKEN_KEY: payload["token"]}
+        try:
+            state = await self._api.create(file_id, built.endpoint, metadata)
+        except SwitchboardError as exc:
+            # The API may have made the batch and its answer been lost on the way.
+            log.warning("creating batch #%d failed (%s); looking for it", job.id, exc)
+            problem = user_message(exc)
+            try:
+                found = await self._api.find(
+                    TOKEN_KEY, payload["token"], job.created_at - CLOCK_SKEW
+                )
+            except SwitchboardError:
+                return _Sent(None, payload, file_id, problem, undecided=True)
+            return _Sent(found, payload, file_id, problem)
+        return _Sent(state, payload, file_id)
 
     async def _short_of(self, payer: Payer, estimate: int) -> str | None:
         """Why ``estimate`` does not fit what is left of ``payer``'s budgets, or None: a
@@ -202,9 +289,10 @@ class BatchJobs:
         that one process polls it; returns how many were polled."""
         if self._api is None:
             return 0
+        await self._release_dead()
         now = self._clock.now()
         polled = 0
-        self._metrics.open_jobs(await self._jobs.count_open(sorted(OPEN_STATES)))
+        self._metrics.open_jobs(await self._jobs.count_open(sorted(LIVE)))
         after = 0
         # A few at a time: the API's answers, not our own work, take most of a poll.
         gate = asyncio.Semaphore(POLL_CONCURRENCY)
@@ -214,26 +302,43 @@ class BatchJobs:
                 return await self._poll_leased(job, now)
 
         # Page by id, so jobs left due (another process's channel) are not read twice.
-        while page := await self._jobs.due(sorted(OPEN_STATES), now, POLL_PAGE, after):
+        while page := await self._jobs.due(sorted(LIVE), now, POLL_PAGE, after):
             polled += sum(await asyncio.gather(*(poll(job) for job in page)))
             after = page[-1].id
         return polled
 
+    async def _release_dead(self) -> None:
+        """Free the leases of processes that died holding them (on this machine)."""
+        for owner in await self._jobs.lease_owners():
+            if owner != self._options.owner and self._options.gone(owner):
+                released = await self._jobs.release_leases(owner)
+                log.info("took over %d jobs of %s, which is gone", released, owner)
+
     async def _poll_leased(self, job: Job, now: datetime) -> bool:
         """Poll ``job`` if its channel runs here and this process gets its lease."""
-        if job.kind != KIND or job.status not in OPEN_STATES:
+        if job.kind != KIND or job.status not in LIVE:
             return False
         if not self._outbox.reaches(_key(job)):
             return False
-        until = now + timedelta(seconds=LEASE_SECONDS)
+        # The lease lasts until the job's next poll is due: a poll that finds nothing new
+        # writes nothing more, and the job comes due again when the lease runs out.
+        until = self._next_poll()
         if not await self._jobs.lease(job.id, self._options.owner, until, now):
             return False  # another process has it
         try:
             await self._poll(job)
-        except Exception:
-            log.exception("polling batch #%d failed; it is polled again later", job.id)
+        except _LeaseLost as exc:
+            log.warning("%s", exc)
+        except Exception as exc:
+            if isinstance(exc, _NotHere):
+                log.info("%s", exc)
+            else:
+                log.exception("polling batch #%d failed; it is polled again later", job.id)
+            # The row, not ``job``: it may hold steps recorded since (files sent).
+            current = await self._jobs.job(job.id)
+            payload = current.payload if current is not None else job.payload
             await self._jobs.update(
-                job.id, self._options.owner, job.status, job.payload, self._next_poll()
+                job.id, self._options.owner, job.status, payload, self._next_poll()
             )
         return True
 
@@ -259,15 +364,64 @@ class BatchJobs:
 
     async def _poll(self, job: Job) -> None:
         assert self._api is not None
-        state = await self._api.retrieve(job.openai_id)
-        if state.open:
-            payload = await self._show(job, status_text(job.id, state, job.payload["requests"]))
-            payload["counts"] = {"completed": state.completed, "failed": state.failed}
-            await self._jobs.update(
-                job.id, self._options.owner, state.status, payload, self._next_poll()
-            )
+        if not job.openai_id:
+            await self._resume(job)
             return
+        state = await self._api.retrieve(job.openai_id)
+        owner = self._options.owner
+        if state.open:
+            text = status_text(job.id, state, job.payload["requests"])
+            counts = {"completed": state.completed, "failed": state.failed}
+            if (
+                state.status == job.status
+                and job.payload.get("counts") == counts
+                and job.payload.get("shown", text) == text
+            ):
+                return  # nothing new: the lease stands until the next poll
+            payload = await self._show(job, text)
+            payload["counts"] = counts
+            await self._jobs.update(job.id, owner, state.status, payload, self._next_poll())
+            return
+        # Delivering takes longer than a poll: hold the job for as long as a step may take.
+        now = self._clock.now()
+        if not await self._jobs.lease(job.id, owner, now + timedelta(seconds=LEASE_SECONDS), now):
+            raise _LeaseLost(f"batch #{job.id} was taken over by another process")
         await self._deliver(job, state)
+
+    async def _resume(self, job: Job) -> None:
+        """A job whose process died while sending it: the batch is looked for by the
+        job's token; found, it is recorded and polled from now on; not found, it was never
+        created, and the job is closed as failed, its estimate released, the user told."""
+        assert self._api is not None
+        owner = self._options.owner
+        found = await self._api.find(TOKEN_KEY, job.payload["token"], job.created_at - CLOCK_SKEW)
+        key = _key(job)
+        if found is not None:
+            payload = {**job.payload, "input_file_id": found.input_file_id}
+            text = status_text(job.id, found, payload["requests"])
+            try:
+                posted = await self._outbox.post(key, text)
+            except Exception as exc:
+                log.warning("could not post the status of batch #%d: %s", job.id, exc)
+            else:
+                payload = {**payload, "status_message": posted.id, "shown": text}
+            await self._jobs.update(
+                job.id, owner, found.status, payload, self._next_poll(), openai_id=found.batch_id
+            )
+            log.info("batch #%d: found %s after a restart", job.id, found.batch_id)
+            return
+        problem = "the bot restarted before the batch was sent; nothing was charged"
+        if not await self._jobs.finish(
+            job.id, owner, status="failed", payload=job.payload, usage=None, error=problem
+        ):
+            return
+        await self._ledger.release(reservation_from_json(job.payload["reservation"]))
+        try:
+            await self._outbox.post(
+                key, f"Batch #{job.id} was not sent: {problem}. Please send it again."
+            )
+        except Exception as exc:
+            log.warning("could not tell the owner of batch #%d: %s", job.id, exc)
 
     async def _show(self, job: Job, text: str) -> dict[str, Any]:
         """Edit the job's status message when its text changed; returns the new payload."""
@@ -287,12 +441,13 @@ class BatchJobs:
         """Send a finished batch's results, then close the job with its usage row (one
         transaction) and settle its reservation."""
         assert self._api is not None
-        key = _key(job)
         payload = job.payload
         problem: str | None = None
         try:
             answers, failures, raw, line_usage = await self._results(state)
             prompts = await self._prompts(payload["input_file_id"])
+        except (RateLimited, UpstreamUnavailable):
+            raise  # passing: the next poll reads them again
         except (ValueError, KeyError, AttributeError, SwitchboardError) as exc:
             # Unreadable results are reported once and the job is closed, not retried forever.
             log.warning("batch #%d: its result files could not be read: %s", job.id, exc)
@@ -303,23 +458,19 @@ class BatchJobs:
         )
         if problem is not None:
             report += f"\nThe answers could not be shown: {problem}.\n"
-        try:
-            await self._outbox.send_file(
-                key,
-                OutgoingFile(
-                    f"batch-{job.id}-results.md",
-                    report.encode(),
-                    "text/markdown",
-                    caption=f"Batch #{job.id}: {_LABELS.get(state.status, state.status)}",
-                ),
+        files = [
+            OutgoingFile(
+                f"batch-{job.id}-results.md",
+                report.encode(),
+                "text/markdown",
+                caption=f"Batch #{job.id}: {_LABELS.get(state.status, state.status)}",
             )
-            if raw:
-                await self._outbox.send_file(
-                    key, OutgoingFile(f"batch-{job.id}-results.jsonl", raw, "application/jsonl")
-                )
-        except Exception as exc:
-            problem = f"the results could not be sent: {exc}"
-            log.warning("batch #%d: %s", job.id, problem)
+        ]
+        if raw:
+            files.append(OutgoingFile(f"batch-{job.id}-results.jsonl", raw, "application/jsonl"))
+        payload, trouble = await self._send_files(job, files)
+        if trouble is not None:
+            problem = trouble if problem is None else f"{problem}; {trouble}"
         usage = state.usage or line_usage
         model = self._choices.registry.models.get(payload["model"])
         token_prices = model.prices if model is not None else None
@@ -342,7 +493,7 @@ class BatchJobs:
         final = status_text(job.id, state, payload["requests"], cost=cost)
         if problem is not None:
             final += f"\nProblem: {problem}."
-        new_payload = await self._show(job, final)
+        new_payload = await self._show(replace(job, payload=payload), final)
         errors = "; ".join(state.errors) or None
         if not await self._jobs.finish(
             job.id,
@@ -357,6 +508,52 @@ class BatchJobs:
         reservation = reservation_from_json(payload["reservation"])
         await self._ledger.settle(reservation, cost)
         log.info("batch #%d %s: delivered, cost %s", job.id, state.status, format_usd(cost))
+
+    async def _send_files(
+        self, job: Job, files: list[OutgoingFile]
+    ) -> tuple[dict[str, Any], str | None]:
+        """Send a job's result files, each at most once across processes and restarts:
+        before a file goes out the job records that it is being sent, and after, that it
+        was. A file that a dead process was sending (recorded as being sent, never as
+        sent) may have arrived or not — the platform cannot say — so it is not sent again,
+        and the user is told; returns the payload and what went wrong, if anything."""
+        owner = self._options.owner
+        payload = dict(job.payload)
+        trouble: list[str] = []
+        for file in files:
+            delivery: dict[str, Any] = payload.get("delivery") or {"done": [], "sending": None}
+            if file.filename in delivery["done"]:
+                continue
+            if delivery["sending"] == file.filename:
+                trouble.append(
+                    f"a restart interrupted sending {file.filename}; it may not have arrived"
+                )
+                delivery = {"done": [*delivery["done"], file.filename], "sending": None}
+                payload["delivery"] = delivery
+                continue
+            if not self._outbox.reaches(_key(job)):
+                raise _NotHere(f"batch #{job.id}: its channel stopped here; delivered later")
+            payload["delivery"] = {**delivery, "sending": file.filename}
+            until = self._clock.now() + timedelta(seconds=LEASE_SECONDS)
+            if not await self._jobs.checkpoint(job.id, owner, payload, until):
+                raise _LeaseLost(f"batch #{job.id} was taken over by another process")
+            try:
+                await self._outbox.send_file(_key(job), file)
+            except Exception as exc:
+                if not self._outbox.reaches(_key(job)):
+                    # The channel stopped under the call (a shutdown): whether the file
+                    # arrived is unknown, so it stays "being sent" for the next process,
+                    # which sends the rest and closes the job.
+                    raise _NotHere(f"batch #{job.id}: its channel stopped while sending") from exc
+                trouble.append(f"the results could not be sent: {exc}")
+                log.warning("batch #%d: %s could not be sent: %s", job.id, file.filename, exc)
+                # Refused by the platform (the chat is gone): not tried again.
+                payload["delivery"] = {"done": [*delivery["done"], file.filename], "sending": None}
+                break
+            payload["delivery"] = {"done": [*delivery["done"], file.filename], "sending": None}
+            until = self._clock.now() + timedelta(seconds=LEASE_SECONDS)
+            await self._jobs.checkpoint(job.id, owner, payload, until)
+        return payload, "; ".join(trouble) or None
 
     async def _results(
         self, state: BatchState
@@ -412,7 +609,7 @@ class BatchJobs:
 
     async def list_jobs(self, user: UserRef, limit: int = 20) -> list[Job]:
         """The newest batch jobs of ``user``."""
-        return await self._jobs.jobs(await self._store.ensure_user(user), limit=limit)
+        return await self._jobs.jobs(await self._store.ensure_user(user), limit=limit, kind=KIND)
 
     def describe(self, job: Job) -> str:
         """One line about a job: number, state with progress, and age."""
@@ -430,8 +627,10 @@ class BatchJobs:
         job = await self._jobs.job(job_id)
         if job is None or job.kind != KIND or (not admin and job.payload.get("user") != principal):
             return f"There is no job #{job_id} of yours. /jobs lists them."
-        if job.status not in OPEN_STATES:
+        if job.status not in LIVE:
             return f"Job #{job_id} is already {_LABELS.get(job.status, job.status)}."
+        if not job.openai_id:
+            return f"Batch #{job_id} is still being sent; cancel it in a moment."
         if self._api is None:
             return NO_API
         try:
@@ -504,7 +703,6 @@ def _payload(
     model: ModelSpec,
     built: BuiltBatch,
     estimate: int,
-    file_id: str,
 ) -> dict[str, Any]:
     return {
         "key": {
@@ -517,7 +715,6 @@ def _payload(
         "model": model.id,
         "requests": built.requests,
         "estimate": estimate,
-        "input_file_id": file_id,
         "labels": built.labels,
     }
 

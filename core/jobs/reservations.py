@@ -14,6 +14,7 @@ def reservation_to_json(reservation: Reservation) -> dict[str, Any]:
     """``reservation`` as plain JSON values."""
     return {
         "amount": reservation.amount,
+        "hold": reservation.hold,
         "claims": [
             {
                 "scope": claim.scope.value,
@@ -51,4 +52,4 @@ def reservation_from_json(data: dict[str, Any]) -> Reservation:
         )
         for claim in data["claims"]
     )
-    return Reservation(claims, data["amount"])
+    return Reservation(claims, data["amount"], data.get("hold"))

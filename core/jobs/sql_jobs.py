@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.conversation.store import UsageRecord
 from core.jobs.batch_api import OPEN_STATES
-from core.jobs.store import Job, NewJob
+from core.jobs.store import SUBMITTING, Job, NewJob
 from core.storage.schema import JobRow, UsageRow
 from core.storage.sql_store import usage_values
 
@@ -26,8 +26,10 @@ class SqlJobStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def add(self, job: NewJob) -> Job:
-        """Insert the job row."""
+    async def add(
+        self, job: NewJob, owner: str | None = None, until: datetime | None = None
+    ) -> Job:
+        """Insert the job row (with its lease, if any)."""
         async with self._engine.begin() as connection:
             result = await connection.execute(
                 insert(_jobs).values(
@@ -37,6 +39,9 @@ class SqlJobStore:
                     conversation_id=job.conversation_id,
                     openai_id=job.openai_id,
                     payload=job.payload,
+                    lease_owner=owner,
+                    lease_until=until,
+                    error=job.error,
                 )
             )
             primary_key = result.inserted_primary_key
@@ -60,11 +65,15 @@ class SqlJobStore:
             await connection.rollback()
         return None if row is None else _job(row)
 
-    async def jobs(self, user_id: int | None = None, limit: int = 20) -> list[Job]:
+    async def jobs(
+        self, user_id: int | None = None, limit: int = 20, *, kind: str | None = None
+    ) -> list[Job]:
         """Newest first."""
         query = select(_jobs).order_by(_jobs.c.id.desc()).limit(limit)
         if user_id is not None:
             query = query.where(_jobs.c.user_id == user_id)
+        if kind is not None:
+            query = query.where(_jobs.c.kind == kind)
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).all()
             await connection.rollback()
@@ -115,21 +124,61 @@ class SqlJobStore:
             )
         return bool(result.rowcount)
 
+    async def lease_owners(self) -> list[str]:
+        """Distinct owners of the leases held."""
+        query = select(_jobs.c.lease_owner).where(_jobs.c.lease_owner.is_not(None)).distinct()
+        async with self._engine.connect() as connection:
+            owners = (await connection.execute(query)).scalars().all()
+            await connection.rollback()
+        return [str(owner) for owner in owners]
+
+    async def release_leases(self, owner: str) -> int:
+        """Clear ``owner``'s leases."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(_jobs)
+                .where(_jobs.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+        return int(result.rowcount)
+
     async def update(
-        self, job_id: int, owner: str, status: str, payload: dict[str, Any], next_poll_at: datetime
+        self,
+        job_id: int,
+        owner: str,
+        status: str,
+        payload: dict[str, Any],
+        next_poll_at: datetime,
+        *,
+        openai_id: str | None = None,
     ) -> bool:
         """Store the poll's outcome and release the lease."""
+        values: dict[str, Any] = {
+            "status": status,
+            "payload": payload,
+            "next_poll_at": next_poll_at,
+            "lease_owner": None,
+            "lease_until": None,
+        }
+        if openai_id is not None:
+            values["openai_id"] = openai_id
         async with self._engine.begin() as connection:
             result = await connection.execute(
                 update(_jobs)
                 .where(_jobs.c.id == job_id, _jobs.c.lease_owner == owner)
-                .values(
-                    status=status,
-                    payload=payload,
-                    next_poll_at=next_poll_at,
-                    lease_owner=None,
-                    lease_until=None,
-                )
+                .values(**values)
+            )
+        return bool(result.rowcount)
+
+    async def checkpoint(
+        self, job_id: int, owner: str, payload: dict[str, Any], until: datetime
+    ) -> bool:
+        """Conditional on the lease: a lost lease writes nothing."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(_jobs)
+                .where(_jobs.c.id == job_id, _jobs.c.lease_owner == owner)
+                .values(payload=payload, lease_until=until)
             )
         return bool(result.rowcount)
 
@@ -142,15 +191,17 @@ class SqlJobStore:
         payload: dict[str, Any],
         usage: UsageRecord | None,
         error: str | None = None,
+        open_states: Collection[str] | None = None,
     ) -> bool:
         """The final status and the usage row together, once."""
+        still_open = list([*OPEN_STATES, SUBMITTING] if open_states is None else open_states)
         async with self._engine.begin() as connection:
             result = await connection.execute(
                 update(_jobs)
                 .where(
                     _jobs.c.id == job_id,
                     _jobs.c.lease_owner == owner,
-                    _jobs.c.status.in_(list(OPEN_STATES)),
+                    _jobs.c.status.in_(still_open),
                 )
                 .values(
                     status=status,
@@ -175,7 +226,7 @@ def _job(row: Row[Any]) -> Job:
         status=row.status,
         user_id=row.user_id,
         conversation_id=row.conversation_id,
-        openai_id=row.openai_id,
+        openai_id=row.openai_id or "",
         payload=dict(row.payload or {}),
         error=row.error,
         created_at=_aware(row.created_at),

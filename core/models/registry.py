@@ -23,6 +23,8 @@ from pydantic import (
 from core.errors import ConfigError, UnknownChoice
 
 MICRO = 1_000_000
+FINE_TUNING = "fine-tuning"
+"""The capability of a model that can be the base of a fine-tuning job."""
 
 
 class TokenPrices(BaseModel):
@@ -95,6 +97,8 @@ class ModelSpec(Entry):
     capabilities: frozenset[str] = frozenset()
     encoding: str | None = None
     prices: TokenPrices = TokenPrices()
+    training_example_tokens: int | None = Field(default=None, gt=0)
+    """The most tokens one fine-tuning example may have (None: the context window)."""
 
     @property
     def supports_tools(self) -> bool:
@@ -218,9 +222,10 @@ def _pick(entries: Mapping[str, _Media], name: str, kind: str) -> _Media:
 
 @dataclass(frozen=True)
 class Registry:
-    """Models and modes by id, with the defaults used when a conversation chose none."""
+    """Models and modes by id, with the defaults used when a conversation chose none.
+    ``models`` grows while the bot runs: fine-tuned models join it (``add_fine_tuned``)."""
 
-    models: Mapping[str, ModelSpec]
+    models: dict[str, ModelSpec]
     modes: Mapping[str, ModeSpec]
     default_model: str
     default_mode: str
@@ -228,6 +233,8 @@ class Registry:
     embeddings: Mapping[str, EmbeddingModelSpec] = field(default_factory=dict)
     checked: date | None = None
     """The day the registry's facts (dates, successors, prices) were last checked."""
+    default_fine_tune: str = ""
+    """The base model of ``/finetune`` when the conversation's model cannot be fine-tuned."""
 
     def tables(self) -> dict[str, Mapping[str, Entry]]:
         """Every role's entries by id; a successor names an entry of its own role's table."""
@@ -255,6 +262,36 @@ class Registry:
         if "vision" in current.capabilities:
             return current
         return self.model(self.media.default_vision or None)
+
+    def fine_tune_base(self, current: ModelSpec) -> ModelSpec | None:
+        """The model a fine-tune starts from: ``current`` if it can be fine-tuned, else the
+        registry's default for fine-tuning; None if neither can."""
+        for spec in (current, self.models.get(self.default_fine_tune)):
+            if spec is not None and FINE_TUNING in spec.capabilities:
+                return spec
+        return None
+
+    def add_fine_tuned(self, name: str, base: str) -> ModelSpec | None:
+        """Offer the fine-tuned model ``name`` (an ``ft:…`` id) from now on, with the limits,
+        prices, shutdown and successor of its ``base`` (it works until the base shuts down);
+        None when the registry does not know the base. Adding it again changes nothing."""
+        spec = self.models.get(name)
+        if spec is not None:
+            return spec
+        origin = self.models.get(base)
+        if origin is None:
+            return None
+        parts = name.split(":")
+        label = parts[3] if len(parts) > 3 and parts[3] else name
+        spec = origin.model_copy(
+            update={
+                "id": name,
+                "title": f"{origin.title or origin.id} fine-tune {label}",
+                "capabilities": origin.capabilities - {FINE_TUNING},
+            }
+        )
+        self.models[name] = spec
+        return spec
 
     def model(self, name: str | None) -> ModelSpec:
         """The model called ``name``, or the default; raises ``UnknownChoice``."""
@@ -307,10 +344,21 @@ def load_registry(models_file: Path | None = None, modes_file: Path | None = Non
             for name, spec in _tables(models_data, "embedding_models", models_origin).items()
         },
         _checked(models_data.get("checked"), models_origin),
+        _fine_tune_default(models_data, models, models_origin),
     )
     for table in registry.tables().values():
         _check_successors(table, models_origin)
     return registry
+
+
+def _fine_tune_default(data: dict[str, Any], models: Mapping[str, ModelSpec], origin: str) -> str:
+    name = str(data.get("defaults", {}).get("fine_tune", ""))
+    spec = models.get(name)
+    if name and (spec is None or FINE_TUNING not in spec.capabilities):
+        raise ConfigError(
+            f"{origin}: defaults.fine_tune must name a model with the {FINE_TUNING} capability"
+        )
+    return name
 
 
 def _checked(value: object, origin: str) -> date | None:

@@ -10,7 +10,7 @@ fits in what every budget has left. Money is integer micro-dollars.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
@@ -68,11 +68,24 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """Who holds a reservation, and until when unless renewed: the reservation of a process
+    that died mid-call is released once ``until`` has passed (or as soon as its ``owner``
+    is known to be dead)."""
+
+    owner: str
+    until: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Reservation:
-    """An estimated cost held against ``claims`` until the call is settled or released."""
+    """An estimated cost held against ``claims`` until the call is settled or released.
+    ``hold`` names a reservation held under a lease (``Hold``), settled exactly once; None
+    for one that stays until whoever settles it does (a batch's, held for hours)."""
 
     claims: tuple[Claim, ...]
     amount: int
+    hold: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,14 +187,27 @@ class BudgetLedger(Protocol):
     async def budgets(self, subjects: Sequence[tuple[Scope, str]] = ()) -> list[Budget]:
         """The budgets of the given subjects (all budgets when none are given)."""
 
-    async def reserve(self, payer: Payer, amount: int, now: datetime, tz: ZoneInfo) -> Reservation:
+    async def reserve(
+        self, payer: Payer, amount: int, now: datetime, tz: ZoneInfo, hold: Hold | None = None
+    ) -> Reservation:
         """Hold ``amount`` against every budget that applies to ``payer``, all or nothing,
         atomically, only if it ``fits`` in what each has left (spending plus reservations
         never exceed a limit, whatever runs concurrently); else ``BudgetExceeded`` names
-        the budget with the least left, and what that is."""
+        the budget with the least left, and what that is. With ``hold``, the reservation is
+        leased to its owner (``renew``, ``release_abandoned``)."""
 
     async def settle(self, reservation: Reservation, actual: int) -> None:
-        """Replace a reservation by the real cost of the call."""
+        """Replace a reservation by the real cost of the call. A held reservation is settled
+        once: settling it again changes nothing, and one released meanwhile (its lease ran
+        out) only adds ``actual`` to what was spent."""
+
+    async def renew(self, reservation: Reservation, until: datetime) -> None:
+        """Extend the lease of a held reservation still under way to ``until``."""
+
+    async def release_abandoned(self, now: datetime, gone: Callable[[str], bool]) -> int:
+        """Release the held reservations whose lease ran out by ``now`` or whose owner is
+        ``gone`` (a dead process): what they held is free again, what was spent stays.
+        Returns how many were released."""
 
     async def release(self, reservation: Reservation) -> None:
         """Drop a reservation whose call failed."""

@@ -7,7 +7,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
@@ -25,6 +25,7 @@ _PER_MODEL_SECTIONS = (
     "transcription_per_minute",
     "speech_per_million_chars",
     "embeddings_per_million_tokens",
+    "fine_tuning_training_per_million_tokens",
 )
 _SECTIONS = ("batch_discount_bp", "images", *_PER_MODEL_SECTIONS)
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -55,6 +56,10 @@ class PriceTable:
     speech_per_million_chars: Mapping[str, int]
     embeddings_per_million_tokens: Mapping[str, int]
     batch_discount_bp: int
+    fine_tuning_training_per_million_tokens: Mapping[str, int] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    """Training prices of the models that can be fine-tuned (``/finetune``)."""
 
     def image_price(self, model: str, size: str, quality: str) -> ImagePrice:
         """The price of one image, as recorded on a usage row; raises ``PriceMissing``."""
@@ -89,6 +94,12 @@ class PriceTable:
         per_million = _price(self.embeddings_per_million_tokens, model, "embeddings")
         return _ceil_div(_count(tokens, "tokens") * per_million, PER_MILLION)
 
+    def training_cost(self, model: str, tokens: int) -> int:
+        """Cost of fine-tuning ``model`` on ``tokens`` training tokens (epochs included);
+        raises ``PriceMissing`` when the model has no training price."""
+        per_million = _price(self.fine_tuning_training_per_million_tokens, model, "fine-tuning")
+        return _ceil_div(_count(tokens, "tokens") * per_million, PER_MILLION)
+
     def batch_cost(self, token_cost_micros: int) -> int:
         """A batch job's token cost after the batch discount."""
         kept = FULL_BP - self.batch_discount_bp
@@ -111,6 +122,9 @@ def load_prices(override: Path | None = None) -> PriceTable:
         speech_per_million_chars=MappingProxyType(prices["speech_per_million_chars"]),
         embeddings_per_million_tokens=MappingProxyType(prices["embeddings_per_million_tokens"]),
         batch_discount_bp=batch["discount_bp"],
+        fine_tuning_training_per_million_tokens=MappingProxyType(
+            prices["fine_tuning_training_per_million_tokens"]
+        ),
     )
 
 

@@ -9,6 +9,15 @@ Either way spending plus reservations never exceed a limit, across processes too
 reservation reads what the refusing budgets have left before it rolls back, for the
 message and for a smaller retry. The statements of this path are built once: building them
 per call cost more than running them.
+
+A reservation made with a ``Hold`` also writes one ``budget_holds`` row per counter, in the
+same transaction, leased to its process. Settling deletes those rows and, only for the rows
+it deleted, moves the amount from reserved to spent — so a settle replayed from the spool
+counts once. ``release_abandoned`` gives back what expired leases and dead owners held,
+marking their rows released: a settle arriving later (from a process only cut off, or
+replayed from a dead one's spool) still adds what the call cost, once. Released rows no
+settle came for are forgotten after a day.
+Database outages are raised as ``StorageUnavailable``.
 """
 
 from __future__ import annotations
@@ -16,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable, Sequence
-from datetime import datetime
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
@@ -30,18 +41,26 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    false,
+    func,
+    insert,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from core.errors import StorageUnavailable
 from core.money.budgets import (
     Budget,
     BudgetExceeded,
     BudgetStatus,
     Claim,
+    Hold,
     Payer,
     Reservation,
     Scope,
@@ -49,12 +68,16 @@ from core.money.budgets import (
     refusal,
 )
 from core.money.periods import Period, window
-from core.storage.database import in_sqlite_connection, sqlite_transaction
-from core.storage.schema import BudgetCounterRow, BudgetRow
+from core.storage.database import broken_query, in_sqlite_connection, sqlite_transaction
+from core.storage.schema import BudgetCounterRow, BudgetHoldRow, BudgetRow
 
 _T = TypeVar("_T")
 _budgets = cast(Table, BudgetRow.__table__)
 _counters = cast(Table, BudgetCounterRow.__table__)
+_holds = cast(Table, BudgetHoldRow.__table__)
+FORGET_RELEASED = timedelta(days=1)
+"""How long the rows of a released reservation wait for a settle that may still come (the
+process was only cut off, not dead); no call takes that long."""
 _BUDGET_COLUMNS = select(
     _budgets.c.scope, _budgets.c.subject, _budgets.c.period, _budgets.c.limit_micros
 )
@@ -70,6 +93,12 @@ _COUNTER_KEY = and_(
     _counters.c.subject == bindparam("k_subject"),
     _counters.c.period == bindparam("k_period"),
     _counters.c.window_start == bindparam("k_window"),
+)
+_HOLD_KEY = (_holds.c.scope, _holds.c.subject, _holds.c.period, _holds.c.window_start)
+_SETTLE_HOLDS = (
+    delete(_holds)
+    .where(_holds.c.reservation == bindparam("hold"))
+    .returning(*_HOLD_KEY, _holds.c.amount, _holds.c.released)
 )
 _SETTLE = (
     update(_counters)
@@ -169,16 +198,24 @@ class SqlBudgetLedger:
         async with self._engine.connect() as connection:
             return await self._load(connection, subjects)
 
-    async def reserve(self, payer: Payer, amount: int, now: datetime, tz: ZoneInfo) -> Reservation:
+    async def reserve(
+        self, payer: Payer, amount: int, now: datetime, tz: ZoneInfo, hold: Hold | None = None
+    ) -> Reservation:
         """Hold ``amount`` against every budget that applies to ``payer``, all or nothing,
-        only if it fits in what each has left."""
-        async with self._engine.begin() as connection:
+        only if it fits in what each has left; leased to ``hold``'s owner if given."""
+        async with _reachable(), self._engine.begin() as connection:
             rows = await connection.execute(
                 _PAYER_BUDGETS, {"user": payer.user, "place": payer.place}
             )
             budgets = [_budget(row) for row in rows]
             claims = _ordered(claims_for(budgets, payer, now, tz))
             refused = _oversized(claims, amount)
+            key = None
+            if claims and not refused and hold is not None:
+                # Before the counters: their row locks are then held only for the upsert
+                # and the commit (a refusal rolls these rows back with the rest).
+                key = uuid.uuid4().hex
+                await connection.execute(insert(_holds), _hold_rows(key, hold, claims, amount))
             if claims and not refused:
                 params: dict[str, object] = {"amount": amount}
                 for index, claim in enumerate(claims):
@@ -200,18 +237,86 @@ class SqlBudgetLedger:
                     lefts.append((claim, _left(claim, row)))
                 # Leaving the block rolls back the claims already made.
                 raise _tightest(lefts, now, tz)
-        return Reservation(tuple(claims), amount)
+        return Reservation(tuple(claims), amount, key)
 
     async def settle(self, reservation: Reservation, actual: int) -> None:
-        """Replace a reservation by the real cost of the call."""
+        """Replace a reservation by the real cost of the call (once, if it is held)."""
         if not reservation.claims:
             return
-        params = [
-            {**_key_values(claim), "amount": reservation.amount, "actual": actual}
-            for claim in reservation.claims
-        ]
-        async with self._engine.begin() as connection:
-            await connection.execute(_SETTLE, params)
+        async with _reachable(), self._engine.begin() as connection:
+            if reservation.hold is None:
+                params = [
+                    {**_key_values(claim), "amount": reservation.amount, "actual": actual}
+                    for claim in reservation.claims
+                ]
+            else:
+                held = await connection.execute(_SETTLE_HOLDS, {"hold": reservation.hold})
+                params = [
+                    {
+                        **_row_key_values(row),
+                        "amount": 0 if row.released else int(row.amount),
+                        "actual": actual,
+                    }
+                    for row in _in_lock_order(held)
+                ]
+            if params:
+                await connection.execute(_SETTLE, params)
+
+    async def renew(self, reservation: Reservation, until: datetime) -> None:
+        """Extend a held reservation's lease."""
+        if reservation.hold is None:
+            return
+        async with _reachable(), self._engine.begin() as connection:
+            await connection.execute(
+                update(_holds)
+                .where(_holds.c.reservation == reservation.hold, _holds.c.released == false())
+                .values(expires_at=until)
+            )
+
+    async def release_abandoned(self, now: datetime, gone: Callable[[str], bool]) -> int:
+        """Release the held reservations whose lease ran out or whose owner is gone."""
+        async with _reachable(), self._engine.begin() as connection:
+            owners = await connection.execute(
+                select(_holds.c.owner, func.min(_holds.c.expires_at))
+                .where(_holds.c.released == false())
+                .group_by(_holds.c.owner)
+            )
+            dead = []
+            expired = False
+            for owner, earliest in owners:
+                if gone(owner):
+                    dead.append(owner)
+                elif _aware(earliest) < now:
+                    expired = True
+            if not dead and not expired:
+                return 0
+            abandoned = _holds.c.expires_at < now
+            if dead:
+                abandoned = or_(abandoned, _holds.c.owner.in_(dead))
+            # Marked, not deleted: a settle may still come — from an owner only cut off, or
+            # from a dead owner's spool, replayed by the process that takes its place.
+            released = (
+                await connection.execute(
+                    update(_holds)
+                    .where(_holds.c.released == false(), abandoned)
+                    .values(released=True)
+                    .returning(*_HOLD_KEY, _holds.c.amount, _holds.c.reservation)
+                )
+            ).all()
+            if released:
+                await connection.execute(
+                    _SETTLE,
+                    [
+                        {**_row_key_values(row), "amount": int(row.amount), "actual": 0}
+                        for row in _in_lock_order(released)
+                    ],
+                )
+            await connection.execute(
+                delete(_holds).where(
+                    _holds.c.released == true(), _holds.c.expires_at < now - FORGET_RELEASED
+                )
+            )
+        return len({row.reservation for row in released})
 
     async def release(self, reservation: Reservation) -> None:
         """Drop a reservation whose call failed."""
@@ -249,11 +354,26 @@ class SqlBudgetLedger:
                 for period in Period
             )
         )
+        held = or_(
+            *(
+                and_(
+                    _holds.c.period == period.value,
+                    _holds.c.window_start == window(period, now, tz).start,
+                )
+                for period in Period
+            )
+        )
         async with self._engine.begin() as connection:
             result = await connection.execute(
                 update(_counters)
                 .where(_counters.c.scope == scope.value, _counters.c.subject == subject, current)
                 .values(spent_micros=0, reserved_micros=0)
+            )
+            # What they held is dropped with the counters: their settles add the cost only.
+            await connection.execute(
+                update(_holds)
+                .where(_holds.c.scope == scope.value, _holds.c.subject == subject, held)
+                .values(released=True)
             )
         return int(result.rowcount or 0)
 
@@ -316,6 +436,63 @@ def _key_values(claim: Claim) -> dict[str, object]:
     }
 
 
+def _row_key_values(row: Any) -> dict[str, object]:
+    """The bound key values of the counter a ``budget_holds`` row draws on."""
+    return {
+        "k_scope": row.scope,
+        "k_subject": row.subject,
+        "k_period": row.period,
+        "k_window": row.window_start,
+    }
+
+
+def _in_lock_order(rows: Iterable[Any]) -> list[Any]:
+    """``budget_holds`` rows in the order ``_ordered`` gives their counters, so that a
+    settle or a release never waits on a reservation that waits on it."""
+    return sorted(rows, key=lambda r: (r.scope, r.subject, r.period, _aware(r.window_start)))
+
+
+def _hold_rows(key: str, hold: Hold, claims: Sequence[Claim], amount: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "reservation": key,
+            "owner": hold.owner,
+            "expires_at": hold.until,
+            "released": False,
+            "scope": claim.scope.value,
+            "subject": claim.subject,
+            "period": claim.period.value,
+            "window_start": claim.window_start,
+            "amount": amount,
+        }
+        for claim in claims
+    ]
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes for UTC values."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+_OUTAGES = (OperationalError, InterfaceError, SqlTimeoutError, OSError, sqlite3.OperationalError)
+
+
+@asynccontextmanager
+async def _reachable() -> AsyncIterator[None]:
+    """Database outages (down, unreachable, locked, connections cut) as the core's
+    ``StorageUnavailable``, which the meter answers by spooling the settle."""
+    try:
+        yield
+    except _OUTAGES as exc:
+        if broken_query(exc):
+            raise
+        raise StorageUnavailable(str(exc).splitlines()[0][:200]) from exc
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        raise StorageUnavailable(str(exc).splitlines()[0][:200]) from exc
+
+
 def _key(claim: Claim) -> ColumnElement[bool]:
     return and_(
         _counters.c.scope == claim.scope.value,
@@ -351,6 +528,14 @@ _SQLITE_SETTLE = (
     "spent_micros = spent_micros + ? "
     "WHERE scope = ? AND subject = ? AND period = ? AND window_start = ?"
 )
+_SQLITE_HOLD = (
+    "INSERT INTO budget_holds (reservation, owner, expires_at, released, scope, subject, "
+    "period, window_start, amount) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)"
+)
+_SQLITE_SETTLE_HOLDS = (
+    "DELETE FROM budget_holds WHERE reservation = ? "
+    "RETURNING scope, subject, period, window_start, amount, released"
+)
 
 
 class SqliteBudgetLedger(SqlBudgetLedger):
@@ -367,9 +552,12 @@ class SqliteBudgetLedger(SqlBudgetLedger):
         bind = DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
         self._bind_window: Any = bind or (lambda value: value)
 
-    async def reserve(self, payer: Payer, amount: int, now: datetime, tz: ZoneInfo) -> Reservation:
+    async def reserve(
+        self, payer: Payer, amount: int, now: datetime, tz: ZoneInfo, hold: Hold | None = None
+    ) -> Reservation:
         """Hold ``amount`` against every budget that applies to ``payer``, all or nothing,
-        only if it fits in what each has left."""
+        only if it fits in what each has left; leased to ``hold``'s owner if given."""
+        key = uuid.uuid4().hex if hold is not None else None
 
         def lefts(
             connection: sqlite3.Connection, refused: Sequence[Claim]
@@ -401,6 +589,12 @@ class SqliteBudgetLedger(SqlBudgetLedger):
                 if refused:
                     # Read in the transaction, before it rolls back what was claimed.
                     raise _Refused(lefts(connection, refused))
+                if hold is not None:
+                    until = self._bind_window(hold.until)
+                    connection.executemany(
+                        _SQLITE_HOLD,
+                        [(key, hold.owner, until, *self._key_params(c), amount) for c in claims],
+                    )
             return claims
 
         work = asyncio.ensure_future(self._in_connection(claim))
@@ -412,20 +606,24 @@ class SqliteBudgetLedger(SqlBudgetLedger):
             # The claim runs on in its thread: let it finish, then give back what it held.
             with contextlib.suppress(Exception):
                 held = await work
-                await self.settle(Reservation(tuple(held), amount), 0)
+                await self.settle(Reservation(tuple(held), amount, key if held else None), 0)
             raise
-        return Reservation(tuple(claims), amount)
+        return Reservation(tuple(claims), amount, key if claims else None)
 
     async def settle(self, reservation: Reservation, actual: int) -> None:
-        """Replace a reservation by the real cost of the call."""
+        """Replace a reservation by the real cost of the call (once, if it is held)."""
         if not reservation.claims:
             return
-        params = [
-            (reservation.amount, actual, *self._key_params(claim)) for claim in reservation.claims
-        ]
+        amount, hold = reservation.amount, reservation.hold
+        keys = [self._key_params(claim) for claim in reservation.claims]
 
         def settle(connection: sqlite3.Connection) -> None:
             with sqlite_transaction(connection):
+                if hold is None:
+                    params = [(amount, actual, *key) for key in keys]
+                else:
+                    held = connection.execute(_SQLITE_SETTLE_HOLDS, (hold,)).fetchall()
+                    params = [(0 if r[5] else r[4], actual, r[0], r[1], r[2], r[3]) for r in held]
                 connection.executemany(_SQLITE_SETTLE, params)
 
         await self._in_connection(settle)
@@ -440,7 +638,8 @@ class SqliteBudgetLedger(SqlBudgetLedger):
         )
 
     async def _in_connection(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        return await in_sqlite_connection(self._engine, work)
+        async with _reachable():
+            return await in_sqlite_connection(self._engine, work)
 
 
 class _Refused(Exception):

@@ -16,6 +16,7 @@ from typing import Any
 from core.conversation.messages import NewMessage, Role
 from core.conversation.spool import SpooledWrite
 from core.conversation.store import UsageRecord
+from core.jobs.reservations import reservation_from_json, reservation_to_json
 from core.media.ports import PreparedImage
 
 
@@ -79,6 +80,8 @@ def _encoded(write: SpooledWrite) -> dict[str, Any]:
         "usage": [asdict(record) for record in write.usage],
         "closes_turn": write.closes_turn,
         "failure": write.failure,
+        "settles": None if write.settles is None else reservation_to_json(write.settles),
+        "cost": write.cost,
     }
 
 
@@ -101,6 +104,13 @@ def _decoded(data: dict[str, Any]) -> SpooledWrite:
             turn_id=raw["turn_id"],
         )
     usage = tuple(UsageRecord(**record) for record in data["usage"])
+    settles = data.get("settles")
     return SpooledWrite(
-        data["conversation_id"], message, usage, data.get("closes_turn"), data.get("failure")
+        data["conversation_id"],
+        message,
+        usage,
+        data.get("closes_turn"),
+        data.get("failure"),
+        None if settles is None else reservation_from_json(settles),
+        data.get("cost", 0),
     )

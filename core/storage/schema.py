@@ -221,6 +221,26 @@ class BudgetCounterRow(Base):
     reserved_micros: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class BudgetHoldRow(Base):
+    """A reservation under way, one row per counter it draws on, leased to the process that
+    made it: settling deletes its rows; a lease that runs out (the process died) releases
+    what it held (``released``), and the row stays until it is settled or a day old."""
+
+    __tablename__ = "budget_holds"
+    __table_args__ = (Index("ix_budget_holds_expiry", "released", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    reservation: Mapped[str] = mapped_column(String(32), index=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    released: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    scope: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(512))
+    period: Mapped[str] = mapped_column(String(16))
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+
 class ProcessedEventRow(Base):
     """An incoming update or event id already handled, so redeliveries are answered once."""
 
@@ -270,3 +290,15 @@ class JobRow(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+class FineTunedModelRow(Base):
+    """A model made by a fine-tuning job: offered by ``/model`` in every process, with its
+    base model's limits, prices and lifecycle."""
+
+    __tablename__ = "fine_tuned_models"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    base_model: Mapped[str] = mapped_column(String(128))
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

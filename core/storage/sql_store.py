@@ -46,7 +46,7 @@ from core.conversation.messages import (
 from core.conversation.store import Spend, UsageRecord
 from core.errors import StorageUnavailable
 from core.media.ports import PreparedImage
-from core.storage.database import in_sqlite_connection, sqlite_transaction
+from core.storage.database import broken_query, in_sqlite_connection, sqlite_transaction
 from core.storage.schema import (
     AccessRuleRow,
     ConversationRow,
@@ -407,7 +407,7 @@ class SqlConversationStore:
     ) -> int | None:
         """Record ``turn`` leased to ``owner`` and claim its event, in one transaction;
         None for a redelivered event."""
-        async with self._engine.begin() as connection:
+        async with _reachable(), self._engine.begin() as connection:
             if event_id is not None:
                 claimed = await connection.execute(
                     self._dialect.insert(ProcessedEventRow)
@@ -655,6 +655,8 @@ async def _reachable() -> AsyncIterator[None]:
         OSError,
         sqlite3.OperationalError,
     ) as exc:
+        if broken_query(exc):
+            raise
         raise StorageUnavailable(str(exc).splitlines()[0][:200]) from exc
     except DBAPIError as exc:
         if not exc.connection_invalidated:
@@ -938,7 +940,7 @@ class PostgresConversationStore(SqlConversationStore):
             statement = _INSERT_TURN
         else:
             statement, values["event_id"] = _ACCEPT_CLAIMED_TURN, event_id
-        async with self._single.connect() as connection:
+        async with _reachable(), self._single.connect() as connection:
             turn_id = await connection.scalar(statement, values)
         return None if turn_id is None else int(turn_id)
 

@@ -4,7 +4,9 @@ SQL ledger."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -12,6 +14,7 @@ from core.money.budgets import (
     Budget,
     BudgetStatus,
     Claim,
+    Hold,
     Payer,
     Reservation,
     Scope,
@@ -24,6 +27,17 @@ from core.money.periods import Period, window
 CounterKey = tuple[Scope, str, Period, datetime]
 
 
+@dataclass
+class _Held:
+    """A held reservation: whose, until when, on which counters, how much."""
+
+    owner: str
+    until: datetime
+    keys: tuple[CounterKey, ...]
+    amount: int
+    released: bool = False
+
+
 class InMemoryBudgetLedger:
     """Budgets and counters in dictionaries; one lock makes each operation atomic."""
 
@@ -31,6 +45,8 @@ class InMemoryBudgetLedger:
         self._budgets: dict[tuple[Scope, str, Period], Budget] = {}
         self._spent: dict[CounterKey, int] = {}
         self._reserved: dict[CounterKey, int] = {}
+        self._holds: dict[str, _Held] = {}
+        self._numbers = itertools.count(1)
         self._lock = asyncio.Lock()
 
     async def set_budget(self, budget: Budget) -> None:
@@ -51,7 +67,9 @@ class InMemoryBudgetLedger:
         async with self._lock:
             return self._select(subjects)
 
-    async def reserve(self, payer: Payer, amount: int, now: datetime, tz: ZoneInfo) -> Reservation:
+    async def reserve(
+        self, payer: Payer, amount: int, now: datetime, tz: ZoneInfo, hold: Hold | None = None
+    ) -> Reservation:
         """Hold ``amount`` against every applicable budget, all or nothing."""
         async with self._lock:
             subjects = [(Scope.USER, payer.user), (Scope.DEFAULT, ""), (Scope.PLACE, payer.place)]
@@ -71,16 +89,46 @@ class InMemoryBudgetLedger:
             for claim in claims:
                 self._spent.setdefault(_key(claim), 0)
                 self._reserved[_key(claim)] = self._reserved.get(_key(claim), 0) + amount
-            return Reservation(tuple(claims), amount)
+            name = None
+            if claims and hold is not None:
+                name = str(next(self._numbers))
+                keys = tuple(_key(claim) for claim in claims)
+                self._holds[name] = _Held(hold.owner, hold.until, keys, amount)
+            return Reservation(tuple(claims), amount, name)
 
     async def settle(self, reservation: Reservation, actual: int) -> None:
-        """Replace a reservation by the real cost."""
+        """Replace a reservation by the real cost (once, if it is held)."""
         async with self._lock:
+            held = None
+            if reservation.hold is not None:
+                held = self._holds.pop(reservation.hold, None)
+                if held is None:
+                    return  # settled before
+            amount = 0 if held is not None and held.released else reservation.amount
             for claim in reservation.claims:
                 key = _key(claim)
                 # Never below zero: a reset may have dropped the estimate already.
-                self._reserved[key] = max(self._reserved.get(key, 0) - reservation.amount, 0)
+                self._reserved[key] = max(self._reserved.get(key, 0) - amount, 0)
                 self._spent[key] = self._spent.get(key, 0) + actual
+
+    async def renew(self, reservation: Reservation, until: datetime) -> None:
+        """Extend a held reservation's lease."""
+        async with self._lock:
+            held = self._holds.get(reservation.hold or "")
+            if held is not None and not held.released:
+                held.until = until
+
+    async def release_abandoned(self, now: datetime, gone: Callable[[str], bool]) -> int:
+        """Release the held reservations whose lease ran out or whose owner is gone."""
+        async with self._lock:
+            released = 0
+            for held in self._holds.values():
+                if not held.released and (held.until < now or gone(held.owner)):
+                    held.released = True
+                    released += 1
+                    for key in held.keys:
+                        self._reserved[key] = max(self._reserved.get(key, 0) - held.amount, 0)
+            return released
 
     async def release(self, reservation: Reservation) -> None:
         """Drop a reservation whose call failed."""
@@ -111,6 +159,8 @@ class InMemoryBudgetLedger:
                     self._spent[key] = 0
                     self._reserved[key] = 0
                     reset += 1
+                    for held in self._holds.values():
+                        held.released |= key in held.keys
             return reset
 
     def _select(self, subjects: Sequence[tuple[Scope, str]]) -> list[Budget]:

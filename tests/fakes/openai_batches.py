@@ -1,4 +1,6 @@
-"""The fake OpenAI's Files and Batch API: uploaded files kept in memory, batches whose
+"""The fake OpenAI's Files, Uploads and Batch API: uploaded files kept in memory (an Upload
+gathers parts of at most 64 MB and becomes a File when completed with the right byte
+count), batches whose
 status advances one step each time they are read (validating → in_progress, half the
 requests answered → all answered → finalizing → completed), output and error files in the
 API's line format, expiry and cancellation, and the API's validation errors.
@@ -9,6 +11,7 @@ messages, output tokens ``ceil(len(answer) / 4)``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import secrets
@@ -23,6 +26,9 @@ from aiohttp import web
 BATCH_ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions")
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 MAX_BATCH_REQUESTS = 50_000
+MAX_PART_BYTES = 64 * 1024 * 1024
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024 * 1024
+UPLOAD_SECONDS = 3600
 
 Answer = Callable[[str], str]
 InputChars = Callable[[str, dict[str, object]], int]
@@ -67,6 +73,21 @@ class StoredFile:
 
 
 @dataclass
+class FakeUpload:
+    """An Upload: its declared size and the parts added so far."""
+
+    id: str
+    filename: str
+    purpose: str
+    mime_type: str
+    bytes: int
+    parts: dict[str, bytes] = field(default_factory=dict)
+    status: str = "pending"
+    file_id: str | None = None
+    created_at: int = field(default_factory=lambda: int(time.time()))
+
+
+@dataclass
 class FakeBatch:
     """One batch and what has happened to it."""
 
@@ -99,7 +120,16 @@ class FakeBatches:
         failing: prompts whose request fails (a 400 line in the error file).
         expire: when True, batches expire once half their requests are answered.
         corrupt_output: when True, a finished batch's output file is not JSON Lines.
-        files: every stored file by id; batches: every batch by id.
+        content_outage: file content reads (``GET /v1/files/{id}/content``) answered 500
+            before they are served again (an outage while results are fetched).
+        hold_upload: uploads (``POST /v1/files``) that store their file, then keep the
+            answer until the client goes away (a process killed while uploading).
+        hold_create: creations that make their batch, then keep the answer until the client
+            goes away (a process killed while creating a batch).
+        drop_create: creations that make their batch, then drop the connection unanswered
+            (a network fault after the API took the request).
+        files: every stored file by id; batches: every batch by id; uploads: every Upload.
+        largest_part: the most bytes any one upload request carried.
     """
 
     def __init__(
@@ -116,15 +146,27 @@ class FakeBatches:
         self.failing: set[str] = set()
         self.expire = False
         self.corrupt_output = False
+        self.content_outage = 0
+        self.hold_upload = 0
+        self.hold_create = 0
+        self.drop_create = 0
         self.files: dict[str, StoredFile] = {}
         self.batches: dict[str, FakeBatch] = {}
+        self.uploads: dict[str, FakeUpload] = {}
+        self.largest_part = 0
 
     def register(self, app: web.Application) -> None:
         """Add the routes (before the fake's catch-all)."""
         app.router.add_post("/v1/files", self._upload)
         app.router.add_get("/v1/files/{file_id}", self._file)
         app.router.add_get("/v1/files/{file_id}/content", self._content)
+        app.router.add_post("/v1/uploads", self._create_upload)
+        app.router.add_post("/v1/uploads/{upload_id}/parts", self._add_part)
+        app.router.add_post("/v1/uploads/{upload_id}/complete", self._complete_upload)
+        app.router.add_post("/v1/uploads/{upload_id}/cancel", self._cancel_upload)
+        app.router.add_delete("/v1/files/{file_id}", self._delete)
         app.router.add_post("/v1/batches", self._create)
+        app.router.add_get("/v1/batches", self._list)
         app.router.add_get("/v1/batches/{batch_id}", self._retrieve)
         app.router.add_post("/v1/batches/{batch_id}/cancel", self._cancel)
 
@@ -134,8 +176,14 @@ class FakeBatches:
             self.failing.clear()
             self.expire = False
             self.corrupt_output = False
+            self.content_outage = 0
+            self.hold_upload = 0
+            self.hold_create = 0
+            self.drop_create = 0
             self.files.clear()
             self.batches.clear()
+            self.uploads.clear()
+            self.largest_part = 0
 
     # --- files ---------------------------------------------------------------------------
 
@@ -170,7 +218,137 @@ class FakeBatches:
         stored = StoredFile(_id("file-"), filename, purpose, upload.data)
         with self._lock:
             self.files[stored.id] = stored
+            self.largest_part = max(self.largest_part, len(upload.data))
+            hold, self.hold_upload = self.hold_upload > 0, max(self.hold_upload - 1, 0)
+        if hold:
+            await _until_gone(request)
         return web.json_response(stored.object())
+
+    # --- uploads (a file in parts) -------------------------------------------------------
+
+    async def _create_upload(self, request: web.Request) -> web.Response:
+        _, body = self._parsed(request)
+        if body is None:
+            return _error(400, "We could not parse the JSON body of your request.")
+        for required in ("bytes", "filename", "mime_type", "purpose"):
+            if required not in body:
+                return _error(
+                    400,
+                    f"Missing required parameter: '{required}'.",
+                    required,
+                    "missing_required_parameter",
+                )
+        purpose, size = str(body["purpose"]), body["bytes"]
+        if purpose not in FILE_PURPOSES:
+            return _error(
+                400,
+                f"'{purpose}' is not one of {list(FILE_PURPOSES)} - 'purpose'",
+                "purpose",
+                "invalid_value",
+            )
+        if not isinstance(size, int) or size < 0 or size > MAX_UPLOAD_BYTES:
+            return _error(400, f"Invalid 'bytes': at most {MAX_UPLOAD_BYTES}.", "bytes")
+        if purpose == "batch" and (
+            not str(body["filename"]).endswith(".jsonl")
+            or body["mime_type"] not in ("application/jsonl", "text/jsonl")
+        ):
+            return _error(400, "Invalid file format for Batch API. Must be .jsonl", "mime_type")
+        upload = FakeUpload(
+            _id("upload_"), str(body["filename"]), purpose, str(body["mime_type"]), size
+        )
+        with self._lock:
+            self.uploads[upload.id] = upload
+            return web.json_response(self._upload_object(upload))
+
+    def _open_upload(self, upload_id: str) -> FakeUpload | web.Response:
+        upload = self.uploads.get(upload_id)
+        if upload is None:
+            return _error(404, f"No such Upload object: {upload_id}", "upload_id")
+        if upload.status != "pending":
+            return _error(400, f"Upload {upload_id} is already {upload.status}.", "upload_id")
+        if time.time() > upload.created_at + UPLOAD_SECONDS:
+            upload.status = "expired"
+            return _error(400, f"Upload {upload_id} has expired.", "upload_id")
+        return upload
+
+    async def _add_part(self, request: web.Request) -> web.Response:
+        form, _ = self._parsed(request)
+        parts = form.file("data") if form is not None else []
+        if not parts:
+            return _error(
+                400, "Missing required parameter: 'data'.", "data", "missing_required_parameter"
+            )
+        data = parts[0].data
+        if len(data) > MAX_PART_BYTES:
+            return _error(400, f"A part may be at most {MAX_PART_BYTES} bytes.", "data")
+        with self._lock:
+            upload = self._open_upload(request.match_info["upload_id"])
+            if isinstance(upload, web.Response):
+                return upload
+            part_id = _id("part_")
+            upload.parts[part_id] = data
+            self.largest_part = max(self.largest_part, len(data))
+            return web.json_response(
+                {
+                    "id": part_id,
+                    "object": "upload.part",
+                    "created_at": int(time.time()),
+                    "upload_id": upload.id,
+                }
+            )
+
+    async def _complete_upload(self, request: web.Request) -> web.Response:
+        _, body = self._parsed(request)
+        part_ids = (body or {}).get("part_ids")
+        if not isinstance(part_ids, list):
+            return _error(
+                400,
+                "Missing required parameter: 'part_ids'.",
+                "part_ids",
+                "missing_required_parameter",
+            )
+        with self._lock:
+            upload = self._open_upload(request.match_info["upload_id"])
+            if isinstance(upload, web.Response):
+                return upload
+            unknown = [part for part in part_ids if part not in upload.parts]
+            if unknown:
+                return _error(400, f"No such part: {unknown[0]}", "part_ids")
+            data = b"".join(upload.parts[part] for part in part_ids)
+            if len(data) != upload.bytes:
+                return _error(
+                    400,
+                    f"The upload has {len(data)} bytes in the given parts, but {upload.bytes} "
+                    "were declared when it was created.",
+                    "part_ids",
+                )
+            stored = StoredFile(_id("file-"), upload.filename, upload.purpose, data)
+            self.files[stored.id] = stored
+            upload.status = "completed"
+            upload.file_id = stored.id
+            return web.json_response(self._upload_object(upload))
+
+    async def _cancel_upload(self, request: web.Request) -> web.Response:
+        with self._lock:
+            upload = self._open_upload(request.match_info["upload_id"])
+            if isinstance(upload, web.Response):
+                return upload
+            upload.status = "cancelled"
+            return web.json_response(self._upload_object(upload))
+
+    def _upload_object(self, upload: FakeUpload) -> dict[str, Any]:
+        stored = self.files.get(upload.file_id) if upload.file_id else None
+        return {
+            "id": upload.id,
+            "object": "upload",
+            "bytes": upload.bytes,
+            "created_at": upload.created_at,
+            "expires_at": upload.created_at + UPLOAD_SECONDS,
+            "filename": upload.filename,
+            "purpose": upload.purpose,
+            "status": upload.status,
+            "file": stored.object() if stored is not None else None,
+        }
 
     def _stored(self, file_id: str) -> StoredFile | None:
         with self._lock:
@@ -183,10 +361,30 @@ class FakeBatches:
         return web.json_response(stored.object())
 
     async def _content(self, request: web.Request) -> web.Response:
+        with self._lock:
+            outage, self.content_outage = self.content_outage > 0, max(self.content_outage - 1, 0)
+        if outage:
+            body = {
+                "error": {
+                    "message": "The server had an error while processing your request.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+            return web.json_response(body, status=500)
         stored = self._stored(request.match_info["file_id"])
         if stored is None:
             return _error(404, f"No such File object: {request.match_info['file_id']}", "id")
         return web.Response(body=stored.data, content_type="application/octet-stream")
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        with self._lock:
+            stored = self.files.pop(file_id, None)
+        if stored is None:
+            return _error(404, f"No such File object: {file_id}", "id")
+        return web.json_response({"id": file_id, "object": "file", "deleted": True})
 
     # --- batches -------------------------------------------------------------------------
 
@@ -234,7 +432,40 @@ class FakeBatches:
         )
         with self._lock:
             self.batches[batch.id] = batch
+            hold, self.hold_create = self.hold_create > 0, max(self.hold_create - 1, 0)
+            drop, self.drop_create = self.drop_create > 0, max(self.drop_create - 1, 0)
+        if drop and request.transport is not None:
+            request.transport.abort()
+        if hold:
+            await _until_gone(request)
         return web.json_response(self._object(batch))
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """Newest first, ``limit`` (1-100, 20 by default) a page, after the ``after`` id."""
+        try:
+            limit = int(request.query.get("limit", "20"))
+        except ValueError:
+            return _error(400, "Invalid 'limit': an integer is expected.", "limit")
+        if not 1 <= limit <= 100:
+            return _error(400, "Invalid 'limit': it must be between 1 and 100.", "limit")
+        with self._lock:
+            newest = list(reversed(self.batches.values()))
+            after = request.query.get("after")
+            if after is not None:
+                ids = [batch.id for batch in newest]
+                if after not in ids:
+                    return _error(400, f"No batch found with id '{after}'.", "after")
+                newest = newest[ids.index(after) + 1 :]
+            page = [self._object(batch) for batch in newest[:limit]]
+            return web.json_response(
+                {
+                    "object": "list",
+                    "data": page,
+                    "first_id": page[0]["id"] if page else None,
+                    "last_id": page[-1]["id"] if page else None,
+                    "has_more": len(newest) > limit,
+                }
+            )
 
     async def _retrieve(self, request: web.Request) -> web.Response:
         with self._lock:
@@ -496,6 +727,14 @@ class FakeBatches:
             },
             "metadata": batch.metadata,
         }
+
+
+async def _until_gone(request: web.Request) -> None:
+    """Wait until the client closes the connection (or died)."""
+    while True:
+        if request.transport is None or request.transport.is_closing():
+            return
+        await asyncio.sleep(0.05)
 
 
 def _line_error(code: str, line: int | None, message: str) -> dict[str, Any]:

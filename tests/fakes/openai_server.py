@@ -72,6 +72,7 @@ from PIL import Image, ImageOps
 
 from tests.fakes.background import BackgroundLoop
 from tests.fakes.openai_batches import FakeBatches
+from tests.fakes.openai_finetune import FakeFineTuning
 from tests.fakes.openai_realtime import REALTIME_PATH, FakeRealtime
 
 __all__ = [
@@ -1329,6 +1330,10 @@ class FakeOpenAI:
         transcriptions: every successful transcription, in order.
         speeches: every successful speech request, in order.
         images: every successful image generation or edit, in order.
+        batches: the Files and Batch API (``tests.fakes.openai_batches``).
+        fine_tuning: the fine-tuning API (``tests.fakes.openai_finetune``); the ``ft:``
+            models it made answer Responses and Chat Completions calls, other ``ft:``
+            names get ``model_not_found``.
         speech_chars_per_second: characters of ``input`` spoken per second at speed 1.
         today: the fake's date for shutdowns; a model is refused from its shutdown date
             on (None: never).
@@ -1385,6 +1390,11 @@ class FakeOpenAI:
             self._lock,
             self._batch_answer,
             _input_chars,
+            lambda request: (request[_FORM_KEY], request[_BODY_KEY]),
+        )
+        self.fine_tuning = FakeFineTuning(
+            self._lock,
+            self.batches.files,
             lambda request: (request[_FORM_KEY], request[_BODY_KEY]),
         )
 
@@ -1461,6 +1471,7 @@ class FakeOpenAI:
         app.router.add_get("/v1/models/{model}", self._handle_model)
         app.router.add_get(REALTIME_PATH, self.realtime.handle)
         self.batches.register(app)
+        self.fine_tuning.register(app)
         app.router.add_route("*", "/{tail:.*}", self._handle_not_found)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -1513,6 +1524,7 @@ class FakeOpenAI:
             self._speech_counter = 0
         self.realtime.reset()
         self.batches.reset()
+        self.fine_tuning.reset()
 
     def model_requests(self) -> list[RecordedRequest]:
         """Recorded ``/v1/responses`` and ``/v1/chat/completions`` requests, in order."""
@@ -1744,6 +1756,8 @@ class FakeOpenAI:
             )
 
         if model in self._withdrawn_models:
+            return _model_not_found(model).response()
+        if model.startswith("ft:") and not self.fine_tuning.knows(model):
             return _model_not_found(model).response()
         try:
             has_images = bool(_request_images(api, body))

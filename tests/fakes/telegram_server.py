@@ -868,6 +868,7 @@ class FakeTelegram:
         self._file_counter = 0
         self._failures: dict[str, deque[_Failure]] = {}
         self._drops: dict[str, int] = {}
+        self._holds: dict[str, int] = {}
         self._commands: dict[tuple[str, str], list[JSONDict]] = {}
         self._callback_queries: dict[str, bool] = {}
         self._webhook = _Webhook()
@@ -1301,6 +1302,12 @@ class FakeTelegram:
         with self._lock:
             self._drops[method.lower()] = self._drops.get(method.lower(), 0) + times
 
+    def hold_next(self, method: str) -> None:
+        """Make the next call of ``method`` (the message is sent) but keep its answer until
+        the client goes away or the fake stops: a bot killed while Telegram answers."""
+        with self._lock:
+            self._holds[method.lower()] = self._holds.get(method.lower(), 0) + 1
+
     # ------------------------------------------------------------------ inspecting
 
     def calls_to(self, method: str) -> list[RecordedCall]:
@@ -1596,6 +1603,8 @@ class FakeTelegram:
                     chat_key=params.get("chat_id"),
                 )
             result = await entry[1](params)
+            if self._pop_hold(method):
+                await self._until_gone(request)
         except _ApiError as error:
             if error.code == 429:
                 with self._lock:
@@ -1612,6 +1621,20 @@ class FakeTelegram:
             if left:
                 self._drops[method.lower()] = left - 1
             return bool(left)
+
+    def _pop_hold(self, method: str) -> bool:
+        with self._lock:
+            left = self._holds.get(method.lower(), 0)
+            if left:
+                self._holds[method.lower()] = left - 1
+            return bool(left)
+
+    async def _until_gone(self, request: web.Request) -> None:
+        stopping = self._stopping
+        while not (stopping is not None and stopping.is_set()):
+            if request.transport is None or request.transport.is_closing():
+                return
+            await asyncio.sleep(0.05)
 
     def _pop_failure(self, method: str) -> _Failure | None:
         with self._lock:
