@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -205,3 +206,23 @@ async def test_usage_of_no_message_replayed_after_a_crash_is_stored_once(
     assert len(rows) == 1 and rows[0].cost_micros == 18_510 and rows[0].write_key
     assert spent[0].cost_micros == 18_510 and spent[0].calls == 1
     assert not list(folder.glob("*.json"))
+
+
+async def test_a_reply_s_usage_written_again_is_charged_once(
+    make_settings: SettingsFactory, database_url: str
+) -> None:
+    """A reply with its usage written a second time (a replay whose turn check cannot
+    apply): the usage row, keyed, is stored once, on every store's path."""
+    async with bootstrap(make_settings(DATABASE_URL=database_url)) as app:
+        conversation = await app.store.active_conversation(KEY)
+        charged = replace(
+            UsageRecord(None, conversation.id, "chat", "gpt-4o-mini", 10, 0, 5, cost_micros=7),
+            write_key="k" * 32,
+        )
+        for _ in range(2):
+            await app.store.add_message(
+                conversation.id, NewMessage(Role.ASSISTANT, "hi", 1), [charged]
+            )
+        await app.store.record_usage([charged])
+        usage = await app.store.usage(conversation.id)
+    assert [record.cost_micros for record in usage] == [7]

@@ -912,7 +912,10 @@ _ACCEPT_CLAIMED_TURN = (
 _INSERT_TURN = insert(_turns).values(_bound(_turns, _TURN_FIELDS)).returning(_turns.c.id)
 _STORED = insert(_messages).values(_bound(_messages, _MESSAGE_FIELDS)).returning(_messages.c.id)
 _ADD_MESSAGE_WITH_USAGE = select(_STORED.cte("stored").c.id).add_cte(
-    insert(_usage_rows).values(_bound(_usage_rows, _USAGE_FIELDS, "usage_")).cte("charged")
+    postgresql.insert(_usage_rows)
+    .values(_bound(_usage_rows, _USAGE_FIELDS, "usage_"))
+    .on_conflict_do_nothing()  # a usage row written before (its write key) is not charged again
+    .cte("charged")
 )
 """A message and its one usage row."""
 
