@@ -124,6 +124,11 @@ class PrivatePostgres:
             return None
         return pid
 
+    @property
+    def pid_file(self) -> Path:
+        """The server's ``postmaster.pid`` (its first line is the postmaster's pid)."""
+        return self._data / "postmaster.pid"
+
     def server_log(self) -> str:
         """What the server logged (for a failing test's message)."""
         return self._log.read_text(errors="replace") if self._log.exists() else ""

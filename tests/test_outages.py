@@ -216,6 +216,31 @@ async def test_a_message_sent_while_postgresql_stays_down_is_refused_clearly(
     assert "Traceback" not in errors, errors
 
 
+async def test_stopping_the_server_never_signals_a_pid_read_from_a_stale_pid_file(
+    private_postgres: PrivatePostgres,
+) -> None:
+    """A server that died leaves its ``postmaster.pid``, and the system may give that pid to
+    another process: stopping the server then signals nobody (that process lives on) and
+    the stale file is removed; the server starts again."""
+    await private_postgres.stop("immediate")
+    assert not private_postgres.pid_file.exists()
+    stranger = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time; time.sleep(60)"
+    )
+    try:
+        data = private_postgres.pid_file.parent
+        private_postgres.pid_file.write_text(f"{stranger.pid}\n{data}\n")
+        await private_postgres.stop()
+        await asyncio.sleep(0.2)
+        assert stranger.returncode is None  # not signalled
+        assert not private_postgres.pid_file.exists()
+        await private_postgres.start()
+        assert await database_rows(private_postgres.url, "SELECT 1") == [(1,)]
+    finally:
+        stranger.kill()
+        await stranger.wait()
+
+
 HOLD_LOCK = """
 import sqlite3, sys, time
 connection = sqlite3.connect(sys.argv[1], isolation_level=None)
