@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from importlib import import_module
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
@@ -25,7 +26,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -106,7 +106,8 @@ class SqlConversationStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._dialect: Any = postgresql if engine.dialect.name == "postgresql" else sqlite
+        # The dialect in use (``insert`` with ON CONFLICT): PostgreSQL's is imported only on it.
+        self._dialect: Any = import_module(f"sqlalchemy.dialects.{engine.dialect.name}")
         # Users change rarely; remembering them saves a query on every turn.
         self._users: dict[tuple[str, str], tuple[int, UserRef]] = {}
 
@@ -174,7 +175,7 @@ class SqlConversationStore:
         racing the very first message of a key yields to it (ON CONFLICT DO NOTHING).
         """
         async with self._engine.begin() as connection:
-            if self._dialect is postgresql:
+            if self._engine.dialect.name == "postgresql":
                 await connection.execute(
                     select(func.pg_advisory_xact_lock(func.hashtext(str(key))))
                 )
