@@ -225,7 +225,10 @@ async def main() -> None:
         rows.append(
             ["ratio last/first", *[b / a if a else 0.0 for a, b in zip(first, last, strict=True)]]
         )
-    print(f"Median of {args.runs} processes per checkout, alternating; bot on {args.python}")
+    print(
+        f"Median of {args.runs} processes per checkout, alternating; "
+        f"bot on {args.python} unless the checkout names its own"
+    )
     print(table(headers, rows))
 
 
