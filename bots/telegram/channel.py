@@ -37,7 +37,7 @@ from bots.telegram.files import (
     picture_of,
 )
 from bots.telegram.reply import ChatPlace, TelegramReply, telegram_limits
-from bots.telegram.transport import AiohttpRequest, TolerantUpdatesRequest
+from bots.telegram.transport import AiohttpRequest, TolerantBot, TolerantUpdatesRequest
 from bots.telegram.typing import TypingIndicators
 from bots.telegram.updates import (
     CHANNEL,
@@ -90,18 +90,20 @@ class TelegramChannel:
         if settings.telegram_webhook_url and settings.telegram_webhook_secret is None:
             raise ConfigError("TELEGRAM_WEBHOOK_SECRET is not set (required with a webhook)")
         assert settings.telegram_bot_token is not None
-        self._requests = (AiohttpRequest(), TolerantUpdatesRequest())
-        builder = (
-            ApplicationBuilder()
-            .token(settings.telegram_bot_token.get_secret_value())
-            .concurrent_updates(True)
-            .request(self._requests[0])
-            .get_updates_request(self._requests[1])
-        )
+        updates = TolerantUpdatesRequest()
+        self._requests = (AiohttpRequest(), updates)
+        urls: dict[str, str] = {}
         if settings.telegram_base_url:
-            builder = builder.base_url(settings.telegram_base_url)
+            urls["base_url"] = settings.telegram_base_url
         if settings.telegram_base_file_url:
-            builder = builder.base_file_url(settings.telegram_base_file_url)
+            urls["base_file_url"] = settings.telegram_base_file_url
+        bot = TolerantBot(
+            settings.telegram_bot_token.get_secret_value(),
+            request=self._requests[0],
+            updates_request=updates,
+            **urls,
+        )
+        builder = ApplicationBuilder().bot(bot).concurrent_updates(True)
         self.application: Application = builder.build()  # type: ignore[type-arg]
         self._pipeline = pipeline
         self._outbox = outbox

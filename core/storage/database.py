@@ -12,15 +12,17 @@ import asyncio
 import contextlib
 import re
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from core.errors import ConfigError
 
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_CACHE_KIB = 32_768
+PING_AFTER_IDLE_SECONDS = 2.0
+"""A pooled PostgreSQL connection unused for this long is pinged before it is used again."""
 
 
 def database_url(url: str) -> URL:
@@ -76,7 +80,36 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
         engine = create_async_engine(parsed, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(parsed, pool_pre_ping=True, **options)
+    engine = create_async_engine(parsed, **options)
+    _ping_when_idle(engine.sync_engine, PING_AFTER_IDLE_SECONDS)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, idle: float) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, for connections that sat in the pool ``idle``
+    seconds or more: one whose server went away (restarted, or a proxy dropped it) is
+    replaced before use. A connection taken again at once is not pinged — a ping costs
+    three round trips (``BEGIN``, ``;``, ``ROLLBACK``), on every checkout of a turn's five
+    or so — and if its server dies in that moment, the statement fails as a disconnect:
+    the pool drops every connection older than that, and the store reports it as the
+    database being unavailable, as for a server that is down."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine.pool, "checkin")
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < idle:
+            return
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise DisconnectionError("the pooled connection did not answer a ping") from exc
+        if not alive:
+            raise DisconnectionError("the pooled connection did not answer a ping")
 
 
 async def ping(engine: AsyncEngine) -> None:
@@ -183,12 +216,19 @@ async def in_sqlite_connection(engine: AsyncEngine, work: Callable[[sqlite3.Conn
     single pooled connection, the time it is held is what limits how many turns a second
     the hot paths (the budget ledger, the store's appends) sustain under load. aiosqlite has
     no public call for this; ``_execute`` queues a function to its thread, as SQLAlchemy's
-    own aiosqlite adapter does to set isolation levels.
+    own aiosqlite adapter does to set isolation levels. The connection is taken from the
+    pool as a raw connection: a ``Connection`` around it (its events and transaction
+    bookkeeping, unused here) cost more CPU than the hop itself.
     """
-    async with engine.connect() as connection:
-        raw: Any = (await connection.get_raw_connection()).driver_connection
+    pooled = await engine.raw_connection()
+    try:
+        raw: Any = pooled.driver_connection
         result: _T = await raw._execute(work, raw._conn)
         return result
+    finally:
+        # Returned to the pool as ``AsyncConnection.close`` does (in a greenlet, in case
+        # the pool has to close it).
+        await greenlet_spawn(pooled.close)
 
 
 @contextlib.contextmanager
