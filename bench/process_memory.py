@@ -9,7 +9,9 @@ system) seconds until the first ``getUpdates`` reaches the fake Bot API, residen
 turns spread over ``--chats`` chats.
 
 Several checkouts (``--checkout DIR``, repeatable; default: this one) are measured in the
-same run, alternating, so that their figures can be compared as ratios::
+same run, alternating, so that their figures can be compared as ratios (a checkout may
+name its own interpreter and environment variables, e.g. an allocator setting:
+``--checkout '.;python=/tmp/venv/bin/python;MALLOC_ARENA_MAX=2'``)::
 
     git worktree add /tmp/light_base <sha>
     python -m bench.process_memory --checkout /tmp/light_base --checkout . [--runs 3]
@@ -75,11 +77,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15)
 
 
+class Variant:
+    """A ``--checkout`` value: ``DIR[;python=PATH][;NAME=VALUE]...``."""
+
+    def __init__(self, spec: str, python: str) -> None:
+        self.spec = spec
+        folder, *options = spec.split(";")
+        self.checkout = Path(folder).resolve()
+        self.python = python
+        self.env: dict[str, str] = {}
+        for option in options:
+            name, _, value = option.partition("=")
+            if name == "python":
+                self.python = value
+            else:
+                self.env[name] = value
+
+
 async def measure(
-    python: str, checkout: Path, fakes: tuple[str, str], turns: int, chats: int, base: int
+    variant: Variant, fakes: tuple[str, str], turns: int, chats: int, base: int
 ) -> list[float]:
     """One process of ``checkout``: start-up wall, start-up CPU, idle RSS, RSS after turns."""
     telegram_url, openai_url = fakes
+    python, checkout = variant.python, variant.checkout
     with tempfile.TemporaryDirectory() as folder:
         env = {
             **{
@@ -97,6 +117,7 @@ async def measure(
             "SWITCHBOARD_USER_MESSAGES_PER_MINUTE": "0",
             "SWITCHBOARD_LOG_LEVEL": "WARNING",
             **RAISED,
+            **variant.env,
         }
         async with aiohttp.ClientSession(telegram_url) as fake:
 
@@ -151,7 +172,12 @@ async def measure(
 
 async def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.process_memory", description=__doc__)
-    parser.add_argument("--checkout", action="append", type=Path, help="a source tree to run")
+    parser.add_argument(
+        "--checkout",
+        action="append",
+        help="a source tree to run, optionally with ';python=PATH' and ';NAME=VALUE' "
+        "(environment variables) appended",
+    )
     parser.add_argument(
         "--python",
         default=sys.executable,
@@ -163,26 +189,24 @@ async def main() -> None:
     parser.add_argument("--turns", type=int, default=1000)
     parser.add_argument("--chats", type=int, default=100)
     args = parser.parse_args()
-    checkouts: list[Path] = [c.resolve() for c in args.checkout or [Path(".")]]
-    figures: dict[Path, list[list[float]]] = {c: [] for c in checkouts}
-    for checkout in checkouts:
-        folders = [str(checkout / name) for name in ("bots", "core", "migrations")]
+    checkouts = [Variant(spec, args.python) for spec in args.checkout or ["."]]
+    figures: dict[int, list[list[float]]] = {i: [] for i in range(len(checkouts))}
+    for variant in checkouts:
+        folders = [str(variant.checkout / name) for name in ("bots", "core", "migrations")]
         compiling = await asyncio.create_subprocess_exec(
-            args.python, "-m", "compileall", "-q", *folders
+            variant.python, "-m", "compileall", "-q", *folders
         )
         if await compiling.wait() != 0:
-            raise RuntimeError(f"{checkout}: compileall failed")
+            raise RuntimeError(f"{variant.spec}: compileall failed")
     with (
         fake_openai_process() as openai_url,
         fake_process("tests.fakes.telegram_server", "FAKE_TELEGRAM", *UNLIMITED) as telegram_url,
     ):
         for run in range(args.runs):
-            for index, checkout in enumerate(checkouts):  # alternating
+            for index, variant in enumerate(checkouts):  # alternating
                 base = 10_000 * (1 + run * len(checkouts) + index)  # fresh chats every process
                 fakes = (telegram_url, openai_url)
-                figures[checkout].append(
-                    await measure(args.python, checkout, fakes, args.turns, args.chats, base)
-                )
+                figures[index].append(await measure(variant, fakes, args.turns, args.chats, base))
     headers = [
         "checkout",
         "start-up wall s",
@@ -194,14 +218,17 @@ async def main() -> None:
     medians = {
         c: [statistics.median(col) for col in zip(*figures[c], strict=True)] for c in figures
     }
-    for checkout in checkouts:
-        rows.append([str(checkout), *medians[checkout]])
+    for index, variant in enumerate(checkouts):
+        rows.append([variant.spec, *medians[index]])
     if len(checkouts) > 1:
-        first, last = medians[checkouts[0]], medians[checkouts[-1]]
+        first, last = medians[0], medians[len(checkouts) - 1]
         rows.append(
             ["ratio last/first", *[b / a if a else 0.0 for a, b in zip(first, last, strict=True)]]
         )
-    print(f"Median of {args.runs} processes per checkout, alternating; bot on {args.python}")
+    print(
+        f"Median of {args.runs} processes per checkout, alternating; "
+        f"bot on {args.python} unless the checkout names its own"
+    )
     print(table(headers, rows))
 
 

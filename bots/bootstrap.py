@@ -57,7 +57,7 @@ from core.media.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscribe
 from core.media.pillow_pictures import PillowPictures
 from core.media.ports import ImageGenerator, SpeechSynthesizer, Transcriber
 from core.media.steps import MediaKit, MediaOptions, MediaSteps
-from core.metrics_prometheus import PrometheusMetrics
+from core.metrics import Metrics, NullMetrics
 from core.models.demo import DemoGateway
 from core.models.lifecycle import ModelLifecycle, warnings
 from core.models.llm import LLMGateway
@@ -169,7 +169,7 @@ class App:
     commands: Commands
     pipeline: InboundPipeline
     outbox: Outbox
-    metrics: PrometheusMetrics
+    metrics: Metrics
     recovery: TurnRecovery
     media: MediaSteps
     batches: BatchJobs
@@ -203,6 +203,17 @@ class ModelPorts:
 
 
 Provider = Callable[[Settings, Registry, MediaOptions], AbstractAsyncContextManager[ModelPorts]]
+
+
+def served_metrics(settings: Settings) -> Metrics:
+    """Prometheus metrics when the operations server serves ``/metrics``
+    (``SWITCHBOARD_HTTP_PORT`` set); otherwise none, and prometheus-client is never
+    imported (issue 17)."""
+    if settings.http_port is None:
+        return NullMetrics()
+    from core.metrics_prometheus import PrometheusMetrics
+
+    return PrometheusMetrics()
 
 
 @asynccontextmanager
@@ -282,7 +293,7 @@ async def bootstrap(
             if missing:
                 raise ConfigError(f"mode {mode.id!r} names unknown tools: {', '.join(missing)}")
         store = storage.store
-        metrics = PrometheusMetrics()
+        metrics = served_metrics(settings)
         turns = TurnRunner(Admission(settings.turns_working))
         choices = ConversationChoices(
             store, registry, turns, clock, can_speak=True, can_talk=media.can_talk

@@ -322,7 +322,9 @@ def _operations(app: App, channels: Mapping[str, Channel]) -> AbstractAsyncConte
     if settings.http_port is None:
         return nullcontext()
     from bots.ops import operations_server
+    from core.metrics_prometheus import PrometheusMetrics
 
+    assert isinstance(app.metrics, PrometheusMetrics)  # bootstrap's, as the port is set
     routes: Sequence[web.RouteDef] = ()
     if settings.openai_webhook_secret is not None:
         from bots.openai_webhooks import webhook_routes

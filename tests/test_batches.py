@@ -136,7 +136,9 @@ async def test_a_batch_from_a_file_is_answered_in_order_with_progress_and_charge
     make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
 ) -> None:
     path = prompts_file(tmp_path, "questions.txt", "What is 2+2?\n\nName a colour.\nSay hi.\n")
-    async with console_app(make_settings, tmp_path, clock) as console:
+    async with console_app(
+        make_settings, tmp_path, clock, SWITCHBOARD_HTTP_PORT=free_port()
+    ) as console:  # metrics are kept when the operations port is set
         said = await console.say(f"/batch {path}")
         assert "Batch #1 sent: 3 prompts" in said
         assert "[#1] Batch #1: validating" in console.out.getvalue()
@@ -426,16 +428,17 @@ def signed(payload: bytes, webhook_id: str, key: bytes = WEBHOOK_KEY) -> dict[st
 async def test_a_signed_webhook_polls_its_batch_at_once_and_bad_or_repeated_ones_do_not(
     make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
 ) -> None:
+    port = free_port()
     async with console_app(
-        make_settings, tmp_path, clock, OPENAI_WEBHOOK_SECRET=WEBHOOK_SECRET
-    ) as console:
+        make_settings, tmp_path, clock, OPENAI_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        SWITCHBOARD_HTTP_PORT=port,
+    ) as console:  # fmt: skip
         await console.say("/batch a prompt")
         (batch,) = fake_openai.batches.batches.values()
 
         def reads() -> int:
             return len([r for r in fake_openai.requests if r.path == f"/v1/batches/{batch.id}"])
 
-        port = free_port()
         app = console.app
         payload = json.dumps(
             {

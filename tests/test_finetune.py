@@ -303,12 +303,14 @@ async def test_non_admins_are_refused(
 async def test_a_signed_webhook_polls_its_job_at_once_and_a_repeated_one_does_not(
     make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
 ) -> None:
+    port = free_port()
     async with console_app(
         make_settings,
         tmp_path,
         clock,
         SWITCHBOARD_ADMINS=ADMIN,
         OPENAI_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        SWITCHBOARD_HTTP_PORT=port,  # the operations server, as below
     ) as console:
         await console.say(f"/finetune {training_file(tmp_path)}")
         (job,) = fake_openai.fine_tuning.jobs.values()
@@ -318,7 +320,6 @@ async def test_a_signed_webhook_polls_its_job_at_once_and_a_repeated_one_does_no
             return len([r for r in fake_openai.requests if r.path == path])
 
         app = console.app
-        port = free_port()
         payload = json.dumps(
             {
                 "id": "evt_ft_1",

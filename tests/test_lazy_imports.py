@@ -1,7 +1,8 @@
 """A process loads only what it serves (issue 17, item 3): ``run telegram`` never imports
 Slack's libraries, ``run slack`` never imports python-telegram-bot, and neither imports
-Pillow, pydub, the realtime client or Alembic (on a migrated database)
-until a picture, a voice note, a realtime session or a migration asks for them.
+Pillow, pydub, the realtime client, Alembic (on a migrated database) or prometheus-client
+(without the operations port) until a picture, a voice note, a realtime session, a
+migration or ``SWITCHBOARD_HTTP_PORT`` asks for them.
 
 Each test runs the real ``switchboard run …`` as a subprocess against the loopback fakes,
 answers a message through it, stops it, and reads the modules it had loaded, written at
@@ -47,6 +48,7 @@ ONLY_WHEN_USED = (
     "openai.types.realtime",
     "alembic",  # migrations: the database below is already migrated
     "mako",
+    "prometheus_client",  # metrics: kept only when the operations port serves them
 )
 SLACK = ("slack_bolt", "slack_sdk", "bots.slack.channel")
 TELEGRAM = ("telegram", "tornado", "bots.telegram.channel")
@@ -133,6 +135,7 @@ async def test_run_telegram_loads_no_slack_and_no_media_library(
     assert imported(modules, SLACK) == []
     assert imported(modules, ONLY_WHEN_USED) == []
     assert imported(modules, ("aiohttp.web",)) == []  # polling: no webhook, no ops port
+    assert imported(modules, ("tornado",)) == []  # python-telegram-bot's own webhook server
 
 
 @pytest.mark.slow

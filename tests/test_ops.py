@@ -36,6 +36,9 @@ from tests.fakes.telegram_server import FakeTelegram
 from tests.test_telegram import USER, eventually, final_text
 
 KEY = ConversationKey("telegram", place=str(USER))
+# Metrics are kept when the operations server is configured (``SWITCHBOARD_HTTP_PORT``);
+# the tests below serve them on a server of their own (port 0), so this port stays unused.
+SERVED = {"SWITCHBOARD_HTTP_PORT": 9464}
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -187,6 +190,7 @@ async def test_metrics_move_with_real_telegram_turns(
 ) -> None:
     with FakeTelegram() as telegram:
         async with make_app(
+            **SERVED,
             TELEGRAM_BOT_TOKEN=telegram.token,
             TELEGRAM_BASE_URL=f"{telegram.url}/bot",
             TELEGRAM_BASE_FILE_URL=f"{telegram.url}/file/bot",
@@ -273,7 +277,7 @@ async def test_a_turn_is_in_flight_until_it_ends_and_a_cancelled_one_counts_as_s
 ) -> None:
     fake_openai.enqueue(Scripted(text="token " * 200, chunks=200, chunk_delay=0.02))
     console = ConversationKey("console", place="ada")
-    async with make_app() as app:
+    async with make_app(**SERVED) as app:
         registry = app.metrics.registry
         sink = RecordingSink()
         turn = asyncio.create_task(

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from importlib import import_module
 from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
@@ -50,7 +51,6 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -127,7 +127,8 @@ class SqlBudgetLedger:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._dialect: Any = postgresql if engine.dialect.name == "postgresql" else sqlite
+        # The dialect in use (``insert`` with ON CONFLICT): PostgreSQL's is imported only on it.
+        self._dialect: Any = import_module(f"sqlalchemy.dialects.{engine.dialect.name}")
         self._claims: dict[int, Any] = {}  # the upsert of n counters, built on first use
 
     def _claim_statement(self, count: int) -> Any:
