@@ -30,7 +30,6 @@ from core.errors import (
     UserInputError,
     user_message,
 )
-from core.jobs.batches import job_age
 from core.jobs.finetune_api import (
     OPEN_STATES,
     WEBHOOK_EVENTS,
@@ -43,6 +42,7 @@ from core.jobs.polling import (
     PollingOptions,
     WebhookVerifier,
     accept_webhook,
+    job_age,
     job_key,
     key_payload,
 )

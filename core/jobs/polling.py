@@ -31,6 +31,16 @@ WEBHOOK_EVENTS = "openai-webhook"
 """The namespace of OpenAI webhook delivery ids in the store's claimed events."""
 
 
+class LeaseLost(Exception):
+    """This process no longer holds the job it was working on (it stalled past the lease
+    and another process took the job over): it stops touching the job."""
+
+
+class NotHere(Exception):
+    """The job's channel stopped running in this process (a shutdown) while the job was
+    being worked on: the job is left open for the next process."""
+
+
 class WebhookVerifier(Protocol):
     """Checks an OpenAI webhook's signature (``OpenAIBatches`` does, with the SDK)."""
 
@@ -47,6 +57,10 @@ class PollingOptions:
     owner: str
     """This process's name on the leases it takes."""
     poll_seconds: float
+    lease_to_next_poll: bool = False
+    """Whether a poll's lease lasts until the job's next poll is due (a poll that finds
+    nothing new then writes nothing, and the job comes due again when the lease runs out)
+    rather than ``LEASE_SECONDS`` (each poll then records its outcome)."""
 
 
 class JobPolling:
@@ -109,28 +123,55 @@ class JobPolling:
             return False
         if not self._outbox.reaches(job_key(job)):
             return False
-        until = now + timedelta(seconds=LEASE_SECONDS)
+        if self._options.lease_to_next_poll:
+            until = self.next_poll()
+        else:
+            until = now + timedelta(seconds=LEASE_SECONDS)
         if not await self._jobs.lease(job.id, self.owner, until, now):
             return False  # another process has it
         try:
             await poll(job)
-        except Exception:
-            log.exception("polling %s #%d failed; it is polled again later", self._label, job.id)
-            await self._jobs.update(job.id, self.owner, job.status, job.payload, self.next_poll())
+        except LeaseLost as exc:
+            log.warning("%s", exc)
+        except Exception as exc:
+            if isinstance(exc, NotHere):
+                log.info("%s", exc)
+            else:
+                log.exception(
+                    "polling %s #%d failed; it is polled again later", self._label, job.id
+                )
+            # The row, not ``job``: it may hold steps recorded since (files sent).
+            current = await self._jobs.job(job.id)
+            payload = current.payload if current is not None else job.payload
+            await self._jobs.update(job.id, self.owner, job.status, payload, self.next_poll())
         return True
 
-    async def post_status(self, job: Job, text: str) -> None:
-        """Post a new job's status message and record it on the job (under a lease, so
-        pollers keep off meanwhile); a post that fails is logged, and the job goes on."""
+    async def post_status(
+        self, job: Job, text: str, *, status: str | None = None, openai_id: str | None = None
+    ) -> None:
+        """Post a job's status message and record it on the job (under a lease, so pollers
+        keep off meanwhile), with its new ``status`` and the API's ``openai_id`` when they
+        are given (recorded even if the post fails); a post that fails is logged, and the
+        job goes on."""
+        payload = dict(job.payload)
         try:
             posted = await self._outbox.post(job_key(job), text)
         except Exception as exc:
             log.warning("could not post the status of %s #%d: %s", self._label, job.id, exc)
-            return
-        payload = {**job.payload, "status_message": posted.id, "shown": text}
+            if status is None and openai_id is None:
+                return
+        else:
+            payload.update(status_message=posted.id, shown=text)
         now = self._clock.now()
         if await self._jobs.lease(job.id, self.owner, now + timedelta(seconds=LEASE_SECONDS), now):
-            await self._jobs.update(job.id, self.owner, job.status, payload, self.next_poll())
+            await self._jobs.update(
+                job.id,
+                self.owner,
+                status or job.status,
+                payload,
+                self.next_poll(),
+                openai_id=openai_id,
+            )
 
     async def show(self, job: Job, text: str) -> dict[str, Any]:
         """Edit the job's status message when its text changed; returns the new payload."""
@@ -173,3 +214,15 @@ def job_key(job: Job) -> ConversationKey:
 def key_payload(key: ConversationKey) -> dict[str, Any]:
     """``key`` as a job's payload keeps it (``job_key`` reads it back)."""
     return {"channel": key.channel, "place": key.place, "scope": key.scope, "thread": key.thread}
+
+
+def job_age(elapsed: timedelta) -> str:
+    """How long ago, in words a chat line can hold (``42 s``, ``5 min``, ``3 h``)."""
+    seconds = max(int(elapsed.total_seconds()), 0)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172_800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
