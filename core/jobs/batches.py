@@ -37,6 +37,7 @@ from core.jobs.polling import (
     LeaseLost,
     NotHere,
     PollingOptions,
+    WebhookVerifier,
     accept_webhook,
     job_age,
     job_key,
@@ -117,6 +118,7 @@ class BatchJobs:
         self,
         *,
         api: BatchAPI | None,
+        webhooks: WebhookVerifier | None,
         jobs: JobStore,
         store: ConversationStore,
         choices: ConversationChoices,
@@ -130,6 +132,7 @@ class BatchJobs:
     ) -> None:
         self._metrics = metrics or NullMetrics()
         self._api = api
+        self._webhooks = webhooks
         self._jobs = jobs
         self._store = store
         self._choices = choices
@@ -304,7 +307,7 @@ class BatchJobs:
         each delivery id once, and a ``batch.*`` event polls its job now; returns whether
         a job was polled. Polling on schedule stays the safety net."""
         event = await accept_webhook(
-            self._api,
+            self._webhooks if self._api is not None else None,
             self._options.webhook_secret,
             self._store,
             payload,

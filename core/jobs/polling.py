@@ -18,7 +18,6 @@ from core.conversation.channel import Outbox
 from core.conversation.messages import ConversationKey
 from core.conversation.store import ConversationStore
 from core.errors import InvalidWebhook
-from core.jobs.batch_api import WebhookEvent
 from core.jobs.store import LEASE_SECONDS, Job, JobStore
 
 log = logging.getLogger(__name__)
@@ -41,13 +40,24 @@ class NotHere(Exception):
     being worked on: the job is left open for the next process."""
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """A verified OpenAI webhook: its delivery id, event type and the object it is about."""
+
+    webhook_id: str
+    type: str
+    object_id: str
+
+
 class WebhookVerifier(Protocol):
-    """Checks an OpenAI webhook's signature (``OpenAIBatches`` does, with the SDK)."""
+    """Checks an OpenAI webhook's signature (``core.jobs.openai_webhooks.OpenAIWebhooks``
+    does, with the SDK)."""
 
     def verify_webhook(
         self, payload: bytes, headers: Mapping[str, str], secret: str
     ) -> WebhookEvent:
-        """The event of a delivery signed with ``secret``; ``InvalidWebhook`` if not."""
+        """The event of a delivery signed with ``secret``; ``InvalidWebhook`` if the
+        signature, its headers or its age do not verify."""
 
 
 @dataclass(frozen=True)
