@@ -366,6 +366,7 @@ async def bootstrap(
                 timezone=settings.zone,
                 webhook_secret=webhook_secret,
             ),
+            metrics=metrics,
         )
         # The models fine-tuned before (by any process) are offered from the start.
         await finetunes.offer_stored_models()

@@ -46,7 +46,7 @@ from core.jobs.polling import (
 from core.jobs.prompts import BuiltBatch, build_requests, prompt_of, read_prompts
 from core.jobs.reservations import reservation_from_json, reservation_to_json
 from core.jobs.store import LEASE_SECONDS, SUBMITTING, Job, JobStore, NewJob
-from core.metrics import Metrics, NullMetrics
+from core.metrics import Metrics
 from core.models.llm import Usage
 from core.models.registry import ModelSpec
 from core.money.budgets import BudgetExceeded, BudgetLedger, Payer, Scope
@@ -130,7 +130,6 @@ class BatchJobs:
         options: BatchOptions,
         metrics: Metrics | None = None,
     ) -> None:
-        self._metrics = metrics or NullMetrics()
         self._api = api
         self._webhooks = webhooks
         self._jobs = jobs
@@ -150,6 +149,7 @@ class BatchJobs:
             outbox=outbox,
             clock=clock,
             options=PollingOptions(options.owner, options.poll_seconds, lease_to_next_poll=True),
+            metrics=metrics,
         )
 
     # --- submitting ----------------------------------------------------------------------
@@ -292,7 +292,6 @@ class BatchJobs:
         if self._api is None:
             return 0
         await self._release_dead()
-        self._metrics.open_jobs(await self._jobs.count_open(self._polling.open_states))
         return await self._polling.poll_due(self._poll)
 
     async def _release_dead(self) -> None:

@@ -18,7 +18,9 @@ from core.conversation.channel import Outbox
 from core.conversation.messages import ConversationKey
 from core.conversation.store import ConversationStore
 from core.errors import InvalidWebhook
-from core.jobs.store import LEASE_SECONDS, Job, JobStore
+from core.jobs import batch_api, finetune_api
+from core.jobs.store import LEASE_SECONDS, SUBMITTING, Job, JobStore
+from core.metrics import Metrics, NullMetrics
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,9 @@ POLL_PAGE = 100
 """How many due jobs are read from the database at a time in a polling round."""
 POLL_CONCURRENCY = 8
 """How many jobs one process polls at once."""
+OPEN_JOB_STATES = sorted(batch_api.OPEN_STATES | {SUBMITTING} | finetune_api.OPEN_STATES)
+"""The open states of every kind of job (no state is open for one kind and final for
+another): what the ``switchboard_open_jobs`` gauge counts."""
 WEBHOOK_EVENTS = "openai-webhook"
 """The namespace of OpenAI webhook delivery ids in the store's claimed events."""
 
@@ -87,6 +92,7 @@ class JobPolling:
         outbox: Outbox,
         clock: Clock,
         options: PollingOptions,
+        metrics: Metrics | None = None,
     ) -> None:
         self._kind = kind
         self._label = label
@@ -95,6 +101,7 @@ class JobPolling:
         self._outbox = outbox
         self._clock = clock
         self._options = options
+        self._metrics = metrics or NullMetrics()
 
     @property
     def owner(self) -> str:
@@ -107,8 +114,10 @@ class JobPolling:
         return self._clock.now() + timedelta(seconds=self._options.poll_seconds / 2)
 
     async def poll_due(self, poll: Callable[[Job], Awaitable[None]]) -> int:
-        """One round: ``poll`` each due job (see ``poll_leased``), a few at a time; returns
+        """One round: the open jobs of every kind counted (the open-jobs gauge), then
+        ``poll`` each due job of this kind (see ``poll_leased``), a few at a time; returns
         how many were polled here."""
+        self._metrics.open_jobs(await self._jobs.count_open(OPEN_JOB_STATES))
         now = self._clock.now()
         gate = asyncio.Semaphore(POLL_CONCURRENCY)
 
