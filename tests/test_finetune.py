@@ -977,3 +977,14 @@ async def test_the_open_jobs_gauge_counts_open_batches_and_fine_tunes_alike(
             assert len(console.files()) == 2  # the batch's results arrived
             assert "Fine-tune #1 succeeded" in console.out.getvalue()
             assert await open_jobs() == 0
+
+
+def test_many_problems_are_listed_ten_and_the_rest_counted() -> None:
+    data = b"not json\n" * 13
+    with pytest.raises(TrainingFileError) as raised:
+        check_training_file(data, words)
+    message = str(raised.value)
+    assert message.startswith("The training file has problems; nothing was uploaded:\n")
+    assert "• line 10: not valid JSON" in message
+    assert "line 11" not in message
+    assert message.endswith("\n• … and 3 more")
