@@ -22,6 +22,8 @@ from core.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_CACHE_KIB = 32_768
+MIGRATION_LOCK = 0x5377_6974_6368_6264
+"""The PostgreSQL advisory lock key that migrations hold while they run ("Switchbd")."""
 
 
 def database_url(url: str) -> URL:
