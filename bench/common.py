@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import contextvars
+import os
+import secrets
 import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from typing import Any
+
+import asyncpg
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.models.llm import LLMEvent, LLMGateway, LLMRequest
 
@@ -89,3 +98,81 @@ def _fmt(value: object) -> str:
 def mean(values: Sequence[float]) -> float:
     """Arithmetic mean, 0 for no values."""
     return statistics.fmean(values) if values else 0.0
+
+
+@asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database on the server named by ``TEST_DATABASE_URL`` (as the
+    tests use it), dropped afterwards; yields its URL."""
+    admin_url = os.environ.get("TEST_DATABASE_URL")
+    if not admin_url:
+        raise SystemExit("--database postgres needs TEST_DATABASE_URL (postgresql+asyncpg://…)")
+    admin = make_url(admin_url)
+    name = f"sb_bench_{secrets.token_hex(6)}"
+
+    async def execute(statement: str) -> None:
+        connection = await asyncpg.connect(
+            host=admin.host,
+            port=admin.port,
+            user=admin.username,
+            password=admin.password,
+            database=admin.database,
+        )
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    await execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        await execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class RoundTrips:
+    """Counts what an engine sends to the database, by kind: statements (each one round
+    trip once prepared), transactions begun (a ``BEGIN`` goes with the first statement),
+    commits, rollbacks that ended a transaction, and pings of pooled connections. The
+    SQLite store's one-hop writes bypass the engine and are not counted; on PostgreSQL
+    everything goes through it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.counts: Counter[str] = Counter()
+        sync = engine.sync_engine
+        event.listen(sync, "before_cursor_execute", self._statement)
+        event.listen(sync, "begin", self._transaction("begin"))
+        event.listen(sync, "commit", self._transaction("commit"))
+        event.listen(sync, "rollback", self._transaction("rollback"))
+        # Pings have no event: the dialect's own method is wrapped to count them.
+        dialect = engine.dialect
+        ping = dialect.do_ping
+
+        def counted_ping(dbapi_connection: Any) -> bool:
+            self.counts["ping"] += 1
+            return bool(ping(dbapi_connection))
+
+        dialect.do_ping = counted_ping  # type: ignore[method-assign]
+
+    def _statement(self, *_: Any) -> None:
+        self.counts["statement"] += 1
+
+    def _transaction(self, kind: str) -> Any:
+        """Counts ``kind`` unless the connection is in autocommit (nothing is sent then)."""
+
+        def count(connection: Any) -> None:
+            if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                self.counts[kind] += 1
+
+        return count
+
+    def reset(self) -> None:
+        """Start counting afresh."""
+        self.counts.clear()
+
+    def per_turn(self, turns: int) -> str:
+        """Round trips per turn and their kinds, e.g. ``9.0 (statement 4.0, …)``."""
+        kinds = dict(self.counts)
+        total = sum(kinds.values())
+        parts = ", ".join(f"{k} {v / turns:.1f}" for k, v in sorted(kinds.items()))
+        return f"{total / turns:.1f} ({parts})"

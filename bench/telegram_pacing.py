@@ -13,7 +13,9 @@ second). Twice: the model answering at once, and streaming a short reply (60 cha
 6 pieces over 0.1 s). Reported: first text and complete p50/p99, calls per turn, 429s.
 
 ``burst`` — 100 private chats ask at the same moment, the model answering at once: share
-complete, 429s, first text p50/p99 against the floor the overall limit sets. The fakes run
+complete, 429s, first text p50/p99 against the floor the overall limit sets, and a timeline
+of the turns (when the model was called and answered for each, when its first message
+went, how many answers were stored before the last question was). The fakes run
 in their own processes here, so that the bot's process does the turns' work only.
 Then the pacer's part alone: 100 finished replies handed to the Telegram reply at once.
 
@@ -28,9 +30,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -42,6 +47,7 @@ from bots.bootstrap import run_loop
 from bots.pacing import FloodControl
 from bots.telegram.reply import ChatPlace, TelegramReply
 from core.conversation.events import ReplyFinished
+from core.models.llm import ChatTurn, LLMEvent, LLMGateway, LLMRequest
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.telegram_server import FakeTelegram, RecordedCall
 
@@ -50,6 +56,7 @@ QUIET_TURNS = 50
 READER_PAUSE = 1.0
 SHORT_REPLY = "Sure: the capital of France is Paris, on the Seine. Anything?"
 BURST_CHATS = 100
+WARM_CHAT = 7999
 OVERALL_PER_SECOND = 30
 CHARS_PER_SECOND = 300.0  # ~75 tokens a second: a typical streaming pace of a chat model
 WAIT_LENGTHS = (40, 120, 300, 1200)
@@ -114,26 +121,69 @@ async def quiet(tmp: Path, streamed: bool) -> list[object]:
         ]
 
 
-async def burst(tmp: Path) -> list[object]:
-    """Many chats at the same moment; returns a table row. Both fakes run in their own
-    processes here, so that the bot's process does the turns' work only."""
+class _Stamped:
+    """The model gateway, timing each turn's model call by the question it answers (each
+    chat asks its own question): when it was called and when its answer was in."""
+
+    def __init__(self, inner: LLMGateway) -> None:
+        self._inner = inner
+        self.called: dict[str, float] = {}
+        self.answered: dict[str, float] = {}
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
+        question = request.items[-1]
+        assert isinstance(question, ChatTurn)
+        self.called.setdefault(question.text, time.time())
+        async for event in self._inner.stream(request):
+            yield event
+        self.answered.setdefault(question.text, time.time())
+
+
+def _question(chat: int) -> str:
+    return f"hello from {chat}"
+
+
+async def burst(tmp: Path, timeline: list[list[object]], *, warm: bool = False) -> list[object]:
+    """Many chats at the same moment; returns a table row, and adds the turns' timeline
+    (per stage, ms after the questions) to ``timeline``. Both fakes run in their own
+    processes here, so that the bot's process does the turns' work only. ``warm``: one
+    other chat is answered first (a bot that has run a while: connections to the API open,
+    code paths used once), and the burst comes a second and a half later."""
     chats = [8000 + n for n in range(BURST_CHATS)]
+    stamped: list[_Stamped] = []
+
+    def stamp(inner: LLMGateway) -> LLMGateway:
+        stamped.append(_Stamped(inner))
+        return stamped[-1]
+
+    database = tmp / f"burst-{'warm' if warm else 'cold'}.db"
     with (
         fake_openai_process() as openai_url,
         fake_process("tests.fakes.telegram_server", "FAKE_TELEGRAM", "--token", TOKEN) as url,
     ):
         async with (
-            bot(url, TOKEN, openai_url, tmp / "burst.db"),
+            bot(url, TOKEN, openai_url, database, wrap_gateway=stamp),
             aiohttp.ClientSession(url) as fake,
         ):
             query = {"method": "getUpdates", "at_least": "1"}
             async with fake.get("/_fake/calls", params=query) as response:
                 response.raise_for_status()
+            [model] = stamped
+            if warm:
+                body = [{"chat_id": WARM_CHAT, "text": _question(WARM_CHAT)}]
+                async with fake.post("/_fake/private_messages", json=body) as response:
+                    response.raise_for_status()
+                query = {"method": "sendMessage", "at_least": "1"}
+                async with fake.get("/_fake/calls", params=query) as response:
+                    response.raise_for_status()
+                await asyncio.sleep(1.5)  # past the overall limit's one-second window
+                model.called.clear()
+                model.answered.clear()
             asked = time.time()
-            body = [{"chat_id": chat, "text": "hello there"} for chat in chats]
+            body = [{"chat_id": chat, "text": _question(chat)} for chat in chats]
             async with fake.post("/_fake/private_messages", json=body) as response:
                 response.raise_for_status()
-            query = {"method": "sendMessage", "at_least": str(BURST_CHATS), "timeout": "120"}
+            query = {"method": "sendMessage", "at_least": str(BURST_CHATS + warm), "timeout": "120"}
             async with fake.get("/_fake/calls", params=query) as response:
                 response.raise_for_status()
             async with fake.get("/_fake/flood_log") as response:
@@ -142,16 +192,30 @@ async def burst(tmp: Path) -> list[object]:
             for chat in chats:
                 async with fake.get(f"/_fake/chat/{chat}") as response:
                     shown = await response.json()
-                complete += bool(shown) and shown[-1]["text"] == "Echo: hello there"
+                complete += bool(shown) and shown[-1]["text"] == f"Echo: {_question(chat)}"
     first: dict[int, float] = {}
     for method, chat, at in log["calls"]:
         if method == "sendMessage" and chat in chats:
             first.setdefault(chat, (at - asked) * 1000)
     times = list(first.values())
+    for stage, moments in (
+        (f"{'warm' if warm else 'cold'}: model called", model.called.values()),
+        ("model answered", model.answered.values()),
+        ("first sendMessage", [asked + t / 1000 for t in times]),
+    ):
+        ms = [(t - asked) * 1000 for t in moments]
+        quantiles = [percentile(ms, q) for q in (0.0, 0.1, 0.2, 0.5, 0.9, 1.0)]
+        timeline.append([stage, len(ms), *quantiles])
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        query = "SELECT role FROM messages WHERE text NOT LIKE ? ORDER BY id"
+        roles = [role for (role,) in db.execute(query, (f"%{_question(WARM_CHAT)}",))]
+    last_question = max(i for i, role in enumerate(roles) if role == "user")
+    early = sum(role == "assistant" for role in roles[:last_question])
+    timeline.append(["answers stored before the last question", early, *[""] * 6])
     # 100 calls at 30 a second: the 50th can go out 50/30 s after the first.
     uniform_floor = 1000 * (BURST_CHATS / 2) / OVERALL_PER_SECOND
     return [
-        f"whole turns: {100 * complete / BURST_CHATS:.0f} % complete",
+        f"whole turns, {'warm' if warm else 'cold'}: {100 * complete / BURST_CHATS:.0f} % complete",
         BURST_CHATS,
         log["rate_limited"],
         percentile(times, 0.5),
@@ -219,6 +283,10 @@ async def first_message_wait(tmp: Path, wait: str) -> list[list[object]]:
     return rows
 
 
+def _load() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.telegram_pacing")
     parser.add_argument("--part", choices=["quiet", "burst", "wait", "all"], default="all")
@@ -240,8 +308,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             ]
             print(table(headers, rows))
         if args.part in ("burst", "all"):
-            rows = [run_loop(burst(tmp)), run_loop(paced_only())]
-            print(f"\n{BURST_CHATS} private chats at the same moment")
+            timeline: list[list[object]] = []
+            rows = [
+                run_loop(burst(tmp, timeline)),
+                run_loop(burst(tmp, timeline, warm=True)),
+                run_loop(paced_only()),
+            ]
+            print(f"\n{BURST_CHATS} private chats at the same moment (load average {_load()})")
             headers = [
                 "what",
                 "chats",
@@ -252,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "p50 / floor",
             ]
             print(table(headers, rows))
+            print("\nWhole turns: when each stage was reached, ms after the questions")
+            headers = ["stage", "turns", "first", "p10", "p20", "p50", "p90", "last"]
+            print(table(headers, timeline))
         if args.part in ("wait", "all"):
             rows = []
             for wait in WAIT_SETTINGS:

@@ -9,9 +9,11 @@ sent, time to first visible text and to the final message.
 Part 2 — turns per second end to end through the adapter (python-telegram-bot polling the
 fake Bot API, the engine, the fake OpenAI answering instantly from another process), with
 the fake's limits raised, and the pacer's through its settings, so that they do not cap
-the measurement (real Telegram caps a bot at about 30 messages a second overall).
+the measurement (real Telegram caps a bot at about 30 messages a second overall). With
+``--database postgres`` part 2 runs on a fresh database of the PostgreSQL server named by
+``TEST_DATABASE_URL`` and also reports the round trips to it per turn.
 
-    python -m bench.telegram_streaming [--runs N] [--part 1|2|all]
+    python -m bench.telegram_streaming [--runs N] [--part 1|2|all] [--database sqlite|postgres]
 """
 
 from __future__ import annotations
@@ -20,15 +22,24 @@ import argparse
 import asyncio
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
 
-from bench.common import API_KEY, fake_openai_process, fake_process, percentile, table
+from bench.common import (
+    API_KEY,
+    RoundTrips,
+    fake_openai_process,
+    fake_process,
+    percentile,
+    postgres_database,
+    table,
+)
 from bots.bootstrap import App, bootstrap, run_loop
 from bots.telegram.channel import TelegramChannel
+from core.models.llm import LLMGateway
 from core.settings import load_settings
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.telegram_server import FakeTelegram
@@ -51,14 +62,21 @@ RAISED = {
 
 @asynccontextmanager
 async def bot(
-    telegram_url: str, token: str, openai_url: str, database: Path, **env: str
+    telegram_url: str,
+    token: str,
+    openai_url: str,
+    database: Path | str,
+    *,
+    wrap_gateway: Callable[[LLMGateway], LLMGateway] | None = None,
+    **env: str,
 ) -> AsyncIterator[App]:
-    """The bot, its Telegram channel configured by ``env`` on top of the benchmark's settings."""
+    """The bot, its Telegram channel configured by ``env`` on top of the benchmark's settings;
+    ``database`` is a SQLite file or a database URL (``wrap_gateway``: see ``bootstrap``)."""
     settings = load_settings(
         None,
         OPENAI_API_KEY=API_KEY,
         OPENAI_BASE_URL=openai_url,
-        DATABASE_URL=f"sqlite+aiosqlite:///{database}",
+        DATABASE_URL=database if isinstance(database, str) else f"sqlite+aiosqlite:///{database}",
         TELEGRAM_BOT_TOKEN=token,
         TELEGRAM_BASE_URL=f"{telegram_url}/bot",
         TELEGRAM_BASE_FILE_URL=f"{telegram_url}/file/bot",
@@ -66,7 +84,7 @@ async def bot(
         SWITCHBOARD_USER_MESSAGES_PER_MINUTE="0",
         **env,
     )
-    async with bootstrap(settings) as app:
+    async with bootstrap(settings, wrap_gateway=wrap_gateway) as app:
         channel = TelegramChannel(app.pipeline, app.outbox, settings)
         stop = asyncio.Event()
         task = asyncio.create_task(channel.run(stop))
@@ -141,7 +159,14 @@ async def streaming_under_limits(database: Path) -> list[list[object]]:
         return rows
 
 
-async def throughput(tmp: Path, turns: int, chats: int) -> list[list[object]]:
+async def throughput(tmp: Path, turns: int, chats: int, database: str) -> list[list[object]]:
+    if database == "postgres":
+        async with postgres_database() as url:
+            return await _throughput(url, turns, chats)
+    return await _throughput(tmp / "throughput.db", turns, chats)
+
+
+async def _throughput(database: Path | str, turns: int, chats: int) -> list[list[object]]:
     unlimited = (
         "--private-rate",
         "1000000",
@@ -161,9 +186,11 @@ async def throughput(tmp: Path, turns: int, chats: int) -> list[list[object]]:
         fake_process("tests.fakes.telegram_server", "FAKE_TELEGRAM", *unlimited) as telegram_url,
     ):
         async with (
-            bot(telegram_url, TOKEN, openai_url, tmp / "throughput.db", **RAISED),
+            bot(telegram_url, TOKEN, openai_url, database, **RAISED) as app,
             aiohttp.ClientSession(telegram_url) as fake,
         ):
+            trips = RoundTrips(app.storage.database)
+
             # The load is made, and progress counted, by the fake Bot API's process, so that
             # the bot's process does nothing but serve.
             async def ask(texts: list[tuple[int, str]]) -> None:
@@ -181,24 +208,32 @@ async def throughput(tmp: Path, turns: int, chats: int) -> list[list[object]]:
             await ask([(5000 + n, "hello") for n in range(chats)])  # warm up: one per chat
             await answered(chats)
             await asyncio.sleep(0.5)
+            trips.reset()
             started, cpu = time.perf_counter(), time.process_time()
             await ask([(5000 + n % chats, f"question {n}") for n in range(turns)])
             await answered(chats + turns)
             elapsed = time.perf_counter() - started
             cpu_ms = (time.process_time() - cpu) * 1000 / turns
+            round_trips = trips.per_turn(turns)
             await asyncio.sleep(0.5)
             complete = 0
             for n in range(chats):
                 async with fake.get(f"/_fake/chat/{5000 + n}") as response:
                     shown = await response.json()
                 complete += shown[-1]["text"] == f"Echo: question {turns - chats + n}"
-    return [[turns, chats, f"{elapsed:.2f}", turns / elapsed, cpu_ms, complete]]
+    return [[turns, chats, f"{elapsed:.2f}", turns / elapsed, cpu_ms, complete, round_trips]]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.telegram_streaming")
     parser.add_argument("--runs", type=int, default=1, help="runs of part 1")
     parser.add_argument("--part", choices=["1", "2", "all"], default="all")
+    parser.add_argument(
+        "--database",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="part 2's database (postgres: a fresh database on TEST_DATABASE_URL's server)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.part in ("1", "all"):
@@ -218,9 +253,19 @@ def main() -> None:
                 print(f"\nRun {run + 1}")
                 print(table(headers, streaming))
         if args.part in ("2", "all"):
-            rate = run_loop(throughput(Path(tmp), turns=1000, chats=200))
-            print("\nTurns per second end to end (instant upstream, limits raised)")
-            headers = ["turns", "chats", "seconds", "turns/s", "CPU ms/turn", "chats answered"]
+            rate = run_loop(throughput(Path(tmp), 1000, 200, args.database))
+            print(
+                f"\nTurns per second end to end (instant upstream, limits raised, {args.database})"
+            )
+            headers = [
+                "turns",
+                "chats",
+                "seconds",
+                "turns/s",
+                "CPU ms/turn",
+                "chats answered",
+                "DB round trips/turn (through SQLAlchemy)",
+            ]
             print(table(headers, rate))
 
 

@@ -26,6 +26,7 @@ from core.access.names import UserDirectory
 from core.access.policy import AccessPolicy, kept_fresh
 from core.clock import Clock, SystemClock
 from core.conversation.admin_notices import AdminNotices
+from core.conversation.admission import Admission, AdmittedGateway
 from core.conversation.assistant import Assistant, AssistantOptions
 from core.conversation.channel import Outbox
 from core.conversation.choices import ConversationChoices
@@ -55,7 +56,7 @@ from core.jobs.sql_jobs import SqlJobStore
 from core.media.demo_media import DemoImages, DemoSpeech, DemoTranscriber
 from core.media.ffmpeg_audio import FfmpegAudio, find_ffmpeg
 from core.media.openai_media import OpenAIImages, OpenAISpeech, OpenAITranscriber
-from core.media.pillow_images import PillowPictures
+from core.media.pillow_pictures import PillowPictures
 from core.media.ports import ImageGenerator, SpeechSynthesizer, Transcriber
 from core.media.steps import MediaKit, MediaOptions, MediaSteps
 from core.metrics_prometheus import PrometheusMetrics
@@ -72,7 +73,7 @@ from core.money.metering import Meter
 from core.money.prices import PriceTable, load_prices
 from core.money.sql_ledger import budget_ledger
 from core.settings import Settings
-from core.storage.database import create_engine, upgrade
+from core.storage.database import create_engine, migrate
 from core.storage.file_spool import FileSpool
 from core.storage.sql_store import conversation_store
 from core.tools.builtin import builtin_tools
@@ -111,7 +112,7 @@ async def open_storage(settings: Settings, *, clock: Clock | None = None) -> Asy
     database = create_engine(settings.database_url)
     try:
         if settings.auto_migrate:
-            await upgrade(settings.database_url)
+            await migrate(database, settings.database_url)
         store = conversation_store(database)
         async with kept_fresh(access, store):
             yield Storage(
@@ -287,13 +288,13 @@ async def bootstrap(
                 raise ConfigError(f"mode {mode.id!r} names unknown tools: {', '.join(missing)}")
         store = storage.store
         metrics = PrometheusMetrics()
-        turns = TurnRunner()
+        turns = TurnRunner(Admission(settings.turns_working))
         choices = ConversationChoices(
             store, registry, turns, clock, can_speak=True, can_talk=media.can_talk
         )
         assistant = Assistant(
             store=store,
-            gateway=wrap_gateway(gateway) if wrap_gateway else gateway,
+            gateway=AdmittedGateway(wrap_gateway(gateway) if wrap_gateway else gateway),
             choices=choices,
             context=ContextBuilder(store, context_tokens=settings.context_tokens),
             tools=tools,

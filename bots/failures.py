@@ -19,12 +19,9 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from urllib.parse import urlsplit
 
-import aiohttp
 import openai
-from slack_sdk.errors import SlackApiError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from telegram.error import Conflict, InvalidToken, NetworkError, TelegramError
 
 from bots.bootstrap import secrets_of
 from core.errors import ConfigError, UpstreamError
@@ -61,6 +58,10 @@ def _model_api(chain: list[BaseException], settings: Settings | None) -> str | N
 
 
 def _telegram(chain: list[BaseException], settings: Settings | None) -> str | None:
+    if "telegram" not in sys.modules:
+        return None  # no Telegram error without its library; not loaded for Slack alone
+    from telegram.error import Conflict, InvalidToken, NetworkError, TelegramError
+
     for error in chain:
         if isinstance(error, InvalidToken):
             # PTB's message quotes the token; 401 and 404 both end up here.
@@ -87,6 +88,11 @@ def _telegram(chain: list[BaseException], settings: Settings | None) -> str | No
 
 
 def _slack(chain: list[BaseException], settings: Settings | None) -> str | None:
+    if "slack_sdk" not in sys.modules:
+        return None  # no Slack error without its library; not loaded for Telegram alone
+    import aiohttp
+    from slack_sdk.errors import SlackApiError
+
     for error in chain:
         if isinstance(error, SlackApiError):
             code = error.response.get("error") if error.response is not None else None

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 RECOVERY_SECONDS = 5.0
 """How often open turns left by a dead process are looked for."""
+STOP_GRACE_SECONDS = 5.0
+"""How long a run under way at the end of the block may take to finish before it is stopped."""
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,15 @@ async def scheduled(jobs: Sequence[PeriodicJob]) -> AsyncIterator[AsyncIOSchedul
     finally:
         scheduler.shutdown(wait=False)
         # A run still under way (the first one starts at once) is stopped here, not left
-        # for the event loop's teardown, which APScheduler would log as a failure.
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        # for the event loop's teardown, which APScheduler would log as a failure. It gets
+        # a moment to finish first: a query cancelled in flight makes SQLAlchemy close its
+        # aiosqlite connection in a task that can outlive the worker thread, and then the
+        # event loop's teardown waits for it forever (a start-up failing at once hung so).
+        if running:
+            _, unfinished = await asyncio.wait(set(running), timeout=STOP_GRACE_SECONDS)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
 
 
 def _stoppable(

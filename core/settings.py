@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     store_retry_seconds: float = Field(
         default=15.0, alias="SWITCHBOARD_STORE_RETRY_SECONDS", ge=0, le=3600
     )
+    turns_working: int = Field(default=16, alias="SWITCHBOARD_TURNS_WORKING", ge=0, le=10_000)
     messages_per_minute: int = Field(
         default=20, alias="SWITCHBOARD_USER_MESSAGES_PER_MINUTE", ge=0, le=10_000
     )

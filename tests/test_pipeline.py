@@ -5,6 +5,11 @@ composition root against the fake OpenAI server."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+
+import pytest
 
 from core.conversation.commands import Command
 from core.conversation.events import (
@@ -14,6 +19,7 @@ from core.conversation.events import (
     ReplyFailed,
     ReplyFinished,
 )
+from core.conversation.journal import LEASE_SECONDS
 from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
 from core.conversation.pipeline import Activity, Delivery
 from core.errors import MediaTooLarge
@@ -188,3 +194,33 @@ async def test_stopping_one_channel_leaves_the_others_replies_running(
         ReplyFinished("slow but fine"),
         ReplyFinished("Echo: still here"),
     ]
+
+
+def lease_until(database: Path) -> datetime:
+    """The lease end of the only turn in ``database``."""
+    with sqlite3.connect(database) as connection:
+        [(until,)] = connection.execute("SELECT lease_until FROM turns").fetchall()
+    return datetime.fromisoformat(until)
+
+
+@pytest.mark.slow
+async def test_a_turn_longer_than_a_third_of_its_lease_renews_it(
+    make_app: AppFactory, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    """Renewal starts only once a third of the lease has passed (short turns create no
+    renewal task), and then keeps the lease ahead of the turn."""
+    channel = FakeChannel()
+    database = tmp_path / "switchboard.db"
+    fake_openai.enqueue(Scripted(text="a slow answer", chunks=10, chunk_delay=1.0))
+    async with make_app() as app:
+        turn = asyncio.create_task(app.pipeline.handle(channel.delivery("take your time")))
+        await eventually(lambda: app.turns.is_busy(KEY))
+        first = lease_until(database)
+        await asyncio.sleep(LEASE_SECONDS / 3 - 2)
+        before_renewal = lease_until(database)
+        await asyncio.sleep(3)
+        renewed = lease_until(database)
+        await asyncio.wait_for(turn, 30)
+    assert before_renewal == first
+    assert (renewed - first).total_seconds() >= LEASE_SECONDS / 3 - 1
+    assert channel.replies[0].final == ReplyFinished("a slow answer")

@@ -22,10 +22,10 @@ from core.conversation.journal import NewTurn, TurnJournal
 from core.conversation.messages import ConversationKey, NewMessage, Role, StoredMessage, UserRef
 from core.conversation.store import ConversationStore, UsageRecord
 from core.media.ports import PreparedImage
-from core.storage.database import upgrade
+from core.storage.database import PING_AFTER_IDLE_SECONDS, upgrade
 from core.storage.schema import ConversationRow, UserRow
 from core.storage.sql_store import SqlConversationStore, conversation_store
-from tests.conftest import engine_for
+from tests.conftest import _admin_execute, engine_for
 from tests.fakes.memory_store import InMemoryConversationStore
 
 CONCURRENCY = 20
@@ -102,7 +102,7 @@ async def backend(store_kind: str, database_url: str) -> AsyncIterator[Backend]:
 
         store = (
             SqlConversationStore(engine)
-            if store_kind == "portable-sqlite"
+            if store_kind.startswith("portable-")
             else conversation_store(engine)
         )
         yield Backend(store, user_names)
@@ -116,7 +116,8 @@ def store(backend: Backend) -> ConversationStore:
 
 # The memory kind is paired with the SQLite ``database_url`` (a path nothing opens) so that
 # it runs once; the SQL kinds take the conftest database of their own dialect. "sqlite" is
-# the store SQLite gets (SqliteConversationStore), "portable-sqlite" the portable one on it.
+# the store SQLite gets (SqliteConversationStore), "postgresql" the one PostgreSQL gets
+# (PostgresConversationStore), "portable-…" the portable one on each.
 every_store = pytest.mark.parametrize(
     ("store_kind", "database_url"),
     [
@@ -124,9 +125,10 @@ every_store = pytest.mark.parametrize(
         ("sqlite", "sqlite"),
         ("portable-sqlite", "sqlite"),
         ("postgresql", "postgresql"),
+        ("portable-postgresql", "postgresql"),
     ],
     indirect=True,
-    ids=["memory", "sqlite", "portable-sqlite", "postgresql"],
+    ids=["memory", "sqlite", "portable-sqlite", "postgresql", "portable-postgresql"],
 )
 
 
@@ -757,3 +759,24 @@ async def test_two_processes_lease_one_turn_once(sqlite_url: str) -> None:
             )
         )
     assert sum(won) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_pooled_connection_the_server_dropped_is_replaced_before_use(
+    database_url: str,
+) -> None:
+    """A PostgreSQL connection that sat idle in the pool while its server side went away
+    (a restart, a proxy's idle timeout) is pinged and replaced: the next turn's read works.
+    Connections taken again at once are not pinged (no round trips spent on it)."""
+    await upgrade(database_url)
+    async with engine_for(database_url) as engine:
+        store = conversation_store(engine)
+        opened = await store.active_conversation(KEY)
+        name = engine.url.database
+        await _admin_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        )
+        await asyncio.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+        assert await store.active_conversation(KEY) == opened

@@ -4,6 +4,7 @@ real engine against the fake OpenAI server."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -255,8 +256,12 @@ async def test_allow_list_refuses_others_once_and_never_calls_the_model(
 
 
 async def test_ignored_and_malformed_updates_do_not_break_the_bot(
-    make_app: AppFactory, telegram: FakeTelegram, fake_openai: FakeOpenAI
+    make_app: AppFactory,
+    telegram: FakeTelegram,
+    fake_openai: FakeOpenAI,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING)
     async with running(make_app, telegram):
         sent = telegram.private_message(USER, "original")
         await eventually(final_text(telegram, USER, "Echo: original"))
@@ -272,11 +277,15 @@ async def test_ignored_and_malformed_updates_do_not_break_the_bot(
                 }
             }
         )
-        telegram.push_update({"message": {"message_id": "oops", "chat": "not a chat"}})
+        bad = telegram.push_update({"message": {"message_id": "oops", "chat": "not a chat"}})
         telegram.push_update({"some_future_update_type": {"x": 1}})
         telegram.private_message(USER, "still alive?")
         await eventually(final_text(telegram, USER, "Echo: still alive?"))
     assert len(fake_openai.model_requests()) == 2
+    skipped = [r.getMessage() for r in caplog.records if "malformed Telegram update" in r.msg]
+    assert len(skipped) == 1 and skipped[0].endswith(f"(id {bad})")
+    # One line for the skipped update: no record of the whole batch, users' text included.
+    assert not [r for r in caplog.records if "still alive?" in r.getMessage()]
 
 
 async def test_upstream_failures_reach_the_chat_as_a_friendly_line(

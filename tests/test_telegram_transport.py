@@ -157,3 +157,32 @@ async def test_the_proxy_from_the_environment_is_used(monkeypatch: pytest.Monkey
     finally:
         await runner.cleanup()
     assert seen == ["http://api.telegram.invalid/bot123:abc/deleteWebhook"]
+
+
+async def test_no_proxy_exempts_a_host(
+    monkeypatch: pytest.MonkeyPatch, telegram: FakeTelegram
+) -> None:
+    """NO_PROXY keeps a host's requests direct, as with python-telegram-bot's httpx
+    transport: the Bot API answers, the proxy sees nothing."""
+    seen: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        seen.append(str(request.url))
+        return web.json_response({"ok": True, "result": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{runner.addresses[0][1]}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    try:
+        async with bot_on(telegram.url, telegram.token, AiohttpRequest()) as bot:
+            sent = await bot.send_message(42, "direct")
+    finally:
+        await runner.cleanup()
+    assert seen == []
+    assert [m.text for m in telegram.chat(42)] == ["direct"]
+    assert sent.text == "direct"

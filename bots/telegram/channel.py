@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from telegram import Bot, BotCommand, CallbackQuery, Message, Update
@@ -36,7 +37,7 @@ from bots.telegram.files import (
     picture_of,
 )
 from bots.telegram.reply import ChatPlace, TelegramReply, telegram_limits
-from bots.telegram.transport import AiohttpRequest, TolerantUpdatesRequest
+from bots.telegram.transport import AiohttpRequest, TolerantBot, TolerantUpdatesRequest
 from bots.telegram.typing import TypingIndicators
 from bots.telegram.updates import (
     CHANNEL,
@@ -46,7 +47,6 @@ from bots.telegram.updates import (
     place_of,
     user_ref,
 )
-from bots.telegram.webhook import WebhookServer
 from core.conversation.channel import Outbox, OutgoingFile, Reply
 from core.conversation.commands import COMMANDS, FILE_COMMANDS, Command, parse_command
 from core.conversation.events import CommandAnswered, Refused, ReplyEvent
@@ -56,6 +56,9 @@ from core.errors import ConfigError
 from core.media.ports import Attachment
 from core.metrics import Metrics, NullMetrics
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from bots.telegram.webhook import WebhookServer
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +90,20 @@ class TelegramChannel:
         if settings.telegram_webhook_url and settings.telegram_webhook_secret is None:
             raise ConfigError("TELEGRAM_WEBHOOK_SECRET is not set (required with a webhook)")
         assert settings.telegram_bot_token is not None
-        self._requests = (AiohttpRequest(), TolerantUpdatesRequest())
-        builder = (
-            ApplicationBuilder()
-            .token(settings.telegram_bot_token.get_secret_value())
-            .concurrent_updates(True)
-            .request(self._requests[0])
-            .get_updates_request(self._requests[1])
-        )
+        updates = TolerantUpdatesRequest()
+        self._requests = (AiohttpRequest(), updates)
+        urls: dict[str, str] = {}
         if settings.telegram_base_url:
-            builder = builder.base_url(settings.telegram_base_url)
+            urls["base_url"] = settings.telegram_base_url
         if settings.telegram_base_file_url:
-            builder = builder.base_file_url(settings.telegram_base_file_url)
+            urls["base_file_url"] = settings.telegram_base_file_url
+        bot = TolerantBot(
+            settings.telegram_bot_token.get_secret_value(),
+            request=self._requests[0],
+            updates_request=updates,
+            **urls,
+        )
+        builder = ApplicationBuilder().bot(bot).concurrent_updates(True)
         self.application: Application = builder.build()  # type: ignore[type-arg]
         self._pipeline = pipeline
         self._outbox = outbox
@@ -150,6 +155,8 @@ class TelegramChannel:
             server: WebhookServer | None = None
             try:
                 if webhook:
+                    from bots.telegram.webhook import WebhookServer  # aiohttp's server
+
                     secret = self._settings.telegram_webhook_secret
                     assert secret is not None
                     server = WebhookServer(

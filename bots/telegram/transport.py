@@ -10,22 +10,30 @@ timeouts and network failures become ``TimedOut`` and ``NetworkError`` as with h
 ``getUpdates`` gets its own subclass that keeps one malformed update from stalling long
 polling: python-telegram-bot parses a batch all at once; if any update in it cannot be
 parsed, the whole batch fails, the offset never advances and polling retries the same batch
-forever. ``TolerantUpdatesRequest`` checks each update of a successful answer and replaces
-one that cannot be parsed with an empty update of the same id (logged), so the offset moves
-past it.
+forever. ``TolerantBot`` parses the batch once, as python-telegram-bot does, and only when
+that fails parses it update by update, replacing one that cannot be parsed with an empty
+update of the same id (logged), so the offset moves past it.
+
+The proxy from the environment (``HTTP(S)_PROXY``, ``NO_PROXY``) is looked up once per
+host, not by aiohttp's ``trust_env`` on every request: that does two lookups in a worker
+thread per request (the proxy, and ``~/.netrc``, which the Bot API — authenticated by the
+token in the URL — does not use), a visible share of a short turn's CPU.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import urllib.request
 from typing import Any
 
 import aiohttp
 from telegram import Update
 from telegram.error import NetworkError, TimedOut
+from telegram.ext import ExtBot
 from telegram.request import BaseRequest, RequestData
 from typing_extensions import override
+from yarl import URL
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +45,16 @@ class AiohttpRequest(BaseRequest):
     1 s to wait for a free connection, 20 s to write an upload.
     """
 
-    __slots__ = ("_connect", "_limit", "_media_write", "_pool", "_read", "_session", "_write")
+    __slots__ = (
+        "_connect",
+        "_limit",
+        "_media_write",
+        "_pool",
+        "_proxies",
+        "_read",
+        "_session",
+        "_write",
+    )
 
     def __init__(
         self,
@@ -56,6 +73,7 @@ class AiohttpRequest(BaseRequest):
         self._pool = pool_timeout
         self._media_write = media_write_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[tuple[str, str], _Proxy] = {}
 
     @property
     @override
@@ -66,8 +84,9 @@ class AiohttpRequest(BaseRequest):
     async def initialize(self) -> None:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._limit)
-            # trust_env: HTTP(S)_PROXY and NO_PROXY apply, as they did with httpx.
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=True)
+            # HTTP(S)_PROXY and NO_PROXY apply, as they did with httpx (``_proxy``).
+            self._session = aiohttp.ClientSession(connector=connector)
+            self._proxies.clear()
 
     @override
     async def shutdown(self) -> None:
@@ -95,6 +114,7 @@ class AiohttpRequest(BaseRequest):
         write = _given(write_timeout, self._media_write if uploads else self._write)
         connect = _given(connect_timeout, self._connect)
         pool = _given(pool_timeout, self._pool)
+        proxy, proxy_auth = self._proxy(url)
         timeout = aiohttp.ClientTimeout(
             # aiohttp has no separate write timeout: the whole exchange gets the sum.
             total=_sum(connect, pool, write, read),
@@ -109,6 +129,8 @@ class AiohttpRequest(BaseRequest):
                 data=_body(request_data),
                 headers={"User-Agent": self.USER_AGENT},
                 timeout=timeout,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
             ) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:
@@ -116,15 +138,42 @@ class AiohttpRequest(BaseRequest):
         except aiohttp.ClientError as exc:
             raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
 
+    def _proxy(self, url: str) -> _Proxy:
+        """The proxy the environment names for ``url``'s host (none if ``NO_PROXY``
+        exempts it), looked up once per scheme and host."""
+        parsed = URL(url)
+        key = (parsed.scheme, parsed.host or "")
+        found = self._proxies.get(key)
+        if found is None:
+            found = self._proxies[key] = _proxy_from_environment(*key)
+        return found
+
+
+_Proxy = tuple[URL | None, aiohttp.BasicAuth | None]
+
+
+def _proxy_from_environment(scheme: str, host: str) -> _Proxy:
+    """``scheme``'s proxy from the environment, its credentials apart, unless ``host`` is
+    exempt — the rules aiohttp's ``trust_env`` applies."""
+    proxy = urllib.request.getproxies().get(scheme)
+    if proxy is None or not host or urllib.request.proxy_bypass(host):
+        return None, None
+    address = URL(proxy)
+    if address.user is None:
+        return address, None
+    credentials = aiohttp.BasicAuth(address.user, address.password or "")
+    return address.with_user(None), credentials
+
 
 class TolerantUpdatesRequest(AiohttpRequest):
     """The ``getUpdates`` transport: one connection (python-telegram-bot's own choice for
-    it), and unparseable updates neutralised."""
+    it), keeping its last successful answer for ``TolerantBot``."""
 
-    __slots__ = ()
+    __slots__ = ("last_answer",)
 
     def __init__(self) -> None:
         super().__init__(connection_pool_size=1)
+        self.last_answer = b""
 
     @override
     async def do_request(
@@ -137,13 +186,70 @@ class TolerantUpdatesRequest(AiohttpRequest):
         connect_timeout: Any = BaseRequest.DEFAULT_NONE,
         pool_timeout: Any = BaseRequest.DEFAULT_NONE,
     ) -> tuple[int, bytes]:
-        """Send the request; clean the updates of a successful answer."""
+        """Send the request; a successful answer is kept."""
         code, payload = await super().do_request(
             url, method, request_data, read_timeout, write_timeout, connect_timeout, pool_timeout
         )
-        if code != 200:
-            return code, payload
-        return code, _without_malformed_updates(payload)
+        if code == 200:
+            self.last_answer = payload
+        return code, payload
+
+
+class _QuietParseFailure(logging.Filter):
+    """Drops python-telegram-bot's record of a batch of updates it could not parse (the
+    whole answer, users' messages included, at CRITICAL): ``TolerantBot`` recovers the
+    batch and logs each update it skips."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Error while parsing updates!")
+
+
+_QUIET = _QuietParseFailure()
+
+
+class TolerantBot(ExtBot[None]):
+    """python-telegram-bot's bot whose long polling survives an update it cannot parse.
+
+    python-telegram-bot parses a batch all at once; if any update in it cannot be parsed,
+    the whole batch fails, the offset never advances and polling retries the same batch
+    forever. Here the batch is parsed as usual — once; only when that fails is the answer
+    (kept by ``TolerantUpdatesRequest``) parsed update by update, each one that cannot be
+    replaced by an empty update of the same id (logged), so the offset moves past it.
+    """
+
+    def __init__(self, token: str, *, updates_request: TolerantUpdatesRequest, **kwargs: Any):
+        super().__init__(token, get_updates_request=updates_request, **kwargs)
+        self._updates_request = updates_request
+        for name in ("telegram", "telegram.ext.ExtBot"):  # Bot's logger, and ExtBot's
+            library_log = logging.getLogger(name)
+            if _QUIET not in library_log.filters:
+                library_log.addFilter(_QUIET)
+
+    @override
+    async def get_updates(self, *args: Any, **kwargs: Any) -> tuple[Update, ...]:
+        """The next updates, as python-telegram-bot gets them; malformed ones neutralised."""
+        try:
+            return await super().get_updates(*args, **kwargs)
+        except _PARSE_ERRORS:
+            updates = tuple(self._tolerant(self._updates_request.last_answer))
+        for update in updates:
+            self.insert_callback_data(update)
+        return updates
+
+    def _tolerant(self, payload: bytes) -> list[Update]:
+        updates: list[Update] = []
+        for raw in json.loads(payload)["result"]:
+            try:
+                updates.append(Update.de_json(raw, self))
+            except _PARSE_ERRORS:
+                update_id = raw.get("update_id") if isinstance(raw, dict) else None
+                log.warning("skipping a malformed Telegram update (id %s)", update_id)
+                if isinstance(update_id, int):
+                    updates.append(Update(update_id))
+        return updates
+
+
+_PARSE_ERRORS = (ValueError, KeyError, TypeError, AttributeError)
 
 
 def _given(value: Any, default: float | None) -> float | None:
@@ -172,27 +278,3 @@ def _body(request_data: RequestData | None) -> aiohttp.FormData | dict[str, str]
     for name, (filename, content, mimetype) in request_data.multipart_data.items():
         form.add_field(name, content, filename=filename, content_type=mimetype)
     return form
-
-
-def _without_malformed_updates(payload: bytes) -> bytes:
-    try:
-        body = json.loads(payload)
-        updates = body["result"]
-        Update.de_list(updates, None)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        pass
-    else:
-        return payload  # the common case: everything parses
-    if not isinstance(body, dict) or not isinstance(body.get("result"), list):
-        return payload
-    cleaned: list[object] = []
-    for update in body["result"]:
-        try:
-            Update.de_json(update, None)
-            cleaned.append(update)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            update_id = update.get("update_id") if isinstance(update, dict) else None
-            log.warning("skipping a malformed Telegram update (id %s)", update_id)
-            if isinstance(update_id, int):
-                cleaned.append({"update_id": update_id})
-    return json.dumps({**body, "result": cleaned}).encode()

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from core.access.policy import AccessPolicy
 from core.clock import Clock
+from core.conversation import admission
 from core.conversation.assistant import Assistant
 from core.conversation.channel import Reply
 from core.conversation.choices import ConversationChoices
@@ -116,6 +117,7 @@ class Delivered:
         if not isinstance(event, ReplyFinished | ReplyFailed):
             await self._reply.emit(event)
             return
+        admission.leave()  # the reply is ready: showing it may wait for the platform's pacing
         try:
             await self._reply.emit(event)
         except Exception:
@@ -334,8 +336,18 @@ class InboundPipeline:
 
     async def answer(self, message: IncomingMessage, reply: Reply, draw: str | None) -> None:
         """Run ``message``'s turn (a drawing for ``/image`` and ``/edit``), renewing its
-        lease while it runs."""
-        renewing = asyncio.create_task(self._renew(message.turn_id))
+        lease while it runs.
+
+        The renewal starts only once a third of the lease has passed: most turns are over
+        long before, and a task per turn would cost them CPU for nothing."""
+        renewing: list[asyncio.Task[None]] = []
+        timer = None
+        if message.turn_id is not None:
+            turn_id = message.turn_id
+            timer = asyncio.get_running_loop().call_later(
+                LEASE_SECONDS / 3,
+                lambda: renewing.append(asyncio.create_task(self._renew(turn_id))),
+            )
         try:
             if draw == "edit":
                 await self._assistant.edit_image(message, reply)
@@ -344,9 +356,12 @@ class InboundPipeline:
             else:
                 await self._assistant.answer_message(message, reply)
         finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+            if timer is not None:
+                timer.cancel()
+            for task in renewing:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def close(self, turn_id: int, reply: Delivered) -> None:
         """Close a turn whose end was shown; one that was not (the platform refused it,
@@ -361,15 +376,14 @@ class InboundPipeline:
             # The lease runs out by itself; recovery will look at the turn again.
             log.exception("could not record how turn %d ended", turn_id)
 
-    async def _renew(self, turn_id: int | None) -> None:
-        if turn_id is None:
-            return
+    async def _renew(self, turn_id: int) -> None:
+        """Renew the lease now, then every third of it, until cancelled."""
         while True:
-            await asyncio.sleep(LEASE_SECONDS / 3)
             with contextlib.suppress(Exception):
                 await self._journal.lease_turn(
                     turn_id, self._owner, self._lease_end(), self._clock.now()
                 )
+            await asyncio.sleep(LEASE_SECONDS / 3)
 
     @contextlib.contextmanager
     def tracking(self, channel: str) -> Iterator[None]:

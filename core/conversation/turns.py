@@ -7,7 +7,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
-from core.conversation.events import ReplyFailed, ReplySink
+from core.conversation.admission import Admission
+from core.conversation.events import ReplyFailed, ReplyFinished, ReplySink
 from core.conversation.messages import ConversationKey
 
 RESTARTING = "I'm restarting; I'll answer this as soon as I'm back."
@@ -43,14 +44,17 @@ TurnBody = Callable[[Turn], Awaitable[None]]
 class TurnRunner:
     """Orders turns per conversation and keeps track of them for ``/cancel`` and shutdown."""
 
-    def __init__(self) -> None:
+    def __init__(self, admission: Admission | None = None) -> None:
+        self._admission = admission or Admission()
         self._slots: dict[ConversationKey, _Slot] = {}
         self._turns: dict[ConversationKey, Turn] = {}
         self._stopping: set[str] = set()
 
     async def run(self, key: ConversationKey, sink: ReplySink, body: TurnBody) -> None:
         """Run ``body`` as ``key``'s turn once the turns before it in ``key`` are done; if
-        ``key``'s channel is stopping by then, tell the user to send it again instead."""
+        ``key``'s channel is stopping by then, tell the user to send it again instead.
+        Across conversations, turns work a few at a time, earliest first (``Admission``)."""
+        arrival = self._admission.arrival()
         slot = self._slots.setdefault(key, _Slot())
         slot.users += 1
         try:
@@ -63,7 +67,19 @@ class TurnRunner:
                 turn = Turn(key, task)
                 self._turns[key] = turn
                 try:
-                    await body(turn)
+                    try:
+                        admitted = await self._admission.admit(arrival)
+                    except asyncio.CancelledError:
+                        if not turn.stopped_by_request():
+                            raise
+                        # Stopped before it began: nothing was generated or stored.
+                        if key.channel in self._stopping:
+                            await sink.emit(ReplyFailed(RESTARTING, postponed=True))
+                        else:
+                            await sink.emit(ReplyFinished("", cancelled=True))
+                        return
+                    with admitted:
+                        await body(turn)
                 finally:
                     del self._turns[key]
         finally:

@@ -2,7 +2,8 @@
 
 Transcripts say how long the audio was, speech is a generated tone, drawings are simple
 Pillow pictures labelled "demo", and ``describe_picture`` tells what can be computed from a
-picture's pixels (size, format, main colour) for the demo model to answer with.
+picture's pixels (size, format, main colour) for the demo model to answer with. Pillow is
+imported by the functions that draw or look, so a demo that is sent no picture never loads it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import textwrap
 import wave
 import zlib
 from typing import Any
-
-from PIL import Image, ImageDraw
 
 from core.media.ports import AudioPart, GeneratedImage, PreparedImage, Speech, Transcript
 
@@ -81,6 +80,8 @@ class DemoImages:
 
 def describe_picture(image: PreparedImage) -> str:
     """What the pixels say: size, format, orientation and main colour (blocking: Pillow)."""
+    from PIL import Image
+
     with Image.open(io.BytesIO(image.data)) as opened:
         small = opened.convert("RGB")
         small.thumbnail((64, 64))
@@ -118,6 +119,8 @@ def _size(size: str) -> tuple[int, int]:
 
 
 def _draw(prompt: str, size: tuple[int, int], source: PreparedImage | None) -> GeneratedImage:
+    from PIL import Image, ImageDraw
+
     words = prompt.lower().split()
     named = [_COLOURS[w] for w in words if w in _COLOURS]
     colour = (

@@ -2,13 +2,16 @@
 (split at pauses when too big), and speech chunks joined into one voice note.
 
 ffmpeg runs as a subprocess, a bounded number at a time, and never on the event loop. Only
-ffmpeg is needed (no ffprobe): durations come from the Ogg pages ffmpeg writes.
+ffmpeg is needed (no ffprobe): durations come from the Ogg pages ffmpeg writes. pydub and
+imageio-ffmpeg are imported where they are used, so a process that is sent no audio never
+loads them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import logging
 import math
 import os
@@ -19,15 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-
-import imageio_ffmpeg  # type: ignore[import-untyped]
-
-with warnings.catch_warnings():
-    # pydub imports audioop (deprecated since Python 3.11) and warns at import when no
-    # ffmpeg is on PATH; it is only used on raw PCM here, and ffmpeg is found below.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    warnings.simplefilter("ignore", RuntimeWarning)
-    from pydub import AudioSegment, silence
+from typing import Any
 
 from core.errors import ConfigError, MediaTooLarge, UnsupportedMedia
 from core.media.ports import AUDIO_SUFFIXES, AudioPart, PreparedAudio, VoiceNote
@@ -77,6 +72,8 @@ def find_ffmpeg(configured: str | None = None) -> str:
     found = shutil.which("ffmpeg")
     if found is not None:
         return found
+    import imageio_ffmpeg  # type: ignore[import-untyped]
+
     try:
         return str(imageio_ffmpeg.get_ffmpeg_exe())
     except RuntimeError as error:
@@ -366,14 +363,28 @@ def _interpolate(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
     return ys[index - 1] + share * (ys[index] - ys[index - 1])
 
 
+@functools.cache
+def _pydub() -> Any:
+    """pydub, imported once, on first use."""
+    with warnings.catch_warnings():
+        # pydub imports audioop (deprecated since Python 3.11) and warns at import when no
+        # ffmpeg is on PATH; it is only used on raw PCM here, and ffmpeg is found apart.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        import pydub.silence
+
+    return pydub
+
+
 def _quietest_pause(pcm: bytes) -> float | None:
     """Seconds into ``pcm`` (16 kHz mono s16le) of the middle of its quietest pause: of the
     stretches of at least 300 ms under -40 dBFS (found with pydub, in 10 ms steps), the
     quietest, the latest of equals; ``None`` when there is none."""
-    audio = AudioSegment(
+    pydub = _pydub()
+    audio = pydub.AudioSegment(
         data=pcm[: len(pcm) - len(pcm) % 2], sample_width=2, frame_rate=_PCM_RATE, channels=1
     )
-    pauses = silence.detect_silence(
+    pauses = pydub.silence.detect_silence(
         audio,
         min_silence_len=_PAUSE_MS,
         silence_thresh=_SILENCE_DBFS,

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 import openai
 from openai import AsyncOpenAI
-from PIL import Image
 
 from core.errors import EndpointNotFound, UpstreamError, UpstreamRejected, UpstreamUnavailable
 from core.media.ports import AudioPart, GeneratedImage, PreparedImage, Speech, Transcript
@@ -172,6 +171,8 @@ def _picture(result: Any) -> GeneratedImage:
     if data is None or not data.b64_json:
         raise UpstreamRejected("the image API returned no picture", request_id=request_id)
     raw = base64.b64decode(data.b64_json)
+    from PIL import Image  # only once a picture was drawn: most processes never draw one
+
     try:
         with Image.open(io.BytesIO(raw)) as picture:
             width, height = picture.size

@@ -3,6 +3,8 @@ conversation history, and a PNG for the image edit API.
 
 The functions are synchronous and CPU-bound; the engine runs them with ``asyncio.to_thread``.
 Only the formats named in the error message are opened (no EPS, PDF or other decoders).
+``core.media.pillow_pictures`` is the port on these functions; it imports this module (and
+so Pillow) with the first picture.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import pillow_heif
 from PIL import ExifTags, Image, ImageChops, ImageFile, ImageOps
 
 from core.errors import MediaTooLarge, UnsupportedMedia
@@ -119,21 +120,10 @@ def for_edit(image: PreparedImage, *, max_bytes: int = 4 * _MEGABYTE) -> Prepare
 
 
 @functools.cache
-class PillowPictures:
-    """``PictureProcessor`` with Pillow (HEIC through pillow-heif)."""
-
-    def prepare(self, data: bytes, *, max_input_bytes: int) -> PreparedImage:
-        return prepare_image(data, max_input_bytes=max_input_bytes)
-
-    def history_copy(self, image: PreparedImage) -> PreparedImage:
-        return history_copy(image)
-
-    def for_edit(self, image: PreparedImage) -> PreparedImage:
-        return for_edit(image)
-
-
 def _register_heif_opener() -> None:
     """Teach Pillow to open HEIC/HEIF, once (the registration is global to Pillow)."""
+    import pillow_heif  # its decoders cost ~7 MB resident: loaded with the first picture
+
     pillow_heif.register_heif_opener()
 
 

@@ -4,6 +4,9 @@ Each call opens one session (``client.realtime.connect``), configures it, sends 
 reads events until the response is done, and closes it: on success, on errors, on timeout
 and on cancellation alike. The WebSocket URL comes from the client's ``base_url`` (or
 ``websocket_base_url``), so a client pointed at another server talks realtime to it too.
+
+The SDK's realtime resources and types and the ``websockets`` client are imported by the
+first session, not at start-up: most processes never open one (issue 17).
 """
 
 from __future__ import annotations
@@ -14,26 +17,10 @@ import binascii
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import openai
 from openai import AsyncOpenAI
-from openai.resources.realtime.realtime import AsyncRealtimeConnection
-from openai.types.realtime import (
-    ConversationItemInputAudioTranscriptionCompletedEvent,
-    ConversationItemInputAudioTranscriptionFailedEvent,
-    RealtimeErrorEvent,
-    RealtimeSessionCreateRequestParam,
-    ResponseDoneEvent,
-    ResponseTextDeltaEvent,
-)
-from openai.types.realtime.realtime_audio_config_input_param import (
-    RealtimeAudioConfigInputParam,
-)
-from openai.types.realtime.realtime_audio_formats_param import AudioPCM
-from openai.types.realtime.realtime_response_usage import RealtimeResponseUsage
-from openai.types.websocket_connection_options import WebSocketConnectionOptions
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from core.errors import (
     QuotaExhausted,
@@ -51,11 +38,22 @@ from core.models.realtime import (
     SpokenText,
 )
 
+if TYPE_CHECKING:
+    from openai.resources.realtime.realtime import AsyncRealtimeConnection
+    from openai.types.realtime import RealtimeSessionCreateRequestParam
+    from openai.types.realtime.realtime_audio_config_input_param import (
+        RealtimeAudioConfigInputParam,
+    )
+    from openai.types.realtime.realtime_audio_formats_param import AudioPCM
+    from openai.types.realtime.realtime_response_usage import RealtimeResponseUsage
+    from openai.types.websocket_connection_options import WebSocketConnectionOptions
+    from websockets.exceptions import InvalidStatus
+
 _PCM_FORMAT: AudioPCM = {"type": "audio/pcm", "rate": 24_000}  # core.models.realtime.PCM_RATE
 # Closing waits at most 2 s for the server's answer, so a stopped reply never hangs on a
 # silent server. The SDK passes these options on to websockets.connect, whose close_timeout
 # its TypedDict does not list.
-_CONNECTION = cast(WebSocketConnectionOptions, {"close_timeout": 2.0})
+_CONNECTION = cast("WebSocketConnectionOptions", {"close_timeout": 2.0})
 _AUDIO_DELTA = "response.output_audio.delta"
 _TRANSCRIPT_DELTA = "response.output_audio_transcript.delta"
 _APPEND_BYTES = 256 * 1024
@@ -147,6 +145,8 @@ class OpenAIRealtime:
         wait_for_transcript: bool,
     ) -> _Heard:
         """One session from connect to close, its failures translated."""
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
         heard = _Heard()
         try:
             async with asyncio.timeout(self._timeout):
@@ -177,6 +177,14 @@ async def _read(
     connection: AsyncRealtimeConnection, heard: _Heard, *, wait_for_transcript: bool
 ) -> None:
     """Gather events until the response is done (and, when asked, the input is transcribed)."""
+    from openai.types.realtime import (
+        ConversationItemInputAudioTranscriptionCompletedEvent,
+        ConversationItemInputAudioTranscriptionFailedEvent,
+        RealtimeErrorEvent,
+        ResponseDoneEvent,
+        ResponseTextDeltaEvent,
+    )
+
     while not heard.done or (wait_for_transcript and heard.heard is None):
         raw = await connection.recv_bytes()
         # recv does not wait while frames are buffered: yield, so that one busy session

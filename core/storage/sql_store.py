@@ -6,6 +6,7 @@ the ORM's bookkeeping was most of their cost (see bench/RESULTS.md).
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -16,9 +17,11 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import (
     JSON,
     Column,
+    DateTime,
     Table,
     bindparam,
     delete,
+    exists,
     func,
     insert,
     or_,
@@ -101,12 +104,19 @@ _ACTIVE_CONVERSATION = select(
 ).where(_conversations.c.key == bindparam("key"), _conversations.c.active)
 
 
+_SQLITE_ACTIVE_CONVERSATION = str(_ACTIVE_CONVERSATION.compile(dialect=sqlite.dialect()))
+"""The active conversation's query as SQLite runs it (the columns of
+``_CONVERSATION_COLUMNS``, then ``last_message_id``)."""
+
+
 class SqlConversationStore:
     """Conversation state in a relational database through an ``AsyncEngine``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._dialect: Any = postgresql if engine.dialect.name == "postgresql" else sqlite
+        # What reads go through (the PostgreSQL store reads in autocommit).
+        self._reads = engine
         # Users change rarely; remembering them saves a query on every turn.
         self._users: dict[tuple[str, str], tuple[int, UserRef]] = {}
 
@@ -145,7 +155,7 @@ class SqlConversationStore:
 
     async def active_conversation(self, key: ConversationKey) -> Conversation:
         """The open conversation of ``key``, created when missing."""
-        async with self._engine.connect() as connection:
+        async with self._reads.connect() as connection:
             row = await self._active_row(connection, key)
             if row is None:
                 await connection.execute(
@@ -161,7 +171,7 @@ class SqlConversationStore:
 
     async def find_active(self, key: ConversationKey) -> Conversation | None:
         """The open conversation of ``key``, or None."""
-        async with self._engine.connect() as connection:
+        async with self._reads.connect() as connection:
             row = await self._active_row(connection, key)
             await connection.rollback()
         return None if row is None else _conversation(row, key)
@@ -264,7 +274,7 @@ class SqlConversationStore:
             .where(_images.c.message_id.in_(list(message_ids)))
             .order_by(_images.c.message_id, _images.c.position)
         )
-        async with self._engine.connect() as connection:
+        async with self._reads.connect() as connection:
             rows = (await connection.execute(query)).all()
             await connection.rollback()
         found: dict[int, list[PreparedImage]] = {}
@@ -280,7 +290,7 @@ class SqlConversationStore:
             .order_by(_images.c.message_id.desc(), _images.c.position.desc())
             .limit(1)
         )
-        async with self._engine.connect() as connection:
+        async with self._reads.connect() as connection:
             row = (await connection.execute(query)).one_or_none()
             await connection.rollback()
         return None if row is None else _image(row)
@@ -293,7 +303,7 @@ class SqlConversationStore:
         if before_id is not None:
             query = query.where(MessageRow.id < before_id)
         query = query.order_by(MessageRow.id.desc()).limit(limit)
-        async with self._engine.connect() as connection:
+        async with self._reads.connect() as connection:
             rows = (await connection.execute(query)).all()
             await connection.rollback()
         return [_message(row) for row in rows]
@@ -305,7 +315,7 @@ class SqlConversationStore:
             .where(UsageRow.conversation_id == conversation_id)
             .order_by(UsageRow.id)
         )
-        async with self._engine.connect() as connection:
+        async with self._reads.connect() as connection:
             rows = (await connection.execute(query)).all()
             await connection.rollback()
         return [
@@ -354,7 +364,7 @@ class SqlConversationStore:
             ranked = ranked.where(
                 UserRow.channel == user.channel, UserRow.external_id == user.user_id
             )
-        async with self._engine.connect() as connection:
+        async with self._reads.connect() as connection:
             everyone = (await connection.execute(total)).one()
             rows = (await connection.execute(ranked)).all()
             await connection.rollback()
@@ -377,7 +387,7 @@ class SqlConversationStore:
             .where(func.lower(UserRow.username) == username.lower())
             .order_by(UserRow.id)
         )
-        async with self._engine.connect() as connection:
+        async with self._reads.connect() as connection:
             rows = (await connection.execute(query)).all()
             await connection.rollback()
         return [UserRef(r.channel, r.external_id, r.username, r.display_name) for r in rows]
@@ -415,31 +425,13 @@ class SqlConversationStore:
     async def lease_turn(self, turn_id: int, owner: str, until: datetime, now: datetime) -> bool:
         """Take or renew an open turn's lease; True if ``owner`` holds it now."""
         async with self._engine.begin() as connection:
-            result = await connection.execute(
-                update(_turns)
-                .where(
-                    _turns.c.id == turn_id,
-                    _turns.c.delivered_at.is_(None),
-                    _turns.c.failed_at.is_(None),
-                    or_(
-                        _turns.c.lease_owner.is_(None),
-                        _turns.c.lease_owner == owner,
-                        _turns.c.lease_until < now,
-                    ),
-                )
-                .values(lease_owner=owner, lease_until=until)
-            )
+            result = await connection.execute(_lease(turn_id, owner, until, now))
         return bool(result.rowcount)
 
     async def close_turn(self, turn_id: int, *, failed: str | None = None) -> None:
         """The turn is over: delivered, or failed for the reason ``failed``."""
-        values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
-        if failed is None:
-            values["delivered_at"] = _now()
-        else:
-            values.update(failed_at=_now(), reason=failed[:1000])
         async with _reachable(), self._engine.begin() as connection:
-            await connection.execute(update(_turns).where(_turns.c.id == turn_id).values(values))
+            await connection.execute(_close(turn_id, failed))
 
     async def open_turns(self, now: datetime, limit: int = 100) -> list[OpenTurn]:
         """Open turns whose lease ran out by ``now``, oldest first, with what got stored."""
@@ -465,7 +457,7 @@ class SqlConversationStore:
             .order_by(_turns.c.id)
             .limit(limit)
         )
-        async with self._engine.connect() as connection:
+        async with self._reads.connect() as connection:
             rows = (await connection.execute(query)).all()
             await connection.rollback()
         return [
@@ -497,7 +489,7 @@ class SqlConversationStore:
             )
             .distinct()
         )
-        async with self._engine.connect() as connection:
+        async with self._reads.connect() as connection:
             owners = (await connection.execute(query)).scalars().all()
             await connection.rollback()
         return [str(owner) for owner in owners]
@@ -521,7 +513,7 @@ class SqlConversationStore:
         query = select(_messages.c.id).where(
             _messages.c.turn_id == turn_id, _messages.c.role == role.value
         )
-        async with _reachable(), self._engine.connect() as connection:
+        async with _reachable(), self._reads.connect() as connection:
             found = (await connection.execute(query.limit(1))).first()
             await connection.rollback()
         return found is not None
@@ -546,7 +538,7 @@ class SqlConversationStore:
 
     async def posted(self, posted_id: int) -> PostedMessage | None:
         """A message kept by ``record_posted``, or None."""
-        async with self._engine.connect() as connection:
+        async with self._reads.connect() as connection:
             row = (
                 await connection.execute(
                     select(PostedMessageRow).where(PostedMessageRow.id == posted_id)
@@ -560,7 +552,7 @@ class SqlConversationStore:
 
     async def access_rules(self) -> dict[str, str]:
         """Admins' runtime allow and block rules by principal."""
-        async with self._engine.connect() as connection:
+        async with self._reads.connect() as connection:
             rows = (
                 await connection.execute(select(AccessRuleRow.principal, AccessRuleRow.rule))
             ).all()
@@ -694,6 +686,34 @@ def _turn_values(turn: NewTurn, owner: str, until: datetime) -> dict[str, Any]:
     }
 
 
+def _lease(turn_id: int, owner: str, until: datetime, now: datetime) -> Any:
+    """The update that takes or renews an open turn's lease for ``owner``."""
+    return (
+        update(_turns)
+        .where(
+            _turns.c.id == turn_id,
+            _turns.c.delivered_at.is_(None),
+            _turns.c.failed_at.is_(None),
+            or_(
+                _turns.c.lease_owner.is_(None),
+                _turns.c.lease_owner == owner,
+                _turns.c.lease_until < now,
+            ),
+        )
+        .values(lease_owner=owner, lease_until=until)
+    )
+
+
+def _close(turn_id: int, failed: str | None) -> Any:
+    """The update that closes a turn: delivered, or failed for the reason ``failed``."""
+    values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+    if failed is None:
+        values["delivered_at"] = _now()
+    else:
+        values.update(failed_at=_now(), reason=failed[:1000])
+    return update(_turns).where(_turns.c.id == turn_id).values(values)
+
+
 def _stored(
     message_id: int, conversation_id: int, message: NewMessage, created_at: datetime
 ) -> StoredMessage:
@@ -750,6 +770,32 @@ class SqliteConversationStore(SqlConversationStore):
                 return inserted.rowcount > 0
 
         return await self._write(claim)
+
+    async def active_conversation(self, key: ConversationKey) -> Conversation:
+        """The open conversation of ``key``, read as one function in the connection's
+        thread (every turn reads it); created by the portable path when missing."""
+
+        def read(connection: sqlite3.Connection) -> tuple[Any, ...] | None:
+            row: tuple[Any, ...] | None = connection.execute(
+                _SQLITE_ACTIVE_CONVERSATION, (str(key),)
+            ).fetchone()
+            return row
+
+        async with _reachable():
+            row = await in_sqlite_connection(self._engine, read)
+        if row is None:
+            return await super().active_conversation(key)
+        conversation_id, mode, model, voice, voice_talk, created_at, last = row
+        return Conversation(
+            conversation_id,
+            key,
+            mode,
+            model,
+            _aware(datetime.fromisoformat(created_at)),
+            last,
+            voice=bool(voice),
+            voice_talk=bool(voice_talk),
+        )
 
     async def accept_turn(
         self, turn: NewTurn, event_id: str | None, owner: str, until: datetime
@@ -823,11 +869,118 @@ class SqliteConversationStore(SqlConversationStore):
             raise IntegrityError(None, None, exc) from exc
 
 
+_TURN_FIELDS = tuple(
+    _turn_values(NewTurn(ConversationKey("", ""), UserRef("", ""), ""), "", _now())
+)
+_MESSAGE_FIELDS = tuple(_message_values(0, NewMessage(Role.USER, "", 0), _now()))
+_USAGE_FIELDS = tuple(usage_values(UsageRecord(None, None, "", "")))
+
+
+def _bound(table: Table, names: Sequence[str], prefix: str = "") -> dict[str, Any]:
+    """``table``'s columns ``names`` as typed bind parameters (``prefix`` + name)."""
+    return {name: bindparam(prefix + name, type_=table.c[name].type) for name in names}
+
+
+# PostgreSQL: each of a turn's writes as one statement (data-modifying CTEs).
+_CLAIMED = (
+    postgresql.insert(_events)
+    .values(
+        source=bindparam("channel"),
+        event_id=bindparam("event_id"),
+        created_at=bindparam("created_at"),
+    )
+    .on_conflict_do_nothing()
+    .returning(_events.c.event_id)
+    .cte("claimed")
+)
+_ACCEPT_CLAIMED_TURN = (
+    insert(_turns)
+    .from_select(
+        _TURN_FIELDS,
+        select(*_bound(_turns, _TURN_FIELDS).values()).where(exists(_CLAIMED.select())),
+    )
+    .returning(_turns.c.id)
+)
+"""The event claimed and the turn recorded; no row when the event was claimed before."""
+_INSERT_TURN = insert(_turns).values(_bound(_turns, _TURN_FIELDS)).returning(_turns.c.id)
+_STORED = insert(_messages).values(_bound(_messages, _MESSAGE_FIELDS)).returning(_messages.c.id)
+_ADD_MESSAGE_WITH_USAGE = select(_STORED.cte("stored").c.id).add_cte(
+    insert(_usage_rows).values(_bound(_usage_rows, _USAGE_FIELDS, "usage_")).cte("charged")
+)
+"""A message and its one usage row."""
+
+
+class PostgresConversationStore(SqlConversationStore):
+    """The store on PostgreSQL: each write of a turn (accepting it, appending a message
+    with its usage, closing it) is one statement, and reads are single statements, all
+    sent in autocommit: one round trip each instead of ``BEGIN`` … ``COMMIT`` around them.
+    A statement is atomic on its own, so the rows written are the same as the portable
+    store's, written all or not at all (the contract suite runs on both)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self._reads = self._single = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def claim_event(self, source: str, event_id: str) -> bool:
+        """True the first time an event id is seen, False for a redelivery."""
+        async with self._single.connect() as connection:
+            result = await connection.execute(
+                postgresql.insert(ProcessedEventRow)
+                .values(source=source, event_id=event_id, created_at=_now())
+                .on_conflict_do_nothing()
+            )
+        return bool(result.rowcount)
+
+    async def accept_turn(
+        self, turn: NewTurn, event_id: str | None, owner: str, until: datetime
+    ) -> int | None:
+        """Claim the event and record the turn in one statement; None for a redelivery."""
+        values = _turn_values(turn, owner, until)
+        if event_id is None:
+            statement = _INSERT_TURN
+        else:
+            statement, values["event_id"] = _ACCEPT_CLAIMED_TURN, event_id
+        async with _reachable(), self._single.connect() as connection:
+            turn_id = await connection.scalar(statement, values)
+        return None if turn_id is None else int(turn_id)
+
+    async def lease_turn(self, turn_id: int, owner: str, until: datetime, now: datetime) -> bool:
+        """Take or renew an open turn's lease (one statement)."""
+        async with self._single.connect() as connection:
+            result = await connection.execute(_lease(turn_id, owner, until, now))
+        return bool(result.rowcount)
+
+    async def close_turn(self, turn_id: int, *, failed: str | None = None) -> None:
+        """Close the turn (one statement)."""
+        async with _reachable(), self._single.connect() as connection:
+            await connection.execute(_close(turn_id, failed))
+
+    async def add_message(
+        self,
+        conversation_id: int,
+        message: NewMessage,
+        usage: Sequence[UsageRecord] = (),
+    ) -> StoredMessage:
+        """Append ``message`` with its usage row in one statement (a message with pictures
+        or several usage rows takes the portable path)."""
+        if message.images or len(usage) > 1:
+            return await super().add_message(conversation_id, message, usage)
+        created_at = _now()
+        values = _message_values(conversation_id, message, created_at)
+        statement: Any = _INSERT_MESSAGE
+        if usage:
+            statement = _ADD_MESSAGE_WITH_USAGE
+            values.update({f"usage_{k}": v for k, v in usage_values(usage[0]).items()})
+        async with _reachable(), self._single.connect() as connection:
+            message_id = int((await connection.execute(statement, values)).scalar_one())
+        return _stored(message_id, conversation_id, message, created_at)
+
+
 def conversation_store(engine: AsyncEngine) -> SqlConversationStore:
-    """The store for ``engine``'s database: the SQLite one, or the portable one."""
+    """The store for ``engine``'s database: the SQLite one, or the PostgreSQL one."""
     if engine.dialect.name == "sqlite":
         return SqliteConversationStore(engine)
-    return SqlConversationStore(engine)
+    return PostgresConversationStore(engine)
 
 
 def _sqlite_insert(
@@ -839,17 +992,46 @@ def _sqlite_insert(
 ) -> sqlite3.Cursor:
     """Insert ``rows`` (dicts with the same keys) into ``table``, stored as SQLAlchemy
     stores them on SQLite: JSON as its text, times as ``YYYY-MM-DD HH:MM:SS.ffffff``."""
-    names = list(rows[0])
-    columns = [table.c[name] for name in names]
+    names = tuple(rows[0])
+    sql, converters = _sqlite_insert_plan(table, names, ignore_conflict)
+    params = [
+        tuple(
+            row[name] if convert is None else convert(row[name])
+            for name, convert in zip(names, converters, strict=True)
+        )
+        for row in rows
+    ]
+    if len(params) == 1:
+        return connection.execute(sql, params[0])
+    return connection.executemany(sql, params)
+
+
+@functools.cache
+def _sqlite_insert_plan(
+    table: Table, names: tuple[str, ...], ignore_conflict: bool
+) -> tuple[str, tuple[Callable[[Any], object] | None, ...]]:
+    """The statement inserting ``names`` into ``table``, and how each value is stored
+    (None: as it is; JSON's None too is stored as ``null``, as SQLAlchemy does); made
+    once per table and columns."""
     sql = (
         f"INSERT INTO {table.name} ({', '.join(names)}) "
         f"VALUES ({', '.join('?' for _ in names)})"
         + (" ON CONFLICT DO NOTHING" if ignore_conflict else "")
     )
-    params = [tuple(_sqlite_value(column, row[column.name]) for column in columns) for row in rows]
-    if len(params) == 1:
-        return connection.execute(sql, params[0])
-    return connection.executemany(sql, params)
+    converters = tuple(_sqlite_converter(table.c[name]) for name in names)
+    return sql, converters
+
+
+def _sqlite_converter(column: Column[Any]) -> Callable[[Any], object] | None:
+    if isinstance(column.type, JSON):
+        return json.dumps
+    if isinstance(column.type, DateTime):
+        return _sqlite_time
+    return None
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    return None if value is None else value.strftime(_SQLITE_TIME)
 
 
 def _sqlite_value(column: Column[Any], value: object) -> object:
