@@ -51,7 +51,7 @@ from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
 from core.conversation.pipeline import Delivery
 from core.conversation.tokens import TokenCounters
 from core.conversation.turns import TurnRunner
-from core.jobs.batch_api import BatchState, WebhookEvent
+from core.jobs.batch_api import BatchState
 from core.jobs.batches import BatchJobs, BatchOptions
 from core.jobs.openai_batches import OpenAIBatches
 from core.jobs.prompts import build_requests, read_prompts
@@ -148,9 +148,6 @@ class InstantBatches:
     async def content(self, file_id: str) -> bytes:
         raise NotImplementedError("not used by this benchmark")
 
-    def verify_webhook(self, payload: bytes, headers: object, secret: str) -> WebhookEvent:
-        raise NotImplementedError("not used by this benchmark")
-
 
 class SilentChannel:
     """A channel that shows nothing (the jobs have no status message)."""
@@ -179,6 +176,7 @@ def stand_in_jobs(
     outbox.attach(SilentChannel(channel))  # type: ignore[arg-type]
     batches = BatchJobs(
         api=InstantBatches(delay),
+        webhooks=None,
         jobs=SqlJobStore(engine),
         store=store,
         choices=ConversationChoices(store, registry, TurnRunner(), clock, can_speak=False),

@@ -50,6 +50,8 @@ from core.jobs.finetune_commands import FineTuneCommands
 from core.jobs.finetunes import FineTuneJobs, FineTuneOptions
 from core.jobs.openai_batches import OpenAIBatches
 from core.jobs.openai_finetune import OpenAIFineTuning
+from core.jobs.openai_webhooks import OpenAIWebhooks
+from core.jobs.polling import WebhookVerifier
 from core.jobs.sql_jobs import SqlJobStore
 from core.media.demo_media import DemoImages, DemoSpeech, DemoTranscriber
 from core.media.ffmpeg_audio import FfmpegAudio, find_ffmpeg
@@ -200,6 +202,9 @@ class ModelPorts:
     """The Batch API (None: batch jobs are not offered, as in demo mode)."""
     fine_tuning: FineTuningAPI | None = None
     """The fine-tuning API (None: /finetune is not offered, as in demo mode)."""
+    webhooks: WebhookVerifier | None = None
+    """Verifies OpenAI webhook deliveries about batch and fine-tuning jobs (None: none
+    are accepted, as in demo mode)."""
 
 
 Provider = Callable[[Settings, Registry, MediaOptions], AbstractAsyncContextManager[ModelPorts]]
@@ -335,6 +340,7 @@ async def bootstrap(
         )
         batches = BatchJobs(
             api=ports.batches,
+            webhooks=ports.webhooks,
             jobs=job_store,
             store=store,
             choices=choices,
@@ -355,7 +361,7 @@ async def bootstrap(
         )
         finetunes = FineTuneJobs(
             api=ports.fine_tuning,
-            webhooks=ports.batches,
+            webhooks=ports.webhooks,
             jobs=job_store,
             models=SqlFineTunedModels(storage.database),
             store=store,
@@ -372,6 +378,7 @@ async def bootstrap(
                 timezone=settings.zone,
                 webhook_secret=webhook_secret,
             ),
+            metrics=metrics,
         )
         # The models fine-tuned before (by any process) are offered from the start.
         await finetunes.offer_stored_models()
@@ -444,6 +451,7 @@ async def openai_models(
             realtime=OpenAIRealtime(client, timeout_seconds=settings.openai_timeout_seconds),
             batches=OpenAIBatches(client),
             fine_tuning=OpenAIFineTuning(client),
+            webhooks=OpenAIWebhooks(client),
             images=OpenAIImages(
                 client,
                 retry,

@@ -44,8 +44,8 @@ from core.access.quota_args import QuotaSyntaxError, parse_quota
 from core.clock import SystemClock
 from core.conversation.messages import ConversationKey, UserRef
 from core.errors import ConfigError
-from core.jobs.batches import job_age
 from core.jobs.finetunes import KIND as FINETUNE
+from core.jobs.polling import job_age
 from core.jobs.sql_jobs import SqlJobStore
 from core.logs import configure_logging
 from core.money.accounting import (

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from core.storage.database import create_engine
+from core.storage.database import MIGRATION_LOCK, create_engine
 from core.storage.schema import Base
 
 config = context.config
@@ -33,6 +34,11 @@ def _run(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Processes started together on an empty database take turns: the next one
+            # waits here until the first commits, then finds the schema current. Held
+            # until this transaction ends (Alembic's ``transactional_ddl`` on PostgreSQL).
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 

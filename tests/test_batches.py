@@ -275,6 +275,12 @@ async def test_bad_input_and_an_estimate_over_budget_upload_nothing(
             f"/batch {no_column}"
         )
         assert "line 2: not valid JSON" in await console.say(f"/batch {broken}")
+        many = prompts_file(tmp_path, "m.csv", "prompt\n" + "fine\n,x\n" * 12)
+        said = await console.say(f"/batch {many}")
+        assert "I can't send that batch:\n• line 3: the prompt is empty." in said
+        assert "• line 21: the prompt is empty." in said  # the tenth problem
+        assert "line 23" not in said
+        assert said.rstrip().endswith("• … and 2 more")
         assert "Send /batch with one prompt a line" in await console.say("/batch")
         await console.app.storage.budgets.set_budget(Budget(Scope.DEFAULT, "", Period.TOTAL, 1))
         said = await console.say("/batch a prompt that costs more than a micro-dollar")

@@ -941,3 +941,51 @@ async def test_a_job_the_database_cannot_record_is_cancelled_and_its_hold_releas
         payer = Payer(ADMIN, place_of(ConversationKey("console", place="ada")))
         (status,) = await app.storage.budgets.status(payer, clock.now(), app.settings.zone)
         assert (status.spent_micros, status.reserved_micros) == (0, 0)
+
+
+async def test_the_open_jobs_gauge_counts_open_batches_and_fine_tunes_alike(
+    make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
+) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("What is 2+2?\nName a colour.\n")
+    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+        app = console.app
+        port = free_port()
+        poll = poll_jobs(app.batches, app.finetunes)
+
+        async def open_jobs() -> float:
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+                assert response.status == 200
+                body = await response.text()
+            (line,) = [x for x in body.splitlines() if x.startswith("switchboard_open_jobs ")]
+            return float(line.split()[1])
+
+        async with (
+            operations_server(port, app.storage.database, app.metrics.registry, {}),
+            aiohttp.ClientSession() as http,
+        ):
+            assert "Fine-tune #1 started" in await console.say(
+                f"/finetune {training_file(tmp_path)}"
+            )
+            assert "Batch #2 sent: 2 prompts" in await console.say(f"/batch {prompts}")
+            clock.advance()
+            await poll()
+            assert await open_jobs() == 2
+            # Both run to their end; the round after counts none open.
+            for _ in range(10):
+                clock.advance()
+                await poll()
+            assert len(console.files()) == 2  # the batch's results arrived
+            assert "Fine-tune #1 succeeded" in console.out.getvalue()
+            assert await open_jobs() == 0
+
+
+def test_many_problems_are_listed_ten_and_the_rest_counted() -> None:
+    data = b"not json\n" * 13
+    with pytest.raises(TrainingFileError) as raised:
+        check_training_file(data, words)
+    message = str(raised.value)
+    assert message.startswith("The training file has problems; nothing was uploaded:\n")
+    assert "• line 10: not valid JSON" in message
+    assert "line 11" not in message
+    assert message.endswith("\n• … and 3 more")

@@ -4,7 +4,6 @@ implements it with the OpenAI SDK."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,15 +38,6 @@ class BatchState:
         return self.status in OPEN_STATES
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookEvent:
-    """A verified OpenAI webhook: its delivery id, event type and the object it is about."""
-
-    webhook_id: str
-    type: str
-    object_id: str
-
-
 class BatchAPI(Protocol):
     """The provider's Batch and Files endpoints."""
 
@@ -72,9 +62,3 @@ class BatchAPI(Protocol):
 
     async def content(self, file_id: str) -> bytes:
         """The bytes of a file (a batch's input, output or error file)."""
-
-    def verify_webhook(
-        self, payload: bytes, headers: Mapping[str, str], secret: str
-    ) -> WebhookEvent:
-        """The event of a webhook delivery signed with ``secret``; ``InvalidWebhook`` if the
-        signature, its headers or its age do not verify."""

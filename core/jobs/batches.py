@@ -14,7 +14,7 @@ import secrets
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,7 +25,6 @@ from core.conversation.choices import ConversationChoices
 from core.conversation.messages import ConversationKey, UserRef
 from core.conversation.store import ConversationStore, UsageRecord
 from core.errors import (
-    InvalidWebhook,
     RateLimited,
     SwitchboardError,
     UpstreamUnavailable,
@@ -33,10 +32,21 @@ from core.errors import (
     user_message,
 )
 from core.jobs.batch_api import OPEN_STATES, BatchAPI, BatchState
+from core.jobs.polling import (
+    JobPolling,
+    LeaseLost,
+    NotHere,
+    PollingOptions,
+    WebhookVerifier,
+    accept_webhook,
+    job_age,
+    job_key,
+    key_payload,
+)
 from core.jobs.prompts import BuiltBatch, build_requests, prompt_of, read_prompts
 from core.jobs.reservations import reservation_from_json, reservation_to_json
 from core.jobs.store import LEASE_SECONDS, SUBMITTING, Job, JobStore, NewJob
-from core.metrics import Metrics, NullMetrics
+from core.metrics import Metrics
 from core.models.llm import Usage
 from core.models.registry import ModelSpec
 from core.money.budgets import BudgetExceeded, BudgetLedger, Payer, Scope
@@ -48,10 +58,6 @@ log = logging.getLogger(__name__)
 
 KIND = "batch"
 BAR_WIDTH = 20
-POLL_PAGE = 100
-"""How many due jobs are read from the database at a time in a polling round."""
-POLL_CONCURRENCY = 8
-"""How many jobs one process polls at once."""
 LIVE = OPEN_STATES | {SUBMITTING}
 """The job states a poll can change."""
 NOT_RUN = frozenset({"batch_expired", "batch_cancelled"})
@@ -74,16 +80,6 @@ _LABELS = {
     "expired": "expired",
     "cancelled": "cancelled",
 }
-
-
-class _LeaseLost(Exception):
-    """This process no longer holds the job it was working on (it stalled past the lease
-    and another process took the job over): it stops touching the job."""
-
-
-class _NotHere(Exception):
-    """The job's channel stopped running in this process (a shutdown) while its results
-    were being sent: the job is left open for the next process."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +118,7 @@ class BatchJobs:
         self,
         *,
         api: BatchAPI | None,
+        webhooks: WebhookVerifier | None,
         jobs: JobStore,
         store: ConversationStore,
         choices: ConversationChoices,
@@ -133,8 +130,8 @@ class BatchJobs:
         options: BatchOptions,
         metrics: Metrics | None = None,
     ) -> None:
-        self._metrics = metrics or NullMetrics()
         self._api = api
+        self._webhooks = webhooks
         self._jobs = jobs
         self._store = store
         self._choices = choices
@@ -144,6 +141,16 @@ class BatchJobs:
         self._count_tokens = count_tokens
         self._clock = clock
         self._options = options
+        self._polling = JobPolling(
+            kind=KIND,
+            label="batch",
+            open_states=LIVE,
+            jobs=jobs,
+            outbox=outbox,
+            clock=clock,
+            options=PollingOptions(options.owner, options.poll_seconds, lease_to_next_poll=True),
+            metrics=metrics,
+        )
 
     # --- submitting ----------------------------------------------------------------------
 
@@ -216,17 +223,12 @@ class BatchJobs:
             return f"The batch could not be sent: {sent.problem}"
         state = sent.state
         payload = {**sent.payload, "input_file_id": state.input_file_id or sent.file_id}
-        text = status_text(job.id, state, built.requests)
-        try:
-            posted = await self._outbox.post(key, text)
-        except Exception as exc:
-            log.warning("could not post the status of batch #%d: %s", job.id, exc)
-        else:
-            payload = {**payload, "status_message": posted.id, "shown": text}
-        await self._jobs.update(
-            job.id, self._options.owner, state.status, payload, self._next_poll(),
+        await self._polling.post_status(
+            replace(job, payload=payload),
+            status_text(job.id, state, built.requests),
+            status=state.status,
             openai_id=state.batch_id,
-        )  # fmt: skip
+        )
         return (
             f"Batch #{job.id} sent: {built.requests} prompt{'s' if built.requests != 1 else ''} "
             f"for {model.title or model.id}, at most {format_usd(estimate)} at batch prices "
@@ -290,22 +292,7 @@ class BatchJobs:
         if self._api is None:
             return 0
         await self._release_dead()
-        now = self._clock.now()
-        polled = 0
-        self._metrics.open_jobs(await self._jobs.count_open(sorted(LIVE)))
-        after = 0
-        # A few at a time: the API's answers, not our own work, take most of a poll.
-        gate = asyncio.Semaphore(POLL_CONCURRENCY)
-
-        async def poll(job: Job) -> bool:
-            async with gate:
-                return await self._poll_leased(job, now)
-
-        # Page by id, so jobs left due (another process's channel) are not read twice.
-        while page := await self._jobs.due(sorted(LIVE), now, POLL_PAGE, after):
-            polled += sum(await asyncio.gather(*(poll(job) for job in page)))
-            after = page[-1].id
-        return polled
+        return await self._polling.poll_due(self._poll)
 
     async def _release_dead(self) -> None:
         """Free the leases of processes that died holding them (on this machine)."""
@@ -314,53 +301,23 @@ class BatchJobs:
                 released = await self._jobs.release_leases(owner)
                 log.info("took over %d jobs of %s, which is gone", released, owner)
 
-    async def _poll_leased(self, job: Job, now: datetime) -> bool:
-        """Poll ``job`` if its channel runs here and this process gets its lease."""
-        if job.kind != KIND or job.status not in LIVE:
-            return False
-        if not self._outbox.reaches(_key(job)):
-            return False
-        # The lease lasts until the job's next poll is due: a poll that finds nothing new
-        # writes nothing more, and the job comes due again when the lease runs out.
-        until = self._next_poll()
-        if not await self._jobs.lease(job.id, self._options.owner, until, now):
-            return False  # another process has it
-        try:
-            await self._poll(job)
-        except _LeaseLost as exc:
-            log.warning("%s", exc)
-        except Exception as exc:
-            if isinstance(exc, _NotHere):
-                log.info("%s", exc)
-            else:
-                log.exception("polling batch #%d failed; it is polled again later", job.id)
-            # The row, not ``job``: it may hold steps recorded since (files sent).
-            current = await self._jobs.job(job.id)
-            payload = current.payload if current is not None else job.payload
-            await self._jobs.update(
-                job.id, self._options.owner, job.status, payload, self._next_poll()
-            )
-        return True
-
     async def on_webhook(self, payload: bytes, headers: Mapping[str, str]) -> bool:
         """An OpenAI webhook delivery: verified (``InvalidWebhook`` if it is not),
         each delivery id once, and a ``batch.*`` event polls its job now; returns whether
         a job was polled. Polling on schedule stays the safety net."""
-        secret = self._options.webhook_secret
-        if self._api is None or secret is None:
-            raise InvalidWebhook("webhooks are not accepted: OPENAI_WEBHOOK_SECRET is not set")
-        event = self._api.verify_webhook(payload, headers, secret)
-        if event.webhook_id and not await self._store.claim_event(
-            "openai-webhook", event.webhook_id
-        ):
-            log.info("dropping redelivered webhook %s", event.webhook_id)
-            return False
-        if not event.type.startswith("batch."):
+        event = await accept_webhook(
+            self._webhooks if self._api is not None else None,
+            self._options.webhook_secret,
+            self._store,
+            payload,
+            headers,
+        )
+        if event is None or not event.type.startswith("batch."):
             return False
         job = await self._jobs.by_openai_id(event.object_id)
         if job is None:
             return False
-        return await self._poll_leased(job, self._clock.now())
+        return await self._polling.poll_leased(job, self._clock.now(), self._poll)
 
     async def _poll(self, job: Job) -> None:
         assert self._api is not None
@@ -378,14 +335,14 @@ class BatchJobs:
                 and job.payload.get("shown", text) == text
             ):
                 return  # nothing new: the lease stands until the next poll
-            payload = await self._show(job, text)
+            payload = await self._polling.show(job, text)
             payload["counts"] = counts
-            await self._jobs.update(job.id, owner, state.status, payload, self._next_poll())
+            await self._jobs.update(job.id, owner, state.status, payload, self._polling.next_poll())
             return
         # Delivering takes longer than a poll: hold the job for as long as a step may take.
         now = self._clock.now()
         if not await self._jobs.lease(job.id, owner, now + timedelta(seconds=LEASE_SECONDS), now):
-            raise _LeaseLost(f"batch #{job.id} was taken over by another process")
+            raise LeaseLost(f"batch #{job.id} was taken over by another process")
         await self._deliver(job, state)
 
     async def _resume(self, job: Job) -> None:
@@ -395,18 +352,14 @@ class BatchJobs:
         assert self._api is not None
         owner = self._options.owner
         found = await self._api.find(TOKEN_KEY, job.payload["token"], job.created_at - CLOCK_SKEW)
-        key = _key(job)
+        key = job_key(job)
         if found is not None:
             payload = {**job.payload, "input_file_id": found.input_file_id}
-            text = status_text(job.id, found, payload["requests"])
-            try:
-                posted = await self._outbox.post(key, text)
-            except Exception as exc:
-                log.warning("could not post the status of batch #%d: %s", job.id, exc)
-            else:
-                payload = {**payload, "status_message": posted.id, "shown": text}
-            await self._jobs.update(
-                job.id, owner, found.status, payload, self._next_poll(), openai_id=found.batch_id
+            await self._polling.post_status(
+                replace(job, payload=payload),
+                status_text(job.id, found, payload["requests"]),
+                status=found.status,
+                openai_id=found.batch_id,
             )
             log.info("batch #%d: found %s after a restart", job.id, found.batch_id)
             return
@@ -422,20 +375,6 @@ class BatchJobs:
             )
         except Exception as exc:
             log.warning("could not tell the owner of batch #%d: %s", job.id, exc)
-
-    async def _show(self, job: Job, text: str) -> dict[str, Any]:
-        """Edit the job's status message when its text changed; returns the new payload."""
-        payload = dict(job.payload)
-        posted = payload.get("status_message")
-        if posted is None or payload.get("shown") == text:
-            return payload
-        try:
-            await self._outbox.edit(posted, text)
-        except Exception as exc:
-            log.warning("could not update the status of batch #%d: %s", job.id, exc)
-            return payload
-        payload["shown"] = text
-        return payload
 
     async def _deliver(self, job: Job, state: BatchState) -> None:
         """Send a finished batch's results, then close the job with its usage row (one
@@ -493,7 +432,7 @@ class BatchJobs:
         final = status_text(job.id, state, payload["requests"], cost=cost)
         if problem is not None:
             final += f"\nProblem: {problem}."
-        new_payload = await self._show(replace(job, payload=payload), final)
+        new_payload = await self._polling.show(replace(job, payload=payload), final)
         errors = "; ".join(state.errors) or None
         if not await self._jobs.finish(
             job.id,
@@ -531,20 +470,20 @@ class BatchJobs:
                 delivery = {"done": [*delivery["done"], file.filename], "sending": None}
                 payload["delivery"] = delivery
                 continue
-            if not self._outbox.reaches(_key(job)):
-                raise _NotHere(f"batch #{job.id}: its channel stopped here; delivered later")
+            if not self._outbox.reaches(job_key(job)):
+                raise NotHere(f"batch #{job.id}: its channel stopped here; delivered later")
             payload["delivery"] = {**delivery, "sending": file.filename}
             until = self._clock.now() + timedelta(seconds=LEASE_SECONDS)
             if not await self._jobs.checkpoint(job.id, owner, payload, until):
-                raise _LeaseLost(f"batch #{job.id} was taken over by another process")
+                raise LeaseLost(f"batch #{job.id} was taken over by another process")
             try:
-                await self._outbox.send_file(_key(job), file)
+                await self._outbox.send_file(job_key(job), file)
             except Exception as exc:
-                if not self._outbox.reaches(_key(job)):
+                if not self._outbox.reaches(job_key(job)):
                     # The channel stopped under the call (a shutdown): whether the file
                     # arrived is unknown, so it stays "being sent" for the next process,
                     # which sends the rest and closes the job.
-                    raise _NotHere(f"batch #{job.id}: its channel stopped while sending") from exc
+                    raise NotHere(f"batch #{job.id}: its channel stopped while sending") from exc
                 trouble.append(f"the results could not be sent: {exc}")
                 log.warning("batch #%d: %s could not be sent: %s", job.id, file.filename, exc)
                 # Refused by the platform (the chat is gone): not tried again.
@@ -600,10 +539,6 @@ class BatchJobs:
 
     def _cost(self, model: ModelSpec, usage: Usage) -> int:
         return self._prices.batch_cost(token_cost(model.prices, usage))
-
-    def _next_poll(self) -> datetime:
-        # Half the interval: with several processes each polls a job about once a round.
-        return self._clock.now() + timedelta(seconds=self._options.poll_seconds / 2)
 
     # --- /jobs ---------------------------------------------------------------------------
 
@@ -705,22 +640,13 @@ def _payload(
     estimate: int,
 ) -> dict[str, Any]:
     return {
-        "key": {
-            "channel": key.channel,
-            "place": key.place,
-            "scope": key.scope,
-            "thread": key.thread,
-        },
+        "key": key_payload(key),
         "user": user.principal,
         "model": model.id,
         "requests": built.requests,
         "estimate": estimate,
         "labels": built.labels,
     }
-
-
-def _key(job: Job) -> ConversationKey:
-    return ConversationKey(**job.payload["key"])
 
 
 def _answer_text(body: dict[str, Any]) -> str:
@@ -748,15 +674,3 @@ def _add_usage(total: Usage, reported: dict[str, Any]) -> Usage:
         total.cached_input_tokens + int(details.get("cached_tokens", 0)),
         total.output_tokens + int(output_tokens),
     )
-
-
-def job_age(elapsed: timedelta) -> str:
-    """How long ago, in words a chat line can hold (``42 s``, ``5 min``, ``3 h``)."""
-    seconds = max(int(elapsed.total_seconds()), 0)
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    if seconds < 172_800:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} days"

@@ -30,7 +30,6 @@ from core.errors import (
     UserInputError,
     user_message,
 )
-from core.jobs.batches import job_age
 from core.jobs.finetune_api import (
     OPEN_STATES,
     WEBHOOK_EVENTS,
@@ -43,12 +42,14 @@ from core.jobs.polling import (
     PollingOptions,
     WebhookVerifier,
     accept_webhook,
+    job_age,
     job_key,
     key_payload,
 )
 from core.jobs.reservations import reservation_from_json, reservation_to_json
 from core.jobs.store import Job, JobStore, NewJob
 from core.jobs.training import TrainingSet, check_training_file
+from core.metrics import Metrics
 from core.models.fine_tuned import FineTunedModel, FineTunedModels, offer_fine_tuned
 from core.money.budgets import BudgetExceeded, BudgetLedger, Payer
 from core.money.money import format_usd
@@ -126,6 +127,7 @@ class FineTuneJobs:
         count_tokens: Callable[[str | None], Callable[[str], int]],
         clock: Clock,
         options: FineTuneOptions,
+        metrics: Metrics | None = None,
     ) -> None:
         self._api = api
         self._webhooks = webhooks
@@ -147,6 +149,7 @@ class FineTuneJobs:
             outbox=outbox,
             clock=clock,
             options=PollingOptions(options.owner, options.poll_seconds),
+            metrics=metrics,
         )
 
     # --- submitting ----------------------------------------------------------------------

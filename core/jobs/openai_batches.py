@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -12,8 +11,8 @@ from typing import Any, Literal, cast
 import openai
 from openai import AsyncOpenAI
 
-from core.errors import InvalidWebhook, UpstreamUnavailable
-from core.jobs.batch_api import BatchState, WebhookEvent
+from core.errors import UpstreamUnavailable
+from core.jobs.batch_api import BatchState
 from core.models.llm import Usage
 from core.models.openai_gateway import translate
 
@@ -97,19 +96,6 @@ class OpenAIBatches:
         except openai.OpenAIError as exc:
             raise translate(exc) from exc
         return response.content
-
-    def verify_webhook(
-        self, payload: bytes, headers: Mapping[str, str], secret: str
-    ) -> WebhookEvent:
-        """Verify and parse with the SDK's ``webhooks.unwrap``."""
-        try:
-            event = self._client.webhooks.unwrap(payload, dict(headers), secret=secret)
-        except (openai.InvalidWebhookSignatureError, ValueError) as exc:
-            raise InvalidWebhook(str(exc)) from None
-        webhook_id = next((v for k, v in headers.items() if k.lower() == "webhook-id"), "")
-        # Some event kinds (realtime calls) carry no object id; they concern no job.
-        object_id = getattr(event.data, "id", "")
-        return WebhookEvent(webhook_id, event.type, str(object_id))
 
 
 def state_of(batch: Any) -> BatchState:

@@ -18,8 +18,9 @@ from core.conversation.channel import Outbox
 from core.conversation.messages import ConversationKey
 from core.conversation.store import ConversationStore
 from core.errors import InvalidWebhook
-from core.jobs.batch_api import WebhookEvent
-from core.jobs.store import LEASE_SECONDS, Job, JobStore
+from core.jobs import batch_api, finetune_api
+from core.jobs.store import LEASE_SECONDS, SUBMITTING, Job, JobStore
+from core.metrics import Metrics, NullMetrics
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +28,41 @@ POLL_PAGE = 100
 """How many due jobs are read from the database at a time in a polling round."""
 POLL_CONCURRENCY = 8
 """How many jobs one process polls at once."""
+OPEN_JOB_STATES = sorted(batch_api.OPEN_STATES | {SUBMITTING} | finetune_api.OPEN_STATES)
+"""The open states of every kind of job (no state is open for one kind and final for
+another): what the ``switchboard_open_jobs`` gauge counts."""
 WEBHOOK_EVENTS = "openai-webhook"
 """The namespace of OpenAI webhook delivery ids in the store's claimed events."""
 
 
+class LeaseLost(Exception):
+    """This process no longer holds the job it was working on (it stalled past the lease
+    and another process took the job over): it stops touching the job."""
+
+
+class NotHere(Exception):
+    """The job's channel stopped running in this process (a shutdown) while the job was
+    being worked on: the job is left open for the next process."""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """A verified OpenAI webhook: its delivery id, event type and the object it is about."""
+
+    webhook_id: str
+    type: str
+    object_id: str
+
+
 class WebhookVerifier(Protocol):
-    """Checks an OpenAI webhook's signature (``OpenAIBatches`` does, with the SDK)."""
+    """Checks an OpenAI webhook's signature (``core.jobs.openai_webhooks.OpenAIWebhooks``
+    does, with the SDK)."""
 
     def verify_webhook(
         self, payload: bytes, headers: Mapping[str, str], secret: str
     ) -> WebhookEvent:
-        """The event of a delivery signed with ``secret``; ``InvalidWebhook`` if not."""
+        """The event of a delivery signed with ``secret``; ``InvalidWebhook`` if the
+        signature, its headers or its age do not verify."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +72,10 @@ class PollingOptions:
     owner: str
     """This process's name on the leases it takes."""
     poll_seconds: float
+    lease_to_next_poll: bool = False
+    """Whether a poll's lease lasts until the job's next poll is due (a poll that finds
+    nothing new then writes nothing, and the job comes due again when the lease runs out)
+    rather than ``LEASE_SECONDS`` (each poll then records its outcome)."""
 
 
 class JobPolling:
@@ -63,6 +92,7 @@ class JobPolling:
         outbox: Outbox,
         clock: Clock,
         options: PollingOptions,
+        metrics: Metrics | None = None,
     ) -> None:
         self._kind = kind
         self._label = label
@@ -71,6 +101,7 @@ class JobPolling:
         self._outbox = outbox
         self._clock = clock
         self._options = options
+        self._metrics = metrics or NullMetrics()
 
     @property
     def owner(self) -> str:
@@ -83,8 +114,10 @@ class JobPolling:
         return self._clock.now() + timedelta(seconds=self._options.poll_seconds / 2)
 
     async def poll_due(self, poll: Callable[[Job], Awaitable[None]]) -> int:
-        """One round: ``poll`` each due job (see ``poll_leased``), a few at a time; returns
+        """One round: the open jobs of every kind counted (the open-jobs gauge), then
+        ``poll`` each due job of this kind (see ``poll_leased``), a few at a time; returns
         how many were polled here."""
+        self._metrics.open_jobs(await self._jobs.count_open(OPEN_JOB_STATES))
         now = self._clock.now()
         gate = asyncio.Semaphore(POLL_CONCURRENCY)
 
@@ -109,28 +142,55 @@ class JobPolling:
             return False
         if not self._outbox.reaches(job_key(job)):
             return False
-        until = now + timedelta(seconds=LEASE_SECONDS)
+        if self._options.lease_to_next_poll:
+            until = self.next_poll()
+        else:
+            until = now + timedelta(seconds=LEASE_SECONDS)
         if not await self._jobs.lease(job.id, self.owner, until, now):
             return False  # another process has it
         try:
             await poll(job)
-        except Exception:
-            log.exception("polling %s #%d failed; it is polled again later", self._label, job.id)
-            await self._jobs.update(job.id, self.owner, job.status, job.payload, self.next_poll())
+        except LeaseLost as exc:
+            log.warning("%s", exc)
+        except Exception as exc:
+            if isinstance(exc, NotHere):
+                log.info("%s", exc)
+            else:
+                log.exception(
+                    "polling %s #%d failed; it is polled again later", self._label, job.id
+                )
+            # The row, not ``job``: it may hold steps recorded since (files sent).
+            current = await self._jobs.job(job.id)
+            payload = current.payload if current is not None else job.payload
+            await self._jobs.update(job.id, self.owner, job.status, payload, self.next_poll())
         return True
 
-    async def post_status(self, job: Job, text: str) -> None:
-        """Post a new job's status message and record it on the job (under a lease, so
-        pollers keep off meanwhile); a post that fails is logged, and the job goes on."""
+    async def post_status(
+        self, job: Job, text: str, *, status: str | None = None, openai_id: str | None = None
+    ) -> None:
+        """Post a job's status message and record it on the job (under a lease, so pollers
+        keep off meanwhile), with its new ``status`` and the API's ``openai_id`` when they
+        are given (recorded even if the post fails); a post that fails is logged, and the
+        job goes on."""
+        payload = dict(job.payload)
         try:
             posted = await self._outbox.post(job_key(job), text)
         except Exception as exc:
             log.warning("could not post the status of %s #%d: %s", self._label, job.id, exc)
-            return
-        payload = {**job.payload, "status_message": posted.id, "shown": text}
+            if status is None and openai_id is None:
+                return
+        else:
+            payload.update(status_message=posted.id, shown=text)
         now = self._clock.now()
         if await self._jobs.lease(job.id, self.owner, now + timedelta(seconds=LEASE_SECONDS), now):
-            await self._jobs.update(job.id, self.owner, job.status, payload, self.next_poll())
+            await self._jobs.update(
+                job.id,
+                self.owner,
+                status or job.status,
+                payload,
+                self.next_poll(),
+                openai_id=openai_id,
+            )
 
     async def show(self, job: Job, text: str) -> dict[str, Any]:
         """Edit the job's status message when its text changed; returns the new payload."""
@@ -173,3 +233,15 @@ def job_key(job: Job) -> ConversationKey:
 def key_payload(key: ConversationKey) -> dict[str, Any]:
     """``key`` as a job's payload keeps it (``job_key`` reads it back)."""
     return {"channel": key.channel, "place": key.place, "scope": key.scope, "thread": key.thread}
+
+
+def job_age(elapsed: timedelta) -> str:
+    """How long ago, in words a chat line can hold (``42 s``, ``5 min``, ``3 h``)."""
+    seconds = max(int(elapsed.total_seconds()), 0)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172_800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"

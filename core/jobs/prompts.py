@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from core.errors import UserInputError
+from core.jobs.problems import problems_by_line
 from core.models.registry import ModelSpec, ModeSpec
 
 MAX_REQUESTS = 50_000
@@ -21,7 +22,6 @@ MAX_REQUESTS = 50_000
 MAX_FILE_BYTES = 200 * 1024 * 1024
 """The Batch API's limit on the size of a batch's input file."""
 SUFFIXES = (".txt", ".jsonl", ".csv")
-MAX_PROBLEMS_SHOWN = 10
 ENDPOINTS = {"responses": "/v1/responses", "chat": "/v1/chat/completions"}
 
 
@@ -80,9 +80,10 @@ def _csv(text: IO[str]) -> Iterator[Prompt]:
         raise BatchInputError('The CSV file needs a header row with a "prompt" column.')
     for row in reader:
         prompt = row.get("prompt") or ""
-        if not prompt.strip() and not any((v or "").strip() for v in row.values()):
+        extra = row.pop(None, None) or []  # the cells of a row longer than the header
+        if not prompt.strip() and not any((v or "").strip() for v in [*row.values(), *extra]):
             continue  # a blank row
-        labels = {k: v or "" for k, v in row.items() if k != "prompt" and k is not None}
+        labels = {k: v or "" for k, v in row.items() if k != "prompt"}
         yield Prompt(reader.line_num, prompt.strip(), labels)
 
 
@@ -150,13 +151,7 @@ def build_requests(
             out.write(line + "\n")
             input_tokens += instructions_tokens + count_tokens(prompt.text)
     if problems:
-        shown = problems[:MAX_PROBLEMS_SHOWN]
-        more = len(problems) - len(shown)
-        raise BatchInputError(
-            "I can't send that batch:\n"
-            + "\n".join(shown)
-            + (f"\n… and {more} more." if more else "")
-        )
+        raise BatchInputError(problems_by_line("I can't send that batch:", problems))
     if not requests:
         raise BatchInputError(
             "There are no prompts to send. Put one prompt a line after /batch, or send a "

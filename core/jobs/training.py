@@ -15,6 +15,7 @@ from typing import Any
 
 from core.conversation.tokens import MESSAGE_OVERHEAD
 from core.errors import UserInputError
+from core.jobs.problems import problems_by_line
 
 MIN_EXAMPLES = 10
 """The fewest examples OpenAI fine-tunes on."""
@@ -23,7 +24,6 @@ MESSAGE_KEYS = frozenset({"role", "content", "name", "weight", "tool_calls", "to
 """The keys a training message may have (the chat format's, and ``weight``)."""
 EXAMPLE_KEYS = frozenset({"messages", "tools", "parallel_tool_calls"})
 """The keys an example may have besides its messages: the tools its assistant may call."""
-MAX_PROBLEMS_SHOWN = 10
 MAX_FILE_BYTES = 512 * 1024 * 1024
 """The largest file OpenAI's Files API takes for fine-tuning."""
 
@@ -48,7 +48,7 @@ def check_training_file(
     max_bytes: int = MAX_FILE_BYTES,
 ) -> TrainingSet:
     """Check the JSONL training file ``data``; raises ``TrainingFileError`` listing the
-    problems by line (the first ``MAX_PROBLEMS_SHOWN`` of them), or saying it is over
+    problems by line (the first few: ``problems_by_line``), or saying it is over
     ``max_bytes``."""
     if len(data) > max_bytes:
         raise TrainingFileError(
@@ -80,13 +80,8 @@ def check_training_file(
             f"fine-tuning needs at least {MIN_EXAMPLES}"
         )
     if problems:
-        shown = problems[:MAX_PROBLEMS_SHOWN]
-        more = len(problems) - len(shown)
-        lines = [f"• {problem}" for problem in shown]
-        if more:
-            lines.append(f"• … and {more} more")
         raise TrainingFileError(
-            "The training file has problems; nothing was uploaded:\n" + "\n".join(lines)
+            problems_by_line("The training file has problems; nothing was uploaded:", problems)
         )
     return TrainingSet(examples, tokens)
 

@@ -33,6 +33,8 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_CACHE_KIB = 32_768
 PING_AFTER_IDLE_SECONDS = 2.0
 """A pooled PostgreSQL connection unused for this long is pinged before it is used again."""
+MIGRATION_LOCK = 0x5377_6974_6368_6264
+"""The PostgreSQL advisory lock key that migrations hold while they run ("Switchbd")."""
 
 
 def database_url(url: str) -> URL:
