@@ -251,7 +251,7 @@ async def test_one_conversations_turns_stay_in_order_with_a_limit() -> None:
 
 @pytest.mark.slow
 async def test_a_burst_of_chats_is_answered_first_come_first_served(
-    make_app: AppFactory, fake_openai: FakeOpenAI
+    make_app: AppFactory, fake_openai: FakeOpenAI, database_url: str
 ) -> None:
     """40 private chats ask at the same moment (the Bot API's limits lifted, so that its
     pacing does not decide the order): the first chats' answers are stored before the last
@@ -264,6 +264,7 @@ async def test_a_burst_of_chats_is_answered_first_come_first_served(
         async with running(
             make_app,
             lifted,
+            DATABASE_URL=database_url,
             SWITCHBOARD_TURNS_WORKING="4",
             SWITCHBOARD_TELEGRAM_CHAT_PER_SECOND="10000",
             SWITCHBOARD_TELEGRAM_OVERALL_PER_SECOND="10000",
