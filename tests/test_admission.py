@@ -10,6 +10,8 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 
 from core.conversation.admission import Admission, AdmittedGateway, leave, outside
 from core.conversation.events import ReplyEvent, ReplyFailed, ReplyFinished
@@ -17,6 +19,7 @@ from core.conversation.messages import ConversationKey, Role
 from core.conversation.turns import RESTARTING, Turn, TurnBody, TurnRunner
 from core.models.llm import ChatTurn, LLMEvent, LLMRequest, TextChunk
 from core.models.registry import load_registry
+from core.storage.database import create_engine
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.telegram_server import FakeTelegram
@@ -249,9 +252,102 @@ async def test_one_conversations_turns_stay_in_order_with_a_limit() -> None:
     assert order == [0, 1, 2]
 
 
+async def test_a_place_reserved_first_runs_first_even_if_its_turn_is_asked_later() -> None:
+    runner = TurnRunner(Admission(1))
+    order: list[str] = []
+    first_ready = asyncio.Event()
+
+    async def message(name: str, before: asyncio.Event | None) -> None:
+        with runner.reserved(key("same")):  # as the pipeline does when a message arrives
+            if before is not None:
+                await before.wait()  # e.g. its photo still downloading
+
+            async def body(turn: Turn) -> None:
+                order.append(name)
+
+            await runner.run(key("same"), Sink(), body)
+
+    slow = asyncio.create_task(message("first", first_ready))
+    fast = asyncio.create_task(message("second", None))
+    await settle()
+    assert order == []  # the second waits for the first, which has not run yet
+    first_ready.set()
+    await asyncio.gather(slow, fast)
+    assert order == ["first", "second"]
+
+
+async def test_a_place_given_up_without_a_turn_lets_the_next_one_run() -> None:
+    runner = TurnRunner(Admission(1))
+    ran: list[str] = []
+    dropped = asyncio.Event()
+
+    async def redelivery() -> None:
+        with runner.reserved(key("same")):
+            await dropped.wait()  # then found to be a redelivery: no turn
+
+    async def body(turn: Turn) -> None:
+        ran.append(turn.key.place)
+
+    gone = asyncio.create_task(redelivery())
+    await settle()
+    with runner.reserved(key("same")):
+        later = asyncio.create_task(runner.run(key("same"), Sink(), body))
+        await settle()
+        assert ran == []
+        dropped.set()
+        await asyncio.gather(gone, later)
+    assert ran == ["same"]
+    with runner.reserved(key("same")):  # the line is empty again: no wait
+        await runner.run(key("same"), Sink(), body)
+    assert ran == ["same", "same"]
+
+
+async def test_the_sqlite_connection_goes_to_whoever_asked_for_it_first(sqlite_url: str) -> None:
+    """A task that gives the single connection back and at once asks again (a turn's next
+    statement) queues behind the task already waiting for it, instead of taking it back."""
+    engine = create_engine(sqlite_url)
+    order: list[str] = []
+
+    async def waiter() -> None:
+        async with engine.connect():
+            order.append("waiting first")
+
+    try:
+        holder = await engine.connect()
+        waiting = asyncio.create_task(waiter())
+        await settle()
+        await holder.close()
+        async with engine.connect():
+            order.append("asked again")
+        await waiting
+    finally:
+        await engine.dispose()
+    assert order == ["waiting first", "asked again"]
+
+
+async def test_a_wait_for_the_connection_that_times_out_or_is_cancelled_leaves_no_trace(
+    sqlite_url: str,
+) -> None:
+    engine = create_engine(sqlite_url, pool_timeout=0.05)
+    try:
+        holder = await engine.connect()
+        with pytest.raises(SqlTimeoutError):
+            await engine.connect()
+        cancelled = asyncio.create_task(engine.connect().start())
+        await settle()
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        await holder.close()
+        async with engine.connect() as connection:  # handed to nobody gone: free at once
+            assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await engine.dispose()
+
+
 @pytest.mark.slow
 async def test_a_burst_of_chats_is_answered_first_come_first_served(
-    make_app: AppFactory, fake_openai: FakeOpenAI
+    make_app: AppFactory, fake_openai: FakeOpenAI, database_url: str
 ) -> None:
     """40 private chats ask at the same moment (the Bot API's limits lifted, so that its
     pacing does not decide the order): the first chats' answers are stored before the last
@@ -264,6 +360,7 @@ async def test_a_burst_of_chats_is_answered_first_come_first_served(
         async with running(
             make_app,
             lifted,
+            DATABASE_URL=database_url,
             SWITCHBOARD_TURNS_WORKING="4",
             SWITCHBOARD_TELEGRAM_CHAT_PER_SECOND="10000",
             SWITCHBOARD_TELEGRAM_OVERALL_PER_SECOND="10000",

@@ -20,14 +20,16 @@ from core.conversation.events import (
     ReplyFinished,
 )
 from core.conversation.journal import LEASE_SECONDS
-from core.conversation.messages import ConversationKey, IncomingMessage, UserRef
+from core.conversation.messages import ConversationKey, IncomingMessage, Role, UserRef
 from core.conversation.pipeline import Activity, Delivery
 from core.errors import MediaTooLarge
 from core.media.ports import Attachment
 from tests.conftest import AppFactory
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.sinks import RecordingSink
-from tests.test_telegram import eventually
+from tests.fakes.telegram_server import FakeTelegram
+from tests.make_images import png
+from tests.test_telegram import eventually, running, texts
 
 KEY = ConversationKey("console", place="chat-1")
 ADA = UserRef("console", "ada", username="ada")
@@ -224,3 +226,61 @@ async def test_a_turn_longer_than_a_third_of_its_lease_renews_it(
     assert before_renewal == first
     assert (renewed - first).total_seconds() >= LEASE_SECONDS / 3 - 1
     assert channel.replies[0].final == ReplyFinished("a slow answer")
+
+
+@pytest.mark.slow
+async def test_one_chats_messages_in_one_burst_are_answered_in_the_order_sent(
+    make_app: AppFactory, fake_openai: FakeOpenAI, database_url: str
+) -> None:
+    """One chat sends three questions that arrive in the same getUpdates answer, among 60
+    other chats' messages keeping the database busy: the answers come in the questions'
+    order, and the conversation stores question and answer after one another, in order."""
+    telegram = FakeTelegram(
+        private_rate=10_000, private_burst=10_000, global_per_second=10_000
+    ).start()
+    ordered, others = 7000, [7100 + n for n in range(60)]
+    questions = ["first question", "second question", "third question"]
+    try:
+        async with running(
+            make_app,
+            telegram,
+            DATABASE_URL=database_url,
+            SWITCHBOARD_TELEGRAM_CHAT_PER_SECOND="10000",
+            SWITCHBOARD_TELEGRAM_OVERALL_PER_SECOND="10000",
+        ) as app:
+            for n, chat in enumerate(others):  # one getUpdates answer holds them all
+                if n % 20 == 0:
+                    telegram.private_message(ordered, questions[n // 20])
+                telegram.private_message(chat, f"hello from {chat}")
+            await eventually(
+                lambda: len(telegram.chat(ordered)) == 3 and all(telegram.chat(c) for c in others),
+                within=60,
+            )
+            conversation = await app.store.find_active(ConversationKey("telegram", str(ordered)))
+            assert conversation is not None
+            stored = await app.store.recent_messages(conversation.id, limit=10)
+    finally:
+        telegram.stop()
+    assert texts(telegram.chat(ordered)) == [f"Echo: {q}" for q in questions]
+    assert [(m.role, m.text) for m in sorted(stored, key=lambda m: m.id)] == [
+        pair for q in questions for pair in ((Role.USER, q), (Role.ASSISTANT, f"Echo: {q}"))
+    ]
+
+
+async def test_a_photo_question_then_a_text_one_are_answered_in_the_order_sent(
+    make_app: AppFactory, fake_openai: FakeOpenAI, database_url: str
+) -> None:
+    """A photo with a question, then a text question, in one getUpdates answer: the photo's
+    download does not let the text question overtake it."""
+    telegram = FakeTelegram().start()
+    try:
+        async with running(make_app, telegram, DATABASE_URL=database_url):
+            telegram.photo_message(7000, png(640, 480), caption="what is in this photo?")
+            telegram.private_message(7000, "and what colour is it?")
+            await eventually(lambda: len(telegram.chat(7000)) == 2, within=30)
+    finally:
+        telegram.stop()
+    assert texts(telegram.chat(7000)) == [
+        "Echo: what is in this photo? [1 image]",
+        "Echo: and what colour is it?",
+    ]

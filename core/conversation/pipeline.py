@@ -169,12 +169,12 @@ class InboundPipeline:
     async def handle(self, delivery: Delivery) -> None:
         """Take one delivery through every step; the work is tracked for ``drain``."""
         message = delivery.message
-        with self.tracking(message.key.channel):
+        command = delivery.command
+        with self.tracking(message.key.channel), self._in_line(delivery):
             if delivery.follow_up and not await self._choices.has_conversation(message.key):
                 return  # a thread the bot was never asked into
             if not await self._let_in(delivery):
                 return
-            command = delivery.command
             if command is not None and self._jobs is not None and command.name in self._jobs.names:
                 if await self._first_delivery(message):
                     await self._file_command(delivery, command, self._jobs)
@@ -186,6 +186,21 @@ class InboundPipeline:
             turn_id = await self._accept(delivery)
             if turn_id is not None:
                 await self._turn(delivery, replace(message, turn_id=turn_id))
+
+    def _in_line(self, delivery: Delivery) -> contextlib.AbstractContextManager[None]:
+        """A message to answer as a turn takes its conversation's place in line now, before
+        the first wait: deliveries are handled concurrently, and the steps before a turn
+        (recording it, fetching its files) take longer for some messages than for others,
+        yet a conversation's turns must follow the order its messages arrived in. A
+        command answered at once waits for no turn and takes no place."""
+        command = delivery.command
+        if command is None or (
+            command.name in TURN_COMMANDS
+            and bool(command.args)
+            and (self._jobs is None or command.name not in self._jobs.names)
+        ):
+            return self._turns.reserved(delivery.message.key)
+        return contextlib.nullcontext()
 
     def caller(self, message: IncomingMessage) -> Caller:
         """Who sent ``message``, and whether they are an admin."""

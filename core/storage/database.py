@@ -13,6 +13,7 @@ import contextlib
 import re
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -22,7 +23,9 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
+from sqlalchemy.util import await_, greenlet_spawn
+from sqlalchemy.util.queue import Empty, Full, QueueCommon
 
 from core.errors import ConfigError
 
@@ -79,12 +82,90 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
         # Every checkout ends its own transaction (closing a Connection rolls back any left
         # open), so the pool's extra rollback on return would only cost a thread hand-off.
         options = {"pool_size": 1, "max_overflow": 0, "pool_reset_on_return": None, **options}
+        options.setdefault("poolclass", FirstComeQueuePool)
         engine = create_async_engine(parsed, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    options.setdefault("poolclass", FirstComeQueuePool)
     engine = create_async_engine(parsed, **options)
     _ping_when_idle(engine.sync_engine, PING_AFTER_IDLE_SECONDS)
     return engine
+
+
+_Item = TypeVar("_Item")
+
+
+class _FirstComeQueue(QueueCommon[_Item]):
+    """The pool's idle connections, handed out first come, first served.
+
+    SQLAlchemy's asyncio queue lets any caller take a connection that is free at that
+    moment, even while others wait: a returned connection wakes the longest waiter, but a
+    task that asks again before the waiter runs (a turn's next statement, right after its
+    last) takes it, and the waiter goes to the back of the line. With SQLite's single
+    connection a turn then waits behind every turn that arrived after it. Here a returned
+    connection goes straight to the longest waiter, and a caller takes a free one only
+    when nobody waits."""
+
+    def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
+        self.maxsize = maxsize
+        self.use_lifo = use_lifo
+        self._items: deque[_Item] = deque()
+        self._waiters: deque[asyncio.Future[_Item]] = deque()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= len(self._items)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, item: _Item) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(item)
+                return
+        if self.full():
+            raise Full()
+        self._items.append(item)
+
+    def put(self, item: _Item, block: bool = True, timeout: float | None = None) -> None:
+        self.put_nowait(item)  # the pool returns connections without waiting
+
+    def get_nowait(self) -> _Item:
+        if not self._items:
+            raise Empty()
+        return self._items.pop() if self.use_lifo else self._items.popleft()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> _Item:
+        if self._items or not block:
+            return self.get_nowait()
+        return await_(self._wait(within=timeout))
+
+    async def _wait(self, *, within: float | None) -> _Item:
+        waiter: asyncio.Future[_Item] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(within):
+                return await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self.put_nowait(waiter.result())  # handed over just as the wait ended
+            if isinstance(exc, TimeoutError):
+                raise Empty() from None
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+
+class FirstComeQueuePool(AsyncAdaptedQueuePool):
+    """SQLAlchemy's asyncio pool, with connections handed out in the order they were asked
+    for (``_FirstComeQueue``)."""
+
+    _queue_class: type[QueueCommon[ConnectionPoolEntry]] = _FirstComeQueue
 
 
 def _ping_when_idle(engine: Engine, idle: float) -> None:
