@@ -30,6 +30,7 @@ from core.errors import ConfigError
 from core.jobs.sql_jobs import SqlJobStore
 from core.jobs.store import LEASE_SECONDS
 from core.jobs.training import TrainingFileError, check_training_file
+from core.metrics_prometheus import PrometheusMetrics
 from core.models.registry import load_registry
 from core.money.budgets import Budget, Payer, Scope, place_of
 from core.money.periods import Period
@@ -948,9 +949,16 @@ async def test_the_open_jobs_gauge_counts_open_batches_and_fine_tunes_alike(
 ) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("What is 2+2?\nName a colour.\n")
-    async with console_app(make_settings, tmp_path, clock, SWITCHBOARD_ADMINS=ADMIN) as console:
+    port = free_port()
+    async with console_app(
+        make_settings,
+        tmp_path,
+        clock,
+        SWITCHBOARD_ADMINS=ADMIN,
+        SWITCHBOARD_HTTP_PORT=port,  # metrics are kept when they are served
+    ) as console:
         app = console.app
-        port = free_port()
+        assert isinstance(app.metrics, PrometheusMetrics)
         poll = poll_jobs(app.batches, app.finetunes)
 
         async def open_jobs() -> float:
