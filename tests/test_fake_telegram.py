@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import struct
 import subprocess
 import sys
@@ -875,27 +874,3 @@ async def test_ptb_application_polls_and_replies(fake: FakeTelegram) -> None:
         await application.stop()
     assert fake.pending_updates() == []  # PTB confirmed the update on its way out
     assert fake.calls_to("deleteWebhook")
-
-
-async def test_ptb_application_webhook_mode(fake: FakeTelegram) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    application = build_application(fake)
-    async with application:
-        await application.start()
-        assert application.updater is not None
-        await application.updater.start_webhook(
-            listen="127.0.0.1",
-            port=port,
-            url_path="tg",
-            webhook_url=f"http://127.0.0.1:{port}/tg",
-            secret_token="hook-secret",
-        )
-        assert fake.calls_to("setWebhook")[-1].params["secret_token"] == "hook-secret"
-        fake.private_message(6, "over the hook")
-        await eventually(lambda: [m.text for m in fake.chat(6)] == ["echo: over the hook"])
-        forged = fake.private_message(6, "forged")
-        assert await fake.deliver_webhook_async(forged, secret="guess") == 403
-        await application.updater.stop()
-        await application.stop()

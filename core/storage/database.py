@@ -166,6 +166,8 @@ class FirstComeQueuePool(AsyncAdaptedQueuePool):
     for (``_FirstComeQueue``)."""
 
     _queue_class: type[QueueCommon[ConnectionPoolEntry]] = _FirstComeQueue
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.FirstComeQueuePool"
+    """Its log lines go where SQLAlchemy's own pools' go (quiet below WARNING)."""
 
 
 def _ping_when_idle(engine: Engine, idle: float) -> None:
