@@ -126,10 +126,10 @@ def mean(values: Sequence[float]) -> float:
 
 
 @asynccontextmanager
-async def postgres_database() -> AsyncIterator[str]:
-    """A fresh PostgreSQL database on the server named by ``TEST_DATABASE_URL`` (as the
-    tests use it), dropped afterwards; yields its URL."""
-    admin_url = os.environ.get("TEST_DATABASE_URL")
+async def postgres_database(admin_url: str | None = None) -> AsyncIterator[str]:
+    """A fresh PostgreSQL database on the server ``admin_url`` names (by default the one
+    ``TEST_DATABASE_URL`` names, as the tests use it), dropped afterwards; yields its URL."""
+    admin_url = admin_url or os.environ.get("TEST_DATABASE_URL")
     if not admin_url:
         raise SystemExit("--database postgres needs TEST_DATABASE_URL (postgresql+asyncpg://…)")
     admin = make_url(admin_url)
