@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tests.conftest import API_KEY
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.telegram_server import FakeTelegram
 from tests.test_console import SWITCHBOARD
 
@@ -57,3 +58,20 @@ async def start_bot(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def kill_mid_turn(
+    env: dict[str, str], cwd: Path, telegram: FakeTelegram, fake_openai: FakeOpenAI, user: int
+) -> asyncio.subprocess.Process:
+    """Start a bot, send it a private message from ``user`` whose answer hangs, and kill
+    the process with SIGKILL once the model was asked; returns the dead process."""
+    fake_openai.enqueue(Scripted(text="half an answer that never ends", hang=True))
+    process = await start_bot(env, cwd, telegram)
+    try:
+        await until(lambda: bool(telegram.calls_to("getUpdates")))
+        telegram.private_message(user, "What is the capital of France?")
+        await until(lambda: bool(fake_openai.model_requests()))
+    finally:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+    return process

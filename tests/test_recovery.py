@@ -13,7 +13,7 @@ import pytest
 
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.telegram_server import FakeTelegram
-from tests.processes import process_env, start_bot, until
+from tests.processes import kill_mid_turn, process_env, start_bot, until
 
 pytestmark = pytest.mark.slow
 
@@ -36,16 +36,8 @@ def env(fake_openai: FakeOpenAI, tmp_path: Path) -> dict[str, str]:
 async def test_a_message_whose_process_was_killed_is_answered_after_the_restart(
     env: dict[str, str], tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.enqueue(Scripted(text="half an answer that never ends", hang=True))
     with FakeTelegram() as telegram:
-        first = await start_bot(env, tmp_path, telegram)
-        try:
-            await until(lambda: bool(telegram.calls_to("getUpdates")))
-            telegram.private_message(USER, "What is the capital of France?")
-            await until(lambda: bool(fake_openai.model_requests()))
-        finally:
-            first.send_signal(signal.SIGKILL)
-            await first.wait()
+        await kill_mid_turn(env, tmp_path, telegram, fake_openai, USER)
         assert open_turns(tmp_path / "bot.db") == 1
         fake_openai.enqueue(Scripted(text="The capital of France is Paris."))
         second = await start_bot(env, tmp_path, telegram)

@@ -27,7 +27,7 @@ from tests.conftest import engine_for, every_ledger
 from tests.fakes.memory_budgets import InMemoryBudgetLedger
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.telegram_server import FakeTelegram
-from tests.processes import process_env, start_bot, until
+from tests.processes import kill_mid_turn, process_env, start_bot, until
 from tests.test_metering import FixedClock
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -244,16 +244,8 @@ async def test_a_killed_process_s_reservation_is_released_and_the_turn_charged_o
         "SELECT spent_micros, reserved_micros FROM budget_counters "
         f"WHERE scope = 'user' AND subject = 'telegram:{USER}'"
     )
-    fake_openai.enqueue(Scripted(text="half an answer that never ends", hang=True))
     with FakeTelegram() as telegram:
-        first = await start_bot(env, tmp_path, telegram)
-        try:
-            await until(lambda: bool(telegram.calls_to("getUpdates")))
-            telegram.private_message(USER, "What is the capital of France?")
-            await until(lambda: bool(fake_openai.model_requests()))
-        finally:
-            first.send_signal(signal.SIGKILL)
-            await first.wait()
+        first = await kill_mid_turn(env, tmp_path, telegram, fake_openai, USER)
         [(spent, reserved)] = await database_rows(database_url, counter)
         holds = await database_rows(database_url, "SELECT owner, released FROM budget_holds")
         assert spent == 0 and reserved > 0  # the dead process's estimate is held
