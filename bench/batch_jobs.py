@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import tempfile
 import time
 import tracemalloc
@@ -37,12 +36,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import asyncpg
 from openai import AsyncOpenAI
-from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.common import API_KEY, fake_openai_process, percentile, table
+from bench.common import API_KEY, fake_openai_process, percentile, postgres_database, table
 from bots.bootstrap import bootstrap
 from core.conversation.channel import Outbox
 from core.conversation.choices import ConversationChoices
@@ -206,24 +203,8 @@ async def scratch_database(postgres: str | None) -> AsyncIterator[str]:
         with tempfile.TemporaryDirectory() as folder:
             yield f"sqlite+aiosqlite:///{folder}/bench.db"
         return
-    admin = make_url(postgres)
-    name = f"sb_bench_{secrets.token_hex(6)}"
-
-    async def execute(statement: str) -> None:
-        connection = await asyncpg.connect(
-            host=admin.host, port=admin.port, user=admin.username,
-            password=admin.password, database=admin.database,
-        )  # fmt: skip
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    await execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        await execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with postgres_database(postgres) as url:
+        yield url
 
 
 async def polling_round(delay: float, postgres: str | None) -> list[object]:

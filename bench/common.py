@@ -22,6 +22,31 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from core.models.llm import LLMEvent, LLMGateway, LLMRequest
 
 API_KEY = "sk-bench"
+TOKEN = "123456:BENCH-token"
+# The arguments of a fake Bot API process with no limits of its own.
+UNLIMITED = (
+    "--private-rate",
+    "1000000",
+    "--private-burst",
+    "1000000",
+    "--group-per-minute",
+    "1000000",
+    "--group-burst",
+    "1000000",
+    "--global-per-second",
+    "1000000",
+    "--token",
+    TOKEN,
+)
+RAISED = {
+    "SWITCHBOARD_TELEGRAM_CHAT_PER_SECOND": "1000000",
+    "SWITCHBOARD_TELEGRAM_CHAT_BURST": "1000000",
+    "SWITCHBOARD_TELEGRAM_GROUP_PER_MINUTE": "1000000",
+    "SWITCHBOARD_TELEGRAM_GROUP_BURST": "1000000",
+    "SWITCHBOARD_TELEGRAM_OVERALL_PER_SECOND": "1000000",
+}
+"""The pacer's limits raised as for a self-hosted Bot API server without limits, so that
+1,000 turns take seconds, not minutes."""
 
 UPSTREAM: contextvars.ContextVar[list[float]] = contextvars.ContextVar("upstream")
 """The seconds the current turn spent waiting for the API, appended by the timing wrappers;
@@ -101,10 +126,10 @@ def mean(values: Sequence[float]) -> float:
 
 
 @asynccontextmanager
-async def postgres_database() -> AsyncIterator[str]:
-    """A fresh PostgreSQL database on the server named by ``TEST_DATABASE_URL`` (as the
-    tests use it), dropped afterwards; yields its URL."""
-    admin_url = os.environ.get("TEST_DATABASE_URL")
+async def postgres_database(admin_url: str | None = None) -> AsyncIterator[str]:
+    """A fresh PostgreSQL database on the server ``admin_url`` names (by default the one
+    ``TEST_DATABASE_URL`` names, as the tests use it), dropped afterwards; yields its URL."""
+    admin_url = admin_url or os.environ.get("TEST_DATABASE_URL")
     if not admin_url:
         raise SystemExit("--database postgres needs TEST_DATABASE_URL (postgresql+asyncpg://…)")
     admin = make_url(admin_url)

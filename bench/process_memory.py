@@ -35,31 +35,16 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.common import API_KEY, fake_openai_process, fake_process, table
-
-TOKEN = "123456:BENCH-token"
-UNLIMITED = (
-    "--private-rate",
-    "1000000",
-    "--private-burst",
-    "1000000",
-    "--group-per-minute",
-    "1000000",
-    "--group-burst",
-    "1000000",
-    "--global-per-second",
-    "1000000",
-    "--token",
+from bench.common import (
+    API_KEY,
+    RAISED,
     TOKEN,
+    UNLIMITED,
+    fake_openai_process,
+    fake_process,
+    table,
 )
-RAISED = {
-    "SWITCHBOARD_TELEGRAM_CHAT_PER_SECOND": "1000000",
-    "SWITCHBOARD_TELEGRAM_CHAT_BURST": "1000000",
-    "SWITCHBOARD_TELEGRAM_GROUP_PER_MINUTE": "1000000",
-    "SWITCHBOARD_TELEGRAM_GROUP_BURST": "1000000",
-    "SWITCHBOARD_TELEGRAM_OVERALL_PER_SECOND": "1000000",
-}
-"""The pacer's limits raised, so that 1,000 turns take seconds, not minutes."""
+
 TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -41,8 +41,8 @@ from pathlib import Path
 import aiohttp
 from telegram import Bot
 
-from bench.common import API_KEY, fake_openai_process, fake_process, percentile, table
-from bench.telegram_streaming import TOKEN, bot
+from bench.common import API_KEY, TOKEN, fake_openai_process, fake_process, percentile, table
+from bench.telegram_streaming import bot
 from bots.bootstrap import run_loop
 from bots.pacing import FloodControl
 from bots.telegram.reply import ChatPlace, TelegramReply

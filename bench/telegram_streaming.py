@@ -30,6 +30,9 @@ import aiohttp
 
 from bench.common import (
     API_KEY,
+    RAISED,
+    TOKEN,
+    UNLIMITED,
     RoundTrips,
     fake_openai_process,
     fake_process,
@@ -45,19 +48,8 @@ from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.telegram_server import FakeTelegram
 
 REPLY = " ".join(f"word{n:04d}" for n in range(334))[:3000]
-TOKEN = "123456:BENCH-token"
 PRIVATE_CHATS = 50
 GROUPS = 5
-
-
-RAISED = {
-    "SWITCHBOARD_TELEGRAM_CHAT_PER_SECOND": "1000000",
-    "SWITCHBOARD_TELEGRAM_CHAT_BURST": "1000000",
-    "SWITCHBOARD_TELEGRAM_GROUP_PER_MINUTE": "1000000",
-    "SWITCHBOARD_TELEGRAM_GROUP_BURST": "1000000",
-    "SWITCHBOARD_TELEGRAM_OVERALL_PER_SECOND": "1000000",
-}
-"""The pacer's limits raised as for a self-hosted Bot API server without limits."""
 
 
 @asynccontextmanager
@@ -167,23 +159,9 @@ async def throughput(tmp: Path, turns: int, chats: int, database: str) -> list[l
 
 
 async def _throughput(database: Path | str, turns: int, chats: int) -> list[list[object]]:
-    unlimited = (
-        "--private-rate",
-        "1000000",
-        "--private-burst",
-        "1000000",
-        "--group-per-minute",
-        "1000000",
-        "--group-burst",
-        "1000000",
-        "--global-per-second",
-        "1000000",
-        "--token",
-        TOKEN,
-    )
     with (
         fake_openai_process() as openai_url,
-        fake_process("tests.fakes.telegram_server", "FAKE_TELEGRAM", *unlimited) as telegram_url,
+        fake_process("tests.fakes.telegram_server", "FAKE_TELEGRAM", *UNLIMITED) as telegram_url,
     ):
         async with (
             bot(telegram_url, TOKEN, openai_url, database, **RAISED) as app,

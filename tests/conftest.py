@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -15,8 +15,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bots.bootstrap import App, bootstrap
+from core.money.budgets import BudgetLedger
+from core.money.sql_ledger import SqlBudgetLedger, budget_ledger
 from core.settings import Settings, load_settings
-from core.storage.database import create_engine
+from core.storage.database import create_engine, upgrade
+from tests.fakes.memory_budgets import InMemoryBudgetLedger
 from tests.fakes.openai_server import FakeOpenAI
 
 API_KEY = "sk-test-0123456789abcdef"
@@ -98,6 +101,44 @@ async def engine_for(url: str) -> AsyncIterator[AsyncEngine]:
 
 
 SettingsFactory = Callable[..., Settings]
+
+
+# --- budget ledgers: the in-memory fake and the SQL ones, each as two handles ------------
+
+
+@pytest.fixture
+def ledger_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+async def ledgers(ledger_kind: str, database_url: str) -> AsyncIterator[list[BudgetLedger]]:
+    """Two handles on one ledger: for SQL kinds, two engines (like two processes)."""
+    if ledger_kind == "memory":
+        memory = InMemoryBudgetLedger()
+        yield [memory, memory]
+        return
+    await upgrade(database_url)
+    async with AsyncExitStack() as stack:
+        engines = [await stack.enter_async_context(engine_for(database_url)) for _ in range(2)]
+        if ledger_kind == "sqlite-portable":
+            yield [SqlBudgetLedger(engine) for engine in engines]
+        else:
+            yield [budget_ledger(engine) for engine in engines]
+
+
+every_ledger = pytest.mark.parametrize(
+    ("ledger_kind", "database_url"),
+    [
+        ("memory", "sqlite"),
+        ("sqlite", "sqlite"),
+        ("sqlite-portable", "sqlite"),
+        ("postgresql", "postgresql"),
+    ],
+    indirect=True,
+    ids=["memory", "sqlite", "sqlite-portable", "postgresql"],
+)
 
 
 @pytest.fixture

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import secrets
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -33,25 +32,13 @@ from tests.conftest import API_KEY, SettingsFactory
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import FakeSlack
 from tests.fakes.telegram_server import FakeTelegram
+from tests.processes import process_env, until
 from tests.test_batches import MODEL, SteppingClock, console_app, md_of, poll_until_done
 from tests.test_console import SWITCHBOARD
 from tests.test_slack import ADA
 from tests.test_telegram import free_port
 
 USER = 1001
-
-
-async def until(check: Callable[[], bool | Awaitable[bool]], within: float = 45.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
 
 
 async def query(database_url: str, sql: str) -> list[Any]:
@@ -70,14 +57,7 @@ async def job_status(database_url: str) -> str | None:
 
 
 def env_for(fake_openai: FakeOpenAI, database_url: str) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SWITCHBOARD_"))},
-        "OPENAI_API_KEY": API_KEY,
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "DATABASE_URL": database_url,
-        "SWITCHBOARD_OPENAI_BACKOFF_SECONDS": "0.01",
-        "SWITCHBOARD_JOBS_POLL_SECONDS": "1",
-    }
+    return process_env(fake_openai, database_url, SWITCHBOARD_JOBS_POLL_SECONDS="1")
 
 
 @asynccontextmanager

@@ -14,7 +14,7 @@ import io
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -431,6 +431,30 @@ def signed(payload: bytes, webhook_id: str, key: bytes = WEBHOOK_KEY) -> dict[st
     }
 
 
+async def assert_one_poll_per_signed_delivery(
+    http: aiohttp.ClientSession,
+    url: str,
+    payload: bytes,
+    webhook_id: str,
+    reads: Callable[[], int],
+    console: Console,
+    update: str,
+) -> None:
+    """A forged webhook is refused and polls nothing; a signed one polls the job at once
+    (the ``update`` is printed); the same delivery again polls nothing more."""
+    forged = signed(payload, webhook_id, key=b"some other key")
+    async with http.post(url, data=payload, headers=forged) as response:
+        assert response.status == 400
+    assert reads() == 0
+    async with http.post(url, data=payload, headers=signed(payload, webhook_id)) as response:
+        assert response.status == 200
+    assert reads() == 1  # polled at once, though no poll was due
+    assert update in console.out.getvalue()
+    async with http.post(url, data=payload, headers=signed(payload, webhook_id)) as response:
+        assert response.status == 200
+    assert reads() == 1  # the same delivery again: nothing more
+
+
 async def test_a_signed_webhook_polls_its_batch_at_once_and_bad_or_repeated_ones_do_not(
     make_settings: SettingsFactory, tmp_path: Path, clock: SteppingClock, fake_openai: FakeOpenAI
 ) -> None:
@@ -463,17 +487,9 @@ async def test_a_signed_webhook_polls_its_batch_at_once_and_bad_or_repeated_ones
             ),
             aiohttp.ClientSession() as http,
         ):  # fmt: skip
-            forged = signed(payload, "wh_1", key=b"some other key")
-            async with http.post(url, data=payload, headers=forged) as response:
-                assert response.status == 400
-            assert reads() == 0
-            async with http.post(url, data=payload, headers=signed(payload, "wh_1")) as response:
-                assert response.status == 200
-            assert reads() == 1  # polled at once, though no poll was due
-            assert "[#1 updated] Batch #1: in progress" in console.out.getvalue()
-            async with http.post(url, data=payload, headers=signed(payload, "wh_1")) as response:
-                assert response.status == 200
-            assert reads() == 1  # the same delivery again: nothing more
+            await assert_one_poll_per_signed_delivery(
+                http, url, payload, "wh_1", reads, console, "[#1 updated] Batch #1: in progress"
+            )
 
 
 async def test_a_job_whose_poller_died_is_taken_over_when_its_lease_runs_out(

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -17,10 +15,9 @@ import pytest
 
 from core.money.budgets import Budget, BudgetExceeded, BudgetLedger, Payer, Scope
 from core.money.periods import Period
-from core.money.sql_ledger import SqlBudgetLedger, budget_ledger
+from core.money.sql_ledger import budget_ledger
 from core.storage.database import upgrade
-from tests.conftest import engine_for
-from tests.fakes.memory_budgets import InMemoryBudgetLedger
+from tests.conftest import engine_for, every_ledger
 
 UTC_ZONE = ZoneInfo("UTC")
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -30,43 +27,8 @@ DOLLAR = 1_000_000
 
 
 @pytest.fixture
-def ledger_kind(request: pytest.FixtureRequest) -> str:
-    kind: str = request.param
-    return kind
-
-
-@pytest.fixture
-async def ledgers(ledger_kind: str, database_url: str) -> AsyncIterator[list[BudgetLedger]]:
-    """Two handles on one ledger: for SQL kinds, two engines (like two processes)."""
-    if ledger_kind == "memory":
-        memory = InMemoryBudgetLedger()
-        yield [memory, memory]
-        return
-    await upgrade(database_url)
-    async with AsyncExitStack() as stack:
-        engines = [await stack.enter_async_context(engine_for(database_url)) for _ in range(2)]
-        if ledger_kind == "sqlite-portable":
-            yield [SqlBudgetLedger(engine) for engine in engines]
-        else:
-            yield [budget_ledger(engine) for engine in engines]
-
-
-@pytest.fixture
 def ledger(ledgers: list[BudgetLedger]) -> BudgetLedger:
     return ledgers[0]
-
-
-every_ledger = pytest.mark.parametrize(
-    ("ledger_kind", "database_url"),
-    [
-        ("memory", "sqlite"),
-        ("sqlite", "sqlite"),
-        ("sqlite-portable", "sqlite"),
-        ("postgresql", "postgresql"),
-    ],
-    indirect=True,
-    ids=["memory", "sqlite", "sqlite-portable", "postgresql"],
-)
 
 
 @every_ledger

@@ -43,8 +43,8 @@ from tests.test_batches import (
     WEBHOOK_SECRET,
     Console,
     SteppingClock,
+    assert_one_poll_per_signed_delivery,
     console_app,
-    signed,
 )
 from tests.test_console import switchboard
 from tests.test_slack import ADA
@@ -338,17 +338,15 @@ async def test_a_signed_webhook_polls_its_job_at_once_and_a_repeated_one_does_no
             ),
             aiohttp.ClientSession() as http,
         ):  # fmt: skip
-            forged = signed(payload, "wh_ft_1", key=b"some other key")
-            async with http.post(url, data=payload, headers=forged) as response:
-                assert response.status == 400
-            assert reads() == 0
-            async with http.post(url, data=payload, headers=signed(payload, "wh_ft_1")) as response:
-                assert response.status == 200
-            assert reads() == 1  # polled at once, though no poll was due
-            assert "[#1 updated] Fine-tune #1 of gpt-4.1-mini: queued" in console.out.getvalue()
-            async with http.post(url, data=payload, headers=signed(payload, "wh_ft_1")) as response:
-                assert response.status == 200
-            assert reads() == 1  # the same delivery again: nothing more
+            await assert_one_poll_per_signed_delivery(
+                http,
+                url,
+                payload,
+                "wh_ft_1",
+                reads,
+                console,
+                "[#1 updated] Fine-tune #1 of gpt-4.1-mini: queued",
+            )
 
 
 async def test_a_fine_tune_from_a_telegram_document(

@@ -7,7 +7,6 @@ micro-dollar."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
 import sys
@@ -23,11 +22,11 @@ from core.money.periods import Period
 from core.money.sql_ledger import budget_ledger
 from core.storage.database import SQLITE_BUSY_TIMEOUT_MS, upgrade
 from core.storage.file_spool import FileSpool
-from tests.conftest import API_KEY, engine_for
+from tests.conftest import engine_for
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.telegram_server import FakeTelegram
 from tests.private_postgres import PrivatePostgres, find_initdb
-from tests.test_recovery import start_bot, until
+from tests.processes import process_env, start_bot, until
 from tests.test_reservation_leases import database_rows
 
 pytestmark = pytest.mark.slow
@@ -53,15 +52,9 @@ async def private_postgres() -> AsyncIterator[PrivatePostgres]:
 def bot_env(
     fake_openai: FakeOpenAI, database_url: str, tmp_path: Path, **more: str
 ) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SWITCHBOARD_"))},
-        "OPENAI_API_KEY": API_KEY,
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "DATABASE_URL": database_url,
-        "SWITCHBOARD_OPENAI_BACKOFF_SECONDS": "0.01",
-        "SWITCHBOARD_SPOOL_DIR": str(tmp_path / "spool"),
-        **more,
-    }
+    return process_env(
+        fake_openai, database_url, SWITCHBOARD_SPOOL_DIR=str(tmp_path / "spool"), **more
+    )
 
 
 async def with_budget(database_url: str) -> None:

@@ -7,10 +7,7 @@ user's budget exact to the micro-dollar once the next process has recovered the 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -23,15 +20,15 @@ from core.errors import StorageUnavailable
 from core.money.budgets import Budget, BudgetExceeded, BudgetLedger, Hold, Payer, Reservation, Scope
 from core.money.metering import Meter
 from core.money.periods import Period
-from core.money.sql_ledger import SqlBudgetLedger, budget_ledger
+from core.money.sql_ledger import budget_ledger
 from core.storage.database import upgrade
 from core.storage.file_spool import FileSpool
-from tests.conftest import API_KEY, engine_for
+from tests.conftest import engine_for, every_ledger
 from tests.fakes.memory_budgets import InMemoryBudgetLedger
 from tests.fakes.openai_server import FakeOpenAI, Scripted
 from tests.fakes.telegram_server import FakeTelegram
+from tests.processes import kill_mid_turn, process_env, start_bot, until
 from tests.test_metering import FixedClock
-from tests.test_recovery import start_bot, until
 
 UTC_ZONE = ZoneInfo("UTC")
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -39,41 +36,6 @@ ADA = Payer("telegram:42", "telegram::1001:")
 DOLLAR = 1_000_000
 ALIVE = "host:1:alive"
 DEAD = "host:2:dead"
-
-
-@pytest.fixture
-def ledger_kind(request: pytest.FixtureRequest) -> str:
-    kind: str = request.param
-    return kind
-
-
-@pytest.fixture
-async def ledgers(ledger_kind: str, database_url: str) -> AsyncIterator[list[BudgetLedger]]:
-    """Two handles on one ledger: for SQL kinds, two engines (like two processes)."""
-    if ledger_kind == "memory":
-        memory = InMemoryBudgetLedger()
-        yield [memory, memory]
-        return
-    await upgrade(database_url)
-    async with AsyncExitStack() as stack:
-        engines = [await stack.enter_async_context(engine_for(database_url)) for _ in range(2)]
-        if ledger_kind == "sqlite-portable":
-            yield [SqlBudgetLedger(engine) for engine in engines]
-        else:
-            yield [budget_ledger(engine) for engine in engines]
-
-
-every_ledger = pytest.mark.parametrize(
-    ("ledger_kind", "database_url"),
-    [
-        ("memory", "sqlite"),
-        ("sqlite", "sqlite"),
-        ("sqlite-portable", "sqlite"),
-        ("postgresql", "postgresql"),
-    ],
-    indirect=True,
-    ids=["memory", "sqlite", "sqlite-portable", "postgresql"],
-)
 
 
 async def held(ledger: BudgetLedger) -> tuple[int, int, int]:
@@ -277,28 +239,13 @@ async def test_a_killed_process_s_reservation_is_released_and_the_turn_charged_o
     await upgrade(database_url)
     async with engine_for(database_url) as engine:
         await budget_ledger(engine).set_budget(Budget(Scope.DEFAULT, "", Period.DAILY, LIMIT))
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SWITCHBOARD_"))},
-        "OPENAI_API_KEY": API_KEY,
-        "OPENAI_BASE_URL": fake_openai.base_url,
-        "DATABASE_URL": database_url,
-        "SWITCHBOARD_OPENAI_BACKOFF_SECONDS": "0.01",
-        "SWITCHBOARD_SPOOL_DIR": str(tmp_path / "spool"),
-    }
+    env = process_env(fake_openai, database_url, SWITCHBOARD_SPOOL_DIR=str(tmp_path / "spool"))
     counter = (
         "SELECT spent_micros, reserved_micros FROM budget_counters "
         f"WHERE scope = 'user' AND subject = 'telegram:{USER}'"
     )
-    fake_openai.enqueue(Scripted(text="half an answer that never ends", hang=True))
     with FakeTelegram() as telegram:
-        first = await start_bot(env, tmp_path, telegram)
-        try:
-            await until(lambda: bool(telegram.calls_to("getUpdates")))
-            telegram.private_message(USER, "What is the capital of France?")
-            await until(lambda: bool(fake_openai.model_requests()))
-        finally:
-            first.send_signal(signal.SIGKILL)
-            await first.wait()
+        first = await kill_mid_turn(env, tmp_path, telegram, fake_openai, USER)
         [(spent, reserved)] = await database_rows(database_url, counter)
         holds = await database_rows(database_url, "SELECT owner, released FROM budget_holds")
         assert spent == 0 and reserved > 0  # the dead process's estimate is held

@@ -34,11 +34,11 @@ Answer = Callable[[str], str]
 InputChars = Callable[[str, dict[str, object]], int]
 
 
-def _id(prefix: str) -> str:
+def new_id(prefix: str) -> str:
     return prefix + secrets.token_hex(12)
 
 
-def _error(
+def error_response(
     status: int, message: str, param: str | None = None, code: str | None = None
 ) -> web.Response:
     body = {
@@ -190,17 +190,17 @@ class FakeBatches:
     async def _upload(self, request: web.Request) -> web.Response:
         form, _ = self._parsed(request)
         if form is None:
-            return _error(400, "Invalid request: expected multipart/form-data.")
+            return error_response(400, "Invalid request: expected multipart/form-data.")
         purpose = form.text("purpose")
         if purpose is None:
-            return _error(
+            return error_response(
                 400,
                 "Missing required parameter: 'purpose'.",
                 "purpose",
                 "missing_required_parameter",
             )
         if purpose not in FILE_PURPOSES:
-            return _error(
+            return error_response(
                 400,
                 f"'{purpose}' is not one of {list(FILE_PURPOSES)} - 'purpose'",
                 "purpose",
@@ -208,14 +208,14 @@ class FakeBatches:
             )
         files = form.file("file")
         if not files:
-            return _error(
+            return error_response(
                 400, "Missing required parameter: 'file'.", "file", "missing_required_parameter"
             )
         upload = files[0]
         filename = upload.filename or "file"
         if purpose == "batch" and not filename.endswith(".jsonl"):
-            return _error(400, "Invalid file format for Batch API. Must be .jsonl", "file")
-        stored = StoredFile(_id("file-"), filename, purpose, upload.data)
+            return error_response(400, "Invalid file format for Batch API. Must be .jsonl", "file")
+        stored = StoredFile(new_id("file-"), filename, purpose, upload.data)
         with self._lock:
             self.files[stored.id] = stored
             self.largest_part = max(self.largest_part, len(upload.data))
@@ -229,10 +229,10 @@ class FakeBatches:
     async def _create_upload(self, request: web.Request) -> web.Response:
         _, body = self._parsed(request)
         if body is None:
-            return _error(400, "We could not parse the JSON body of your request.")
+            return error_response(400, "We could not parse the JSON body of your request.")
         for required in ("bytes", "filename", "mime_type", "purpose"):
             if required not in body:
-                return _error(
+                return error_response(
                     400,
                     f"Missing required parameter: '{required}'.",
                     required,
@@ -240,21 +240,23 @@ class FakeBatches:
                 )
         purpose, size = str(body["purpose"]), body["bytes"]
         if purpose not in FILE_PURPOSES:
-            return _error(
+            return error_response(
                 400,
                 f"'{purpose}' is not one of {list(FILE_PURPOSES)} - 'purpose'",
                 "purpose",
                 "invalid_value",
             )
         if not isinstance(size, int) or size < 0 or size > MAX_UPLOAD_BYTES:
-            return _error(400, f"Invalid 'bytes': at most {MAX_UPLOAD_BYTES}.", "bytes")
+            return error_response(400, f"Invalid 'bytes': at most {MAX_UPLOAD_BYTES}.", "bytes")
         if purpose == "batch" and (
             not str(body["filename"]).endswith(".jsonl")
             or body["mime_type"] not in ("application/jsonl", "text/jsonl")
         ):
-            return _error(400, "Invalid file format for Batch API. Must be .jsonl", "mime_type")
+            return error_response(
+                400, "Invalid file format for Batch API. Must be .jsonl", "mime_type"
+            )
         upload = FakeUpload(
-            _id("upload_"), str(body["filename"]), purpose, str(body["mime_type"]), size
+            new_id("upload_"), str(body["filename"]), purpose, str(body["mime_type"]), size
         )
         with self._lock:
             self.uploads[upload.id] = upload
@@ -263,29 +265,31 @@ class FakeBatches:
     def _open_upload(self, upload_id: str) -> FakeUpload | web.Response:
         upload = self.uploads.get(upload_id)
         if upload is None:
-            return _error(404, f"No such Upload object: {upload_id}", "upload_id")
+            return error_response(404, f"No such Upload object: {upload_id}", "upload_id")
         if upload.status != "pending":
-            return _error(400, f"Upload {upload_id} is already {upload.status}.", "upload_id")
+            return error_response(
+                400, f"Upload {upload_id} is already {upload.status}.", "upload_id"
+            )
         if time.time() > upload.created_at + UPLOAD_SECONDS:
             upload.status = "expired"
-            return _error(400, f"Upload {upload_id} has expired.", "upload_id")
+            return error_response(400, f"Upload {upload_id} has expired.", "upload_id")
         return upload
 
     async def _add_part(self, request: web.Request) -> web.Response:
         form, _ = self._parsed(request)
         parts = form.file("data") if form is not None else []
         if not parts:
-            return _error(
+            return error_response(
                 400, "Missing required parameter: 'data'.", "data", "missing_required_parameter"
             )
         data = parts[0].data
         if len(data) > MAX_PART_BYTES:
-            return _error(400, f"A part may be at most {MAX_PART_BYTES} bytes.", "data")
+            return error_response(400, f"A part may be at most {MAX_PART_BYTES} bytes.", "data")
         with self._lock:
             upload = self._open_upload(request.match_info["upload_id"])
             if isinstance(upload, web.Response):
                 return upload
-            part_id = _id("part_")
+            part_id = new_id("part_")
             upload.parts[part_id] = data
             self.largest_part = max(self.largest_part, len(data))
             return web.json_response(
@@ -301,7 +305,7 @@ class FakeBatches:
         _, body = self._parsed(request)
         part_ids = (body or {}).get("part_ids")
         if not isinstance(part_ids, list):
-            return _error(
+            return error_response(
                 400,
                 "Missing required parameter: 'part_ids'.",
                 "part_ids",
@@ -313,16 +317,16 @@ class FakeBatches:
                 return upload
             unknown = [part for part in part_ids if part not in upload.parts]
             if unknown:
-                return _error(400, f"No such part: {unknown[0]}", "part_ids")
+                return error_response(400, f"No such part: {unknown[0]}", "part_ids")
             data = b"".join(upload.parts[part] for part in part_ids)
             if len(data) != upload.bytes:
-                return _error(
+                return error_response(
                     400,
                     f"The upload has {len(data)} bytes in the given parts, but {upload.bytes} "
                     "were declared when it was created.",
                     "part_ids",
                 )
-            stored = StoredFile(_id("file-"), upload.filename, upload.purpose, data)
+            stored = StoredFile(new_id("file-"), upload.filename, upload.purpose, data)
             self.files[stored.id] = stored
             upload.status = "completed"
             upload.file_id = stored.id
@@ -357,7 +361,9 @@ class FakeBatches:
     async def _file(self, request: web.Request) -> web.Response:
         stored = self._stored(request.match_info["file_id"])
         if stored is None:
-            return _error(404, f"No such File object: {request.match_info['file_id']}", "id")
+            return error_response(
+                404, f"No such File object: {request.match_info['file_id']}", "id"
+            )
         return web.json_response(stored.object())
 
     async def _content(self, request: web.Request) -> web.Response:
@@ -375,7 +381,9 @@ class FakeBatches:
             return web.json_response(body, status=500)
         stored = self._stored(request.match_info["file_id"])
         if stored is None:
-            return _error(404, f"No such File object: {request.match_info['file_id']}", "id")
+            return error_response(
+                404, f"No such File object: {request.match_info['file_id']}", "id"
+            )
         return web.Response(body=stored.data, content_type="application/octet-stream")
 
     async def _delete(self, request: web.Request) -> web.Response:
@@ -383,7 +391,7 @@ class FakeBatches:
         with self._lock:
             stored = self.files.pop(file_id, None)
         if stored is None:
-            return _error(404, f"No such File object: {file_id}", "id")
+            return error_response(404, f"No such File object: {file_id}", "id")
         return web.json_response({"id": file_id, "object": "file", "deleted": True})
 
     # --- batches -------------------------------------------------------------------------
@@ -391,24 +399,24 @@ class FakeBatches:
     async def _create(self, request: web.Request) -> web.Response:
         _, body = self._parsed(request)
         if body is None:
-            return _error(400, "We could not parse the JSON body of your request.")
+            return error_response(400, "We could not parse the JSON body of your request.")
         for required in ("input_file_id", "endpoint", "completion_window"):
             if required not in body:
-                return _error(
+                return error_response(
                     400,
                     f"Missing required parameter: '{required}'.",
                     required,
                     "missing_required_parameter",
                 )
         if body["completion_window"] != "24h":
-            return _error(
+            return error_response(
                 400,
                 f"Invalid value: '{body['completion_window']}'. Supported values are: '24h'.",
                 "completion_window",
                 "invalid_value",
             )
         if body["endpoint"] not in BATCH_ENDPOINTS:
-            return _error(
+            return error_response(
                 400,
                 f"Invalid value: '{body['endpoint']}'. Supported values are: "
                 + ", ".join(f"'{e}'" for e in BATCH_ENDPOINTS)
@@ -418,14 +426,16 @@ class FakeBatches:
             )
         stored = self._stored(str(body["input_file_id"]))
         if stored is None:
-            return _error(400, f"Could not find file {body['input_file_id']}.", "input_file_id")
+            return error_response(
+                400, f"Could not find file {body['input_file_id']}.", "input_file_id"
+            )
         if stored.purpose != "batch":
-            return _error(
+            return error_response(
                 400, "The input file must be uploaded with purpose 'batch'.", "input_file_id"
             )
         metadata = body.get("metadata")
         batch = FakeBatch(
-            _id("batch_"),
+            new_id("batch_"),
             str(body["endpoint"]),
             stored.id,
             metadata if isinstance(metadata, dict) else None,
@@ -445,16 +455,16 @@ class FakeBatches:
         try:
             limit = int(request.query.get("limit", "20"))
         except ValueError:
-            return _error(400, "Invalid 'limit': an integer is expected.", "limit")
+            return error_response(400, "Invalid 'limit': an integer is expected.", "limit")
         if not 1 <= limit <= 100:
-            return _error(400, "Invalid 'limit': it must be between 1 and 100.", "limit")
+            return error_response(400, "Invalid 'limit': it must be between 1 and 100.", "limit")
         with self._lock:
             newest = list(reversed(self.batches.values()))
             after = request.query.get("after")
             if after is not None:
                 ids = [batch.id for batch in newest]
                 if after not in ids:
-                    return _error(400, f"No batch found with id '{after}'.", "after")
+                    return error_response(400, f"No batch found with id '{after}'.", "after")
                 newest = newest[ids.index(after) + 1 :]
             page = [self._object(batch) for batch in newest[:limit]]
             return web.json_response(
@@ -471,7 +481,7 @@ class FakeBatches:
         with self._lock:
             batch = self.batches.get(request.match_info["batch_id"])
             if batch is None:
-                return _error(
+                return error_response(
                     404, f"No batch found with id '{request.match_info['batch_id']}'.", "batch_id"
                 )
             self._advance(batch)
@@ -481,11 +491,11 @@ class FakeBatches:
         with self._lock:
             batch = self.batches.get(request.match_info["batch_id"])
             if batch is None:
-                return _error(
+                return error_response(
                     404, f"No batch found with id '{request.match_info['batch_id']}'.", "batch_id"
                 )
             if batch.status not in ("validating", "in_progress", "finalizing"):
-                return _error(
+                return error_response(
                     409,
                     f"Cannot cancel a batch with status '{batch.status}'.",
                     None,
@@ -617,7 +627,7 @@ class FakeBatches:
             batch.done += 1
             body = item["body"]
             prompt = body["input"] if api == "responses" else body["messages"][-1]["content"]
-            request_id = _id("req_")
+            request_id = new_id("req_")
             if prompt in self.failing:
                 batch.failed += 1
                 error = {
@@ -629,7 +639,7 @@ class FakeBatches:
                 batch.error_lines.append(
                     json.dumps(
                         {
-                            "id": _id("batch_req_"),
+                            "id": new_id("batch_req_"),
                             "custom_id": item["custom_id"],
                             "response": {
                                 "status_code": 400,
@@ -649,7 +659,7 @@ class FakeBatches:
             batch.output_lines.append(
                 json.dumps(
                     {
-                        "id": _id("batch_req_"),
+                        "id": new_id("batch_req_"),
                         "custom_id": item["custom_id"],
                         "response": {
                             "status_code": 200,
@@ -669,7 +679,7 @@ class FakeBatches:
             batch.error_lines.append(
                 json.dumps(
                     {
-                        "id": _id("batch_req_"),
+                        "id": new_id("batch_req_"),
                         "custom_id": item["custom_id"],
                         "response": None,
                         "error": {"code": code, "message": message},
@@ -686,7 +696,7 @@ class FakeBatches:
                 content = ("\n".join(lines) + "\n").encode()
                 if attribute == "output_file_id" and self.corrupt_output:
                     content = b"{this is not json\n"
-                stored = StoredFile(_id("file-"), name, "batch_output", content)
+                stored = StoredFile(new_id("file-"), name, "batch_output", content)
                 self.files[stored.id] = stored
                 setattr(batch, attribute, stored.id)
 
@@ -746,14 +756,14 @@ def _response_body(
 ) -> dict[str, Any]:
     if api == "responses":
         return {
-            "id": _id("resp_"),
+            "id": new_id("resp_"),
             "object": "response",
             "status": "completed",
             "model": model,
             "output": [
                 {
                     "type": "message",
-                    "id": _id("msg_"),
+                    "id": new_id("msg_"),
                     "role": "assistant",
                     "status": "completed",
                     "content": [{"type": "output_text", "text": text, "annotations": []}],
@@ -768,7 +778,7 @@ def _response_body(
             },
         }
     return {
-        "id": _id("chatcmpl-"),
+        "id": new_id("chatcmpl-"),
         "object": "chat.completion",
         "model": model,
         "choices": [

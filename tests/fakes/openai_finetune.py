@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.openai_batches import StoredFile
+from tests.fakes.openai_batches import StoredFile, error_response, new_id
 
 FINE_TUNABLE = ("gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o", "gpt-4o-mini")
 """The base models the fake fine-tunes (as OpenAI's supervised fine-tuning does)."""
@@ -31,19 +31,6 @@ MIN_EXAMPLES = 10
 OPEN = ("validating_files", "queued", "running")
 STEPS_PER_EPOCH = 2
 ORGANIZATION = "org-switchboard-test"
-
-
-def _id(prefix: str) -> str:
-    return prefix + secrets.token_hex(12)
-
-
-def _error(
-    status: int, message: str, param: str | None = None, code: str | None = None
-) -> web.Response:
-    body = {
-        "error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}
-    }
-    return web.json_response(body, status=status)
 
 
 @dataclass(frozen=True)
@@ -135,10 +122,10 @@ class FakeFineTuning:
     async def _create(self, request: web.Request) -> web.Response:
         _, body = self._parsed(request)
         if body is None:
-            return _error(400, "We could not parse the JSON body of your request.")
+            return error_response(400, "We could not parse the JSON body of your request.")
         for required in ("model", "training_file"):
             if not isinstance(body.get(required), str) or not body[required]:
-                return _error(
+                return error_response(
                     400,
                     f"Missing required parameter: '{required}'.",
                     required,
@@ -146,10 +133,10 @@ class FakeFineTuning:
                 )
         refusal = self.refuse_creation
         if refusal is not None:
-            return _error(refusal.status, refusal.message, None, refusal.code)
+            return error_response(refusal.status, refusal.message, None, refusal.code)
         model = str(body["model"])
         if model not in FINE_TUNABLE:
-            return _error(
+            return error_response(
                 400,
                 f"Model {model} is not available for fine-tuning or does not exist.",
                 "model",
@@ -158,14 +145,14 @@ class FakeFineTuning:
         with self._lock:
             stored = self._files.get(str(body["training_file"]))
         if stored is None:
-            return _error(
+            return error_response(
                 400,
                 f"File {body['training_file']} not found.",
                 "training_file",
                 "invalid_training_file",
             )
         if stored.purpose != "fine-tune":
-            return _error(
+            return error_response(
                 400,
                 f"File {stored.id} has purpose '{stored.purpose}'; a training file must be "
                 "uploaded with purpose 'fine-tune'.",
@@ -174,7 +161,7 @@ class FakeFineTuning:
             )
         epochs = _epochs(body)
         if epochs is None:
-            return _error(
+            return error_response(
                 400,
                 "Invalid value for 'n_epochs': expected an integer from 1 to 50, or 'auto'.",
                 "method.supervised.hyperparameters.n_epochs",
@@ -182,11 +169,13 @@ class FakeFineTuning:
             )
         suffix = body.get("suffix")
         if suffix is not None and (not isinstance(suffix, str) or len(suffix) > 64):
-            return _error(400, "suffix must be a string of at most 64 characters.", "suffix")
+            return error_response(
+                400, "suffix must be a string of at most 64 characters.", "suffix"
+            )
         examples, tokens = _count(stored.data)
         metadata = body.get("metadata")
         job = FakeJob(
-            _id("ftjob-"),
+            new_id("ftjob-"),
             model,
             stored.id,
             epochs,
@@ -246,7 +235,7 @@ class FakeFineTuning:
             if job is None:
                 return self._missing(request)
             if job.status not in OPEN:
-                return _error(
+                return error_response(
                     400, f"Job {job.id} has already {job.status}; it cannot be cancelled.", "id"
                 )
             job.status = "cancelled"
@@ -255,7 +244,7 @@ class FakeFineTuning:
             return web.json_response(self._object(job))
 
     def _missing(self, request: web.Request) -> web.Response:
-        return _error(
+        return error_response(
             404,
             f"Could not find fine tune job: {request.match_info['job_id']}",
             "fine_tune_id",
@@ -312,7 +301,7 @@ class FakeFineTuning:
     def _event(self, job: FakeJob, message: str, level: str = "info") -> None:
         job.events.append(
             {
-                "id": _id("ftevent-"),
+                "id": new_id("ftevent-"),
                 "object": "fine_tuning.job.event",
                 "created_at": int(time.time()),
                 "level": level,
