@@ -265,7 +265,12 @@ async def test_edit_command_changes_the_picture_sent_in_that_dm(
         await eventually(lambda: bool(uploads_in(slack, dm)))
         key = conversation_key(slack.team_id, dm)
         conversation = await bot.app.store.active_conversation(key)
-        stored = await bot.app.store.recent_messages(conversation.id, limit=10)
+        # The upload can reach Slack a moment before the turn's writes are done.
+        for _ in range(150):
+            stored = await bot.app.store.recent_messages(conversation.id, limit=10)
+            if "/edit make it blue" in [m.text for m in stored]:
+                break
+            await asyncio.sleep(0.1)
     [record] = fake_openai.images
     assert (record.endpoint, record.prompt) == ("edits", "make it blue")
     [edit_request] = [r for r in fake_openai.requests if r.path == "/v1/images/edits"]
